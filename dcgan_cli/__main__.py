@@ -1,0 +1,3 @@
+from dcgan_cli.cli import app
+
+app(prog_name="dcgan")

@@ -1,0 +1,515 @@
+"""The DCGAN training loop: GradientTape steps, checkpoints, per-epoch outputs.
+
+Reads top to bottom: `train()` sets up (strategy, data, models, checkpoint),
+then loops over epochs and steps; the step itself is `make_train_step()`.
+
+Randomness is stateless and keyed by (seed, step): the noise z, label
+smoothing, instance noise and flips of step k are the same whether the run was
+resumed or not, and whatever the number of replicas. The step counter in the
+checkpoint is therefore the whole RNG state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from dcgan_cli.config import TrainConfig
+from dcgan_cli.errors import DcganError
+from dcgan_cli.fsutil import append_line, atomic_path, write_text
+
+CONFIG_FILE = "config.json"
+CKPT_DIR = "checkpoints"
+SAMPLES_DIR = "samples"
+METRICS_FILE = "metrics.jsonl"
+GENERATOR_FILE = "generator.keras"
+
+# Stream ids folded into the per-step seed, one per kind of randomness.
+_Z, _LABELS, _NOISE_STD, _NOISE, _FLIP = range(5)
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C / SIGTERM: a checkpoint was written; the message says how to resume."""
+
+
+class NonFiniteLoss(DcganError):
+    """A loss became NaN/Inf; the last good checkpoint is kept."""
+
+
+# ----------------------------------------------------------------------------
+# precision
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def resolve_precision(name: str) -> str:
+    """auto -> fp16 on a GPU with tensor cores, bf16 on a CPU with BF16 units, else fp32."""
+    if name != "auto":
+        return name
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+        return "fp16" if tuple(cc) >= (7, 0) else "fp32"
+    if tf.config.list_logical_devices("TPU"):
+        return "bf16"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+DTYPE_POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+# ----------------------------------------------------------------------------
+# run directories
+
+
+def new_run_dir(runs_dir: str | Path, name: str) -> Path:
+    """runs/00003-NAME: numbered so `ls` sorts them; never reuses a number."""
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    ids = [int(m.group(1)) for p in runs_dir.iterdir() if (m := re.match(r"(\d{5})-", p.name))]
+    n = max(ids, default=-1) + 1
+    while True:
+        path = runs_dir / f"{n:05d}-{name}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+
+
+def latest_run(runs_dir: str | Path) -> Path:
+    runs_dir = Path(runs_dir)
+    runs = sorted(p for p in runs_dir.glob("[0-9]" * 5 + "-*") if (p / CONFIG_FILE).exists()) if runs_dir.is_dir() else []
+    if not runs:
+        raise DcganError(f"no training runs under {runs_dir}/; train one with `dcgan train --data DIR` "
+                         f"or name one with --run")
+    return runs[-1]
+
+
+# ----------------------------------------------------------------------------
+# models and state
+
+
+@dataclass
+class GAN:
+    """Everything a checkpoint holds."""
+
+    generator: object
+    discriminator: object
+    g_ema: object | None
+    g_opt: object
+    d_opt: object
+    step: object  # tf.Variable int64: optimizer steps taken; also the RNG state
+    epoch: object  # tf.Variable int64: completed epochs
+    fixed_z: object  # tf.Variable: the noise of the per-epoch grids
+
+    @property
+    def sampler(self):
+        """The generator samples come from: the EMA one when on."""
+        return self.g_ema if self.g_ema is not None else self.generator
+
+    def checkpoint(self):
+        import tensorflow as tf
+
+        parts = dict(generator=self.generator, discriminator=self.discriminator, g_opt=self.g_opt,
+                     d_opt=self.d_opt, step=self.step, epoch=self.epoch, fixed_z=self.fixed_z)
+        if self.g_ema is not None:
+            parts["g_ema"] = self.g_ema
+        return tf.train.Checkpoint(**parts)
+
+
+def build_gan(cfg: TrainConfig, precision: str = "fp32") -> GAN:
+    """Models, optimizers and counters; call inside `strategy.scope()`."""
+    import keras
+    import tensorflow as tf
+
+    from dcgan_cli.model import build_discriminator, build_generator
+
+    keras.utils.set_random_seed(cfg.seed)  # the initial weights
+    policy = DTYPE_POLICY[precision]
+    g_kw = dict(image_size=cfg.image_size, channels=cfg.channels, latent_dim=cfg.latent_dim,
+                filters=cfg.g_filters, init_std=cfg.init_std, dtype=policy, sync_bn=cfg.sync_bn)
+    generator = build_generator(**g_kw)
+    discriminator = build_discriminator(image_size=cfg.image_size, channels=cfg.channels, filters=cfg.d_filters,
+                                        init_std=cfg.init_std, dtype=policy, sync_bn=cfg.sync_bn)
+    g_ema = None
+    if cfg.ema > 0:
+        g_ema = build_generator(**g_kw)
+        g_ema.set_weights(generator.get_weights())
+
+    def adam(lr):
+        opt = keras.optimizers.Adam(lr, beta_1=cfg.beta1, beta_2=cfg.beta2)
+        return keras.optimizers.LossScaleOptimizer(opt) if precision == "fp16" else opt
+
+    g_opt, d_opt = adam(cfg.lr_g), adam(cfg.lr_d)
+    # Build the slots now so a checkpoint restores into them (not lazily later).
+    g_opt.build(generator.trainable_variables)
+    d_opt.build(discriminator.trainable_variables)
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    fixed_z = tf.Variable(
+        tf.random.stateless_normal([cfg.num_samples, cfg.latent_dim], seed=[cfg.seed, 0x5EED]),
+        trainable=False, name="fixed_z")
+    return GAN(generator, discriminator, g_ema, g_opt, d_opt, step, epoch, fixed_z)
+
+
+# ----------------------------------------------------------------------------
+# the step
+
+
+def make_train_step(cfg: TrainConfig, gan: GAN, strategy, precision: str) -> Callable:
+    """One D and one G update per call, sharing the generator's forward pass.
+
+    Returns a tf.function: uint8 batch (distributed) -> dict of float32 scalars.
+    Losses are per-example BCE on logits averaged over the *global* batch, so
+    gradients summed over replicas equal the single-device ones.
+    """
+    import tensorflow as tf
+
+    B, nz = cfg.batch_size, cfg.latent_dim
+    G, D, g_opt, d_opt = gan.generator, gan.discriminator, gan.g_opt, gan.d_opt
+    fp16 = precision == "fp16"
+
+    def bce(labels, logits):  # (b, 1) -> (b,)
+        return tf.reshape(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), [-1])
+
+    def replica_step(real_u8, step):
+        ctx = tf.distribute.get_replica_context()
+        b = tf.shape(real_u8)[0]
+        lo = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * b  # this replica's rows of the global batch
+
+        def rand(kind, shape, fn=tf.random.stateless_normal, **kw):
+            # Drawn for the global batch, then sliced: identical across replica counts.
+            seed = tf.stack([tf.cast(cfg.seed, tf.int64) * 8 + kind, step])
+            return fn(shape, seed=seed, **kw)
+
+        z = rand(_Z, [B, nz])[lo:lo + b]
+        real = tf.cast(real_u8, tf.float32) / 127.5 - 1.0  # uint8 -> [-1, 1]
+        if cfg.flip:
+            flip = rand(_FLIP, [B], tf.random.stateless_uniform)[lo:lo + b] < 0.5
+            real = tf.where(flip[:, None, None, None], tf.reverse(real, axis=[2]), real)
+        if cfg.instance_noise > 0:
+            std = rand(_NOISE_STD, [], tf.random.stateless_uniform, minval=0.0, maxval=cfg.instance_noise)
+            real = real + std * rand(_NOISE, [B, cfg.image_size, cfg.image_size, cfg.channels])[lo:lo + b]
+        real_labels = 1.0 - rand(_LABELS, [B, 1], tf.random.stateless_uniform,
+                                 minval=0.0, maxval=cfg.label_smoothing)[lo:lo + b]
+
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            fake = G(z, training=True)  # one generator forward serves both losses
+            real_logits = D(real, training=True)
+            fake_logits = D(fake, training=True)
+            per_example_d = bce(real_labels, real_logits) + bce(tf.zeros_like(fake_logits), fake_logits)
+            d_loss = tf.nn.compute_average_loss(per_example_d, global_batch_size=B)
+            # Non-saturating generator loss: -log D(G(z)).
+            g_loss = tf.nn.compute_average_loss(bce(tf.ones_like(fake_logits), fake_logits), global_batch_size=B)
+            if fp16:
+                d_scaled, g_scaled = d_opt.scale_loss(d_loss), g_opt.scale_loss(g_loss)
+        d_grads = d_tape.gradient(d_scaled if fp16 else d_loss, D.trainable_variables)
+        g_grads = g_tape.gradient(g_scaled if fp16 else g_loss, G.trainable_variables)
+        d_opt.apply(d_grads, D.trainable_variables)
+        g_opt.apply(g_grads, G.trainable_variables)
+        inv_b = 1.0 / B
+        return {
+            "d_loss": d_loss,
+            "g_loss": g_loss,
+            "d_real": tf.reduce_sum(tf.sigmoid(real_logits)) * inv_b,  # mean D(x) over the global batch
+            "d_fake": tf.reduce_sum(tf.sigmoid(fake_logits)) * inv_b,  # mean D(G(z))
+        }
+
+    ema_pairs = []
+    if gan.g_ema is not None:
+        ema_pairs = list(zip(gan.g_ema.trainable_variables, G.trainable_variables))
+        copy_pairs = list(zip(gan.g_ema.non_trainable_variables, G.non_trainable_variables))
+    replica_fn = tf.function(replica_step, jit_compile=cfg.xla) if cfg.xla else replica_step
+
+    @tf.function
+    def train_step(batch):
+        out = strategy.run(replica_fn, args=(batch, gan.step.read_value()))
+        out = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in out.items()}
+        if ema_pairs:
+            decay = cfg.ema
+            for e, w in ema_pairs:
+                e.assign(decay * e + (1.0 - decay) * tf.cast(w, e.dtype))
+            for e, w in copy_pairs:  # batch-norm moving statistics follow the live model
+                e.assign(w)
+        gan.step.assign_add(1)
+        return out
+
+    return train_step
+
+
+# ----------------------------------------------------------------------------
+# checkpoints
+
+
+def restore_latest(manager, ckpt, warn: Callable[[str], None]) -> str | None:
+    """Restore the newest readable checkpoint; a corrupt one falls back to the one before."""
+    for path in reversed(manager.checkpoints):
+        try:
+            ckpt.restore(path).assert_existing_objects_matched()
+            return path
+        except Exception as e:  # truncated or unreadable files: tf raises several types
+            warn(f"checkpoint {path} could not be read ({type(e).__name__}); trying the previous one")
+    if manager.checkpoints:
+        raise DcganError(f"no checkpoint in {manager.directory} could be read; start a new run")
+    return None
+
+
+def all_finite(variables) -> bool:
+    import tensorflow as tf
+
+    return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in variables if "float" in str(v.dtype))
+
+
+# ----------------------------------------------------------------------------
+# per-epoch outputs
+
+
+def generate(generator, z, batch_size: int = 256) -> np.ndarray:
+    """uint8 images of the generator for latents z, in inference mode."""
+    from dcgan_cli.images import to_uint8
+
+    out = [generator(z[i:i + batch_size], training=False) for i in range(0, len(z), batch_size)]
+    return to_uint8(np.concatenate([np.asarray(o) for o in out]))
+
+
+def plot_losses(metrics_path: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "d_loss" in r]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    epochs = [r["epoch"] for r in rows]
+    ax.plot(epochs, [r["d_loss"] for r in rows], "o-", label="D loss")
+    ax.plot(epochs, [r["g_loss"] for r in rows], "o-", label="G loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (BCE on logits)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------
+# the loop
+
+
+def check_data(cfg: TrainConfig, manifest: dict) -> None:
+    if (manifest["size"], manifest["channels"]) != (cfg.image_size, cfg.channels):
+        raise DcganError(
+            f"the data is {manifest['size']}x{manifest['size']}x{manifest['channels']} but the config wants "
+            f"{cfg.image_size}x{cfg.image_size}x{cfg.channels}; preprocess again with "
+            f"`dcgan preprocess SOURCE --size {cfg.image_size}`")
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    quiet: bool = False,
+    max_steps: int | None = None,
+) -> Path:
+    """Train `cfg` into `run_dir` (a new numbered one when None); returns the run dir.
+
+    With `resume`, `run_dir` must hold a checkpoint; training continues at its
+    exact step and epoch. `max_steps` stops early (benchmarks, tests).
+    """
+    import tensorflow as tf
+
+    from dcgan_cli import distribute
+    from dcgan_cli.images import make_grid, save_image
+    from dcgan_cli.pipeline import load_manifest, make_dataset
+
+    # -- setup ---------------------------------------------------------------
+    manifest = load_manifest(cfg.data)
+    check_data(cfg, manifest)
+    strategy = distribute.make_strategy(cfg.strategy)
+    chief = distribute.is_chief(strategy)
+    precision = resolve_precision(cfg.precision)
+    n_rep = strategy.num_replicas_in_sync
+    if cfg.batch_size % n_rep:
+        raise DcganError(f"batch size {cfg.batch_size} does not split over {n_rep} replicas; use a multiple of {n_rep}")
+
+    if run_dir is None:
+        data_name = Path(str(cfg.data).rstrip("/")).name or "data"
+        run_dir = new_run_dir(cfg.runs_dir, "-".join(filter(None, [data_name, cfg.preset, cfg.run_name])))
+    run_dir = Path(run_dir)
+    # Non-chief workers write to a scratch dir (the multi-worker guide's rule).
+    out_dir = run_dir if chief else Path(distribute.worker_scratch_dir(run_dir))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if chief:
+        write_text(run_dir / CONFIG_FILE, cfg.to_json())
+        (run_dir / SAMPLES_DIR).mkdir(exist_ok=True)
+
+    with strategy.scope():
+        gan = build_gan(cfg, precision)
+    ckpt = gan.checkpoint()
+    manager = tf.train.CheckpointManager(ckpt, str(out_dir / CKPT_DIR), max_to_keep=cfg.keep_checkpoints)
+    restored = restore_latest(manager, ckpt, warn=lambda m: log(f"Warning: {m}")) if resume else None
+    if resume and restored is None:
+        raise DcganError(f"{run_dir} has no checkpoint to resume from; start a new run without --resume")
+
+    steps_per_epoch = cfg.steps_per_epoch or max(1, manifest["count"] // cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    step0 = int(gan.step.numpy())
+    start_epoch = step0 // steps_per_epoch
+    if restored:
+        log(f"Resumed from {restored} at step {step0} (epoch {start_epoch + 1}/{cfg.epochs})")
+    if step0 >= total_steps:
+        log(f"Nothing to do: step {step0} already reaches {cfg.epochs} epochs; raise --epochs to train more")
+
+    def dataset_for_epoch(epoch: int, skip: int):
+        # Shuffle seeded by (seed, epoch) and skip the steps already taken, so a
+        # resumed epoch sees the same batches as an uninterrupted one.
+        def fn(ctx):
+            ds = make_dataset(cfg.data, cfg.batch_size, seed=cfg.seed * 100_003 + epoch, cache=cfg.cache,
+                              input_context=ctx)
+            return ds.skip(skip).take(steps_per_epoch - skip)
+        return strategy.distribute_datasets_from_function(fn)
+
+    train_step = make_train_step(cfg, gan, strategy, precision)
+    tb = tf.summary.create_file_writer(str(out_dir / "tensorboard"))
+
+    stop_signal: list[int] = []
+
+    def on_signal(signum, frame):
+        if stop_signal:  # a second Ctrl-C: leave now
+            raise KeyboardInterrupt
+        stop_signal.append(signum)
+
+    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def save_checkpoint(reason: str) -> str:
+        if not all_finite(gan.generator.variables + gan.discriminator.variables):
+            raise NonFiniteLoss(f"weights are not finite at step {int(gan.step.numpy())}; not checkpointing. "
+                                f"The last good checkpoint is kept; resume from it with a lower learning rate")
+        return manager.save(checkpoint_number=int(gan.step.numpy()))
+
+    # -- loop ----------------------------------------------------------------
+    try:
+        progress = None if quiet else _Progress()
+        for epoch in range(start_epoch, cfg.epochs):
+            step_in_epoch = int(gan.step.numpy()) - epoch * steps_per_epoch
+            if step_in_epoch >= steps_per_epoch:
+                continue
+            sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0}
+            n, t0 = 0, time.perf_counter()
+            if progress:
+                progress.start_epoch(epoch + 1, cfg.epochs, steps_per_epoch, step_in_epoch)
+            for batch in dataset_for_epoch(epoch, step_in_epoch):
+                out = {k: float(v) for k, v in train_step(batch).items()}
+                step = int(gan.step.numpy())
+                if not (np.isfinite(out["d_loss"]) and np.isfinite(out["g_loss"])):
+                    raise NonFiniteLoss(
+                        f"loss became {'NaN' if np.isnan(out['d_loss'] + out['g_loss']) else 'Inf'} at step {step} "
+                        f"(epoch {epoch + 1}); stopped without checkpointing. The last good checkpoint is in "
+                        f"{out_dir / CKPT_DIR}; lower the learning rates (--lr-d/--lr-g) and `--resume` it")
+                for k in sums:
+                    sums[k] += out[k]
+                n += 1
+                if progress:
+                    progress.update(out, cfg.batch_size * n / (time.perf_counter() - t0))
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step % steps_per_epoch:
+                    save_checkpoint("periodic")
+                if stop_signal or (max_steps is not None and step >= max_steps):
+                    break
+            if progress:
+                progress.end_epoch()
+            seconds = time.perf_counter() - t0
+            step = int(gan.step.numpy())
+            epoch_done = step % steps_per_epoch == 0 and step > 0
+
+            if stop_signal:
+                path = save_checkpoint("interrupt")
+                name = signal.Signals(stop_signal[0]).name
+                raise TrainingInterrupted(
+                    f"{name} at step {step}: checkpoint written to {path}. "
+                    f"Continue with: dcgan train --resume {run_dir}")
+            if not epoch_done:  # max_steps reached mid-epoch
+                save_checkpoint("stop")
+                break
+
+            # -- end of epoch: checkpoint, grid, metrics, plot, TensorBoard --
+            gan.epoch.assign(epoch + 1)
+            save_checkpoint("epoch")
+            row = {"epoch": epoch + 1, "step": step, **{k: v / max(n, 1) for k, v in sums.items()},
+                   "img_per_s": round(cfg.batch_size * n / seconds, 2), "seconds": round(seconds, 3)}
+            if chief:
+                pixels = generate(gan.sampler, gan.fixed_z.numpy())
+                grid = make_grid(pixels)
+                save_image(run_dir / SAMPLES_DIR / f"epoch-{epoch + 1:04d}.png", grid)
+                append_line(run_dir / METRICS_FILE, json.dumps(row))
+                plot_losses(run_dir / METRICS_FILE, run_dir / "losses.png")
+                with tb.as_default(step=step):
+                    for k in sums:
+                        tf.summary.scalar(k, row[k])
+                    tf.summary.scalar("img_per_s", row["img_per_s"])
+                    tf.summary.image("samples", grid[None], max_outputs=1)
+                tb.flush()
+            log(f"epoch {epoch + 1}/{cfg.epochs} step {step} d_loss {row['d_loss']:.4f} "
+                f"g_loss {row['g_loss']:.4f} D(x) {row['d_real']:.3f} D(G(z)) {row['d_fake']:.3f} "
+                f"{row['img_per_s']:.1f} img/s {seconds:.1f}s")
+            if max_steps is not None and step >= max_steps:
+                break
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+        if "progress" in locals() and progress:
+            progress.close()
+
+    # -- the end: a generator that loads without this package --------------
+    if chief and int(gan.step.numpy()) >= total_steps:
+        with atomic_path(run_dir / GENERATOR_FILE) as tmp:
+            gan.sampler.save(tmp)
+    return run_dir
+
+
+class _Progress:
+    """A rich progress bar per epoch: step, losses, img/s, ETA."""
+
+    def __init__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._p = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), transient=False)
+        self._p.start()
+        self._task = None
+
+    def start_epoch(self, epoch, epochs, total, done):
+        self._task = self._p.add_task("", total=total, completed=done, epoch=f"{epoch}/{epochs}", stats="")
+
+    def update(self, out, img_s):
+        self._p.update(self._task, advance=1, stats=(
+            f"d {out['d_loss']:.3f} g {out['g_loss']:.3f} D(x) {out['d_real']:.2f} "
+            f"D(G(z)) {out['d_fake']:.2f} {img_s:.0f} img/s"))
+
+    def end_epoch(self):
+        pass
+
+    def close(self):
+        self._p.stop()
