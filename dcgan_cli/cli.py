@@ -32,6 +32,8 @@ class _App(typer.Typer):
             def wrapper(*a, **kw):
                 from dcgan_cli.training import TrainingInterrupted
 
+                if name_needs_tf(f.__name__):
+                    import_tensorflow()
                 try:
                     return f(*a, **kw)
                 except DcganError as e:
@@ -44,6 +46,16 @@ class _App(typer.Typer):
             return register(wrapper)
 
         return decorator
+
+
+def name_needs_tf(command: str) -> bool:
+    return command not in {"download"}
+
+
+def import_tensorflow():
+    from dcgan_cli.tfutil import import_tensorflow as quiet_import
+
+    quiet_import()
 
 
 app = _App(

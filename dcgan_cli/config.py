@@ -134,7 +134,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # Small and quick for `make demo`: 100 faces at 32x32 on 2 CPU cores.
     "demo": dict(
-        image_size=32, batch_size=32, g_filters=64, d_filters=64, epochs=12, steps_per_epoch=100,
+        image_size=32, batch_size=32, g_filters=64, d_filters=64, epochs=25, steps_per_epoch=100,
         lr_g=2e-4, lr_d=2e-4, flip=True, ema=0.99, num_samples=64, label_smoothing=0.1,
     ),
 }

@@ -373,6 +373,9 @@ def train(
     restored = restore_latest(manager, ckpt, warn=lambda m: log(f"Warning: {m}")) if resume else None
     if resume and restored is None:
         raise DcganError(f"{run_dir} has no checkpoint to resume from; start a new run without --resume")
+    # The config is the truth: a checkpoint restores the optimizers' learning rates too.
+    for opt, lr in ((gan.g_opt, cfg.lr_g), (gan.d_opt, cfg.lr_d)):
+        opt.learning_rate.assign(lr)
 
     steps_per_epoch = cfg.steps_per_epoch or max(1, manifest["count"] // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
@@ -471,7 +474,8 @@ def train(
                     tf.summary.scalar("img_per_s", row["img_per_s"])
                     tf.summary.image("samples", grid[None], max_outputs=1)
                 tb.flush()
-            log(f"epoch {epoch + 1}/{cfg.epochs} step {step} d_loss {row['d_loss']:.4f} "
+            (progress.log if progress else log)(
+                f"epoch {epoch + 1}/{cfg.epochs} step {step} d_loss {row['d_loss']:.4f} "
                 f"g_loss {row['g_loss']:.4f} D(x) {row['d_real']:.3f} D(G(z)) {row['d_fake']:.3f} "
                 f"{row['img_per_s']:.1f} img/s {seconds:.1f}s")
             if max_steps is not None and step >= max_steps:
@@ -503,13 +507,16 @@ class _Progress:
     def start_epoch(self, epoch, epochs, total, done):
         self._task = self._p.add_task("", total=total, completed=done, epoch=f"{epoch}/{epochs}", stats="")
 
+    def log(self, line: str):
+        self._p.console.print(line, markup=False, highlight=False)
+
     def update(self, out, img_s):
         self._p.update(self._task, advance=1, stats=(
             f"d {out['d_loss']:.3f} g {out['g_loss']:.3f} D(x) {out['d_real']:.2f} "
             f"D(G(z)) {out['d_fake']:.2f} {img_s:.0f} img/s"))
 
     def end_epoch(self):
-        pass
+        self._p.remove_task(self._task)  # the epoch's summary line replaces its bar
 
     def close(self):
         self._p.stop()
