@@ -29,8 +29,12 @@ demo: $(VENV)/.installed-demo
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
 
+PEERS := $(wildcard ../shared/bench/peer_keras.py)
+TORCH_PY := $(wildcard /tmp/torchenv/bin/python)
+
 bench: $(VENV)/.installed-test
-	$(DCGAN) bench
+	$(DCGAN) bench $(if $(PEERS),--peers ../shared/bench) $(if $(TORCH_PY),--torch-python $(TORCH_PY))
+	$(PY) -m dcgan_cli.bench_input
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -285,5 +285,41 @@ def sample(
     typer.echo(f"Wrote {n} samples to {path}")
 
 
+# ----------------------------------------------------------------------------
+# bench
+
+
+@app.command()
+def bench(
+    size: Annotated[int, typer.Option(help="Image side of the benchmarked model.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Global batch size.")] = 128,
+    steps: Annotated[int, typer.Option(min=1, help="Timed steps per measurement.")] = 20,
+    data: Annotated[Optional[Path], typer.Option(help="Preprocessed data for the loop and input figures "
+                                                      "(default: temporary synthetic shards).")] = None,
+    precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16.")] = "auto",
+    xla: Annotated[bool, typer.Option("--xla", help="Compile the step with XLA.")] = False,
+    parts: Annotated[str, typer.Option(help="Comma-separated: step, loop, input.")] = "step,loop,input",
+    peers: Annotated[Optional[Path], typer.Option(help="Folder with peer_keras.py / peer_torch.py: time them "
+                                                       "back to back and report ratios.")] = None,
+    torch_python: Annotated[Optional[Path], typer.Option(help="A Python with torch, to run peer_torch.py.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+):
+    """Measure img/s of the train step, the whole loop and the input pipeline.
+
+    Example: dcgan bench --steps 20 --peers ../shared/bench --json
+    """
+    import json
+
+    from dcgan_cli.bench import bench as run
+
+    wanted = tuple(p.strip() for p in parts.split(",") if p.strip())
+    if not wanted or set(wanted) - {"step", "loop", "input"}:
+        raise typer.BadParameter("use a comma-separated subset of step, loop, input", param_hint="'--parts'")
+    result = run(size=size, batch_size=batch_size, steps=steps, data=data, precision=precision, xla=xla,
+                 peers=peers, torch_python=torch_python, parts=wanted,
+                 log=(lambda m: None) if json_ else typer.echo)
+    typer.echo(json.dumps(result) if json_ else json.dumps(result, indent=2))
+
+
 if __name__ == "__main__":
     app()

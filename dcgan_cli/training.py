@@ -488,8 +488,10 @@ def train(
 
     # -- the end: a generator that loads without this package --------------
     if chief and int(gan.step.numpy()) >= total_steps:
+        from dcgan_cli.model import portable
+
         with atomic_path(run_dir / GENERATOR_FILE) as tmp:
-            gan.sampler.save(tmp)
+            portable(gan.sampler, dtype="float32").save(tmp)
     return run_dir
 
 

@@ -278,3 +278,21 @@ def test_bf16_training_runs_and_stays_finite(data16, tmp_path):
 
     run = train(tiny_config(data16, tmp_path, epochs=1, precision="bf16"), quiet=True, log=lambda m: None)
     assert np.isfinite(_metrics(run)[0]["g_loss"])
+
+
+def test_fused_batch_norm_matches_keras_batch_norm():
+    import keras
+
+    from dcgan_cli.model import FusedBatchNorm
+
+    x = np.random.default_rng(0).normal(2.0, 3.0, (16, 5, 5, 4)).astype("float32")
+    ours, ref = FusedBatchNorm(momentum=0.9, epsilon=1e-5), keras.layers.BatchNormalization(momentum=0.9,
+                                                                                            epsilon=1e-5)
+    ours.build(x.shape)
+    ref.build(x.shape)
+    np.testing.assert_allclose(np.asarray(ours(x, training=True)), np.asarray(ref(x, training=True)), atol=1e-4)
+    np.testing.assert_allclose(ours.moving_mean.numpy(), ref.moving_mean.numpy(), rtol=1e-5)
+    # The fused kernel keeps the unbiased variance (as PyTorch does); Keras the biased one.
+    np.testing.assert_allclose(ours.moving_variance.numpy(), ref.moving_variance.numpy(), rtol=1e-2)
+    np.testing.assert_allclose(np.asarray(ours(x, training=False)), np.asarray(ref(x, training=False)),
+                               rtol=1e-2, atol=1e-2)
