@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
@@ -119,6 +120,25 @@ def dropping_route(data: bytes, cut_at: int, drops: int = 1, ranges: bool = True
     def handler(h, req):
         count["n"] += 1
         send_file(h, req, data, ranges=ranges, cut_at=cut_at if count["n"] <= drops else None)
+
+    return handler
+
+
+def stalling_route(data: bytes, stall_at: int, seconds: float):
+    """The first response sends `stall_at` bytes, then goes silent for `seconds`; later ones serve the file."""
+    count = {"n": 0}
+
+    def handler(h, req):
+        count["n"] += 1
+        if count["n"] > 1:
+            return send_file(h, req, data)
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data[:stall_at])
+        h.wfile.flush()
+        time.sleep(seconds)
+        h.close_connection = True
 
     return handler
 

@@ -25,7 +25,7 @@ from dcgan_cli.datasets.extract import extract
 from dcgan_cli.errors import DcganError
 
 from fake_http import (LOGIN_PAGE, QUOTA_PAGE, FakeServer, drive_cookie_route, drive_form_route, dropping_route,
-                       failing_route, file_route, html_route)
+                       failing_route, file_route, html_route, stalling_route)
 
 runner = CliRunner()
 N_IMAGES = 6
@@ -196,6 +196,14 @@ def test_when_every_mirror_fails_one_message_says_what_each_answered_and_the_man
     assert not (tmp_path / "tinyceleba").exists()
 
 
+def test_a_quota_page_with_an_error_status_still_says_quota(server, tmp_path, monkeypatch):
+    quota = server.route("/quota", html_route(QUOTA_PAGE, status=403))
+    register(monkeypatch, [quota])
+    r = download("tinyceleba", "--data-dir", tmp_path)
+    assert r.exit_code == 1
+    assert f"1. {quota}: HTTP 403 Forbidden: Google Drive quota exceeded" in r.output
+
+
 def test_transient_5xx_is_retried_on_the_same_mirror(server, tmp_path, monkeypatch):
     url = server.route("/img.zip", failing_route(503, times=2, then=file_route(ARCHIVE)))
     register(monkeypatch, [url])
@@ -240,6 +248,14 @@ def test_an_interrupted_run_is_resumed_by_the_next_one(server, tmp_path, monkeyp
     assert "resuming at 1,000 bytes" in r.output
     assert server.requests("/img.zip")[0].headers["Range"] == "bytes=1000-"
     assert not (cache / "img_align_celeba.zip.part").exists()
+
+
+def test_a_silent_server_times_out_and_the_download_resumes(server, tmp_path):
+    spec = RemoteFile("f.bin", (), size=len(ARCHIVE), md5=md5(ARCHIVE))
+    url = server.route("/slow", stalling_route(ARCHIVE, stall_at=2000, seconds=1.0))
+    mirror, digests = http.download(spec, tmp_path / "f.bin", [url], http.HttpOptions(timeout=0.2, retries=1))
+    assert (mirror, digests.md5) == (url, md5(ARCHIVE))
+    assert server.requests("/slow")[1].headers["Range"] == "bytes=2000-"
 
 
 # -- verification ----------------------------------------------------------------

@@ -69,6 +69,10 @@ class MirrorFailed(Exception):
 class _Retry(Exception):
     """A transient failure (timeout, dropped connection, 5xx): ask the same mirror again."""
 
+    def __init__(self, message: str, after: float = 0.0):
+        super().__init__(message)
+        self.after = after  # the server's Retry-After, in seconds
+
 
 def download(spec: RemoteFile, dest: Path, mirrors: tuple[str, ...] | list[str], options: HttpOptions | None = None,
              ui: Ui | None = None, hint: str = "") -> tuple[str, Digests]:
@@ -111,7 +115,7 @@ def _from_mirror(session, mirror, spec, part, options, ui, bar) -> Digests:
             failures = 1 if part.size > before else failures + 1
             if failures > options.retries:
                 raise MirrorFailed(f"{e} (gave up after {options.retries} retries)") from None
-            delay = min(BACKOFF_SECONDS * 2 ** (failures - 1), MAX_BACKOFF_SECONDS)
+            delay = min(max(BACKOFF_SECONDS * 2 ** (failures - 1), e.after), MAX_BACKOFF_SECONDS)
             ui.note(f"{spec.filename}: {e}; retry {failures}/{options.retries} in {delay:.1f}s")
             time.sleep(delay)
             continue
@@ -163,7 +167,8 @@ def _receive(session, resp, mirror, spec, part, bar) -> str | None:
     """Handle one response: append the body to `part`, or return the URL a confirmation page points to."""
     status = resp.status_code
     if status == 429 or status >= 500:
-        raise _Retry(f"HTTP {status} {resp.reason}")
+        after = resp.headers.get("Retry-After", "")
+        raise _Retry(f"HTTP {status} {resp.reason}", after=float(after) if after.isdigit() else 0.0)
     if status == 416 and part.size:
         total = _content_range(resp.headers.get("Content-Range", ""))[1]
         if part.size in (spec.size, total):
@@ -171,7 +176,12 @@ def _receive(session, resp, mirror, spec, part, bar) -> str | None:
         part.reset()
         raise _Retry("the server refused to resume (HTTP 416); starting over")
     if status >= 400:
-        raise MirrorFailed(f"HTTP {status} {resp.reason}")
+        reason = f"HTTP {status} {resp.reason}"
+        if "html" in resp.headers.get("Content-Type", ""):  # Drive also serves quota and sign-in pages as 403
+            verdict = drive.inspect_page(next(_body(resp), b"").decode("utf-8", "replace"), resp.url)
+            if verdict.kind in ("quota", "login"):
+                reason += f": {verdict.reason}"
+        raise MirrorFailed(reason)
 
     chunks = _body(resp)
     first = next(chunks, b"")
