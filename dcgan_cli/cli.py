@@ -124,8 +124,13 @@ def download(
                                      param_hint="DATASET")
         ds = datasets.get(dataset)
     root = _data_dir(data_dir)
-    result = datasets.fetch(ds, root, force=force, urls=url or (), archives=archive or (), no_checksum=no_checksum,
-                            http=HttpOptions(retries=retries, timeout=timeout), ui=Ui(quiet=quiet))
+    try:
+        result = datasets.fetch(ds, root, force=force, urls=url or (), archives=archive or (),
+                                no_checksum=no_checksum, http=HttpOptions(retries=retries, timeout=timeout),
+                                ui=Ui(quiet=quiet))
+    except KeyboardInterrupt:
+        typer.echo("Interrupted: run the same command again to resume the download.", err=True)
+        raise typer.Exit(130) from None
     where = datasets.image_dir(ds.name, root) if ds.name in datasets.DATASETS else result.path
     count = f"{result.images:,} images in " if result.images is not None else ""
     if result.already:

@@ -135,6 +135,19 @@ def test_a_second_run_downloads_nothing_and_force_redoes_it_from_the_verified_ca
     assert server.hits() == 1
 
 
+def test_a_folder_not_made_by_download_is_replaced_only_with_force(server, tmp_path, monkeypatch):
+    register(monkeypatch, [server.route("/img.zip", file_route(ARCHIVE))])
+    mine = tmp_path / "tinyceleba/my-notes.txt"
+    mine.parent.mkdir()
+    mine.write_text("keep me")
+    r = download("tinyceleba", "--data-dir", tmp_path)
+    assert r.exit_code == 1 and "was not made by `dcgan download`" in r.output and "--force" in r.output
+    assert mine.read_text() == "keep me" and server.hits() == 0
+
+    assert download("tinyceleba", "--data-dir", tmp_path, "--force").exit_code == 0
+    assert not mine.exists() and len(images_in(tmp_path / "tinyceleba/img_align_celeba")) == N_IMAGES
+
+
 def test_data_dir_comes_from_the_environment(server, tmp_path, monkeypatch):
     register(monkeypatch, [server.route("/img.zip", file_route(ARCHIVE))])
     r = download("tinyceleba", env={"DCGAN_DATA_DIR": str(tmp_path / "elsewhere")})

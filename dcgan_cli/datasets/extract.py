@@ -93,15 +93,22 @@ def _extract_zip(archive: Path, dest: Path, ui: Ui) -> int:
                     raise _unsafe(archive, info.filename, f"is a link to {link!r}, outside the data set")
             plan.append((info, target, link))
         _check_space(archive, dest, sum(info.file_size for info, _, _ in plan))
+        made = set()  # folders already created: 202,599 files share one
+
+        def parent(path: Path) -> None:
+            if path.parent not in made:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                made.add(path.parent)
+
         with ui.bar(f"extracting {archive.name}", total=len(plan), unit="files") as bar:
             for info, target, link in plan:
                 if info.is_dir():
                     target.mkdir(parents=True, exist_ok=True)
                 elif link is not None:
-                    target.parent.mkdir(parents=True, exist_ok=True)
+                    parent(target)
                     os.symlink(link, target)
                 else:
-                    target.parent.mkdir(parents=True, exist_ok=True)
+                    parent(target)
                     with zf.open(info) as src, open(target, "wb") as out:  # zipfile checks each CRC
                         shutil.copyfileobj(src, out, CHUNK)
                 bar.advance(1)

@@ -178,8 +178,9 @@ def _manual_route(ds: Dataset, spec: RemoteFile) -> str:
 def _install(ds: Dataset, target: Path, got, ui: Ui) -> tuple[int, list[dict]]:
     """Build the data set folder beside `target`, check it, write the marker, rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{ds.name}.partial.*"):  # left by a run that was killed
-        shutil.rmtree(stale, ignore_errors=True)
+    for pattern in (f".{ds.name}.partial.*", f".{ds.name}.old.*"):  # left by a run that was killed
+        for stale in target.parent.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{ds.name}.partial.", dir=target.parent))
     try:
         records = []
