@@ -85,24 +85,75 @@ def _data_dir(data_dir: Optional[Path]) -> Path:
 
 @app.command()
 def download(
-    dataset: Annotated[str, typer.Argument(help="Data set name (see --list).")] = "",
+    dataset: Annotated[str, typer.Argument(help="celeba, lfw-sample, or the http(s) URL of a zip/tar archive of "
+                                                "images (see --list).", show_default=False)] = "",
     data_dir: DataDir = None,
-    force: Annotated[bool, typer.Option("--force", help="Fetch again even if already complete.")] = False,
+    url: Annotated[Optional[list[str]], typer.Option(
+        "--url", help="Mirror to use instead of the built-in ones (repeatable; tried in order).",
+        show_default=False)] = None,
+    archive: Annotated[Optional[list[Path]], typer.Option(
+        "--archive", exists=True, dir_okay=False, help="An archive (or annotation file) you already downloaded, "
+        "e.g. in a browser; verified like a download, never modified (repeatable).", show_default=False)] = None,
+    sha256: Annotated[Optional[str], typer.Option(help="For a URL: the archive's SHA-256, checked.",
+                                                  show_default=False)] = None,
+    md5: Annotated[Optional[str], typer.Option(help="For a URL: the archive's MD5, checked.",
+                                               show_default=False)] = None,
+    name: Annotated[Optional[str], typer.Option(help="For a URL: the folder under the data dir (default: the "
+                                                     "archive's stem).", show_default=False)] = None,
+    no_checksum: Annotated[bool, typer.Option("--no-checksum", help="Accept an --archive whose checksum is not the "
+                                              "published one (Kaggle's re-packed CelebA); the image count is still "
+                                              "checked.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Redo: re-verify the downloads (fetching any that fail), "
+                                        "extract again and replace the folder.")] = False,
+    retries: Annotated[int, typer.Option(min=0, help="Retries per mirror after a timeout, a dropped connection or "
+                                                     "a 5xx, with exponential backoff.")] = 5,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for a connection or for data.")] = 30.0,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
     list_: Annotated[bool, typer.Option("--list", help="List the known data sets and exit.")] = False,
 ):
-    """Fetch a data set into the data dir, verified.
+    """Fetch a data set into the data dir: resumable, verified, safely extracted.
 
-    Example: dcgan download lfw-sample
+    Mirrors are tried in order; a Google Drive confirmation page is followed, a
+    quota page moves on to the next mirror. A second run does nothing once the
+    data set is complete (--force redoes it).
+
+    Example: dcgan download celeba --data-dir data
     """
     from dcgan_cli import datasets
+    from dcgan_cli.datasets.http import HttpOptions
+    from dcgan_cli.datasets.progress import Ui
 
     if list_ or not dataset:
         for d in datasets.DATASETS.values():
-            typer.echo(f"{d.name:12s} {d.size:>10s}  {d.description} [{d.source}]")
+            typer.echo(f"{d.name:12s} {d.size:>8s}  {d.description}\n{'':23s}from {d.source}")
+        typer.echo(f"{'URL':12s} {'':8s}  any http(s) zip/tar of images: dcgan download URL [--sha256 HEX] [--name NAME]")
         return
+    if datasets.is_url(dataset):
+        ds = datasets.from_url(dataset, name=name, sha256=sha256, md5=md5)
+    else:
+        if sha256 or md5 or name:
+            raise typer.BadParameter("--sha256, --md5 and --name apply to a URL; known data sets carry their own",
+                                     param_hint="DATASET")
+        ds = datasets.get(dataset)
     root = _data_dir(data_dir)
-    path = datasets.get(dataset).fetch(root, force=force)
-    typer.echo(f"{dataset} is ready in {path}")
+    try:
+        result = datasets.fetch(ds, root, force=force, urls=url or (), archives=archive or (),
+                                no_checksum=no_checksum, http=HttpOptions(retries=retries, timeout=timeout),
+                                ui=Ui(quiet=quiet))
+    except KeyboardInterrupt:
+        typer.echo("Interrupted: run the same command again to resume the download.", err=True)
+        raise typer.Exit(130) from None
+    where = datasets.image_dir(ds.name, root) if ds.name in datasets.DATASETS else result.path
+    count = f"{result.images:,} images in " if result.images is not None else ""
+    if result.already:
+        typer.echo(f"{ds.name} is already complete: {count}{where} (nothing downloaded; --force redoes it)")
+        return
+    typer.echo(f"{ds.name} is ready: {count}{where}")
+    for f in result.files if datasets.is_url(ds.source) and not (sha256 or md5) else []:
+        typer.echo(f"SHA-256 of {f['filename']}: {f['sha256']} (pass it as --sha256 to pin this archive)")
+    known = ds.name in datasets.DATASETS
+    typer.echo(f"Next: dcgan preprocess {ds.name if known else result.path}"
+               + (f" --data-dir {root}" if known and data_dir else ""))
 
 
 # ----------------------------------------------------------------------------
