@@ -293,7 +293,7 @@ def sample(
     """
     from dcgan_cli.sampling import Seeds, check_truncation
 
-    # -- the arguments, checked before TensorFlow loads (usage errors, exit 2) --
+    # -- the arguments, checked before any model loads (usage errors, exit 2) --
     def bad(message, hint):
         return typer.BadParameter(message, param_hint=hint)
 
@@ -315,7 +315,7 @@ def sample(
     if interpolate is not None:
         for name, value in (("-n", n), ("--individual", individual), ("--nrow", nrow)):
             if value is not None:
-                raise bad(f"does not apply to --interpolate (the walk is K x --frames frames of one face)", f"'{name}'")
+                raise bad("does not apply to --interpolate (the walk is K x --frames frames of one face)", f"'{name}'")
         if out is None or out.suffix.lower() != ".gif":
             raise bad("--interpolate writes an animated GIF: name the output .gif", "'OUT'")
         if chosen is not None and len(chosen) != interpolate:
@@ -369,8 +369,8 @@ def sample(
         return
     with _progress(len(chosen), batch_size, "images") as advance:
         count = sampling.sample(sampler, chosen, out, individual, nrow=nrow, truncation=psi, on_progress=advance)
-    where = " and ".join(filter(None, [str(out) if out else "", f"{individual}/ (one PNG per seed)" if individual else ""]))
-    typer.echo(f"Wrote {count} images (seeds {chosen}) to {where}")
+    places = ([str(out)] if out else []) + ([f"{individual}/ (one PNG per seed)"] if individual else [])
+    typer.echo(f"Wrote {count} images (seeds {chosen}) to {' and '.join(places)}")
 
 
 def _progress(total: int, batch_size: int, unit: str):
@@ -420,7 +420,7 @@ def export(
 
     if format_ is not None and format_ not in sampling.EXPORT_FORMATS:
         raise typer.BadParameter(f"choose one of {', '.join(sampling.EXPORT_FORMATS)}", param_hint="'--format'")
-    sampling.check_writable(out.parent, "dir")
+    sampling.check_export_target(out, format_, force)  # before the slow part
     restored = sampling.restore_run(run_dir, ema=not no_ema)
     path, fmt = sampling.export(restored, out, format_, force=force)
     cfg = restored.config

@@ -192,7 +192,9 @@ def restore_run(run_dir: str | Path, ema: bool = True) -> RunGenerator:
     paths = list(state.all_model_checkpoint_paths) if state else []
     if not paths:
         raise DcganError(f"{run_dir} has no checkpoint yet; train it (`dcgan train --resume {run_dir}`) first")
-    g = build_generator(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.g_filters, cfg.init_std)
+    # Stock Keras layers (not training's FusedBatchNorm, which holds the same weights under the
+    # same names): inference is the same, and an exported .keras then loads without this package.
+    g = build_generator(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.g_filters, cfg.init_std, fused_bn=False)
     use_ema = ema and cfg.ema > 0
     key = "g_ema" if use_ema else "generator"  # the names GAN.checkpoint() saves under
     last_error = None
@@ -395,8 +397,8 @@ def interpolate(
 # export
 
 
-def export(run: RunGenerator, out: str | Path, fmt: str | None = None, force: bool = False) -> tuple[Path, str]:
-    """Write a run's generator as a .keras file or a TF SavedModel; returns (path, format).
+def check_export_target(out: str | Path, fmt: str | None = None, force: bool = False) -> str:
+    """The format `out` will be written in, after refusing what must not be overwritten.
 
     The format defaults to `keras` for a name ending in .keras and `savedmodel`
     otherwise. An existing output is replaced only with `force`, and only when
@@ -416,7 +418,13 @@ def export(run: RunGenerator, out: str | Path, fmt: str | None = None, force: bo
         if not force:
             raise DcganError(f"{out} already exists; pass --force to replace it")
     check_writable(out.parent, "dir")
+    return fmt
 
+
+def export(run: RunGenerator, out: str | Path, fmt: str | None = None, force: bool = False) -> tuple[Path, str]:
+    """Write a run's generator as a .keras file or a TF SavedModel; returns (path, format)."""
+    out = Path(out)
+    fmt = check_export_target(out, fmt, force)
     if fmt == "keras":
         from dcgan_cli.fsutil import atomic_path
 
@@ -462,6 +470,9 @@ def _write_savedmodel(generator, out: Path) -> None:
     module = savedmodel_module(generator)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)  # read by setting; put straight back
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would hide the model from a serving user
     old = None
     try:
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.__call__.get_concrete_function()})

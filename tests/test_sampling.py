@@ -301,13 +301,19 @@ def test_savedmodel_export_serves_uint8_images_without_this_package(trained, sam
 
 
 def test_keras_export_loads_with_plain_keras_and_matches_the_run(trained, tmp_path):
-    import keras
-
     out = tmp_path / "g.keras"
     r = runner.invoke(app, ["export", str(trained), str(out), "--format", "keras", "--no-ema"])
     assert r.exit_code == 0, r.output
-    model = keras.saving.load_model(out)
-    assert model.input_shape == (None, NZ) and model.output_shape == (None, SIZE, SIZE, 3)
+    # A fresh process that never imports this package (so none of its layers are registered).
+    code = textwrap.dedent(f"""
+        import sys, keras
+        m = keras.saving.load_model({str(out)!r})
+        assert "dcgan_cli" not in sys.modules
+        print(m.input_shape, m.output_shape)
+        """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == f"(None, {NZ}) (None, {SIZE}, {SIZE}, 3)"
     ok(sample("-n", 4, tmp_path / "a.png", "--model", out))
     ok(sample("-n", 4, tmp_path / "b.png", "--run", trained, "--no-ema"))
     assert np.array_equal(pixels(tmp_path / "a.png"), pixels(tmp_path / "b.png"))
@@ -420,3 +426,17 @@ def test_a_grid_too_big_for_its_format_is_refused_before_generating(trained, tmp
     line = one_line_error(sample("-n", 1_000_000, tmp_path / "o.webp", "--run", trained), "WEBP allows at most")
     assert "--individual" in line
     assert not (tmp_path / "o.webp").exists()
+
+
+def test_outputs_get_the_usual_permissions_not_private_temp_ones(trained, tmp_path):
+    """Files appear via temp names (atomic); they must still end up with the umask's mode, like any file."""
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        ok(sample("-n", 4, tmp_path / "o.png", "--run", trained))
+        assert runner.invoke(app, ["export", str(trained), str(tmp_path / "sm")]).exit_code == 0
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "o.png").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "sm").stat().st_mode & 0o777 == 0o755
