@@ -310,30 +310,178 @@ def _read_manifest(data: Path) -> dict:
 
 @app.command()
 def sample(
-    out: Annotated[Path, typer.Argument(help="Output image (.png, .jpg or .webp).")],
-    n: Annotated[int, typer.Option("-n", "--num", min=1, help="Number of images.")] = 16,
+    out: Annotated[Optional[Path], typer.Argument(
+        help="Grid image (.png, .jpg or .webp); an animated .gif with --interpolate. "
+             "May be left out with --individual.", show_default=False)] = None,
+    n: Annotated[Optional[int], typer.Option("-n", "--num", min=1, show_default=False,
+                                             help="Number of images (default 16; with --seeds, how many it lists).")] = None,
     run: Annotated[Optional[Path], typer.Option(help="Run directory (default: the newest under --runs-dir).")] = None,
-    seed: Annotated[int, typer.Option(help="Image k uses seed S+k; same seed, same images.")] = 0,
+    model: Annotated[Optional[Path], typer.Option(help="A generator .keras file instead of a run.")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, show_default=False,
+                                                help="Image k uses seed S+k (default 0): same seed, same image.")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Exact seeds, as ranges and lists: 0-99,120,200-210.")] = None,
     nrow: Annotated[Optional[int], typer.Option(min=1, help="Images per row (default: near-square).")] = None,
+    truncation: Annotated[Optional[float], typer.Option(
+        metavar="PSI", help="0 < PSI <= 1: draw latents from the central PSI of the normal; "
+                            "trades variety for typical, cleaner faces (try 0.7).")] = None,
+    individual: Annotated[Optional[Path], typer.Option(
+        metavar="DIR", help="Also write one PNG per image into DIR, named by seed (seed-0007.png).")] = None,
+    interpolate: Annotated[Optional[int], typer.Option(
+        min=2, metavar="K", help="Walk through K latents (slerp) and back, into an animated OUT.gif.")] = None,
+    frames: Annotated[Optional[int], typer.Option(min=1, help="Frames per leg of the walk (default 24).",
+                                                  show_default=False)] = None,
+    fps: Annotated[float, typer.Option(min=1, max=100, help="Frames per second of the GIF.")] = 25.0,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="Use the raw generator, not its EMA.")] = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images generated at a time.")] = 256,
+    batch_size: Annotated[int, typer.Option(min=1, help="Latents per generator call (memory vs speed).")] = 64,
     runs_dir: RunsDir = Path("runs"),
 ):
-    """Write a grid of faces from a trained generator.
+    """Write faces from a trained generator: a grid, one file per seed, or a latent walk.
+
+    Image k comes from its seed alone, so the same seed and model give the same
+    bytes, and --seeds 7 draws the same face as seed 7 inside --seeds 0-99.
 
     Example: dcgan sample -n 16 out.png --seed 42
     """
-    from dcgan_cli.images import check_image_path
-    from dcgan_cli.sampling import load_generator, sample_grid
-    from dcgan_cli.training import latest_run
+    from dcgan_cli.sampling import Seeds, check_truncation
 
-    check_image_path(out)
-    if run is None:
-        run = latest_run(runs_dir)
-        typer.echo(f"Using the newest run: {run}", err=True)
-    g, _ = load_generator(run, ema=not no_ema)
-    path = sample_grid(g, list(range(seed, seed + n)), out, nrow=nrow, batch_size=batch_size)
-    typer.echo(f"Wrote {n} samples to {path}")
+    # -- the arguments, checked before any model loads (usage errors, exit 2) --
+    def bad(message, hint):
+        return typer.BadParameter(message, param_hint=hint)
+
+    if run is not None and model is not None:
+        raise bad("give --run or --model, not both", "'--model'")
+    if model is not None and no_ema:
+        raise bad("a .keras file holds one set of weights; --no-ema applies to --run", "'--no-ema'")
+    if seed is not None and seeds is not None:
+        raise bad("give --seed or --seeds, not both", "'--seeds'")
+    try:
+        if truncation is not None:
+            check_truncation(truncation)
+        chosen = Seeds.parse(seeds) if seeds is not None else None
+    except DcganError as e:
+        raise bad(str(e), "'--truncation'" if seeds is None else "'--seeds'") from None
+    if frames is not None and interpolate is None:
+        raise bad("--frames applies to --interpolate K", "'--frames'")
+
+    if interpolate is not None:
+        for name, value in (("-n", n), ("--individual", individual), ("--nrow", nrow)):
+            if value is not None:
+                raise bad("does not apply to --interpolate (the walk is K x --frames frames of one face)", f"'{name}'")
+        if out is None or out.suffix.lower() != ".gif":
+            raise bad("--interpolate writes an animated GIF: name the output .gif", "'OUT'")
+        if chosen is not None and len(chosen) != interpolate:
+            raise bad(f"--seeds lists {len(chosen)} seeds but --interpolate asks for {interpolate} key latents",
+                      "'--seeds'")
+        chosen = chosen or Seeds.count(seed or 0, interpolate)
+    else:
+        from dcgan_cli.images import IMAGE_FORMATS
+
+        if out is None and individual is None:
+            raise bad("give an output image, --individual DIR, or both", "'OUT'")
+        if out is not None and out.suffix.lower() not in IMAGE_FORMATS:
+            gif = " (.gif is for --interpolate)" if out.suffix.lower() == ".gif" else ""
+            raise bad(f"cannot write {out.name}: use one of {', '.join(IMAGE_FORMATS)}{gif}", "'OUT'")
+        if chosen is not None and n is not None and n != len(chosen):
+            raise bad(f"-n {n} but --seeds lists {len(chosen)} seeds; drop -n or make them agree", "'-n'")
+        chosen = chosen or Seeds.count(seed or 0, n or 16)
+
+    # -- the generator, after the cheap checks of where the output goes --
+    from dcgan_cli import sampling
+
+    if out is not None:
+        sampling.check_writable(out)
+    if individual is not None:
+        sampling.check_writable(individual, "dir")
+    if model is not None:
+        generator = sampling.load_model_file(model)
+        source = f"Sampling from {model}"
+    else:
+        newest = run is None
+        if newest:
+            from dcgan_cli.training import latest_run
+
+            run = latest_run(runs_dir)
+        restored = sampling.restore_run(run, ema=not no_ema)
+        generator = restored.model
+        source = f"{'Using the newest run' if newest else 'Sampling from'}: {restored.describe()}"
+    sampler = sampling.Sampler(generator, batch_size)
+    if interpolate is None:
+        sampling.check_outputs(sampler, len(chosen), out, individual, nrow)
+    typer.echo(source, err=True)
+    psi = truncation if truncation is not None else 1.0
+
+    # -- the images --
+    if interpolate is not None:
+        per_leg = frames or 24
+        with _progress(interpolate * per_leg, batch_size, "frames") as advance:
+            count = sampling.interpolate(sampler, list(chosen), per_leg, out, truncation=psi, fps=fps,
+                                         on_progress=advance)
+        typer.echo(f"Wrote a walk through seeds {chosen}: {count} frames ({per_leg} per leg) to {out}")
+        return
+    with _progress(len(chosen), batch_size, "images") as advance:
+        count = sampling.sample(sampler, chosen, out, individual, nrow=nrow, truncation=psi, on_progress=advance)
+    places = ([str(out)] if out else []) + ([f"{individual}/ (one PNG per seed)"] if individual else [])
+    typer.echo(f"Wrote {count} images (seeds {chosen}) to {' and '.join(places)}")
+
+
+def _progress(total: int, batch_size: int, unit: str):
+    """A rich progress bar on stderr for work of more than one batch; a no-op otherwise."""
+    import contextlib
+
+    if total <= batch_size:
+        return contextlib.nullcontext(None)
+
+    @contextlib.contextmanager
+    def bar():
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        console = Console(stderr=True)
+        with Progress(TextColumn(unit), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=console, transient=True, disable=not console.is_terminal) as p:
+            task = p.add_task(unit, total=total)
+            yield lambda k: p.advance(task, k)
+
+    return bar()
+
+
+# ----------------------------------------------------------------------------
+# export
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory to export the generator of.")],
+    out: Annotated[Path, typer.Argument(help="OUT.keras, or a new folder for the SavedModel.")],
+    format_: Annotated[Optional[str], typer.Option(
+        "--format", help="keras | savedmodel (default: keras for a name ending in .keras, else savedmodel).",
+        show_default=False)] = None,
+    no_ema: Annotated[bool, typer.Option("--no-ema", help="Export the raw generator, not its EMA.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing export at OUT.")] = False,
+):
+    """Export a run's generator as a .keras file or a TensorFlow SavedModel.
+
+    The SavedModel's serving_default signature takes `latent` (float32
+    [N, latent_dim]) and returns `images` (uint8 [N, H, W, C]);
+    tf.saved_model.load calls it without this package.
+
+    Example: dcgan export runs/00003-celeba-64-dcgan generator_savedmodel
+    """
+    from dcgan_cli import sampling
+
+    if format_ is not None and format_ not in sampling.EXPORT_FORMATS:
+        raise typer.BadParameter(f"choose one of {', '.join(sampling.EXPORT_FORMATS)}", param_hint="'--format'")
+    sampling.check_export_target(out, format_, force)  # before the slow part
+    restored = sampling.restore_run(run_dir, ema=not no_ema)
+    path, fmt = sampling.export(restored, out, format_, force=force)
+    cfg = restored.config
+    nz, h, w, c = cfg.latent_dim, cfg.image_size, cfg.image_size, cfg.channels
+    if fmt == "keras":
+        typer.echo(f"Exported the generator of {restored.describe()} to {path} "
+                   f"(keras.saving.load_model; latents [N, {nz}] -> images in [-1, 1])")
+    else:
+        typer.echo(f"Exported the generator of {restored.describe()} to {path} as a SavedModel: "
+                   f"serving_default(latent float32 [N, {nz}]) -> images uint8 [N, {h}, {w}, {c}]")
 
 
 # ----------------------------------------------------------------------------
