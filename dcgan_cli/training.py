@@ -127,8 +127,13 @@ class GAN:
     def checkpoint(self):
         import tensorflow as tf
 
-        parts = dict(generator=self.generator, discriminator=self.discriminator, g_opt=self.g_opt,
-                     d_opt=self.d_opt, step=self.step, epoch=self.epoch, fixed_z=self.fixed_z)
+        # The inner Adam of a fp16 LossScaleOptimizer is saved, not the wrapper, so a run
+        # can resume under another precision (the loss scale re-adapts in a few steps).
+        def adam(opt):
+            return getattr(opt, "inner_optimizer", opt)
+
+        parts = dict(generator=self.generator, discriminator=self.discriminator, g_opt=adam(self.g_opt),
+                     d_opt=adam(self.d_opt), step=self.step, epoch=self.epoch, fixed_z=self.fixed_z)
         if self.g_ema is not None:
             parts["g_ema"] = self.g_ema
         return tf.train.Checkpoint(**parts)

@@ -64,7 +64,7 @@ def _weights(run_dir, key="generator"):
     from dcgan_cli.training import build_gan
 
     cfg = TrainConfig.load(run_dir / "config.json")
-    gan = build_gan(cfg, "fp32")
+    gan = build_gan(cfg, "fp32")  # any precision restores: the checkpoint holds the plain Adam state
     path = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
     gan.checkpoint().restore(path).assert_existing_objects_matched()
     return gan
@@ -296,3 +296,16 @@ def test_fused_batch_norm_matches_keras_batch_norm():
     np.testing.assert_allclose(ours.moving_variance.numpy(), ref.moving_variance.numpy(), rtol=1e-2)
     np.testing.assert_allclose(np.asarray(ours(x, training=False)), np.asarray(ref(x, training=False)),
                                rtol=1e-2, atol=1e-2)
+
+
+def test_fp16_training_uses_loss_scaling_and_stays_finite(data16, tmp_path):
+    from dcgan_cli.training import train
+
+    cfg = tiny_config(data16, tmp_path, epochs=1, precision="fp16")
+    run = train(cfg, quiet=True, log=lambda m: None)
+    gan = _weights(run)
+    assert int(gan.step.numpy()) == 3 and int(gan.g_opt.iterations.numpy()) == 3
+    assert np.isfinite(_metrics(run)[0]["d_loss"])
+    # A resume may switch precision (e.g. moving from a GPU to a CPU).
+    train(cfg.replace(epochs=2, precision="bf16"), run, resume=True, quiet=True, log=lambda m: None)
+    assert int(_weights(run).step.numpy()) == 6
