@@ -70,21 +70,28 @@ def make_dataset(
     size, channels = m["size"], m["channels"]
     files = shard_paths(data_dir, m)
 
+    # Sharding across workers is ours to do: `distribute_datasets_from_function`
+    # never auto-shards. By file when every worker can have its own files, else
+    # by record (each worker reads everything, keeps 1/n; the trainer warns).
+    pipelines = input_context.num_input_pipelines if input_context is not None else 1
+    by_file = pipelines > 1 and len(files) >= pipelines
+    by_data = pipelines > 1 and not by_file
+
     ds = tf.data.Dataset.from_tensor_slices(files)
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        if len(files) >= input_context.num_input_pipelines:
-            ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-        # else: shard records below, after reading
-    if shuffle:
+    if by_file:
+        ds = ds.shard(pipelines, input_context.input_pipeline_id)
+    # By-data sharding needs the same record order on every worker: files in
+    # manifest order, read deterministically, then the record shuffle below.
+    if shuffle and not by_data:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     ds = ds.interleave(
         lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
         cycle_length=min(len(files), 4),
         num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=seed is not None,
+        deterministic=seed is not None or by_data,
     )
-    if input_context is not None and 1 < input_context.num_input_pipelines and len(files) < input_context.num_input_pipelines:
-        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if by_data:
+        ds = ds.shard(pipelines, input_context.input_pipeline_id)
     if cache:
         ds = ds.cache()
     if shuffle:

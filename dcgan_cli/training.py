@@ -359,13 +359,17 @@ def train(
     n_rep = strategy.num_replicas_in_sync
     if cfg.batch_size % n_rep:
         raise DcganError(f"batch size {cfg.batch_size} does not split over {n_rep} replicas; use a multiple of {n_rep}")
+    if note := distribute.sharding_warning(strategy, len(manifest["shards"])):
+        log(f"Warning: {note}")
 
     if run_dir is None:
         data_name = Path(str(cfg.data).rstrip("/")).name or "data"
-        run_dir = new_run_dir(cfg.runs_dir, "-".join(filter(None, [data_name, cfg.preset, cfg.run_name])))
+        run_name = "-".join(filter(None, [data_name, cfg.preset, cfg.run_name]))
+        # The chief numbers the run; the other workers learn its path (distribute.py).
+        run_dir = distribute.shared_run_dir(strategy, lambda: new_run_dir(cfg.runs_dir, run_name))
     run_dir = Path(run_dir)
     # Non-chief workers write to a scratch dir (the multi-worker guide's rule).
-    out_dir = run_dir if chief else Path(distribute.worker_scratch_dir(run_dir))
+    out_dir = distribute.output_dir(strategy, run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if chief:
         write_text(run_dir / CONFIG_FILE, cfg.to_json())
@@ -375,7 +379,10 @@ def train(
         gan = build_gan(cfg, precision)
     ckpt = gan.checkpoint()
     manager = tf.train.CheckpointManager(ckpt, str(out_dir / CKPT_DIR), max_to_keep=cfg.keep_checkpoints)
-    restored = restore_latest(manager, ckpt, warn=lambda m: log(f"Warning: {m}")) if resume else None
+    # Every worker resumes from the chief's checkpoints (non-chief ones only save to scratch).
+    source = manager if chief or not resume else tf.train.CheckpointManager(
+        ckpt, str(distribute.checkpoint_dir_to_restore(run_dir, CKPT_DIR)), max_to_keep=None)
+    restored = restore_latest(source, ckpt, warn=lambda m: log(f"Warning: {m}")) if resume else None
     if resume and restored is None:
         raise DcganError(f"{run_dir} has no checkpoint to resume from; start a new run without --resume")
     # The config is the truth: a checkpoint restores the optimizers' learning rates too.
@@ -397,7 +404,9 @@ def train(
         def fn(ctx):
             ds = make_dataset(cfg.data, cfg.batch_size, seed=cfg.seed * 100_003 + epoch, cache=cfg.cache,
                               input_context=ctx)
-            return ds.skip(skip).take(steps_per_epoch - skip)
+            # ds yields per-replica batches; one step takes one per local replica.
+            local = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+            return ds.skip(skip * local).take((steps_per_epoch - skip) * local)
         return strategy.distribute_datasets_from_function(fn)
 
     train_step = make_train_step(cfg, gan, strategy, precision)
@@ -485,11 +494,17 @@ def train(
                 f"{row['img_per_s']:.1f} img/s {seconds:.1f}s")
             if max_steps is not None and step >= max_steps:
                 break
+    except Exception as e:
+        # A dead or stuck worker fails the collectives: say so, and how to resume.
+        if (lost := distribute.cluster_failure(e, strategy, run_dir)) is None:
+            raise
+        raise lost from None
     finally:
         for s, h in old_handlers.items():
             signal.signal(s, h)
         if "progress" in locals() and progress:
             progress.close()
+        distribute.remove_scratch(out_dir, run_dir)
 
     # -- the end: a generator that loads without this package --------------
     if chief and int(gan.step.numpy()) >= total_steps:

@@ -1,0 +1,44 @@
+"""Train the same tiny config under the default strategy and on two CPU replicas.
+
+Run by tests/test_distribute.py in a fresh process: logical devices must be
+configured before TensorFlow initialises them, which any earlier test in the
+pytest process has already done.
+
+    python tests/two_replicas.py DATA RUNS_DIR '{"seed": 1, ...}'
+
+Prints one JSON line: {"default": RUN_DIR, "mirrored": ..., "mirrored_no_sync_bn": ...,
+"replicas": 2}.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def main(data: str, runs_dir: str, overrides: str) -> None:
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import tiny_config
+
+    from dcgan_cli.distribute import make_strategy
+    from dcgan_cli.training import train
+
+    runs = {}
+    setups = {"mirrored": dict(strategy="mirrored", sync_bn=True),
+              "mirrored_no_sync_bn": dict(strategy="mirrored", sync_bn=False),
+              "default": dict(strategy="default", sync_bn=True)}
+    for name, setup in setups.items():
+        cfg = tiny_config(data, runs_dir, run_name=name, **setup, **json.loads(overrides))
+        runs[name] = str(train(cfg, quiet=True, log=lambda message: None))
+    runs["replicas"] = make_strategy("mirrored").num_replicas_in_sync  # the strategy the runs used
+    print(json.dumps(runs))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
