@@ -314,7 +314,12 @@ def _cause(message: str) -> str:
         return "it stopped sending heartbeats (killed, crashed, or cut off from the network)"
     if "connect" in lowered or "unavailable" in lowered or "socket closed" in lowered:
         return "it cannot be reached (killed, crashed, or cut off from the network)"
-    if "restart" in lowered or "incarnation" in lowered:
+    if "incarnation" in lowered or "has restarted" in lowered:
         return "it restarted on its own; all workers must restart together"
-    lines = [ln.strip() for ln in message.splitlines() if ln.strip() and not ln.strip().startswith("{{")]
-    return (lines[0] if lines else "a collective failed")[:200]
+    return _first_line(Exception(message))[:200]
+
+
+def _first_line(error: BaseException) -> str:
+    """The line of a TF error that says what happened (they start with a stack of op names)."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip() and not ln.strip().startswith("{{")]
+    return (lines[0] if lines else type(error).__name__)[:300]

@@ -222,6 +222,22 @@ def _cluster(tmp_path: Path, args: list[str], tag: str):
                 p.wait()
 
 
+def test_a_busy_port_is_a_one_line_error(data16, tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        tf_config = {"cluster": {"worker": [f"127.0.0.1:{port}", "127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}
+        proc = subprocess.run([sys.executable, "-m", "dcgan_cli", "train", "--data", str(data16), "--runs-dir",
+                               str(tmp_path / "runs"), "--strategy", "multiworker"],
+                              env={**os.environ, "TF_CONFIG": json.dumps(tf_config)}, capture_output=True, text=True,
+                              timeout=TIMEOUT, cwd=REPO)
+    assert proc.returncode == 1
+    assert f"Error: could not start worker 0 of the cluster at 127.0.0.1:{port}" in proc.stderr
+    assert "check that the port is free" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def _log(tmp_path: Path, tag: str, i: int) -> str:
     return (tmp_path / f"{tag}-worker{i}.log").read_text()
 
