@@ -283,7 +283,9 @@ def test_a_killed_worker_stops_the_other_with_an_error_and_resume_continues(data
     (run,) = runs.iterdir()
     log = _log(tmp_path, "killed", 0)
     assert code == 1, log[-3000:]
-    assert "Error: lost worker 1 of the cluster: it stopped sending heartbeats" in log
+    # Found by the missed heartbeats, or sooner by a reset connection mid all-reduce.
+    assert re.search(r"Error: lost worker 1 of the cluster: it (stopped sending heartbeats|cannot be reached) "
+                     r"\(killed, crashed, or cut off from the network\)", log), log[-3000:]
     assert f"--resume {run}" in log and "Traceback" not in log
 
     # Restart both with --resume: every worker restores the chief's last checkpoint.
