@@ -314,7 +314,8 @@ def format_table(result: dict) -> str:
     """The readable form of a result (the JSON has the same facts)."""
     rows = []
     if "run" in result:
-        rows.append(("run", f"{result['run']}  ({result.get('checkpoint', '?')}, {result.get('generator', '')})"))
+        which = "EMA generator" if result.get("generator") == "ema" else "generator"
+        rows.append(("run", f"{result['run']}  ({result.get('checkpoint', '?')}, {which})"))
     elif "model" in result:
         rows.append(("model", result["model"]))
     rows.append(("data", f"{result['data']}  (real statistics: {result['real_stats']})"))
@@ -392,7 +393,7 @@ def load_target(run: Path | None, model: Path | None, *, ema: bool = True, runs_
     g, cfg = load_generator(run, ema=ema)
     latest = tf.train.latest_checkpoint(str(run / CKPT_DIR))
     facts = {"run": str(run), "checkpoint": Path(latest).name if latest else None,
-             "generator": "ema" if ema and cfg.ema > 0 else "generator"}
+             "generator": "ema" if ema and cfg.ema > 0 else "raw"}
     return g, facts, run, cfg.data
 
 
@@ -420,8 +421,7 @@ def _read_best(best_dir: Path) -> dict | None:
 
 
 def maybe_evaluate_during_training(cfg, gan, ckpt, run_dir: str | Path, epoch: int, step: int,
-                                   log: Callable[[str], None] = print, *, tb=None, quiet: bool = False,
-                                   extractor: str = "inception_v3") -> dict | None:
+                                   log: Callable[[str], None] = print, *, tb=None, quiet: bool = False) -> dict | None:
     """Every `cfg.eval_every` epochs: score `gan.sampler`, log it, keep the best checkpoint.
 
     The score that decides "best" is FID, or KID when FID is refused (fewer
@@ -436,7 +436,7 @@ def maybe_evaluate_during_training(cfg, gan, ckpt, run_dir: str | Path, epoch: i
     from rich import get_console
 
     run_dir = Path(run_dir)
-    opts = EvalOptions(samples=cfg.eval_samples, extractor=extractor, seed=cfg.seed)
+    opts = EvalOptions(samples=cfg.eval_samples, seed=cfg.seed)
     log(f"evaluating epoch {epoch}: {cfg.eval_samples:,} samples")
     result = evaluate_generator(gan.sampler, cfg.data, opts, progress=not quiet, console=get_console(), log=log)
     metric = "fid" if result.get("fid") is not None else "kid"
@@ -460,7 +460,7 @@ def maybe_evaluate_during_training(cfg, gan, ckpt, run_dir: str | Path, epoch: i
                 if result.get(k) is not None:
                     tf.summary.scalar(f"eval/{k}", result[k])
         tb.flush()
-    skipped = " (FID skipped: too few samples)" if "fid_skipped" in result else ""
+    skipped = f" (no FID: under {extractors.spec(opts.extractor).dim:,} images)" if "fid_skipped" in result else ""
     log(f"eval epoch {epoch} step {step}: {summary(result)}{skipped}, {result['seconds']:.0f}s"
         + (f"; new best -> {best_dir}" if improved else f"; best is still epoch {best['epoch']}"))
     return result

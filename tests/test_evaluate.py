@@ -286,16 +286,19 @@ def test_eval_every_scores_epochs_and_keeps_the_best_checkpoint(data16, tmp_path
     assert len(list((run / BEST_DIR).glob("ckpt-*.index"))) == 1
     g = keras.saving.load_model(run / BEST_DIR / "generator.keras", compile=False)
     assert g.output_shape == (None, 16, 16, 3)
-    assert any("eval epoch 2 step 4: KID" in m for m in logs)
+    assert any("eval epoch 2 step 4: KID" in m and "no FID: under 2,048 images" in m for m in logs)
     assert (run / "losses.png").exists()
 
 
-def test_train_flags_reach_the_config(data16, tmp_path):
+def test_train_flags_reach_the_config_and_may_be_turned_on_when_resuming(data16, tmp_path, trained_run):
     r = runner.invoke(app, ["train", "--data", str(data16), "--runs-dir", str(tmp_path), "--eval-every", "5",
                             "--eval-samples", "2048", "--dry-run"])
     assert r.exit_code == 0, r.output
     cfg = json.loads(r.stdout)
     assert (cfg["eval_every"], cfg["eval_samples"]) == (5, 2048)
+    r = runner.invoke(app, ["train", "--resume", str(trained_run), "--eval-every", "2", "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["eval_every"] == 2
 
 
 def test_evaluate_help_has_an_example_and_does_not_import_tensorflow():
