@@ -240,6 +240,10 @@ def train(
     checkpoint_every: Annotated[Optional[int], typer.Option(min=0, help="Also checkpoint every N steps.")] = None,
     cache: Annotated[Optional[bool], typer.Option("--cache/--no-cache", help="Keep the data in memory.",
                                                   show_default=False)] = None,
+    eval_every: Annotated[Optional[int], typer.Option(min=0, help="Score FID/KID every N epochs and keep the "
+                                                                  "best checkpoint in RUN/best/ (0: never).")] = None,
+    eval_samples: Annotated[Optional[int], typer.Option(min=2, help="Generated images per evaluation "
+                                                                    "(FID needs 2048 or more).")] = None,
     runs_dir: RunsDir = Path("runs"),
     name: Annotated[str, typer.Option(help="Suffix for the run directory's name.")] = "",
     resume: Annotated[Optional[Path], typer.Option(help="Continue this run directory.")] = None,
@@ -257,7 +261,8 @@ def train(
         epochs=epochs, batch_size=batch_size, steps_per_epoch=steps_per_epoch, lr_g=lr_g, lr_d=lr_d, beta1=beta1,
         latent_dim=latent_dim, g_filters=g_filters, d_filters=d_filters, ema=ema, label_smoothing=label_smoothing,
         instance_noise=instance_noise, flip=flip, seed=seed, precision=precision, xla=xla, strategy=strategy,
-        sync_bn=sync_bn, checkpoint_every=checkpoint_every, cache=cache)
+        sync_bn=sync_bn, checkpoint_every=checkpoint_every, cache=cache, eval_every=eval_every,
+        eval_samples=eval_samples)
     given = {k: v for k, v in overrides.items() if v is not None}
 
     if resume is not None:
@@ -266,7 +271,8 @@ def train(
         if not (resume / CONFIG_FILE).exists():
             raise DcganError(f"{resume} is not a run directory (no {CONFIG_FILE}); pass one under {runs_dir}/")
         cfg = TrainConfig.load(resume / CONFIG_FILE)
-        changeable = {"epochs", "checkpoint_every", "precision", "xla", "strategy", "cache"}
+        changeable = {"epochs", "checkpoint_every", "precision", "xla", "strategy", "cache", "eval_every",
+                      "eval_samples"}
         fixed = sorted(k for k, v in given.items() if k not in changeable and v != getattr(cfg, k))
         if fixed:
             raise DcganError(f"cannot change {', '.join('--' + k.replace('_', '-') for k in fixed)} when resuming "
@@ -284,8 +290,10 @@ def train(
     if dry_run:
         typer.echo(cfg.to_json(), nl=False)
         return
+    from dcgan_cli.evaluate import preflight_training
     from dcgan_cli.training import train as run
 
+    preflight_training(cfg, log=lambda m: typer.echo(m, err=True))
     run_dir = run(cfg, resume, resume=resume is not None, quiet=quiet)
     typer.echo(f"Run directory: {run_dir}")
 
@@ -518,6 +526,70 @@ def bench(
                  peers=peers, torch_python=torch_python, parts=wanted,
                  log=(lambda m: None) if json_ else typer.echo)
     typer.echo(json.dumps(result) if json_ else json.dumps(result, indent=2))
+
+
+# ----------------------------------------------------------------------------
+# evaluate
+
+
+def _metrics_option(value: str) -> str:
+    from dcgan_cli.evaluate import parse_metrics
+
+    try:
+        return ",".join(parse_metrics(value))
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Optional[Path], typer.Option(help="Run directory (default: the newest under --runs-dir).")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="A generator saved as .keras instead of a run, "
+                                                       "e.g. RUN/best/generator.keras.")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Preprocessed real data (default: the run's).")] = None,
+    samples: Annotated[int, typer.Option(min=2, help="Generated images to score (FID needs 2048+).")] = 10_000,
+    metrics: Annotated[str, typer.Option(callback=_metrics_option, help="Comma-separated: fid, kid.")] = "fid,kid",
+    inception_weights: Annotated[Optional[Path], typer.Option(
+        help="Local copy of Keras' InceptionV3 no-top ImageNet weights, for machines without internet "
+             "(or $DCGAN_INCEPTION_WEIGHTS; default: Keras' cache).", show_default=False)] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the generated images' latents.")] = 0,
+    real_samples: Annotated[int, typer.Option(min=0, help="Use a fixed random subset of this many real "
+                                                          "images (0: all; cached per size).")] = 0,
+    no_ema: Annotated[bool, typer.Option("--no-ema", help="Score the raw generator, not its EMA.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images generated and embedded at a time.")] = 64,
+    runs_dir: RunsDir = Path("runs"),
+    extractor: Annotated[str, typer.Option(hidden=True, help="Feature extractor (tests use tiny-random).")]
+    = "inception_v3",
+):
+    """Score a generator with FID and KID against real data (InceptionV3 features).
+
+    Real-image statistics are cached beside the data's manifest.json, so only
+    the first evaluation of a data set embeds it. Results are appended to the
+    run's metrics.jsonl.
+
+    Example: dcgan evaluate --run runs/00003-celeba-64-dcgan --samples 10000
+    """
+    import json
+
+    from dcgan_cli import evaluate as ev
+
+    if run is not None and model is not None:
+        raise typer.BadParameter("give either --run or --model, not both", param_hint="'--model'")
+    opts = ev.EvalOptions(samples=samples, metrics=tuple(metrics.split(",")), extractor=extractor,
+                          weights=str(inception_weights) if inception_weights else None, seed=seed,
+                          batch_size=batch_size, real_samples=real_samples)
+    say = lambda m: typer.echo(m, err=True)  # noqa: E731 - stdout is for the result
+    generator, facts, run_dir, run_data = ev.load_target(run, model, ema=not no_ema, runs_dir=runs_dir, log=say)
+    if data is None and run_data is None:
+        raise DcganError(f"{model} is not inside a run directory, so its data is unknown; pass --data DIR")
+    if data is None and not (Path(run_data) / "manifest.json").exists():
+        raise DcganError(f"the run's data {run_data} is not there (moved?); pass --data DIR")
+    data = data or Path(run_data)
+    result = {**facts, **ev.evaluate_generator(generator, data, opts, log=say)}
+    if run_dir is not None:
+        ev.append_to_metrics(run_dir, result)
+    typer.echo(json.dumps(result) if json_ else ev.format_table(result))
 
 
 if __name__ == "__main__":

@@ -492,6 +492,9 @@ def train(
                 f"epoch {epoch + 1}/{cfg.epochs} step {step} d_loss {row['d_loss']:.4f} "
                 f"g_loss {row['g_loss']:.4f} D(x) {row['d_real']:.3f} D(G(z)) {row['d_fake']:.3f} "
                 f"{row['img_per_s']:.1f} img/s {seconds:.1f}s")
+            if chief:  # every --eval-every epochs: FID/KID and RUN/best/ (see evaluate.py)
+                from dcgan_cli.evaluate import maybe_evaluate_during_training
+                maybe_evaluate_during_training(cfg, gan, ckpt, run_dir, epoch + 1, step, log, tb=tb, quiet=quiet)
             if max_steps is not None and step >= max_steps:
                 break
     except Exception as e:

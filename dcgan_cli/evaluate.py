@@ -1,0 +1,466 @@
+"""FID and KID of a generator against preprocessed data, and the best checkpoint.
+
+`evaluate_generator()` is the whole evaluation: it embeds the data set's
+images once (cached beside its manifest.json), embeds generated images in
+batches, and scores them. `dcgan evaluate` calls it on a run or a model file;
+the trainer calls `maybe_evaluate_during_training()` every `--eval-every`
+epochs, which also keeps the best checkpoint in RUN/best/.
+
+The pitfalls this avoids (documented by pytorch-fid, clean-fid and StyleGAN's
+metrics): FID on fewer samples than feature dimensions is refused, not
+reported with an "imaginary component"; images are resized with an
+antialiased filter, the same way for real and generated ones; real
+statistics are computed once per data set and extractor; and every result
+names its extractor, weights and resize, so numbers from elsewhere are not
+mistaken for comparable ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from dcgan_cli.errors import DcganError
+from dcgan_cli.fsutil import append_line, atomic_path, write_bytes, write_json
+from dcgan_cli.metrics import extractors
+from dcgan_cli.metrics.stats import KID_SUBSETS, FeatureStats, frechet_distance, kernel_inception_distance
+
+METRICS = ("fid", "kid")
+BEST_DIR = "best"
+BEST_FILE = "best.json"
+STATS_PREFIX = "eval-stats-"
+# Bump when the cached arrays or the way they are computed change.
+CACHE_VERSION = 1
+# Seeds the choice of real images (with --real-samples) and of the KID pools.
+_SUBSET_SEED = 0x51D
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How to evaluate.
+
+    Attributes:
+        samples: generated images to embed.
+        metrics: any of "fid", "kid".
+        extractor: a name in `metrics.extractors.EXTRACTORS`.
+        weights: InceptionV3 weights file (None: $DCGAN_INCEPTION_WEIGHTS, then Keras' cache).
+        seed: seeds the latents of the generated images.
+        batch_size: images generated and embedded at a time.
+        real_samples: embed only this many real images, a fixed random subset (0: all).
+    """
+
+    samples: int = 10_000
+    metrics: tuple[str, ...] = METRICS
+    extractor: str = "inception_v3"
+    weights: str | None = None
+    seed: int = 0
+    batch_size: int = 64
+    real_samples: int = 0
+
+
+def parse_metrics(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(m.strip().lower() for m in text.split(",") if m.strip()))
+    unknown = [m for m in names if m not in METRICS]
+    if unknown or not names:
+        raise ValueError(f"unknown metric {', '.join(unknown) or '(none)'}; choose from {', '.join(METRICS)}")
+    return names
+
+
+def fid_refusal(n_fake: int, n_real: int, dim: int) -> str | None:
+    """Why FID cannot be computed for these counts, or None.
+
+    A covariance estimated from n <= d samples of d-dimensional features is
+    singular; FID on it is biased far upwards and its matrix square root is
+    where the "imaginary component" errors come from. So FID needs at least as
+    many samples as feature dimensions (2,048 for InceptionV3), on both sides.
+    """
+    for n, what, fix in ((n_fake, "generated", f"--samples {max(dim, 10_000)}"),
+                         (n_real, "real", "a larger data set (or a larger --real-samples)")):
+        if n < dim:
+            return (f"FID needs at least {dim:,} {what} images (the feature dimension) and got {n:,}: "
+                    f"the covariance would be singular and the score meaningless; use {fix}")
+    return None
+
+
+def plan(opts: EvalOptions, count: int) -> tuple[tuple[str, ...], str | None, int]:
+    """(metrics to compute, why FID was dropped or None, real images to use), before any work.
+
+    FID refused alone is an error; refused beside KID, KID is still computed.
+    """
+    if opts.samples < 2:
+        raise DcganError(f"--samples must be at least 2, got {opts.samples}")
+    n_real = min(count, opts.real_samples) if opts.real_samples else count
+    dim = extractors.spec(opts.extractor).dim
+    metrics, note = tuple(opts.metrics), None
+    if "fid" in metrics:
+        note = fid_refusal(opts.samples, n_real, dim)
+        if note:
+            if metrics == ("fid",):
+                raise DcganError(note + ", or --metrics kid")
+            metrics = tuple(m for m in metrics if m != "fid")
+    if "kid" in metrics and n_real < 2:
+        raise DcganError(f"KID needs at least 2 real images and the data holds {n_real}")
+    return metrics, note, n_real
+
+
+# ----------------------------------------------------------------------------
+# progress
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, console=None) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """Yields `task(description, total) -> advance(n)`; a no-op when disabled.
+
+    Uses `console` (the trainer's, whose live bar it nests in) or stderr, so
+    `--json` output on stdout stays one clean object.
+    """
+    if not enabled:
+        yield lambda description, total: (lambda n: None)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                        console=console or Console(stderr=True))
+
+    def task(description: str, total: int) -> Callable[[int], None]:
+        t0, done = time.perf_counter(), [0]
+        tid = progress.add_task(description, total=total, rate="")
+
+        def advance(n: int) -> None:
+            done[0] += n
+            rate = done[0] / max(time.perf_counter() - t0, 1e-9)
+            progress.update(tid, advance=n, rate=f"{rate:.1f} img/s")
+        return advance
+
+    try:
+        progress.start()
+    except Exception:  # rich < 14 cannot nest live displays: go without a bar
+        yield lambda description, total: (lambda n: None)
+        return
+    try:
+        yield task
+    finally:
+        progress.stop()
+
+
+# ----------------------------------------------------------------------------
+# real statistics, cached beside manifest.json
+
+
+@dataclass
+class RealStats:
+    mu: np.ndarray
+    sigma: np.ndarray
+    kid_features: np.ndarray
+    n: int
+
+
+def stats_cache_path(data_dir: str | Path, extractor_name: str, n_real: int, count: int) -> str:
+    subset = "" if n_real >= count else f"-n{n_real}"
+    return f"{str(data_dir).rstrip('/')}/{STATS_PREFIX}{extractor_name}{subset}.npz"
+
+
+def stats_cache_key(manifest: dict, extractor_key: str, n_real: int) -> str:
+    """Changes whenever the data (its shards' checksums), the extractor or the subset change."""
+    import hashlib
+
+    ident = {"version": CACHE_VERSION, "extractor": extractor_key, "n_real": n_real, "seed": _SUBSET_SEED,
+             "count": manifest["count"], "shards": [s.get("sha256", s["file"]) for s in manifest["shards"]]}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
+def _read_cache(path: str, key: str) -> RealStats | None:
+    import tensorflow as tf  # gfile: the data may live on gs:// like the shards
+
+    if not tf.io.gfile.exists(path):
+        return None
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            z = np.load(io.BytesIO(f.read()), allow_pickle=False)
+            if str(z["key"]) != key:
+                return None  # other data, extractor or subset: stale
+            return RealStats(z["mu"], z["sigma"], z["kid_features"], int(z["n"]))
+    except (OSError, ValueError, KeyError):  # truncated or foreign file: recompute
+        return None
+
+
+def _write_cache(path: str, key: str, stats: FeatureStats, log: Callable[[str], None]) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, key=np.array(key), mu=stats.mean, sigma=stats.cov, kid_features=stats.kid_features,
+             n=np.array(stats.n))
+    try:
+        if "://" in path:  # object stores write whole objects: atomic already
+            import tensorflow as tf
+
+            with tf.io.gfile.GFile(path, "wb") as f:
+                f.write(buf.getvalue())
+        else:
+            write_bytes(path, buf.getvalue())
+    except OSError as e:
+        log(f"Warning: could not cache the real statistics at {path} ({e.strerror or e}); "
+            f"they will be computed again next time")
+
+
+def real_statistics(data_dir: str | Path, manifest: dict, extractor, n_real: int, task, log) -> tuple[RealStats, bool]:
+    """(statistics of the data set's images, whether they came from the cache)."""
+    from dcgan_cli.pipeline import make_dataset
+
+    count = manifest["count"]
+    path = stats_cache_path(data_dir, extractor.spec.name, n_real, count)
+    key = stats_cache_key(manifest, extractor.key, n_real)
+    cached = _read_cache(path, key)
+    if cached is not None:
+        return cached, True
+
+    rng = np.random.default_rng(_SUBSET_SEED)
+    chosen = np.sort(rng.choice(count, n_real, replace=False)) if n_real < count else None
+    stats = FeatureStats(extractor.spec.dim, n_real, seed=_SUBSET_SEED)
+    advance = task("embedding real images", n_real)
+    # Fixed file and record order (no shuffle), so a subset is the same images every time.
+    ds = make_dataset(data_dir, extractor.batch_size, shuffle=False, repeat=False, seed=0, drop_remainder=False)
+    offset = 0
+    for batch in ds:
+        batch = batch.numpy()
+        if chosen is not None:
+            lo, hi = np.searchsorted(chosen, [offset, offset + len(batch)])
+            offset, batch = offset + len(batch), batch[chosen[lo:hi] - offset]
+        if len(batch):
+            stats.update(extractor(batch))
+            advance(len(batch))
+    if stats.n != n_real:
+        raise DcganError(f"{data_dir} yielded {stats.n} images but its manifest promises {n_real}; "
+                         f"re-run `dcgan preprocess ... --force`")
+    _write_cache(path, key, stats, log)
+    return RealStats(stats.mean, stats.cov, stats.kid_features, stats.n), False
+
+
+# ----------------------------------------------------------------------------
+# the evaluation
+
+
+def generated_statistics(generator, n: int, extractor, seed: int, task) -> FeatureStats:
+    """Stream n generated images through the extractor; only features are kept."""
+    from dcgan_cli.images import to_uint8
+
+    latent_dim = generator.input_shape[-1]
+    rng = np.random.default_rng(seed)
+    stats = FeatureStats(extractor.spec.dim, n, seed=_SUBSET_SEED + 1)
+    advance = task("embedding generated images", n)
+    for i in range(0, n, extractor.batch_size):
+        z = rng.standard_normal((min(extractor.batch_size, n - i), latent_dim)).astype(np.float32)
+        # The same uint8 step as a saved PNG, so generated images take the real images' path.
+        images = to_uint8(np.asarray(generator(z, training=False)))
+        stats.update(extractor(images))
+        advance(len(z))
+    return stats
+
+
+def check_shapes(generator, manifest: dict, data_dir) -> None:
+    h, w, c = generator.output_shape[1:]
+    size, channels = manifest["size"], manifest["channels"]
+    if (h, w, c) != (size, size, channels):
+        raise DcganError(f"the generator makes {h}x{w}x{c} images but {data_dir} holds {size}x{size}x{channels}; "
+                         f"evaluate against data of the generator's size (--data)")
+
+
+def evaluate_generator(generator, data_dir: str | Path, opts: EvalOptions = EvalOptions(), *,
+                       progress: bool = True, console=None, log: Callable[[str], None] = print) -> dict:
+    """Score `generator` against the preprocessed data in `data_dir`; returns a JSON-able dict."""
+    from dcgan_cli.pipeline import load_manifest
+
+    manifest = load_manifest(data_dir)
+    metrics, fid_note, n_real = plan(opts, manifest["count"])
+    check_shapes(generator, manifest, data_dir)
+    extractor = extractors.get_extractor(opts.extractor, opts.weights, opts.batch_size)
+
+    t0 = time.perf_counter()
+    with _progress(progress, console) as task:
+        real, from_cache = real_statistics(data_dir, manifest, extractor, n_real, task, log)
+        t1 = time.perf_counter()
+        fake = generated_statistics(generator, opts.samples, extractor, opts.seed, task)
+    t2 = time.perf_counter()
+
+    result: dict = {}
+    if "fid" in metrics:
+        result["fid"] = frechet_distance(real.mu, real.sigma, fake.mean, fake.cov)
+    elif fid_note:
+        result["fid"], result["fid_skipped"] = None, fid_note
+    if "kid" in metrics:
+        mean, std, m = kernel_inception_distance(real.kid_features, fake.kid_features, seed=opts.seed)
+        result.update(kid=mean, kid_std=std, kid_subsets=KID_SUBSETS, kid_subset_size=m)
+    result.update(
+        samples=opts.samples, real_samples=real.n, data=str(data_dir), seed=opts.seed,
+        extractor=opts.extractor, weights=extractor.weights_id,
+        resize=f"{extractors.RESIZE} to {extractor.spec.size}", real_stats="cache" if from_cache else "computed",
+        img_per_s=round(opts.samples / max(t2 - t1, 1e-9), 1), seconds=round(time.perf_counter() - t0, 2),
+    )
+    return result
+
+
+# ----------------------------------------------------------------------------
+# output
+
+
+def format_table(result: dict) -> str:
+    """The readable form of a result (the JSON has the same facts)."""
+    rows = []
+    if "run" in result:
+        which = "EMA generator" if result.get("generator") == "ema" else "generator"
+        rows.append(("run", f"{result['run']}  ({result.get('checkpoint', '?')}, {which})"))
+    elif "model" in result:
+        rows.append(("model", result["model"]))
+    rows.append(("data", f"{result['data']}  (real statistics: {result['real_stats']})"))
+    rows.append(("samples", f"{result['samples']:,} generated (seed {result['seed']}), "
+                            f"{result['real_samples']:,} real"))
+    rows.append(("features", f"{result['extractor']} ({result['weights']} weights), {result['resize']}"))
+    if "fid" in result:
+        rows.append(("FID", f"{result['fid']:.3f}" if result["fid"] is not None
+                     else f"not computed: {result['fid_skipped']}"))
+    if "kid" in result:
+        rows.append(("KID", f"{result['kid']:.4g} ± {result['kid_std']:.2g}  "
+                            f"({result['kid_subsets']} subsets of {result['kid_subset_size']:,})"))
+    rows.append(("time", f"{result['seconds']:.1f} s ({result['img_per_s']:.1f} generated img/s embedded)"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def summary(result: dict) -> str:
+    parts = []
+    if result.get("fid") is not None:
+        parts.append(f"FID {result['fid']:.3f}")
+    if "kid" in result:
+        parts.append(f"KID {result['kid']:.4g} ± {result['kid_std']:.2g}")
+    return ", ".join(parts) or "no score"
+
+
+def append_to_metrics(run_dir: str | Path, result: dict) -> None:
+    """One {"eval": {...}} line; rows with "d_loss" are the per-epoch training ones."""
+    from dcgan_cli.training import METRICS_FILE
+
+    append_line(Path(run_dir) / METRICS_FILE, json.dumps({"eval": result}))
+
+
+# ----------------------------------------------------------------------------
+# what `dcgan evaluate` evaluates
+
+
+def _run_of(path: Path) -> Path | None:
+    """The run directory a model file sits in (RUN/generator.keras, RUN/best/generator.keras)."""
+    from dcgan_cli.training import CONFIG_FILE
+
+    for parent in (path.parent, path.parent.parent):
+        if (parent / CONFIG_FILE).exists():
+            return parent
+    return None
+
+
+def load_target(run: Path | None, model: Path | None, *, ema: bool = True, runs_dir: Path = Path("runs"),
+                log: Callable[[str], None] = print) -> tuple[object, dict, Path | None, str | None]:
+    """(generator, facts for the result, run dir to append to or None, the run's data dir or None)."""
+    import tensorflow as tf
+
+    from dcgan_cli.config import TrainConfig
+    from dcgan_cli.training import CKPT_DIR, CONFIG_FILE, latest_run
+
+    if model is not None:
+        import keras
+
+        if not model.is_file():
+            raise DcganError(f"no model file at {model}; give a generator saved as .keras (e.g. RUN/generator.keras)")
+        try:
+            g = keras.saving.load_model(model, compile=False)
+        except Exception as e:  # Keras raises several types for foreign files
+            raise DcganError(f"cannot load {model} as a Keras model ({type(e).__name__}); "
+                             f"give a generator saved by `dcgan train` (RUN/generator.keras)") from None
+        run_dir = _run_of(model)
+        data = TrainConfig.load(run_dir / CONFIG_FILE).data if run_dir else None
+        return g, {"model": str(model)}, run_dir, data
+
+    from dcgan_cli.sampling import load_generator
+
+    if run is None:
+        run = latest_run(runs_dir)
+        log(f"Using the newest run: {run}")
+    g, cfg = load_generator(run, ema=ema)
+    latest = tf.train.latest_checkpoint(str(run / CKPT_DIR))
+    facts = {"run": str(run), "checkpoint": Path(latest).name if latest else None,
+             "generator": "ema" if ema and cfg.ema > 0 else "raw"}
+    return g, facts, run, cfg.data
+
+
+# ----------------------------------------------------------------------------
+# during training
+
+
+def preflight_training(cfg, weights: str | None = None, log: Callable[[str], None] = print) -> None:
+    """Fail before training, not after its first epochs, when evaluation cannot run; say what it will score."""
+    from dcgan_cli.pipeline import load_manifest
+
+    if not cfg.eval_every:
+        return
+    extractors.resolve_inception_weights(weights, flag=False)
+    note = fid_refusal(cfg.eval_samples, load_manifest(cfg.data)["count"], extractors.spec("inception_v3").dim)
+    if note:
+        log(f"Note: every {cfg.eval_every} epoch(s) only KID is computed and picks RUN/best/: {note}")
+
+
+def _read_best(best_dir: Path) -> dict | None:
+    try:
+        return json.loads((best_dir / BEST_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def maybe_evaluate_during_training(cfg, gan, ckpt, run_dir: str | Path, epoch: int, step: int,
+                                   log: Callable[[str], None] = print, *, tb=None, quiet: bool = False) -> dict | None:
+    """Every `cfg.eval_every` epochs: score `gan.sampler`, log it, keep the best checkpoint.
+
+    The score that decides "best" is FID, or KID when FID is refused (fewer
+    than 2,048 samples or real images); lower is better. RUN/best/ holds a
+    tf.train.CheckpointManager(max_to_keep=1) checkpoint of the whole training
+    state, the generator as best/generator.keras, and best.json (which score,
+    epoch and step).
+    """
+    if not cfg.eval_every or epoch % cfg.eval_every:
+        return None
+    import tensorflow as tf
+    from rich import get_console
+
+    run_dir = Path(run_dir)
+    opts = EvalOptions(samples=cfg.eval_samples, seed=cfg.seed)
+    log(f"evaluating epoch {epoch}: {cfg.eval_samples:,} samples")
+    result = evaluate_generator(gan.sampler, cfg.data, opts, progress=not quiet, console=get_console(), log=log)
+    metric = "fid" if result.get("fid") is not None else "kid"
+    score = result[metric]
+
+    best_dir = run_dir / BEST_DIR
+    best = _read_best(best_dir)
+    improved = best is None or best.get("metric") != metric or score < best["value"]
+    if improved:
+        manager = tf.train.CheckpointManager(ckpt, str(best_dir), max_to_keep=1)
+        path = manager.save(checkpoint_number=step)
+        with atomic_path(best_dir / "generator.keras") as tmp:
+            gan.sampler.save(tmp)
+        write_json(best_dir / BEST_FILE, {"metric": metric, "value": score, "epoch": epoch, "step": step,
+                                          "checkpoint": Path(path).name})  # last: names a complete best/
+    result.update(epoch=epoch, step=step, best=improved)
+    append_to_metrics(run_dir, result)
+    if tb is not None:
+        with tb.as_default(step=step):
+            for k in ("fid", "kid"):
+                if result.get(k) is not None:
+                    tf.summary.scalar(f"eval/{k}", result[k])
+        tb.flush()
+    skipped = f" (no FID: under {extractors.spec(opts.extractor).dim:,} images)" if "fid_skipped" in result else ""
+    log(f"eval epoch {epoch} step {step}: {summary(result)}{skipped}, {result['seconds']:.0f}s"
+        + (f"; new best -> {best_dir}" if improved else f"; best is still epoch {best['epoch']}"))
+    return result

@@ -1,0 +1,209 @@
+"""Feature extractors by name, and the one path images take into them.
+
+Real and generated images take exactly the same path: uint8 pixels
+(generated ones go through `images.to_uint8` first, as they would to a PNG)
+-> grey repeated to RGB -> float -> antialiased bilinear resize to the network's
+input side -> [-1, 1] -> the network's pooled features.
+
+- "inception_v3": Keras' InceptionV3 with ImageNet weights, include_top=False,
+  average pooled: 2,048-d at 299x299. The weights come from Keras' cache
+  (~/.keras/models, filled on first use), or from a file given with
+  `--inception-weights` / $DCGAN_INCEPTION_WEIGHTS for machines without
+  internet.
+- "tiny-random": a two-layer conv net with seeded random weights, 16-d at
+  32x32. Its scores mean nothing; it exists so tests (and a quick smoke run)
+  exercise the whole path without a 90 MB download. Not offered on the CLI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from dcgan_cli.errors import DcganError
+
+WEIGHTS_ENV = "DCGAN_INCEPTION_WEIGHTS"
+# Where and what keras.applications.InceptionV3(weights="imagenet", include_top=False) fetches.
+WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/" + WEIGHTS_FILE
+WEIGHTS_MD5 = "bcbd6486424b2319ff4ef7d526e38f63"
+# None: Keras' own cache root ($KERAS_HOME or ~/.keras); tests point it elsewhere.
+KERAS_CACHE_DIR: str | None = None
+
+RESIZE = "bilinear-antialias"
+
+
+@dataclass(frozen=True)
+class ExtractorSpec:
+    """What is known about an extractor before it is built (guards need `dim`)."""
+
+    name: str
+    dim: int  # feature dimensions
+    size: int  # input side the images are resized to
+    build: Callable[[str | None], tuple[object, str]]  # weights file or None -> (keras model, weights id)
+    description: str
+
+
+# ----------------------------------------------------------------------------
+# InceptionV3
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_inception_weights(path: str | os.PathLike | None = None, flag: bool = True) -> tuple[Path, str]:
+    """(local weights file, id) from `path`, $DCGAN_INCEPTION_WEIGHTS, or Keras' cache.
+
+    The id is "imagenet" for the file Keras ships (checked by its MD5), else
+    "md5:<digest>", so statistics cached with other weights are never reused.
+    A missing file offline is a DcganError that says how to provide one
+    (naming `--inception-weights` when the command has that flag).
+    """
+    path = path or os.environ.get(WEIGHTS_ENV) or None
+    if path is not None:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            source = WEIGHTS_ENV if os.environ.get(WEIGHTS_ENV) == str(path) else "--inception-weights"
+            raise DcganError(f"InceptionV3 weights file {path} (from {source}) does not exist; give the path of "
+                             f"Keras' {WEIGHTS_FILE} (download it from {WEIGHTS_URL})")
+        md5 = _md5(path)
+        return path, "imagenet" if md5 == WEIGHTS_MD5 else f"md5:{md5}"
+
+    import contextlib
+    import sys
+
+    import keras
+
+    try:
+        # Returns the cached copy when its hash matches; downloads otherwise. Keras
+        # reports the download on stdout, which belongs to the result (--json).
+        with contextlib.redirect_stdout(sys.stderr):
+            local = keras.utils.get_file(WEIGHTS_FILE, WEIGHTS_URL, cache_subdir="models", file_hash=WEIGHTS_MD5,
+                                         cache_dir=KERAS_CACHE_DIR)
+    except Exception as e:  # Keras wraps URL, HTTP and hash errors in plain Exception
+        reason = str(e).split(" -- ")[-1].strip() or type(e).__name__
+        how = f"pass it with --inception-weights FILE (or set {WEIGHTS_ENV}=FILE)" if flag else f"set {WEIGHTS_ENV}=FILE"
+        raise DcganError(f"the InceptionV3 ImageNet weights are not in Keras' cache and could not be "
+                         f"downloaded ({reason}); download {WEIGHTS_URL} on a machine with internet and {how}") from None
+    return Path(local), "imagenet"
+
+
+def _build_inception(weights: str | None):
+    import keras
+
+    path, weights_id = resolve_inception_weights(weights)
+    try:
+        model = keras.applications.InceptionV3(include_top=False, pooling="avg", weights=str(path),
+                                               input_shape=(299, 299, 3))
+    except Exception as e:  # a file of other weights: Keras raises ValueError, h5py OSError, ...
+        raise DcganError(f"cannot load {path} as InceptionV3 weights without the top "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+                         f"it should be Keras' {WEIGHTS_FILE}") from None
+    return model, weights_id
+
+
+# ----------------------------------------------------------------------------
+# a tiny seeded network for tests
+
+
+def _build_tiny(weights: str | None):
+    import keras
+    from keras import layers
+
+    x = inp = keras.Input((32, 32, 3))
+    for i, f in enumerate((8, 16)):
+        x = layers.Conv2D(f, 3, 2, "same", activation="relu",
+                          kernel_initializer=keras.initializers.HeNormal(seed=i + 1),
+                          bias_initializer=keras.initializers.Constant(0.1))(x)
+    out = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, out, name="tiny_random"), "seeded-v1"
+
+
+EXTRACTORS: dict[str, ExtractorSpec] = {
+    s.name: s for s in (
+        ExtractorSpec("inception_v3", 2048, 299, _build_inception,
+                      "Keras InceptionV3, ImageNet weights, average-pooled 2048-d at 299x299"),
+        ExtractorSpec("tiny-random", 16, 32, _build_tiny,
+                      "a seeded random two-layer conv net (tests only; its scores mean nothing)"),
+    )
+}
+
+
+def spec(name: str) -> ExtractorSpec:
+    if name not in EXTRACTORS:
+        raise DcganError(f"unknown feature extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")
+    return EXTRACTORS[name]
+
+
+# ----------------------------------------------------------------------------
+# the shared image path
+
+
+class Extractor:
+    """uint8 image batches -> float32 feature batches, in fixed-size batches.
+
+    Batches are padded to `batch_size` so the traced function is reused for
+    the last, short batch instead of tracing the whole network again.
+    `images_seen` counts the images embedded (tests use it to prove a cache hit).
+    """
+
+    def __init__(self, spec: ExtractorSpec, model, weights_id: str, batch_size: int = 64):
+        import tensorflow as tf
+
+        self.spec, self.model, self.weights_id, self.batch_size = spec, model, weights_id, batch_size
+        self.images_seen = 0
+        size = spec.size
+
+        @tf.function(reduce_retracing=True)
+        def embed(u8):
+            x = tf.cast(u8, tf.float32)
+            # Antialiased, so downscaling never aliases; identical for real and fake.
+            x = tf.image.resize(x, (size, size), method="bilinear", antialias=True)
+            return tf.cast(model(x / 127.5 - 1.0, training=False), tf.float32)
+
+        self._embed = embed
+
+    @property
+    def key(self) -> str:
+        """Names everything that changes the features: network, weights, input side, resize."""
+        return f"{self.spec.name}:{self.weights_id}:{self.spec.size}:{RESIZE}"
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images)
+        if images.dtype != np.uint8:
+            raise TypeError(f"the extractor takes uint8 images, got {images.dtype}")
+        if images.shape[-1] == 1:  # grey: the same value in R, G and B
+            images = np.repeat(images, 3, axis=-1)
+        out = []
+        for i in range(0, len(images), self.batch_size):
+            chunk = images[i:i + self.batch_size]
+            n = len(chunk)
+            if n < self.batch_size:
+                chunk = np.concatenate([chunk, np.zeros((self.batch_size - n, *chunk.shape[1:]), np.uint8)])
+            out.append(self._embed(chunk).numpy()[:n])
+        self.images_seen += len(images)
+        return np.concatenate(out) if out else np.zeros((0, self.spec.dim), np.float32)
+
+
+_BUILT: dict[tuple[str, str, int], Extractor] = {}
+
+
+def get_extractor(name: str = "inception_v3", weights: str | os.PathLike | None = None,
+                  batch_size: int = 64) -> Extractor:
+    """The named extractor, built and traced once per process (training evaluates every few epochs)."""
+    s = spec(name)
+    key = (name, str(weights or os.environ.get(WEIGHTS_ENV) or ""), batch_size)
+    if key not in _BUILT:
+        model, weights_id = s.build(str(weights) if weights else None)
+        _BUILT[key] = Extractor(s, model, weights_id, batch_size)
+    return _BUILT[key]
