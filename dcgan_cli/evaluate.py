@@ -407,6 +407,13 @@ def preflight_training(cfg, weights: str | None = None, log: Callable[[str], Non
 
     if not cfg.eval_every:
         return
+    from dcgan_cli import distribute
+
+    if cfg.strategy == "multiworker" or (cfg.strategy == "auto" and distribute.has_cluster()):
+        # The chief alone would evaluate and save best/, while a checkpoint save
+        # under MultiWorkerMirroredStrategy wants every worker: it could hang.
+        raise DcganError("--eval-every is not supported with several workers; train without it and score "
+                         "the chief's run with `dcgan evaluate --run RUN_DIR`")
     extractors.resolve_inception_weights(weights, flag=False)
     note = fid_refusal(cfg.eval_samples, load_manifest(cfg.data)["count"], extractors.spec("inception_v3").dim)
     if note:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from dcgan_cli.cli import app
 
 runner = CliRunner()
-COMMANDS = ["download", "preprocess", "train", "sample", "export", "bench"]
+COMMANDS = ["download", "preprocess", "train", "sample", "export", "bench", "evaluate"]
 
 
 def test_top_level_help_lists_the_commands_without_importing_tensorflow():

@@ -311,3 +311,11 @@ def test_evaluate_help_has_an_example_and_does_not_import_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "Example: dcgan evaluate" in out and "--inception-weights" in out and "TF-NOT-LOADED" in out
     assert "--extractor" not in out, "the test-only extractor stays hidden"
+
+
+def test_eval_every_is_refused_for_several_workers(data16, tmp_path):
+    from dcgan_cli.evaluate import preflight_training
+
+    cfg = tiny_config(data16, tmp_path, eval_every=1, strategy="multiworker")
+    with pytest.raises(DcganError, match="not supported with several workers.*dcgan evaluate --run"):
+        preflight_training(cfg)
