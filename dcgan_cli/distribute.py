@@ -213,6 +213,21 @@ def broadcast_from_chief(strategy, text: str | None, max_bytes: int = 4096) -> s
     return raw.decode("utf-8")
 
 
+def any_worker(strategy, flag: bool) -> bool:
+    """True on every worker when `flag` is true on any (one tiny all-reduce).
+
+    Used after each step so that Ctrl-C or SIGTERM on one worker stops them
+    all at the same step, each saving its checkpoint, instead of leaving the
+    others to fail on a missing peer.
+    """
+    if num_workers(strategy) == 1:
+        return flag
+    import tensorflow as tf
+
+    values = strategy.experimental_distribute_values_from_function(lambda ctx: tf.constant(int(flag)))
+    return int(strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None)) > 0
+
+
 def shared_run_dir(strategy, make: Callable[[], Path]) -> Path:
     """A new run directory made by the chief alone; every worker learns its path.
 

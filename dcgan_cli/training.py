@@ -453,6 +453,9 @@ def train(
                     progress.update(out, cfg.batch_size * n / (time.perf_counter() - t0))
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step % steps_per_epoch:
                     save_checkpoint("periodic")
+                # A signal on any worker stops every worker after the same step.
+                if distribute.any_worker(strategy, bool(stop_signal)) and not stop_signal:
+                    stop_signal.append(signal.SIGTERM)  # it came to another worker
                 if stop_signal or (max_steps is not None and step >= max_steps):
                     break
             if progress:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -299,3 +300,22 @@ def test_a_killed_worker_stops_the_other_with_an_error_and_resume_continues(data
     assert (run / "checkpoints" / f"ckpt-{epochs * spe}.index").exists()
     assert (run / "generator.keras").exists()
     assert _scratch_left(tmp_path, 1) == []
+
+
+def test_sigterm_on_one_worker_stops_both_at_the_same_step_with_checkpoints(data16, tmp_path):
+    runs = tmp_path / "runs"
+    args = ["--data", str(data16), "--runs-dir", str(runs), "--epochs", "500", "--steps-per-epoch", "4", *TINY]
+    with _cluster(tmp_path, args, "sigterm") as (chief, worker):
+        deadline = time.monotonic() + TIMEOUT
+        while not list(runs.glob("*/checkpoints/ckpt-4.index")):
+            assert chief.poll() is None and worker.poll() is None, _log(tmp_path, "sigterm", 0)[-3000:]
+            assert time.monotonic() < deadline, "training never finished epoch 1"
+            time.sleep(0.2)
+        worker.send_signal(signal.SIGTERM)  # the worker, not the chief: the chief must still save
+        codes = [chief.wait(timeout=TIMEOUT), worker.wait(timeout=TIMEOUT)]
+    assert codes == [130, 130], _log(tmp_path, "sigterm", 0)[-3000:] + _log(tmp_path, "sigterm", 1)[-3000:]
+    (run,) = runs.iterdir()
+    steps = [re.search(r"SIGTERM at step (\d+)", _log(tmp_path, "sigterm", i)) for i in range(2)]
+    assert all(steps) and steps[0].group(1) == steps[1].group(1)
+    assert (run / "checkpoints" / f"ckpt-{steps[0].group(1)}.index").exists()
+    assert f"dcgan train --resume {run}" in _log(tmp_path, "sigterm", 0)
