@@ -34,15 +34,16 @@ def make_bench_shards(workdir: str | Path, n_images: int, size: int = 64, channe
     from dcgan_cli.pipeline import FORMAT, MANIFEST
     from dcgan_cli.preprocess import _ShardWriter, serialize_example
 
-    out = Path(workdir) / f"bench-shards-{n_images}-{size}x{channels}"
+    out = Path(workdir) / f"bench-shards-{n_images}-{size}x{channels}-{n_shards}"
     manifest_path = out / MANIFEST
     if manifest_path.exists():
         return out
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     nbytes = size * size * channels
-    # Shards sized so there are about n_shards of them: interleaving needs several files.
-    writer = _ShardWriter(str(out), "bench", max(1, n_images * (nbytes + 40) // n_shards), 0)
+    # Shards sized so there are n_shards of them: interleaving needs several files.
+    record = len(serialize_example(bytes(nbytes))) + 16  # + TFRecord framing
+    writer = _ShardWriter(str(out), "bench", -(-n_images // n_shards) * record, 0)
     rng = np.random.default_rng(0)
     shards = []
     for start in range(0, n_images, 1024):

@@ -611,17 +611,18 @@ def _check_out(out: str, cfg: PreprocessConfig, fingerprint: str) -> dict | None
         raise DcganError(f"{out} is a file, not a directory; choose another --out")
     names = [n.rstrip("/") for n in tf.io.gfile.listdir(out)]
     manifest = _read_json(_join(out, MANIFEST)) if MANIFEST in names else None
-    if manifest is not None:
+    if manifest is not None and manifest.get("format") == FORMAT:
+        intact = all(tf.io.gfile.exists(_join(out, s["file"])) for s in manifest.get("shards", []))
+        if manifest.get("fingerprint") == fingerprint and not cfg.force:
+            return manifest if intact else None  # shards lost: nothing left to protect, rebuild
         if cfg.force:
             return None
-        if manifest.get("fingerprint") == fingerprint:
-            return manifest
         raise DcganError(
             f"{out} already holds preprocessed data ({manifest.get('count')} images at {manifest.get('size')}x"
             f"{manifest.get('size')}, crop {manifest.get('crop')}, from {manifest.get('source')}) made with other "
             f"settings or files; pass --force to replace it (it stays in place until the new output is complete), "
             f"or choose another --out")
-    ours = {MANIFEST, PROGRESS, SKIPPED, SMALL}
+    ours = {PROGRESS, SKIPPED, SMALL}
     foreign = [n for n in names if n not in ours and not _is_shard(n) and not n.startswith(".")]
     if foreign:
         raise DcganError(f"{out} exists and holds other files ({', '.join(sorted(foreign)[:3])}"
@@ -725,27 +726,9 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
     lock = _Lock(out)
     writer = None
     try:
-        # -- resume or start afresh ----------------------------------------
-        state = _read_json(_join(out, PROGRESS))
-        if state and state.get("fingerprint") == fingerprint:
-            state["shards"] = _valid_prefix(out, state["shards"])
-            if state["shards"]:
-                last = state["shards"][-1]
-                state.update(next=last["end"], skipped=state["skipped"][:last["skipped"]],
-                             small=state["small"][:last["small"]])
-                log(f"Resuming: {sum(s['count'] for s in state['shards'])} images already in "
-                    f"{len(state['shards'])} shards of an interrupted run in {out}")
-            else:
-                state.update(next=0, skipped=[], small=[])
-        else:
-            if state:
-                log(f"Discarding an unfinished run in {out} that used other settings or files")
-            state = {"fingerprint": fingerprint, "tag": secrets.token_hex(3), "shards": [], "next": 0,
-                     "skipped": [], "small": []}
-        keep = {s["file"] for s in state["shards"]}
-        old = _read_json(_join(out, MANIFEST)) or {}
-        keep |= {s["file"] for s in old.get("shards", [])}
-        _clean_stale(out, keep)  # half-written shards of an interrupted run
+        state = _resume_or_start(out, fingerprint, log)
+        old = _read_json(_join(out, MANIFEST)) or {}  # a previous complete output stays valid till the end
+        _clean_stale(out, {s["file"] for s in state["shards"] + old.get("shards", [])})  # half-written shards
         _write_text(_join(out, PROGRESS), json.dumps(state))
 
         # -- decode and write ------------------------------------------------
@@ -803,6 +786,27 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
         if writer is not None:
             writer.abandon()
         lock.release()
+
+
+def _resume_or_start(out: str, fingerprint: str, log: Callable[[str], None]) -> dict:
+    """The progress of an interrupted run with the same fingerprint, or a fresh one.
+
+    Shards are resumed up to the first one that is missing or has the wrong
+    size; everything after it (and the skip/small lines it did not reach) is redone.
+    """
+    state = _read_json(_join(out, PROGRESS))
+    if state and state.get("fingerprint") == fingerprint:
+        state["shards"] = _valid_prefix(out, state["shards"])
+        last = state["shards"][-1] if state["shards"] else {"end": 0, "skipped": 0, "small": 0}
+        state.update(next=last["end"], skipped=state["skipped"][:last["skipped"]], small=state["small"][:last["small"]])
+        if state["shards"]:
+            log(f"Resuming: {sum(s['count'] for s in state['shards'])} images already in "
+                f"{len(state['shards'])} shards of an interrupted run in {out}")
+        return state
+    if state:
+        log(f"Discarding an unfinished run in {out} that used other settings or files")
+    return {"fingerprint": fingerprint, "tag": secrets.token_hex(3), "shards": [], "next": 0, "skipped": [],
+            "small": []}
 
 
 def _valid_prefix(out: str, shards: list[dict]) -> list[dict]:
