@@ -170,7 +170,9 @@ def preprocess_throughput(workdir: str | Path, n_images: int = 2000, workers: in
 
     `img_per_s` is end to end (including starting the worker processes);
     `steady_img_per_s` leaves out the time to the first finished chunk.
-    `peak_rss_mb` is the largest summed RSS of the process and its workers.
+    `peak_rss_mb` is the largest summed RSS of the process and its workers;
+    `cpu_ms_per_img` the CPU time spent per image, which (unlike wall-clock
+    rates) does not change when other programs share the cores.
     """
     import tensorflow as tf  # noqa: F401  (loaded up front: a fixed cost, not preprocessing)
 
@@ -187,16 +189,25 @@ def preprocess_throughput(workdir: str | Path, n_images: int = 2000, workers: in
         if not first:
             first.append((time.perf_counter(), done))
 
+    import resource
+
+    def cpu() -> float:  # this process + its finished (joined) workers
+        return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                     resource.getrusage(resource.RUSAGE_CHILDREN)))
+
     with _TreeRss() as rss:
-        t0 = time.perf_counter()
+        cpu0, t0 = cpu(), time.perf_counter()
         m = preprocess(cfg, progress=progress, log=lambda line: None)
-        seconds = time.perf_counter() - t0
+        seconds, cpu_seconds = time.perf_counter() - t0, cpu() - cpu0
     t_first, done_first = first[0] if first else (t0, 0)
     steady = (m["count"] - done_first) / max(1e-9, t0 + seconds - t_first)
     jpeg_kb = sum(p.stat().st_size for p in src.glob("*.jpg")) / n_images / 1024
     return {
         "images": m["count"], "workers": workers or default_workers(), "seconds": round(seconds, 2),
         "img_per_s": round(m["count"] / seconds, 1), "steady_img_per_s": round(steady, 1),
+        # CPU time per image does not depend on what else the machine is running:
+        # n cores free give about n * 1000 / cpu_ms_per_img images/s.
+        "cpu_ms_per_img": round(1000 * cpu_seconds / m["count"], 3),
         "peak_rss_mb": round(rss.peak / 2**20, 1), "main_rss_mb": round(rss.main_peak / 2**20, 1),
         "jpeg_kb": round(jpeg_kb, 1), "shards": len(m["shards"]),
     }

@@ -128,7 +128,8 @@ def resolve_source(source: str, data_dir: str | Path) -> tuple[Path, str]:
     """SOURCE as typed -> (folder or zip path, short name for the output dir).
 
     A known data set name wins over a same-named folder in the current
-    directory; anything else must be an existing folder or zip.
+    directory (type ./NAME for that); anything else must be an existing
+    folder or zip.
     """
     from dcgan_cli import datasets
 
@@ -138,7 +139,7 @@ def resolve_source(source: str, data_dir: str | Path) -> tuple[Path, str]:
         if not path.is_dir():
             raise DcganError(f"{source} is not downloaded yet ({path} is missing); run `dcgan download {source}` first")
         return path, source
-    if source in KNOWN_LAYOUTS and not Path(source).exists():
+    if source in KNOWN_LAYOUTS:
         path = data_dir / source / KNOWN_LAYOUTS[source]
         if not path.is_dir():
             raise DcganError(f"{source} is not downloaded yet ({path} is missing); run `dcgan download {source}` first")
@@ -280,11 +281,12 @@ def _to_mode(im, channels: int):
       transparent pixels happen to hold.
     - CMYK, YCbCr, palette, 1-bit: Pillow's conversions.
     """
-    import numpy as np
     from PIL import Image
 
     target = "RGB" if channels == 3 else "L"
     if im.mode.startswith("I") or im.mode == "F":
+        import numpy as np  # here, not above: most images never need it, and workers start faster
+
         a = np.nan_to_num(np.asarray(im).astype(np.float64))
         top = float(a.max()) if a.size else 0.0
         if im.mode == "F":
@@ -537,9 +539,11 @@ class _Lock:
 
     def __init__(self, out: str):
         self.fd = None
-        if _is_local(out):
+        try:
             import fcntl
-
+        except ImportError:  # Windows: no flock; run one preprocess per output there
+            return
+        if _is_local(out):
             self.fd = os.open(out, os.O_RDONLY)
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
