@@ -99,8 +99,9 @@ def download(
 
 @app.command()
 def preprocess(
-    source: Annotated[str, typer.Argument(metavar="SOURCE", help="A data set name under the data dir (celeba, lfw-sample), a folder "
-                                               "of images (searched recursively) or a .zip of images.")],
+    source: Annotated[str, typer.Argument(
+        metavar="SOURCE", help="A data set name under the data dir (celeba, lfw-sample), a folder of images "
+                               "(searched recursively) or a .zip of images.")],
     out: Annotated[Optional[str], typer.Option(help="Output dir, local or gs:// (default "
                                                     "DATA_DIR/processed/SOURCE-SIZE).", show_default=False)] = None,
     size: Annotated[int, typer.Option(help="Output side: 28 or a power of two from 16 to 256.")] = 64,
@@ -147,10 +148,11 @@ def preprocess(
     log = functools.partial(typer.echo, err=True)
     try:
         if sys.stderr.isatty():
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             columns = (TextColumn("preprocess"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-            with Progress(*columns, transient=True) as bar:
+            with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
                 task = bar.add_task("images", total=None)
                 m = run(cfg, progress=lambda done, total: bar.update(task, completed=done, total=total), log=log)
         else:

@@ -726,7 +726,10 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
     current = _check_out(out, cfg, fingerprint)
     if current is not None:
         return {**current, "up_to_date": True}
-    tf.io.gfile.makedirs(out)
+    try:
+        tf.io.gfile.makedirs(out)
+    except (OSError, tf.errors.OpError) as e:
+        raise DcganError(f"cannot create {out} ({getattr(e, 'message', e)}); choose a writable --out") from None
     lock = _Lock(out)
     writer = None
     try:
@@ -786,6 +789,9 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
         if split_note:
             log(f"Used {total} of {found} images{split_note}")
         return manifest
+    except (OSError, tf.errors.OpError) as e:  # disk full, permissions, a bucket gone: the user can fix these
+        raise DcganError(f"writing {out} failed ({getattr(e, 'message', None) or e}); fix that (space, "
+                         f"permissions) and run the same command again to resume") from None
     finally:
         if writer is not None:
             writer.abandon()

@@ -280,6 +280,10 @@ def test_error_messages_name_the_folder_and_what_is_there(tmp_path):
     assert f"none of the 2 image files in {broken} could be used" in r.output and "empty file" in r.output
     assert not (tmp_path / "o3" / "manifest.json").exists()
 
+    (tmp_path / "a-file").write_text("x")
+    r = runner.invoke(app, ["preprocess", str(broken), "--out", str(tmp_path / "a-file" / "out")])
+    assert r.exit_code == 1 and "cannot create" in r.output and "choose a writable --out" in r.output
+
     r = runner.invoke(app, ["preprocess", str(tmp_path / "nowhere")])
     assert r.exit_code == 1 and "neither a known data set" in r.output
     r = runner.invoke(app, ["preprocess", "celeba", "--data-dir", str(tmp_path / "data")])
