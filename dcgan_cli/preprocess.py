@@ -22,6 +22,7 @@ through `tf.io.gfile`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -743,23 +744,25 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
         workers = min(cfg.workers or default_workers(), max(1, math.ceil((total - done) / 64)))
         writer = _ShardWriter(out, state["tag"], int(cfg.shard_mb * (1 << 20)), len(state["shards"]))
         index = done
-        for results in _run_chunks(listing, cfg, done, workers):
-            for status, record, text in results:
-                name = listing.items[index]
-                index += 1
-                if status:
-                    state["skipped"].append(f"{name}\t{text}")
-                    continue
-                if text:
-                    state["small"].append(f"{name}\t{text}")
-                closed = writer.add(record)
-                if closed:
-                    closed.update(end=index, skipped=len(state["skipped"]), small=len(state["small"]))
-                    state["shards"].append(closed)
-                    state["next"] = index
-                    _write_text(_join(out, PROGRESS), json.dumps(state))
-            if progress:
-                progress(index, total)
+        # closing(): if writing fails, the workers stop now, not when the generator is collected
+        with contextlib.closing(_run_chunks(listing, cfg, done, workers)) as chunks:
+            for results in chunks:
+                for status, record, text in results:
+                    name = listing.items[index]
+                    index += 1
+                    if status:
+                        state["skipped"].append(f"{name}\t{text}")
+                        continue
+                    if text:
+                        state["small"].append(f"{name}\t{text}")
+                    closed = writer.add(record)
+                    if closed:
+                        closed.update(end=index, skipped=len(state["skipped"]), small=len(state["small"]))
+                        state["shards"].append(closed)
+                        state["next"] = index
+                        _write_text(_join(out, PROGRESS), json.dumps(state))
+                if progress:
+                    progress(index, total)
         closed = writer.close()
         if closed:
             closed.update(end=index, skipped=len(state["skipped"]), small=len(state["small"]))
