@@ -162,36 +162,74 @@ def download(
 
 @app.command()
 def preprocess(
-    source: Annotated[str, typer.Argument(help="A data set name under the data dir, or a folder of images.")],
-    out: Annotated[Optional[Path], typer.Option(help="Output dir (default DATA_DIR/processed/SOURCE-SIZE).")] = None,
+    source: Annotated[str, typer.Argument(
+        metavar="SOURCE", help="A data set name under the data dir (celeba, lfw-sample), a folder of images "
+                               "(searched recursively) or a .zip of images.")],
+    out: Annotated[Optional[str], typer.Option(help="Output dir, local or gs:// (default "
+                                                    "DATA_DIR/processed/SOURCE-SIZE).", show_default=False)] = None,
     size: Annotated[int, typer.Option(help="Output side: 28 or a power of two from 16 to 256.")] = 64,
-    crop: Annotated[Optional[str], typer.Option(help="celeba | center | none (default: celeba for CelebA, "
-                                                     "else center).", show_default=False)] = None,
-    crop_size: Annotated[int, typer.Option(min=0, help="Side of the crop box (0: the crop's default).")] = 0,
+    crop: Annotated[Optional[str], typer.Option(help="celeba (108x108 face box) | center (largest centred square) "
+                                                     "| none (whole image). Default: celeba for CelebA, else center.",
+                                                show_default=False)] = None,
+    crop_size: Annotated[int, typer.Option(min=0, help="Side of the crop box (0: 108 for celeba, the largest "
+                                                       "square for center).")] = 0,
     channels: Annotated[int, typer.Option(help="3 (RGB) or 1 (grayscale).")] = 3,
+    split: Annotated[str, typer.Option(help="all | train (CelebA's list_eval_partition.txt).")] = "all",
+    workers: Annotated[int, typer.Option(min=0, help="Decoding processes (0: one per CPU core).")] = 0,
     limit: Annotated[int, typer.Option(min=0, help="Use only the first N images (0: all).")] = 0,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite existing output.")] = False,
+    shard_mb: Annotated[float, typer.Option(min=0.001, help="Target shard size in MB.")] = 128.0,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing complete output.")] = False,
     data_dir: DataDir = None,
 ):
-    """Crop and resize images once into training shards.
+    """Crop and resize images once into training shards (resumable).
 
-    Example: dcgan preprocess celeba --size 64
+    Bad files are skipped and listed in OUT/skipped.txt; an interrupted run
+    resumes when run again with the same settings.
+
+    Example: dcgan preprocess celeba --size 64 --split train
     """
-    from dcgan_cli import datasets
-    from dcgan_cli.preprocess import PreprocessConfig, preprocess as run
+    import sys
+
+    from dcgan_cli.preprocess import CELEBA_NAMES, CROPS, SIZES, SPLITS, PreprocessConfig, resolve_source
+    from dcgan_cli.preprocess import preprocess as run
+
+    if size not in SIZES:
+        raise typer.BadParameter("use 28 or a power of two from 16 to 256", param_hint="'--size'")
+    for name, value, allowed in (("--crop", crop, CROPS), ("--split", split, SPLITS), ("--channels", channels, (3, 1))):
+        if value is not None and value not in allowed:
+            raise typer.BadParameter(f"choose one of {', '.join(map(str, allowed))}", param_hint=f"'{name}'")
+    if crop_size and crop_size < size:
+        raise typer.BadParameter(f"{crop_size} is smaller than --size {size}, so every image would be upscaled",
+                                 param_hint="'--crop-size'")
 
     root = _data_dir(data_dir)
-    if source in datasets.DATASETS:
-        src, name = datasets.image_dir(source, root), source
-        if not src.is_dir():
-            raise DcganError(f"{source} is not downloaded yet; run `dcgan download {source}` first")
-    else:
-        src, name = Path(source), Path(source).stem
-    cfg = PreprocessConfig(source=str(src), out=str(out or root / "processed" / f"{name}-{size}"), size=size,
-                           crop=crop or ("celeba" if source == "celeba" else "center"), crop_size=crop_size,
-                           channels=channels, limit=limit, force=force)
-    m = run(cfg)
-    typer.echo(f"{m['count']} images ({m['skipped']} skipped) -> {cfg.out}")
+    src, name = resolve_source(source, root)
+    crop = crop or ("celeba" if name in CELEBA_NAMES else "center")
+    out = out or str(root / "processed" / f"{name}-{size}")
+    cfg = PreprocessConfig(source=str(src), out=out, size=size, crop=crop, crop_size=crop_size, channels=channels,
+                           split=split, workers=workers, limit=limit, force=force, shard_mb=shard_mb)
+    log = functools.partial(typer.echo, err=True)
+    try:
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            columns = (TextColumn("preprocess"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+            with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+                task = bar.add_task("images", total=None)
+                m = run(cfg, progress=lambda done, total: bar.update(task, completed=done, total=total), log=log)
+        else:
+            m = run(cfg, log=log)
+    except KeyboardInterrupt:
+        typer.echo(f"Interrupted. The shards written so far are kept in {out}; run the same command again "
+                   f"to resume.", err=True)
+        raise typer.Exit(130) from None
+    if m.get("up_to_date"):
+        typer.echo(f"{out} is already up to date ({m['count']} images, same settings and files); "
+                   f"pass --force to redo it")
+        return
+    extra = f", {m['small']} smaller than the crop or upscaled (see small.txt)" if m["small"] else ""
+    typer.echo(f"{m['count']} images ({m['skipped']} skipped, see skipped.txt{extra}) -> {out}")
 
 
 # ----------------------------------------------------------------------------

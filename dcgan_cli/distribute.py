@@ -275,15 +275,6 @@ def checkpoint_dir_to_restore(run_dir: Path, ckpt_dir_name: str) -> Path:
 # input sharding
 
 
-def sharding_warning(strategy, num_files: int) -> str | None:
-    """A warning when the files are too few to give each worker its own (pipeline.py falls back to by-data)."""
-    workers = num_workers(strategy)
-    if workers > 1 and num_files < workers:
-        return (f"{num_files} data shard(s) for {workers} workers: every worker reads all of them and keeps "
-                f"1/{workers} of the records. Preprocessed data with at least {workers} shards is read faster")
-    return None
-
-
 # ----------------------------------------------------------------------------
 # lost workers
 

@@ -1,9 +1,12 @@
 """Preprocessed shards -> batches of uint8 images, as a `tf.data` pipeline.
 
 Format written by `dcgan preprocess` (see preprocess.py):
-  DIR/manifest.json          count, size, channels, crop, source, shards [...]
-  DIR/shard-00000-of-000NN.tfrecord  tf.train.Example records, one per image,
-                             feature "image": raw uint8 bytes of (size, size, channels)
+  DIR/manifest.json     format "dcgan-shards-v1", count, size, channels, crop,
+                        source, ..., shards [{file, count, sha256, bytes}]
+  DIR/shard-TAG-NNNNN.tfrecord   tf.train.Example records, one per image,
+                        feature "image": raw uint8 bytes of (size, size, channels)
+  DIR/skipped.txt, DIR/small.txt   what preprocess skipped or treated specially
+The manifest is written last; only the shards it lists belong to the data.
 
 Batches stay uint8 here; the train step scales them to [-1, 1] on the device,
 which keeps the input pipeline's CPU cost to copying bytes.
@@ -12,9 +15,13 @@ which keeps the input pipeline's CPU cost to copying bytes.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from dcgan_cli.errors import DcganError
+
+log = logging.getLogger(__name__)
+_warned: set[tuple[str, int]] = set()
 
 MANIFEST = "manifest.json"
 FORMAT = "dcgan-shards-v1"
@@ -40,6 +47,10 @@ def load_manifest(data_dir: str | Path) -> dict:
         raise DcganError(f"{path} is not a {FORMAT} manifest; re-run `dcgan preprocess ... --force`")
     if m.get("count", 0) < 1:
         raise DcganError(f"{data_dir} holds no images; preprocess a folder that has some")
+    missing = [s["file"] for s in m["shards"] if not tf.io.gfile.exists(f"{data_dir.rstrip('/')}/{s['file']}")]
+    if missing:
+        raise DcganError(f"{data_dir} is missing {len(missing)} of its {len(m['shards'])} shards ({missing[0]}, ...); "
+                         f"re-run `dcgan preprocess ... --force`")
     return m
 
 
@@ -58,37 +69,51 @@ def make_dataset(
     drop_remainder: bool = True,
     input_context=None,
     shuffle_buffer: int = 10_000,
+    cycle_length: int = 8,
 ):
     """A dataset of uint8 batches (batch_size, size, size, channels).
 
-    `input_context` (from `strategy.distribute_datasets_from_function`) shards
-    the files across input pipelines and gives the per-replica batch size.
+    Order of work: shard files (shuffled) -> interleaved reading -> [shard by
+    data] -> [cache] -> shuffle -> repeat -> batch -> one vectorised parse and
+    decode per batch -> prefetch. With a `seed` the order is reproducible
+    (training seeds it per epoch); `seed=None` lets TensorFlow reorder for speed.
+
+    `input_context` (from `strategy.distribute_datasets_from_function`) splits
+    the data across input pipelines and gives the per-replica batch size:
+    by file when there are at least as many shards as pipelines, else by
+    record, with a warning (every pipeline then reads every file).
     """
     import tensorflow as tf
 
     m = load_manifest(data_dir)
     size, channels = m["size"], m["channels"]
     files = shard_paths(data_dir, m)
-
-    # Sharding across workers is ours to do: `distribute_datasets_from_function`
-    # never auto-shards. By file when every worker can have its own files, else
-    # by record (each worker reads everything, keeps 1/n; the trainer warns).
     pipelines = input_context.num_input_pipelines if input_context is not None else 1
     by_file = pipelines > 1 and len(files) >= pipelines
     by_data = pipelines > 1 and not by_file
+    if by_data and (str(data_dir), pipelines) not in _warned:  # once, not every epoch
+        _warned.add((str(data_dir), pipelines))
+        log.warning("%s has %d shard file(s) for %d input pipelines; splitting by record instead, so every "
+                    "pipeline reads every file (re-run `dcgan preprocess --shard-mb` smaller for more shards)",
+                    data_dir, len(files), pipelines)
+    deterministic = seed is not None
 
+    # Sharding across workers is ours to do: `distribute_datasets_from_function`
+    # never auto-shards. By file when every worker can have its own files, else
+    # by record (each worker reads everything, keeps 1/n).
     ds = tf.data.Dataset.from_tensor_slices(files)
     if by_file:
         ds = ds.shard(pipelines, input_context.input_pipeline_id)
-    # By-data sharding needs the same record order on every worker: files in
-    # manifest order, read deterministically, then the record shuffle below.
-    if shuffle and not by_data:
+    # Splitting by record needs every pipeline to see the records in the same
+    # order, so the file order may only be shuffled with a shared seed.
+    if shuffle and len(files) > 1 and (deterministic or not by_data):
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     ds = ds.interleave(
-        lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
-        cycle_length=min(len(files), 4),
+        lambda f: tf.data.TFRecordDataset(f, buffer_size=4 << 20),
+        cycle_length=max(1, min(len(files), cycle_length)),
+        block_length=16,
         num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=seed is not None or by_data,
+        deterministic=deterministic or by_data,
     )
     if by_data:
         ds = ds.shard(pipelines, input_context.input_pipeline_id)
@@ -108,5 +133,9 @@ def make_dataset(
         pixels = tf.io.decode_raw(feats["image"], tf.uint8)
         return tf.reshape(pixels, [-1, size, size, channels])
 
-    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    if input_context is not None:  # sharded above; tf.distribute must not shard again
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)

@@ -359,8 +359,6 @@ def train(
     n_rep = strategy.num_replicas_in_sync
     if cfg.batch_size % n_rep:
         raise DcganError(f"batch size {cfg.batch_size} does not split over {n_rep} replicas; use a multiple of {n_rep}")
-    if note := distribute.sharding_warning(strategy, len(manifest["shards"])):
-        log(f"Warning: {note}")
 
     if run_dir is None:
         data_name = Path(str(cfg.data).rstrip("/")).name or "data"

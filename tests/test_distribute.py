@@ -133,15 +133,6 @@ def test_workers_read_disjoint_parts_that_cover_the_data(request, fixture, shard
     assert len(a | b) == 24, "some images were read by no worker"
 
 
-def test_fewer_shards_than_workers_is_warned_about(monkeypatch):
-    monkeypatch.delenv("TF_CONFIG", raising=False)
-    assert distribute.sharding_warning(None, 1) is None
-    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:2", "c:3"]}, '
-                                    '"task": {"type": "worker", "index": 0}}')
-    assert distribute.sharding_warning(None, 5) is None
-    assert "1 data shard(s) for 3 workers" in distribute.sharding_warning(None, 1)
-
-
 # ----------------------------------------------------------------------------
 # two replicas in one process
 
