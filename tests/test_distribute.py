@@ -102,9 +102,8 @@ def data16_sharded(tmp_path_factory, image_folder):
     from dcgan_cli import preprocess as pre
 
     out = tmp_path_factory.mktemp("processed") / "faces-16-sharded"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pre, "SHARD_BYTES", 5 * 16 * 16 * 3)
-        pre.preprocess(pre.PreprocessConfig(source=str(image_folder), out=str(out), size=16, crop="center"))
+    pre.preprocess(pre.PreprocessConfig(source=str(image_folder), out=str(out), size=16, crop="center",
+                                        shard_mb=5 * 16 * 16 * 3 / 1e6))
     return out
 
 
@@ -249,7 +248,7 @@ def test_two_workers_train_and_only_the_chief_writes_the_run(data16, tmp_path):
     (run,) = runs.iterdir()  # one run: the chief numbered it and told the worker
     for i in range(2):
         assert f"Run directory: {run}" in _log(tmp_path, "train", i)
-        assert "1 data shard(s) for 2 workers" in _log(tmp_path, "train", i)
+        assert "has 1 shard file(s) for 2 input pipelines; splitting by record" in _log(tmp_path, "train", i)
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json", "generator.keras", "losses.png",
                                                      "metrics.jsonl", "samples", "tensorboard"]
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
