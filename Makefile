@@ -34,7 +34,6 @@ TORCH_PY := $(wildcard /tmp/torchenv/bin/python)
 
 bench: $(VENV)/.installed-test
 	$(DCGAN) bench $(if $(PEERS),--peers ../shared/bench) $(if $(TORCH_PY),--torch-python $(TORCH_PY))
-	$(PY) -m dcgan_cli.bench_input
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -543,7 +543,8 @@ def bench(
                                                       "(default: temporary synthetic shards).")] = None,
     precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16.")] = "auto",
     xla: Annotated[bool, typer.Option("--xla", help="Compile the step with XLA.")] = False,
-    parts: Annotated[str, typer.Option(help="Comma-separated: step, loop, input.")] = "step,loop,input",
+    parts: Annotated[str, typer.Option(help="Comma-separated: step, loop, input, preprocess.")] = (
+        "step,loop,input,preprocess"),
     peers: Annotated[Optional[Path], typer.Option(help="Folder with peer_keras.py / peer_torch.py: time them "
                                                        "back to back and report ratios.")] = None,
     torch_python: Annotated[Optional[Path], typer.Option(help="A Python with torch, to run peer_torch.py.")] = None,
@@ -558,8 +559,9 @@ def bench(
     from dcgan_cli.bench import bench as run
 
     wanted = tuple(p.strip() for p in parts.split(",") if p.strip())
-    if not wanted or set(wanted) - {"step", "loop", "input"}:
-        raise typer.BadParameter("use a comma-separated subset of step, loop, input", param_hint="'--parts'")
+    if not wanted or set(wanted) - {"step", "loop", "input", "preprocess"}:
+        raise typer.BadParameter("use a comma-separated subset of step, loop, input, preprocess",
+                                 param_hint="'--parts'")
     result = run(size=size, batch_size=batch_size, steps=steps, data=data, precision=precision, xla=xla,
                  peers=peers, torch_python=torch_python, parts=wanted,
                  log=(lambda m: None) if json_ else typer.echo)
