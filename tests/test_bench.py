@@ -1,0 +1,26 @@
+"""`dcgan bench` runs every part for real and reports the documented keys (figures are not judged here)."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from dcgan_cli.cli import app
+
+
+def test_bench_json_reports_step_loop_input_and_preprocess_figures():
+    r = CliRunner().invoke(app, ["bench", "--size", "16", "--batch-size", "8", "--steps", "2", "--precision",
+                                 "fp32", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output.strip().splitlines()[-1])
+    for key in ("step_img_per_s", "loop_img_per_s", "input_img_per_s"):
+        assert out[key] > 0, key
+    assert out["preprocess"]["images"] == 2000 and out["preprocess"]["img_per_s"] > 0
+    assert out["precision"] == "fp32" and out["batch"] == 8 and out["device"] == "CPU"
+    assert 0 < out["loop_vs_step"]
+
+
+def test_bench_rejects_unknown_parts():
+    r = CliRunner().invoke(app, ["bench", "--parts", "step,warp"])
+    assert r.exit_code == 2
