@@ -70,6 +70,8 @@ def make_dataset(
     input_context=None,
     shuffle_buffer: int = 10_000,
     cycle_length: int = 8,
+    epochs: tuple[int, int] | None = None,
+    batches_per_epoch: int = 0,
 ):
     """A dataset of uint8 batches (batch_size, size, size, channels).
 
@@ -82,6 +84,12 @@ def make_dataset(
     the data across input pipelines and gives the per-replica batch size:
     by file when there are at least as many shards as pipelines, else by
     record, with a warning (every pipeline then reads every file).
+
+    `epochs=(first, stop)` with `batches_per_epoch` makes one pipeline for a
+    whole training run: epoch e is `batches_per_epoch` batches shuffled with
+    `seed + e` (so a resumed run sees the same batches), and batches keep
+    flowing across epoch boundaries instead of stalling while a new pipeline
+    fills its shuffle buffer. With `cache` the records are read from disk once.
     """
     import tensorflow as tf
 
@@ -101,30 +109,53 @@ def make_dataset(
     # Sharding across workers is ours to do: `distribute_datasets_from_function`
     # never auto-shards. By file when every worker can have its own files, else
     # by record (each worker reads everything, keeps 1/n).
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if by_file:
-        ds = ds.shard(pipelines, input_context.input_pipeline_id)
-    # Splitting by record needs every pipeline to see the records in the same
-    # order, so the file order may only be shuffled with a shared seed.
-    if shuffle and len(files) > 1 and (deterministic or not by_data):
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(
-        lambda f: tf.data.TFRecordDataset(f, buffer_size=4 << 20),
-        cycle_length=max(1, min(len(files), cycle_length)),
-        block_length=16,
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=deterministic or by_data,
-    )
-    if by_data:
-        ds = ds.shard(pipelines, input_context.input_pipeline_id)
-    if cache:
-        ds = ds.cache()
-    if shuffle:
-        ds = ds.shuffle(min(shuffle_buffer, m["count"]), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
+    def records(file_seed):
+        ds = tf.data.Dataset.from_tensor_slices(files)
+        if by_file:
+            ds = ds.shard(pipelines, input_context.input_pipeline_id)
+        # Splitting by record needs every pipeline to see the records in the same
+        # order, so the file order may only be shuffled with a shared seed.
+        if shuffle and len(files) > 1 and (deterministic or not by_data):
+            ds = ds.shuffle(len(files), seed=file_seed, reshuffle_each_iteration=True)
+        ds = ds.interleave(
+            lambda f: tf.data.TFRecordDataset(f, buffer_size=4 << 20),
+            cycle_length=max(1, min(len(files), cycle_length)),
+            block_length=16,
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=deterministic or by_data,
+        )
+        if by_data:
+            ds = ds.shard(pipelines, input_context.input_pipeline_id)
+        return ds
+
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
+    buffer = min(shuffle_buffer, m["count"])
+    if epochs is None:
+        ds = records(seed)
+        if cache:
+            ds = ds.cache()
+        if shuffle:
+            ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+    else:
+        first, stop = epochs
+        base = records(seed).cache() if cache else None  # cached: read once, reshuffled every epoch
+
+        def epoch(e):  # e: a scalar int64 tensor
+            # Seeds here are tensors, which TF's seed logic mishandles when a global
+            # seed of 0 is set (keras.utils.set_random_seed(0)); this function's own
+            # graph needs no global seed: the op seed decides alone.
+            tf.compat.v1.get_default_graph().seed = None
+            epoch_seed = (seed or 0) + e
+            ds = base if base is not None else records(epoch_seed)
+            if shuffle:
+                ds = ds.shuffle(buffer, seed=epoch_seed)
+            # An epoch may be longer than the data (--steps-per-epoch): repeat, then cut.
+            return ds.repeat().take(batches_per_epoch * batch_size)
+
+        ds = tf.data.Dataset.range(first, stop).flat_map(epoch)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
     # Vectorised parse and decode: one op call per batch, not per image.

@@ -396,16 +396,17 @@ def train(
     if step0 >= total_steps:
         log(f"Nothing to do: step {step0} already reaches {cfg.epochs} epochs; raise --epochs to train more")
 
-    def dataset_for_epoch(epoch: int, skip: int):
-        # Shuffle seeded by (seed, epoch) and skip the steps already taken, so a
-        # resumed epoch sees the same batches as an uninterrupted one.
+    def batches(first_epoch: int, skip: int):
+        # One pipeline for the rest of the run: epoch e shuffled by (seed, e), the
+        # steps already taken skipped, so a resumed run sees the same batches as
+        # an uninterrupted one; batches flow on across epoch ends.
         def fn(ctx):
-            ds = make_dataset(cfg.data, cfg.batch_size, seed=cfg.seed * 100_003 + epoch, cache=cfg.cache,
-                              input_context=ctx)
-            # ds yields per-replica batches; one step takes one per local replica.
+            # One step takes one per-replica batch per local replica.
             local = ctx.num_replicas_in_sync // ctx.num_input_pipelines
-            return ds.skip(skip * local).take((steps_per_epoch - skip) * local)
-        return strategy.distribute_datasets_from_function(fn)
+            ds = make_dataset(cfg.data, cfg.batch_size, seed=cfg.seed * 100_003, cache=cfg.cache, input_context=ctx,
+                              epochs=(first_epoch, cfg.epochs), batches_per_epoch=steps_per_epoch * local)
+            return ds.skip(skip * local)
+        return iter(strategy.distribute_datasets_from_function(fn))
 
     train_step = make_train_step(cfg, gan, strategy, precision)
     tb = tf.summary.create_file_writer(str(out_dir / "tensorboard"))
@@ -428,6 +429,7 @@ def train(
     # -- loop ----------------------------------------------------------------
     try:
         progress = None if quiet else _Progress()
+        data = batches(start_epoch, step0 - start_epoch * steps_per_epoch) if step0 < total_steps else None
         for epoch in range(start_epoch, cfg.epochs):
             step_in_epoch = int(gan.step.numpy()) - epoch * steps_per_epoch
             if step_in_epoch >= steps_per_epoch:
@@ -436,8 +438,8 @@ def train(
             n, t0 = 0, time.perf_counter()
             if progress:
                 progress.start_epoch(epoch + 1, cfg.epochs, steps_per_epoch, step_in_epoch)
-            for batch in dataset_for_epoch(epoch, step_in_epoch):
-                out = {k: float(v) for k, v in train_step(batch).items()}
+            for _ in range(step_in_epoch, steps_per_epoch):
+                out = {k: float(v) for k, v in train_step(next(data)).items()}
                 step = int(gan.step.numpy())
                 if not (np.isfinite(out["d_loss"]) and np.isfinite(out["g_loss"])):
                     raise NonFiniteLoss(
