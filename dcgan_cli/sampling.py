@@ -194,7 +194,7 @@ def restore_run(run_dir: str | Path, ema: bool = True) -> RunGenerator:
         raise DcganError(f"{run_dir} has no checkpoint yet; train it (`dcgan train --resume {run_dir}`) first")
     # Stock Keras layers (not training's FusedBatchNorm, which holds the same weights under the
     # same names): inference is the same, and an exported .keras then loads without this package.
-    g = build_generator(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.g_filters, cfg.init_std, fused_bn=False)
+    g = build_generator(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.g_filters, cfg.init_std, fast=False)
     use_ema = ema and cfg.ema > 0
     key = "g_ema" if use_ema else "generator"  # the names GAN.checkpoint() saves under
     last_error = None

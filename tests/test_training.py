@@ -309,3 +309,30 @@ def test_fp16_training_uses_loss_scaling_and_stays_finite(data16, tmp_path):
     # A resume may switch precision (e.g. moving from a GPU to a CPU).
     train(cfg.replace(epochs=2, precision="bf16"), run, resume=True, quiet=True, log=lambda m: None)
     assert int(_weights(run).step.numpy()) == 6
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_patch_gradient_convolutions_match_keras(transpose):
+    """The faster kernel gradient equals Keras' own, for the conv and the transposed conv."""
+    import keras
+    import tensorflow as tf
+
+    from dcgan_cli.model import PatchGradConv2D, PatchGradConv2DTranspose
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 4, 4, 5) if transpose else (3, 8, 8, 5)).astype("float32")
+    ours = (PatchGradConv2DTranspose if transpose else PatchGradConv2D)(6, 4, 2, "same", use_bias=False)
+    ref = (keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D)(6, 4, 2, "same", use_bias=False)
+    ours.build(x.shape)
+    ref.build(x.shape)
+    ref.set_weights(ours.get_weights())
+    xt = tf.constant(x)
+    grads = []
+    for layer in (ours, ref):
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            y = layer(xt)
+            loss = tf.reduce_sum(y * y)
+        grads.append((y.numpy(), *[g.numpy() for g in tape.gradient(loss, [xt, layer.kernel])]))
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
