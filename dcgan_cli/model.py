@@ -120,6 +120,18 @@ def _base_and_blocks(image_size: int) -> tuple[int, int]:
     return base, int(n)
 
 
+def _batch_norm(init_std: float, dtype, sync_bn: bool, fast: bool):
+    """A maker of the paper's batch norm layers (gamma ~ N(1, init_std)), by name."""
+    BatchNorm = FusedBatchNorm if fast else layers.BatchNormalization
+    gamma_init = keras.initializers.RandomNormal(1.0, init_std)
+
+    def make(name: str):
+        return BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, gamma_initializer=gamma_init,
+                         synchronized=sync_bn, dtype=dtype, name=name)
+
+    return make
+
+
 def build_generator(
     image_size: int = 64,
     channels: int = 3,
@@ -131,13 +143,8 @@ def build_generator(
     fast: bool = True,
 ) -> keras.Model:
     base, n_up = _base_and_blocks(image_size)
-    BatchNorm = FusedBatchNorm if fast else layers.BatchNormalization
     init = keras.initializers.RandomNormal(0.0, init_std)
-    bn_init = keras.initializers.RandomNormal(1.0, init_std)
-
-    def bn(name):
-        return BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, gamma_initializer=bn_init,
-                         synchronized=sync_bn, dtype=dtype, name=name)
+    bn = _batch_norm(init_std, dtype, sync_bn, fast)
 
     z = keras.Input((latent_dim,), name="z")
     x = layers.Reshape((1, 1, latent_dim), dtype=dtype, name="z_as_map")(z)
@@ -171,9 +178,8 @@ def build_discriminator(
     fast: bool = True,
 ) -> keras.Model:
     base, n_down = _base_and_blocks(image_size)
-    BatchNorm = FusedBatchNorm if fast else layers.BatchNormalization
     init = keras.initializers.RandomNormal(0.0, init_std)
-    bn_init = keras.initializers.RandomNormal(1.0, init_std)
+    bn = _batch_norm(init_std, dtype, sync_bn, fast)
 
     img = keras.Input((image_size, image_size, channels), name="image")
     f = filters
@@ -185,8 +191,7 @@ def build_discriminator(
         # (B, s, s, f/2) -> (B, s/2, s/2, f)
         Down = PatchGradConv2D if fast and i == n_down - 1 and base == 4 else layers.Conv2D
         x = Down(f, 4, 2, "same", use_bias=False, kernel_initializer=init, dtype=dtype, name=f"down{i}")(x)
-        x = BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, gamma_initializer=bn_init,
-                      synchronized=sync_bn, dtype=dtype, name=f"down{i}_bn")(x)
+        x = bn(f"down{i}_bn")(x)
         x = layers.LeakyReLU(0.2, dtype=dtype, name=f"down{i}_lrelu")(x)
     # (B, base, base, f) -> (B, 1, 1, 1) -> (B, 1): a logit, in float32.
     x = layers.Conv2D(1, base, 1, "valid", use_bias=False, kernel_initializer=init, dtype=dtype, name="logit")(x)
