@@ -536,7 +536,7 @@ class _Progress:
         self._task = self._p.add_task("", total=total, completed=done, epoch=f"{epoch}/{epochs}", stats="")
 
     def log(self, line: str):
-        self._p.console.print(line, markup=False, highlight=False)
+        self._p.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def update(self, out, img_s):
         self._p.update(self._task, advance=1, stats=(
