@@ -21,7 +21,7 @@ $(VENV)/.installed-%: pyproject.toml
 
 demo: $(VENV)/.installed-demo
 	$(DCGAN) download lfw-sample --data-dir $(DEMO_DATA)
-	$(DCGAN) preprocess lfw-sample --data-dir $(DEMO_DATA) --size 32 --crop none --channels 1 --force
+	$(DCGAN) preprocess lfw-sample --data-dir $(DEMO_DATA) --size 32 --crop none --channels 1
 	$(DCGAN) train --preset demo --data $(DEMO_DATA)/processed/lfw-sample-32 --runs-dir $(DEMO_RUNS)
 	$(DCGAN) sample -n 16 $(DEMO_RUNS)/demo-samples.png --runs-dir $(DEMO_RUNS)
 	@echo "Grid written: $(DEMO_RUNS)/demo-samples.png (per-epoch grids under the run's samples/)"
