@@ -75,7 +75,6 @@ def _metrics(run_dir):
 
 
 def test_training_writes_per_epoch_files_and_moves_the_weights(data16, tmp_path):
-    from dcgan_cli.model import build_generator
     from dcgan_cli.training import train
 
     cfg = tiny_config(data16, tmp_path, epochs=2, ema=0.9)
@@ -93,14 +92,12 @@ def test_training_writes_per_epoch_files_and_moves_the_weights(data16, tmp_path)
     gan = _weights(run)
     assert int(gan.step.numpy()) == 6 and int(gan.epoch.numpy()) == 2
     assert int(gan.g_opt.iterations.numpy()) == 6 and int(gan.d_opt.iterations.numpy()) == 6
-    fresh = build_generator(16, 3, 8, 8)  # same seed-free init differs; compare to the seeded init instead
     from dcgan_cli.training import build_gan
 
-    init = build_gan(cfg, "fp32")
+    init = build_gan(cfg, "fp32")  # the same seeded initial weights
     moved = [np.abs(a.numpy() - b.numpy()).max() for a, b in
              zip(gan.generator.trainable_variables, init.generator.trainable_variables)]
     assert max(moved) > 1e-4, "six Adam steps left the generator unchanged"
-    assert fresh.count_params() == gan.generator.count_params()
     # The EMA generator trails the live one: different, but close.
     ema_gap = max(np.abs(e.numpy() - w.numpy()).max() for e, w in
                   zip(gan.g_ema.trainable_variables, gan.generator.trainable_variables))
