@@ -89,3 +89,19 @@ def test_end_to_end_download_preprocess_train_sample(tmp_path, monkeypatch):
     # 4x4 grid of 16x16 images with 2-px padding: 4*(16+2)+2 = 74.
     assert img.shape[:2] == (74, 74)
     assert img.std() > 5, "the grid is blank"
+
+
+def test_presets_resolve_to_the_documented_recipes(data16, tmp_path):
+    from dcgan_cli.config import preset
+
+    face = preset("face128")
+    assert (face.image_size, face.batch_size, face.latent_dim, face.lr_d, face.lr_g, face.beta1) == \
+        (128, 64, 100, 4e-5, 2e-4, 0.5)
+    assert (face.label_smoothing, face.instance_noise, face.epochs, face.init_std) == (0.1, 0.1, 60, 0.02)
+    paper = preset("dcgan")
+    assert (paper.batch_size, paper.lr_g, paper.lr_d, paper.beta1) == (128, 2e-4, 2e-4, 0.5)
+    # face128 on 16x16 data: refused with the way to make 128x128 data.
+    r = runner.invoke(app, ["train", "--preset", "face128", "--data", str(data16), "--runs-dir", str(tmp_path)])
+    assert r.exit_code == 1 and "--size 128" in r.output
+    r = runner.invoke(app, ["train", "--preset", "stylegan", "--data", str(data16)])
+    assert r.exit_code == 2 and "dcgan, face128, demo" in r.output
