@@ -355,6 +355,7 @@ def train(
     check_data(cfg, manifest)
     strategy = distribute.make_strategy(cfg.strategy)
     chief = distribute.is_chief(strategy)
+    several_workers = distribute.num_workers(strategy) > 1  # decided once, not per step
     precision = resolve_precision(cfg.precision)
     n_rep = strategy.num_replicas_in_sync
     if cfg.batch_size % n_rep:
@@ -454,7 +455,7 @@ def train(
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step % steps_per_epoch:
                     save_checkpoint("periodic")
                 # A signal on any worker stops every worker after the same step.
-                if distribute.any_worker(strategy, bool(stop_signal)) and not stop_signal:
+                if several_workers and distribute.any_worker(strategy, bool(stop_signal)) and not stop_signal:
                     stop_signal.append(signal.SIGTERM)  # it came to another worker
                 if stop_signal or (max_steps is not None and step >= max_steps):
                     break

@@ -257,6 +257,15 @@ def test_two_workers_train_and_only_the_chief_writes_the_run(data16, tmp_path):
     assert _scratch_left(tmp_path, 1) == [], "the worker left its scratch directory behind"
 
 
+def _wait_for_checkpoint(runs: Path, step: int, procs, tmp_path: Path, tag: str) -> None:
+    """Until the chief has written the checkpoint of `step`; fails if a worker exits first or time runs out."""
+    deadline = time.monotonic() + TIMEOUT
+    while not list(runs.glob(f"*/checkpoints/ckpt-{step}.index")):
+        assert all(p.poll() is None for p in procs), _log(tmp_path, tag, 0)[-3000:]
+        assert time.monotonic() < deadline, f"training never reached step {step}"
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_a_killed_worker_stops_the_other_with_an_error_and_resume_continues(data16, tmp_path):
     runs = tmp_path / "runs"
@@ -264,11 +273,7 @@ def test_a_killed_worker_stops_the_other_with_an_error_and_resume_continues(data
     args = ["--data", str(data16), "--runs-dir", str(runs), "--epochs", "500", "--steps-per-epoch", str(spe),
             "--checkpoint-every", "1", *TINY]
     with _cluster(tmp_path, args, "killed") as (chief, worker):
-        deadline = time.monotonic() + TIMEOUT
-        while not list(runs.glob("*/checkpoints/ckpt-2.index")):
-            assert chief.poll() is None and worker.poll() is None, _log(tmp_path, "killed", 0)[-3000:]
-            assert time.monotonic() < deadline, "training never reached step 2"
-            time.sleep(0.2)
+        _wait_for_checkpoint(runs, 2, (chief, worker), tmp_path, "killed")
         worker.kill()
         code = chief.wait(timeout=TIMEOUT)  # the bound: the chief must not hang on its dead peer
     (run,) = runs.iterdir()
@@ -292,15 +297,12 @@ def test_a_killed_worker_stops_the_other_with_an_error_and_resume_continues(data
     assert _scratch_left(tmp_path, 1) == []
 
 
+@pytest.mark.slow
 def test_sigterm_on_one_worker_stops_both_at_the_same_step_with_checkpoints(data16, tmp_path):
     runs = tmp_path / "runs"
     args = ["--data", str(data16), "--runs-dir", str(runs), "--epochs", "500", "--steps-per-epoch", "4", *TINY]
     with _cluster(tmp_path, args, "sigterm") as (chief, worker):
-        deadline = time.monotonic() + TIMEOUT
-        while not list(runs.glob("*/checkpoints/ckpt-4.index")):
-            assert chief.poll() is None and worker.poll() is None, _log(tmp_path, "sigterm", 0)[-3000:]
-            assert time.monotonic() < deadline, "training never finished epoch 1"
-            time.sleep(0.2)
+        _wait_for_checkpoint(runs, 4, (chief, worker), tmp_path, "sigterm")
         worker.send_signal(signal.SIGTERM)  # the worker, not the chief: the chief must still save
         codes = [chief.wait(timeout=TIMEOUT), worker.wait(timeout=TIMEOUT)]
     assert codes == [130, 130], _log(tmp_path, "sigterm", 0)[-3000:] + _log(tmp_path, "sigterm", 1)[-3000:]
