@@ -261,7 +261,8 @@ def test_eval_every_scores_epochs_and_keeps_the_best_checkpoint(data16, tmp_path
     import keras
     import tensorflow as tf
 
-    from dcgan_cli.evaluate import BEST_DIR, preflight_training
+    from dcgan_cli.evaluate import preflight_training
+    from dcgan_cli.rundir import BEST_DIR
     from dcgan_cli.metrics.extractors import WEIGHTS_ENV
     from dcgan_cli.training import train
 
