@@ -22,7 +22,6 @@ import io
 import json
 import time
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Callable
 
@@ -34,8 +33,7 @@ from dcgan_cli.fsutil import write_bytes
 from dcgan_cli.metrics import extractors
 from dcgan_cli.metrics.stats import KID_SUBSETS, FeatureStats, frechet_distance, kernel_inception_distance
 
-METRICS = ("fid", "kid")
-Metric = Enum("Metric", {m: m for m in METRICS}, type=str)
+METRICS = ("fid", "kid")  # `dcgan evaluate --metrics` takes a comma-separated subset; its help is built from this
 STATS_PREFIX = "eval-stats-"
 # Bump when the cached arrays or the way they are computed change.
 CACHE_VERSION = 1
