@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ from dcgan_cli.errors import DcganError
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
 IMAGE_SIZES = (28, 16, 32, 64, 128, 256)
+# The command line's choices, built from the tuples above so its help and these checks cannot drift.
+Precision = Enum("Precision", {p: p for p in PRECISIONS}, type=str)
+Strategy = Enum("Strategy", {s: s for s in STRATEGIES}, type=str)
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         lr_g=2e-4, lr_d=2e-4, flip=True, ema=0.99, num_samples=64, label_smoothing=0.1,
     ),
 }
+
+
+Preset = Enum("Preset", {p: p for p in PRESETS}, type=str)
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:
