@@ -40,10 +40,10 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from dcgan_cli import __version__
+from dcgan_cli.datasets import IMAGE_EXTS
 from dcgan_cli.errors import DcganError
 from dcgan_cli.pipeline import FORMAT, MANIFEST
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 SIZES = (28, 16, 32, 64, 128, 256)
 CROPS = ("celeba", "center", "none")
 SPLITS = ("all", "train")
