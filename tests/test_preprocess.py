@@ -25,7 +25,8 @@ from typer.testing import CliRunner
 
 from dcgan_cli.cli import app
 from dcgan_cli.errors import DcganError
-from dcgan_cli.preprocess import PreprocessConfig, crop_box, preprocess, serialize_example
+from dcgan_cli.preprocess import PreprocessConfig, crop_box, preprocess
+from dcgan_cli.shards import serialize_example
 
 runner = CliRunner()
 
