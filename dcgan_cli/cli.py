@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from dcgan_cli.errors import DcganError
-from dcgan_cli.preprocess.decoding import Crop
+from dcgan_cli.preprocess.decoding import CROP_HELP, Crop
 from dcgan_cli.preprocess.sources import Split
 from dcgan_cli.shards import SIZE_RULE, SIZES
 
@@ -171,13 +171,14 @@ def preprocess(
     out: Annotated[Optional[str], typer.Option(help="Output dir, local or gs:// (default "
                                                     "DATA_DIR/processed/SOURCE-SIZE).", show_default=False)] = None,
     size: Annotated[int, typer.Option(help=f"Output side: {SIZE_RULE}.")] = 64,
-    crop: Annotated[Optional[Crop], typer.Option(help="celeba (108x108 face box) | center (largest centred square) "
-                                                      "| none (whole image). Default: celeba for CelebA, else center.",
+    crop: Annotated[Optional[Crop], typer.Option(help="; ".join(f"{k}: {v}" for k, v in CROP_HELP.items())
+                                                 + ". Default: celeba for CelebA, else center.",
                                                  show_default=False)] = None,
     crop_size: Annotated[int, typer.Option(min=0, help="Side of the crop box (0: 108 for celeba, the largest "
                                                        "square for center).")] = 0,
     channels: Annotated[int, typer.Option(help="3 (RGB) or 1 (grayscale).")] = 3,
-    split: Annotated[Split, typer.Option(help="all | train (CelebA's list_eval_partition.txt).")] = Split.ALL,
+    split: Annotated[Split, typer.Option(help="train: CelebA's training partition (list_eval_partition.txt).")
+                     ] = Split.ALL,
     workers: Annotated[int, typer.Option(min=0, help="Decoding processes (0: one per CPU core).")] = 0,
     limit: Annotated[int, typer.Option(min=0, help="Use only the first N images (0: all).")] = 0,
     shard_mb: Annotated[float, typer.Option(min=0.001, help="Target shard size in MB.")] = 128.0,

@@ -8,11 +8,11 @@ Decoding, cropping and resizing happen here and never again during training.
 """
 
 from dcgan_cli.preprocess.config import PreprocessConfig
-from dcgan_cli.preprocess.decoding import CELEBA_CROP, CROPS, Crop, crop_box, process_image
+from dcgan_cli.preprocess.decoding import CELEBA_CROP, CROP_HELP, CROPS, Crop, crop_box, process_image
 from dcgan_cli.preprocess.driver import default_workers, preprocess
 from dcgan_cli.preprocess.sources import (CELEBA_NAMES, SPLITS, Listing, Split, list_images, resolve_source,
                                           train_split)
 
-__all__ = ["CELEBA_CROP", "CELEBA_NAMES", "CROPS", "Crop", "Listing", "PreprocessConfig", "SPLITS", "Split",
+__all__ = ["CELEBA_CROP", "CELEBA_NAMES", "CROP_HELP", "CROPS", "Crop", "Listing", "PreprocessConfig", "SPLITS", "Split",
            "crop_box", "default_workers", "list_images", "preprocess", "process_image", "resolve_source",
            "train_split"]

@@ -18,8 +18,7 @@ class PreprocessConfig:
         source: folder of images (searched recursively) or a .zip of images.
         out: output directory (local or gs://).
         size: output side, one of shards.SIZES.
-        crop: celeba (the DCGAN 108x108 face box) | center (largest centred
-            square) | none (resize the whole image, aspect not kept).
+        crop: one of decoding.CROPS (what each does: decoding.CROP_HELP).
         crop_size: side of the crop box; 0 = 108 for celeba, the largest square for center.
         channels: 3 (RGB) or 1 (grayscale).
         split: all | train (CelebA's list_eval_partition.txt, partition 0).

@@ -15,9 +15,15 @@ from enum import Enum
 
 from dcgan_cli.shards import example_prefix
 
-CROPS = ("celeba", "center", "none")
-Crop = Enum("Crop", [(c.upper(), c) for c in CROPS], type=str)  # --crop's choices, from CROPS
 CELEBA_CROP = 108
+# Each crop and what it does; CROPS, the Crop choices and --crop's help all come from here.
+CROP_HELP = {
+    "celeba": f"the DCGAN {CELEBA_CROP}x{CELEBA_CROP} face box",
+    "center": "the largest centred square",
+    "none": "the whole image (aspect not kept)",
+}
+CROPS = tuple(CROP_HELP)
+Crop = Enum("Crop", [(c.upper(), c) for c in CROPS], type=str)
 
 
 def crop_box(w: int, h: int, crop: str, side: int = 0) -> tuple[tuple[int, int, int, int], bool]:
