@@ -151,14 +151,14 @@ def _is_empty(fp) -> bool:
     return stat.S_ISREG(st.st_mode) and st.st_size == 0
 
 
-def _worker_init() -> None:
+def worker_init() -> None:
     # Ctrl-C goes to the whole process group; the main process handles it and
     # stops the pool, so workers must not each print a KeyboardInterrupt.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _strict_bombs()
+    strict_bombs()
 
 
-def _strict_bombs() -> None:
+def strict_bombs() -> None:
     from PIL import Image
 
     # Pillow warns above MAX_IMAGE_PIXELS (~89 Mpx) and only raises above

@@ -38,7 +38,7 @@ from dcgan_cli import __version__
 from dcgan_cli.datasets import IMAGE_EXTS
 from dcgan_cli.errors import DcganError
 from dcgan_cli.preprocess.config import PreprocessConfig
-from dcgan_cli.preprocess.decoding import _strict_bombs, _worker_init, process_chunk
+from dcgan_cli.preprocess.decoding import process_chunk, strict_bombs, worker_init
 from dcgan_cli.preprocess.sources import Listing, describe_other, list_images, train_split
 from dcgan_cli.shards import (FORMAT, MANIFEST, ShardWriter, is_local, is_shard_name, join, load_manifest,
                               make_manifest, write_manifest, write_text)
@@ -160,7 +160,7 @@ def _run_chunks(listing: Listing, cfg: PreprocessConfig, start: int, workers: in
     jobs = ((listing.kind, listing.root, names, cfg) for _, names in _chunks(listing.items, chunk, start))
     if workers <= 1:
         with warnings.catch_warnings():
-            _strict_bombs()
+            strict_bombs()
             for job in jobs:
                 yield process_chunk(job)
         return
@@ -171,7 +171,7 @@ def _run_chunks(listing: Listing, cfg: PreprocessConfig, start: int, workers: in
 
     # spawn, not fork: the main process has TensorFlow loaded (threads), which
     # a fork would copy in an undefined state.
-    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init)
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=worker_init)
     pending = deque()
     try:
         for job in jobs:
