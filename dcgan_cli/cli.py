@@ -18,7 +18,10 @@ import typer
 from dcgan_cli.config import Precision, Preset, Strategy
 from dcgan_cli.errors import DcganError, UsageError
 from dcgan_cli.evaluate import METRICS
+from dcgan_cli.preprocess.decoding import CROP_HELP, Crop
+from dcgan_cli.preprocess.sources import Split
 from dcgan_cli.sampling import ExportFormat
+from dcgan_cli.shards import SIZE_RULE, SIZES
 
 # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -172,14 +175,15 @@ def preprocess(
                                "(searched recursively) or a .zip of images.")],
     out: Annotated[Optional[str], typer.Option(help="Output dir, local or gs:// (default "
                                                     "DATA_DIR/processed/SOURCE-SIZE).", show_default=False)] = None,
-    size: Annotated[int, typer.Option(help="Output side: 28 or a power of two from 16 to 256.")] = 64,
-    crop: Annotated[Optional[str], typer.Option(help="celeba (108x108 face box) | center (largest centred square) "
-                                                     "| none (whole image). Default: celeba for CelebA, else center.",
-                                                show_default=False)] = None,
+    size: Annotated[int, typer.Option(help=f"Output side: {SIZE_RULE}.")] = 64,
+    crop: Annotated[Optional[Crop], typer.Option(help="; ".join(f"{k}: {v}" for k, v in CROP_HELP.items())
+                                                 + ". Default: celeba for CelebA, else center.",
+                                                 show_default=False)] = None,
     crop_size: Annotated[int, typer.Option(min=0, help="Side of the crop box (0: 108 for celeba, the largest "
                                                        "square for center).")] = 0,
     channels: Annotated[int, typer.Option(help="3 (RGB) or 1 (grayscale).")] = 3,
-    split: Annotated[str, typer.Option(help="all | train (CelebA's list_eval_partition.txt).")] = "all",
+    split: Annotated[Split, typer.Option(help="train: CelebA's training partition (list_eval_partition.txt).")
+                     ] = Split.ALL,
     workers: Annotated[int, typer.Option(min=0, help="Decoding processes (0: one per CPU core).")] = 0,
     limit: Annotated[int, typer.Option(min=0, help="Use only the first N images (0: all).")] = 0,
     shard_mb: Annotated[float, typer.Option(min=0.001, help="Target shard size in MB.")] = 128.0,
@@ -195,24 +199,23 @@ def preprocess(
     """
     import sys
 
-    from dcgan_cli.preprocess import CELEBA_NAMES, CROPS, SIZES, SPLITS, PreprocessConfig, resolve_source
+    from dcgan_cli.preprocess import CELEBA_NAMES, PreprocessConfig, resolve_source
     from dcgan_cli.preprocess import preprocess as run
 
     if size not in SIZES:
-        raise typer.BadParameter("use 28 or a power of two from 16 to 256", param_hint="'--size'")
-    for name, value, allowed in (("--crop", crop, CROPS), ("--split", split, SPLITS), ("--channels", channels, (3, 1))):
-        if value is not None and value not in allowed:
-            raise typer.BadParameter(f"choose one of {', '.join(map(str, allowed))}", param_hint=f"'{name}'")
+        raise typer.BadParameter(f"use {SIZE_RULE}", param_hint="'--size'")
+    if channels not in (3, 1):
+        raise typer.BadParameter("choose one of 3, 1", param_hint="'--channels'")
     if crop_size and crop_size < size:
         raise typer.BadParameter(f"{crop_size} is smaller than --size {size}, so every image would be upscaled",
                                  param_hint="'--crop-size'")
 
     root = _data_dir(data_dir)
     src, name = resolve_source(source, root)
-    crop = crop or ("celeba" if name in CELEBA_NAMES else "center")
+    crop = crop.value if crop else ("celeba" if name in CELEBA_NAMES else "center")
     out = out or str(root / "processed" / f"{name}-{size}")
     cfg = PreprocessConfig(source=str(src), out=out, size=size, crop=crop, crop_size=crop_size, channels=channels,
-                           split=split, workers=workers, limit=limit, force=force, shard_mb=shard_mb)
+                           split=split.value, workers=workers, limit=limit, force=force, shard_mb=shard_mb)
     log = functools.partial(typer.echo, err=True)
     try:
         if sys.stderr.isatty():
@@ -239,20 +242,6 @@ def preprocess(
 
 # ----------------------------------------------------------------------------
 # train
-
-
-def _find_data(data_dir: Path, image_size: Optional[int]) -> Path:
-    processed = data_dir / "processed"
-    sets = sorted(p for p in processed.glob("*") if (p / "manifest.json").exists()) if processed.is_dir() else []
-    preferred = [p for p in sets if p.name == f"celeba-{image_size or 64}"]
-    if preferred:
-        return preferred[0]
-    if len(sets) == 1:
-        return sets[0]
-    if not sets:
-        raise DcganError(f"no preprocessed data under {processed}/; make some with `dcgan preprocess celeba` "
-                         f"(or any folder of images), or pass --data DIR")
-    raise DcganError(f"several data sets under {processed}/ ({', '.join(p.name for p in sets)}); pick one with --data")
 
 
 @app.command()
@@ -300,6 +289,7 @@ def train(
     Example: dcgan train --data data/processed/celeba-64 --epochs 25
     """
     from dcgan_cli.config import PRESETS, preset as make_preset
+    from dcgan_cli.shards import find_data, load_manifest
 
     overrides = dict(
         epochs=epochs, batch_size=batch_size, steps_per_epoch=steps_per_epoch, lr_g=lr_g, lr_d=lr_d, beta1=beta1,
@@ -316,8 +306,8 @@ def train(
         cfg = resume_config(resume, **given, data=str(data) if data else None)  # the resume rule
     else:
         preset = preset.value
-        data = data or _find_data(_data_dir(data_dir), PRESETS[preset].get("image_size"))
-        manifest = _read_manifest(data)
+        data = data or find_data(_data_dir(data_dir), PRESETS[preset].get("image_size"))
+        manifest = load_manifest(data)
         shape = {"image_size": manifest["size"], "channels": manifest["channels"]}
         shape = {k: v for k, v in shape.items() if k not in PRESETS[preset]}
         cfg = make_preset(preset, data=str(data), runs_dir=str(runs_dir), run_name=name, **shape, **given)
@@ -329,20 +319,6 @@ def train(
 
     run_dir = run(cfg, resume, resume=resume is not None, quiet=quiet)  # checks resume and --eval-every itself
     typer.echo(f"Run directory: {run_dir}")
-
-
-def _read_manifest(data: Path) -> dict:
-    import json
-
-    from dcgan_cli.pipeline import MANIFEST
-
-    path = data / MANIFEST
-    if not path.exists():
-        raise DcganError(f"{data} holds no {MANIFEST}; make it with `dcgan preprocess SOURCE --out {data}`")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise DcganError(f"{path} is corrupt; re-run `dcgan preprocess ... --force`") from None
 
 
 # ----------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from dcgan_cli.errors import DcganError, UsageError
 from dcgan_cli.fsutil import write_bytes
 from dcgan_cli.metrics import extractors
 from dcgan_cli.metrics.stats import KID_SUBSETS, FeatureStats, frechet_distance, kernel_inception_distance
+from dcgan_cli.shards import MANIFEST
 
 METRICS = ("fid", "kid")  # `dcgan evaluate --metrics` takes a comma-separated subset; its help is built from this
 STATS_PREFIX = "eval-stats-"
@@ -233,7 +234,7 @@ def evaluate_generator(generator, data_dir: str | Path, opts: EvalOptions = Eval
     """Score `generator` against the preprocessed data in `data_dir`; returns a JSON-able dict."""
     from rich.console import Console
 
-    from dcgan_cli.pipeline import load_manifest
+    from dcgan_cli.shards import load_manifest
     from dcgan_cli.progress import Bars
 
     manifest = load_manifest(data_dir)
@@ -320,7 +321,7 @@ def evaluate_target(run: Path | None, model: Path | None, data: Path | None, opt
     generator, facts, run_dir, run_data = load_target(run, model, ema=ema, runs_dir=runs_dir, log=log)
     if data is None and run_data is None:
         raise DcganError(f"{model} is not inside a run directory, so its data is unknown; pass --data DIR")
-    if data is None and not (Path(run_data) / "manifest.json").exists():
+    if data is None and not (Path(run_data) / MANIFEST).exists():
         raise DcganError(f"the run's data {run_data} is not there (moved?); pass --data DIR")
     data = data or Path(run_data)
     result = {**facts, **evaluate_generator(generator, data, opts, log=log)}
@@ -357,7 +358,7 @@ def load_target(run: Path | None, model: Path | None, *, ema: bool = True, runs_
 
 def preflight_training(cfg, weights: str | None = None, log: Callable[[str], None] = print) -> None:
     """Fail before training, not after its first epochs, when evaluation cannot run; say what it will score."""
-    from dcgan_cli.pipeline import load_manifest
+    from dcgan_cli.shards import load_manifest
 
     if not cfg.eval_every:
         return

@@ -525,9 +525,9 @@ def _write_savedmodel(generator, out: Path) -> None:
     module = savedmodel_module(generator)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    umask = os.umask(0)  # read by setting; put straight back
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would hide the model from a serving user
+    from dcgan_cli.fsutil import current_umask
+
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide the model from a serving user
     old = None
     try:
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.__call__.get_concrete_function()})

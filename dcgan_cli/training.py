@@ -297,7 +297,8 @@ def train(
     from dcgan_cli import distribute
     from dcgan_cli.evaluate import preflight_training
     from dcgan_cli.images import make_grid, save_image
-    from dcgan_cli.pipeline import load_manifest, make_dataset
+    from dcgan_cli.pipeline import make_dataset
+    from dcgan_cli.shards import load_manifest
     from dcgan_cli.progress import Bars
     from dcgan_cli.sampling import Sampler
 
