@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from dcgan_cli.cli import app
 from dcgan_cli.errors import DcganError
 from dcgan_cli.preprocess import PreprocessConfig, crop_box, preprocess
+from fs_faults import read_only, small_disk
 
 runner = CliRunner()
 
@@ -545,3 +546,42 @@ def test_the_zip_reader_stops_at_the_limit_whatever_the_header_says(tmp_path):
         zf.getinfo("x.png").file_size = 10  # a header that lies: the reading itself must stop
         with pytest.raises((Skip, zipfile.BadZipFile)):
             read_zip_member(zf, "x.png", 500)
+
+
+def test_a_disk_that_fills_up_is_one_line_and_the_run_resumes_once_there_is_space(tmp_path):
+    src = tmp_path / "noise"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(120):  # incompressible: 120 x 3 KB of pixels at 32x32
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(src / f"{i:03d}.png")
+    with small_disk(tmp_path / "disk", 200) as disk:
+        (disk / "earlier.txt").write_text("mine")
+        out = disk / "out"
+        args = ["preprocess", str(src), "--out", str(out), "--size", "32", "--workers", "1", "--shard-mb", "0.05"]
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1 and r.output.count("\n") == 1 and "Traceback" not in r.output, r.output
+        assert r.output.startswith(f"Error: writing {out} failed (") and "No space left on device" in r.output
+        assert "run the same command again to resume" in r.output
+        # Only what the progress record vouches for is left: no shard cut short by the full disk.
+        progress = json.loads((out / ".progress.json").read_text())
+        assert progress["shards"]
+        assert sorted(p.name for p in out.iterdir()) == sorted([".progress.json"] + [s["file"] for s in
+                                                                                     progress["shards"]])
+        assert (disk / "earlier.txt").read_text() == "mine"
+        subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0 and "Resuming:" in r.output, r.output
+        assert json.loads((out / "manifest.json").read_text())["count"] == 120
+
+
+def test_a_read_only_output_is_one_line_and_the_old_output_stays(mixed, tmp_path):
+    root, _, _ = mixed
+    out = tmp_path / "out"
+    args = ["preprocess", str(root), "--out", str(out), "--size", "16", "--workers", "1"]
+    assert runner.invoke(app, args + ["--limit", "3"]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with read_only(out):
+        r = runner.invoke(app, args + ["--force"])
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "Traceback" not in r.output, r.output
+    assert r.output.startswith(f"Error: writing {out} failed (") and "run the same command again" in r.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
