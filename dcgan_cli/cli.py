@@ -133,8 +133,8 @@ def download(
 
     if list_ or not dataset:
         for d in datasets.DATASETS.values():
-            typer.echo(f"{d.name:12s} {d.size:>8s}  {d.description}\n{'':23s}from {d.source}")
-        typer.echo(f"{'URL':12s} {'':8s}  any http(s) zip/tar of images: dcgan download URL [--sha256 HEX] [--name NAME]")
+            typer.echo(f"{d.name:13s} {d.size:>8s}  {d.description}\n{'':24s}from {d.source}")
+        typer.echo(f"{'URL':13s} {'':8s}  any http(s) zip/tar of images: dcgan download URL [--sha256 HEX] [--name NAME]")
         return
     if datasets.is_url(dataset):
         ds = datasets.from_url(dataset, name=name, sha256=sha256, md5=md5)

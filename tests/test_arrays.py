@@ -121,6 +121,23 @@ def test_registry_entries_carry_the_published_checksums_and_several_mirrors():
     assert fashion.classes[9] == "Ankle boot" and mnist.classes == tuple("0123456789")
 
 
+def test_labelled_records_are_the_examples_tensorflow_writes():
+    import tensorflow as tf
+
+    from dcgan_cli.shards import parse_images, parse_ints, serialize_example
+
+    pixels = bytes(range(2 * 2 * 3))
+    ours = tf.train.Example.FromString(serialize_example(pixels, {"label": 7, "other": -3}))
+    theirs = tf.train.Example(features=tf.train.Features(feature={
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[pixels])),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[7])),
+        "other": tf.train.Feature(int64_list=tf.train.Int64List(value=[-3]))}))
+    assert ours == theirs
+    batch = tf.constant([serialize_example(pixels, {"label": 7}), serialize_example(pixels)])
+    np.testing.assert_array_equal(parse_ints(batch, ["label"])["label"], [7, -1])  # old records: the default
+    assert parse_images(batch, 2, 3).shape == (2, 2, 2, 3)
+
+
 # -- download + preprocess, as a user would ------------------------------------------------
 
 
@@ -277,6 +294,8 @@ def test_celeba_split_test_is_partition_2(tmp_path):
     (tmp_path / "list_eval_partition.txt").write_text("".join(f"{n} {i % 3}\n" for i, n in enumerate(names)))
     m = preprocess(folder, tmp_path / "out", size=16, channels=3, crop="center", split="test")
     assert m["count"] == 2 and "labels" not in m
+    with pytest.raises(DcganError, match="has no label labels .*preprocess a labelled data set"):
+        read_back(tmp_path / "out")
 
 
 # -- presets: build and train for real --------------------------------------------------------
