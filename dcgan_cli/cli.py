@@ -116,6 +116,10 @@ def download(
     retries: Annotated[int, typer.Option(min=0, help="Retries per mirror after a timeout, a dropped connection or "
                                                      "a 5xx, with exponential backoff.")] = 5,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for a connection or for data.")] = 30.0,
+    min_rate: Annotated[float, typer.Option(min=0, help="Bytes/s: a download slower than this over --rate-window "
+                                                        "seconds counts as stalled and is resumed (0: never).")
+                        ] = 1024.0,
+    rate_window: Annotated[float, typer.Option(min=0.01, help="Seconds over which --min-rate is measured.")] = 60.0,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
     list_: Annotated[bool, typer.Option("--list", help="List the known data sets and exit.")] = False,
 ):
@@ -145,9 +149,9 @@ def download(
         ds = datasets.get(dataset)
     root = _data_dir(data_dir)
     try:
+        http = HttpOptions(retries=retries, timeout=timeout, min_rate=min_rate, rate_window=rate_window)
         result = datasets.fetch(ds, root, force=force, urls=url or (), archives=archive or (),
-                                no_checksum=no_checksum, http=HttpOptions(retries=retries, timeout=timeout),
-                                ui=Ui(quiet=quiet))
+                                no_checksum=no_checksum, http=http, ui=Ui(quiet=quiet))
     except KeyboardInterrupt:
         typer.echo("Interrupted: run the same command again to resume the download.", err=True)
         raise typer.Exit(130) from None

@@ -6,6 +6,7 @@ the new one, never a truncated mix.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -64,6 +65,26 @@ def check_space(where: str | os.PathLike, needed: int, what: str) -> None:
     if needed > free:
         raise DcganError(f"{what} needs {needed / 1e9:.2f} GB, only {free / 1e9:.2f} GB free on {where}; "
                          f"free some space or use --data-dir")
+
+
+def os_error(e: OSError, path: str | os.PathLike | None = None, *, elsewhere: str,
+             again: str = "run the same command again") -> DcganError:
+    """One line for a filesystem error: the path, what the system said, and the fix.
+
+    `elsewhere` is the option that picks another place (e.g. "--data-dir");
+    `again` what to do once fixed.
+    """
+    where = path if path is not None else e.filename
+    said = e.strerror or str(e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        fix = f"free some space there (or use {elsewhere} on another disk) and {again}"
+    elif e.errno == errno.EROFS:
+        fix = f"use {elsewhere} on a writable disk"
+    elif e.errno in (errno.EACCES, errno.EPERM):
+        fix = f"check its permissions (or use {elsewhere}) and {again}"
+    else:
+        fix = f"fix that and {again}"
+    return DcganError(f"{os.fsdecode(where) if where is not None else 'a file'}: {said}; {fix}")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

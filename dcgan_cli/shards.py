@@ -26,6 +26,7 @@ reads local paths and gs:// alike).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -179,8 +180,8 @@ class ShardWriter:
 
     `add` and `close` return the manifest entry of the shard they closed
     ({"file", "count", "sha256", "bytes"}), else None; collect them for
-    `make_manifest`. `abandon` closes an open file without recording it
-    (a half-written shard, which the next run deletes).
+    `make_manifest`. `abandon` closes an open file without recording it and
+    deletes it (a half-written shard).
     """
 
     def __init__(self, out: str | Path, tag: str, limit: int, first_index: int = 0):
@@ -213,9 +214,16 @@ class ShardWriter:
         return entry
 
     def abandon(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        """Close and delete the open shard: unrecorded, it is of no use (a full disk may have cut it short)."""
+        if self.writer is None:
+            return
+        import tensorflow as tf
+
+        writer, self.writer = self.writer, None
+        with contextlib.suppress(OSError, tf.errors.OpError):  # already failing: keep the first error
+            writer.close()
+        with contextlib.suppress(OSError, tf.errors.OpError):
+            tf.io.gfile.remove(join(self.out, self.name()))
 
 
 # ----------------------------------------------------------------------------

@@ -269,11 +269,14 @@ def plot_losses(metrics_path: Path, out: Path) -> None:
 
 
 def check_data(cfg: TrainConfig, manifest: dict) -> None:
+    """The data's shape must be the config's; the error names the flags that make such data."""
     if (manifest["size"], manifest["channels"]) != (cfg.image_size, cfg.channels):
+        flags = [f"--size {cfg.image_size}"] if manifest["size"] != cfg.image_size else []
+        flags += [f"--channels {cfg.channels}"] if manifest["channels"] != cfg.channels else []
         raise DcganError(
             f"the data is {manifest['size']}x{manifest['size']}x{manifest['channels']} but the config wants "
             f"{cfg.image_size}x{cfg.image_size}x{cfg.channels}; preprocess again with "
-            f"`dcgan preprocess SOURCE --size {cfg.image_size}`")
+            f"`dcgan preprocess SOURCE {' '.join(flags)}`")
 
 
 def train(

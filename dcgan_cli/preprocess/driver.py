@@ -40,6 +40,7 @@ from dcgan_cli.errors import DcganError
 from dcgan_cli.preprocess.config import PreprocessConfig
 from dcgan_cli.preprocess.decoding import process_chunk, strict_bombs, worker_init
 from dcgan_cli.preprocess import arrays as array_source
+from dcgan_cli.preprocess.reports import line as list_line
 from dcgan_cli.preprocess.sources import PARTITIONS, Listing, describe_other, list_images, train_split
 from dcgan_cli.shards import (FORMAT, MANIFEST, ShardWriter, is_local, is_shard_name, join, load_manifest,
                               make_manifest, write_manifest, write_text)
@@ -273,10 +274,10 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
                     name = listing.items[index]
                     index += 1
                     if status:
-                        state["skipped"].append(f"{name}\t{text}")
+                        state["skipped"].append(list_line(name, text))
                         continue
                     if text:
-                        state["small"].append(f"{name}\t{text}")
+                        state["small"].append(list_line(name, text))
                     closed = writer.add(record)
                     if closed:
                         closed.update(end=index, skipped=len(state["skipped"]), small=len(state["small"]))
