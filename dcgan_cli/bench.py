@@ -86,6 +86,49 @@ def _end_of_epoch_seconds(cfg) -> float:
         return time.perf_counter() - t
 
 
+def bench_stylize(size: int = 256, steps: int = 20, warmup: int = 3, default_run: bool = True) -> dict:
+    """`dcgan stylize` at size x size: seconds per Adam step with the random network and with VGG19's
+    shape (random weights: the same cost as ImageNet's), and the whole default run (300 steps, from
+    loading the images to the written file) when `default_run`."""
+    import numpy as np
+    from PIL import Image
+
+    from dcgan_cli.stylize import DEFAULT_STEPS, Features, StyleOptions, Transfer, build_features, stylize_file
+
+    rng = np.random.default_rng(0)
+    content = rng.uniform(0, 1, (1, size, size, 3)).astype(np.float32)
+    style = rng.uniform(0, 1, (size, size, 3)).astype(np.float32)
+
+    def per_step(features) -> float:
+        stamps = []
+        Transfer(features, StyleOptions(size=size, steps=warmup + steps)).run(
+            content, style, on_step=lambda i, t: stamps.append(time.perf_counter()))
+        return (stamps[-1] - stamps[warmup - 1]) / steps
+
+    random_net = build_features("random")
+    result = {"stylize_size": size, "stylize_s_per_step": round(per_step(random_net), 4)}
+    import keras
+
+    from dcgan_cli.stylize import CONTENT_LAYER, STYLE_LAYERS
+
+    vgg = keras.applications.VGG19(weights=None, include_top=False, input_shape=(None, None, 3))
+    names = [CONTENT_LAYER["vgg19"], *STYLE_LAYERS]
+    cut = keras.Model(vgg.inputs, [vgg.get_layer(n).output for n in names])
+    vgg_features = Features(cut, names[0], tuple((n, 0.2) for n in STYLE_LAYERS), "VGG19 shape")
+    result["stylize_vgg19_s_per_step"] = round(per_step(vgg_features), 4)
+    result["stylize_vgg19_vs_random"] = round(result["stylize_vgg19_s_per_step"] / result["stylize_s_per_step"], 2)
+    if default_run:
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d)
+            for name, px in (("content.png", content[0]), ("style.png", style)):
+                Image.fromarray((px * 255).astype(np.uint8)).save(d / name)
+            t = time.perf_counter()
+            stylize_file(d / "content.png", d / "style.png", d / "out.png", StyleOptions(size=size))
+            result["stylize_default_run_s"] = round(time.perf_counter() - t, 1)
+            result["stylize_default_steps"] = DEFAULT_STEPS
+    return result
+
+
 def run_peer(cmd: list[str]) -> float | None:
     """img/s printed by a reference script (its last `img/s=N`), or None."""
     try:
@@ -99,7 +142,7 @@ def run_peer(cmd: list[str]) -> float | None:
 
 
 def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=False, peers=None,
-          torch_python=None, log=print, parts=("step", "loop", "input", "preprocess")) -> dict:
+          torch_python=None, log=print, parts=("step", "loop", "input", "preprocess"), stylize_size=256) -> dict:
     result: dict = {"size": size, "batch": batch_size, "device": _device()}
     ref: dict = {}
     if peers:
@@ -122,6 +165,15 @@ def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=Fa
         for k, v in ref.items():
             if v and "step_img_per_s" in result:
                 result[f"step_vs_{k}"] = round(result["step_img_per_s"] / v, 2)
+    if "stylize" in parts:
+        st = bench_stylize(stylize_size, steps)
+        result.update(st)
+        log(f"stylize at {stylize_size}x{stylize_size}: {st['stylize_s_per_step']} s/step (random network), "
+            f"{st['stylize_vgg19_s_per_step']} s/step with VGG19's shape ({st['stylize_vgg19_vs_random']}x); "
+            f"default run ({st['stylize_default_steps']} steps): {st['stylize_default_run_s']} s")
+        if ref.get("keras_canonical_fp32"):
+            # Machine-speed-free: how many canonical 64x64 training images one stylize step costs.
+            result["stylize_step_in_canonical_images"] = round(st["stylize_s_per_step"] * ref["keras_canonical_fp32"], 1)
     with tempfile.TemporaryDirectory() as tmp:
         if data is None and ({"loop", "input"} & set(parts)):
             from dcgan_cli.bench_input import make_bench_shards

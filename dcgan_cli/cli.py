@@ -503,12 +503,13 @@ def stylize(
     out: Annotated[Path, typer.Option("-o", "--out", help="Output image (.png, .jpg or .webp); a grid with --run "
                                                           "or --model.", show_default=False)],
     size: Annotated[Optional[int], typer.Option(
-        help="Longer side of the output in pixels (default 256; generated faces: the generator's side).",
+        help="Longer side of the output in pixels (default 256; generated faces: the generator's side, at "
+             "least 64).",
         show_default=False)] = None,
     steps: Annotated[int, typer.Option(min=1, help="Adam steps on the pixels.")] = 300,
     content_weight: Annotated[float, typer.Option(min=0, help="alpha, the weight of the content term.")] = 1.0,
     style_weight: Annotated[float, typer.Option(min=0, help="beta, the weight of the style term.")] = 10.0,
-    tv_weight: Annotated[float, typer.Option(min=0, help="Weight of the total-variation (smoothness) term.")] = 10.0,
+    tv_weight: Annotated[float, typer.Option(min=0, help="Weight of the total-variation (smoothness) term.")] = 1.0,
     init: Annotated[str, typer.Option(help="content | noise: where the pixels start.")] = "content",
     features: Annotated[str, typer.Option(
         help="random (a seeded random VGG-shaped network) | vgg19:FILE (Keras' "
@@ -581,7 +582,7 @@ def stylize(
         return
 
     from dcgan_cli import sampling
-    from dcgan_cli.stylize import BATCH_PIXELS, stylize_faces
+    from dcgan_cli.stylize import BATCH_PIXELS, FACES_MIN_SIZE, stylize_faces
 
     if model is not None:
         generator = sampling.load_model_file(model)
@@ -590,7 +591,7 @@ def stylize(
         restored = sampling.restore_run(run, ema=not no_ema)
         generator = restored.model
         say(f"Generating faces with {restored.describe()}")
-    side = size or max(int(d) for d in generator.output_shape[1:3])
+    side = size or max(FACES_MIN_SIZE, *(int(d) for d in generator.output_shape[1:3]))
     batches = -(-len(chosen) // max(1, BATCH_PIXELS // (side * side)))
     with _loss_bar(steps * batches, quiet) as on_step:
         r = stylize_faces(generator, chosen, images[0], out, options, on_step=on_step, log=say)
@@ -676,14 +677,16 @@ def bench(
                                                       "(default: temporary synthetic shards).")] = None,
     precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16.")] = "auto",
     xla: Annotated[bool, typer.Option("--xla", help="Compile the step with XLA.")] = False,
-    parts: Annotated[str, typer.Option(help="Comma-separated: step, loop, input, preprocess.")] = (
+    parts: Annotated[str, typer.Option(help="Comma-separated: step, loop, input, preprocess, stylize "
+                                            "(style transfer; not run unless asked).")] = (
         "step,loop,input,preprocess"),
+    stylize_size: Annotated[int, typer.Option(min=32, help="Image side of the stylize part.")] = 256,
     peers: Annotated[Optional[Path], typer.Option(help="Folder with peer_keras.py / peer_torch.py: time them "
                                                        "back to back and report ratios.")] = None,
     torch_python: Annotated[Optional[Path], typer.Option(help="A Python with torch, to run peer_torch.py.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ):
-    """Measure img/s of the train step, the whole loop and the input pipeline.
+    """Measure img/s of the train step, the whole loop and the input pipeline (and s/step of stylize).
 
     Example: dcgan bench --steps 20 --peers ../shared/bench --json
     """
@@ -692,11 +695,11 @@ def bench(
     from dcgan_cli.bench import bench as run
 
     wanted = tuple(p.strip() for p in parts.split(",") if p.strip())
-    if not wanted or set(wanted) - {"step", "loop", "input", "preprocess"}:
-        raise typer.BadParameter("use a comma-separated subset of step, loop, input, preprocess",
+    if not wanted or set(wanted) - {"step", "loop", "input", "preprocess", "stylize"}:
+        raise typer.BadParameter("use a comma-separated subset of step, loop, input, preprocess, stylize",
                                  param_hint="'--parts'")
     result = run(size=size, batch_size=batch_size, steps=steps, data=data, precision=precision, xla=xla,
-                 peers=peers, torch_python=torch_python, parts=wanted,
+                 peers=peers, torch_python=torch_python, parts=wanted, stylize_size=stylize_size,
                  log=(lambda m: None) if json_ else typer.echo)
     typer.echo(json.dumps(result) if json_ else json.dumps(result, indent=2))
 

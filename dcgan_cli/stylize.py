@@ -117,7 +117,7 @@ class StyleOptions:
     steps: int = DEFAULT_STEPS
     content_weight: float = 1.0
     style_weight: float = 10.0
-    tv_weight: float = 10.0
+    tv_weight: float = 1.0
     init: str = "content"
     features: str = "random"
     seed: int = 0
@@ -585,6 +585,9 @@ class FacesResult:
 
 # Faces are stylised together, as many as fit in the pixels of one MAX_SIZE image.
 BATCH_PIXELS = MAX_SIZE * MAX_SIZE
+# Generated faces are stylised at the generator's side, upscaled to at least this: at 16 or 32 px the
+# network's deepest style layer would see 1 or 2 positions.
+FACES_MIN_SIZE = 64
 
 
 def stylize_faces(generator, seeds, style_path: str | Path, out: str | Path, options: StyleOptions,
@@ -593,8 +596,8 @@ def stylize_faces(generator, seeds, style_path: str | Path, out: str | Path, opt
                   cols: int = 16) -> FacesResult:
     """Generate one face per seed, stylise them, write a grid: a content row above each styled row.
 
-    Faces are stylised at the generator's side unless options.size asks for
-    another (upscaled with Lanczos first). `verifier`, when given, is asked
+    Faces are stylised at the generator's side (at least FACES_MIN_SIZE)
+    unless options.size asks for another (resized with Lanczos first). `verifier`, when given, is asked
     whether each stylised face is still the person of its original.
     """
     from dcgan_cli.images import Grid, check_image_path, save_image
@@ -605,7 +608,7 @@ def stylize_faces(generator, seeds, style_path: str | Path, out: str | Path, opt
     seeds = list(seeds)
     sampler = Sampler(generator, batch_size=min(len(seeds), 64))
     h, w, c = sampler.image_shape
-    size = options.size or max(h, w)
+    size = options.size or max(h, w, FACES_MIN_SIZE)
     check_size(size)
     style = load_image(style_path, "style", size)
     if style.note:

@@ -353,3 +353,23 @@ def test_the_identity_check_extension_point_counts_the_verifiers_verdicts(genera
     with pytest.raises(DcganError, match="2 verdicts for 6 faces"):
         stylize_faces(load_model_file(generator_file), Seeds.parse("0-5"), pictures["stripes"],
                       tmp_path / "i.png", options, verifier=lambda o, s: [True, True])
+
+
+def test_run_faces_come_from_the_runs_generator(data16, pictures, tmp_path):
+    """--run restores the run's (EMA) generator: its faces are the ones `dcgan sample` draws for the seeds."""
+    from conftest import tiny_config
+    from dcgan_cli.stylize import resize_longer_side
+    from dcgan_cli.training import train
+
+    run = train(tiny_config(data16, tmp_path / "runs", ema=0.9, epochs=1, steps_per_epoch=2), quiet=True,
+                log=lambda m: None)
+    out = tmp_path / "faces.png"
+    r = ok(stylize("--run", run, "--seeds", "2,5", pictures["stripes"], "-o", out, "--steps", 3, "--quiet"))
+    assert "2 faces (seeds 2,5) at 64 px" in r.output  # a 16 px generator: upscaled to the 64 px minimum
+    assert "Generating faces with" in r.output and "EMA weights" in r.output
+    ok(runner.invoke(app, ["sample", "--run", str(run), "--seeds", "2,5", "--nrow", "2", str(tmp_path / "s.png")]))
+    sampled, grid = np.asarray(Image.open(tmp_path / "s.png")), np.asarray(Image.open(out))
+    for k in range(2):
+        x, xs = GRID_PAD + k * (64 + GRID_PAD), GRID_PAD + k * (16 + GRID_PAD)
+        face = sampled[GRID_PAD:GRID_PAD + 16, xs:xs + 16]
+        np.testing.assert_array_equal(grid[GRID_PAD:GRID_PAD + 64, x:x + 64], resize_longer_side(face, 64))
