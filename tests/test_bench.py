@@ -31,6 +31,8 @@ def test_bench_stylize_reports_seconds_per_step_and_the_default_run():
     assert r.exit_code == 0, r.output
     out = json.loads(r.output.strip().splitlines()[-1])
     assert out["stylize_size"] == 32 and out["stylize_default_steps"] == 300
-    for key in ("stylize_s_per_step", "stylize_vgg19_s_per_step", "stylize_vgg19_vs_random", "stylize_default_run_s"):
+    for key in ("stylize_s_per_step", "stylize_cpu_s_per_step", "stylize_vgg19_s_per_step",
+                "stylize_vgg19_cpu_s_per_step", "stylize_vgg19_vs_random_cpu", "stylize_default_run_s",
+                "stylize_default_run_cpu_s"):
         assert out[key] > 0, key
     assert "step_img_per_s" not in out  # only the part asked for ran
