@@ -75,9 +75,10 @@ DEFAULT_SIZE = 256
 DEFAULT_STEPS = 300
 MIN_SIZE = 32
 # The largest output side accepted. A step costs time in proportion to the pixels: at 256x256 the
-# random network takes ~0.08 s a step on 2 cores (`dcgan bench --parts stylize`), so 1024x1024 takes
-# ~1.3 s a step and the default 300 steps ~7 minutes; 2048 would take half an hour and ~5 GiB of
-# activations and gradients. Past 1024 a CPU run is no longer something to wait for.
+# random network spends ~0.09 CPU seconds a step (`dcgan bench --parts stylize`); at 1024x1024 ~1.5
+# CPU seconds (measured: 10 steps, 22 s of CPU with start-up, 2.8 GB peak memory), so the default 300
+# steps take 5 to 8 minutes on 2 cores. 2048 would take half an hour and ~11 GB. Past 1024 a CPU run
+# is no longer something to wait for.
 MAX_SIZE = 1024
 INITS = ("content", "noise")
 DEFAULT_LR = 0.02
