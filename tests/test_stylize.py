@@ -248,6 +248,8 @@ def test_bad_input_is_a_one_line_error_and_nothing_is_overwritten(pictures, tmp_
         [*good, "-o", out, "--style-layers", "conv1=3"],
         [pictures["stripes"], "-o", out, "--model", tmp_path / "g.keras", "--run", tmp_path],
         [*good, "-o", out, "--model", tmp_path / "g.keras"],  # a content image with --model
+        [*good, "-o", out, "--seeds", "0-3"],  # seeds without a generator
+        [pictures["stripes"], "-o", out, "--model", tmp_path / "g.keras", "--save-every", 5],
     ]
     for args in usage:
         r = stylize(*args)
