@@ -69,7 +69,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from dcgan_cli.errors import DcganError
+from dcgan_cli.errors import DcganError, UsageError
 
 DEFAULT_SIZE = 256
 DEFAULT_STEPS = 300
@@ -131,16 +131,18 @@ class StyleOptions:
         if self.size is not None:
             check_size(self.size)
         if self.steps < 1:
-            raise DcganError(f"steps must be at least 1, got {self.steps}")
+            raise UsageError(f"steps must be at least 1, got {self.steps}", "--steps")
         for name in ("content_weight", "style_weight", "tv_weight"):
             if getattr(self, name) < 0 or not math.isfinite(getattr(self, name)):
-                raise DcganError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {getattr(self, name)}")
+                flag = f"--{name.replace('_', '-')}"
+                raise UsageError(f"{flag} must be a finite number >= 0, got {getattr(self, name)}", flag)
         if self.init not in INITS:
-            raise DcganError(f"unknown --init {self.init!r}; choose one of {', '.join(INITS)}")
+            raise UsageError(f"unknown --init {self.init!r}; choose one of {', '.join(INITS)}", "--init")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise DcganError(f"--lr must be a positive number, got {self.lr}")
+            raise UsageError(f"--lr must be a positive number, got {self.lr}", "--lr")
         if self.save_every < 0:
-            raise DcganError(f"--save-every must be 0 (off) or a number of steps, got {self.save_every}")
+            raise UsageError(f"--save-every must be 0 (off) or a number of steps, got {self.save_every}",
+                             "--save-every")
         parse_features(self.features)
 
 
@@ -159,17 +161,17 @@ def parse_style_layers(spec: str) -> tuple[tuple[str, float], ...]:
     for part in spec.split(","):
         m = re.fullmatch(r"\s*(block\d_conv\d)\s*(?::\s*([0-9.eE+-]+)\s*)?", part)
         if not m:
-            raise DcganError(f"{part.strip()!r} in {spec!r} is not LAYER or LAYER:WEIGHT; write e.g. "
-                             f"block1_conv1:1,block2_conv1:0.5")
+            raise UsageError(f"{part.strip()!r} in {spec!r} is not LAYER or LAYER:WEIGHT; write e.g. "
+                             f"block1_conv1:1,block2_conv1:0.5", "--style-layers")
         try:
             weight = float(m.group(2)) if m.group(2) is not None else 1.0
         except ValueError:
             weight = -1.0
         if not (weight >= 0 and math.isfinite(weight)):
-            raise DcganError(f"the weight of {m.group(1)} in {spec!r} must be a number >= 0")
+            raise UsageError(f"the weight of {m.group(1)} in {spec!r} must be a number >= 0", "--style-layers")
         out.append((m.group(1), weight))
     if len({n for n, _ in out}) != len(out):
-        raise DcganError(f"a layer appears twice in {spec!r}; give each layer once")
+        raise UsageError(f"a layer appears twice in {spec!r}; give each layer once", "--style-layers")
     return tuple(out)
 
 
@@ -180,7 +182,8 @@ def parse_features(spec: str) -> tuple[str, Path | None]:
     kind, _, rest = spec.partition(":")
     if kind == "vgg19" and rest:
         return "vgg19", Path(rest).expanduser()
-    raise DcganError(f"unknown --features {spec!r}; use random, or vgg19:FILE with Keras' {VGG19_FILE}")
+    raise UsageError(f"unknown --features {spec!r}; use random, or vgg19:FILE with Keras' {VGG19_FILE}",
+                     "--features")
 
 
 # ----------------------------------------------------------------------------

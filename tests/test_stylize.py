@@ -233,7 +233,6 @@ def test_bad_input_is_a_one_line_error_and_nothing_is_overwritten(pictures, tmp_
         ([*good, "-o", out, "--size", 8], ["too small"]),
         ([*good, "-o", out, "--features", "vgg19:" + str(tmp_path / "none.h5")], ["no VGG19 weights file"]),
         ([*good, "-o", out, "--features", "vgg19:" + str(text)], ["not a .h5 weights file"]),
-        ([*good, "-o", out, "--features", "resnet"], ["unknown --features"]),
         ([*good, "-o", out, "--content-layer", "block9_conv9"], ["no layer block9_conv9", "block1_conv1"]),
         ([*good, "-o", out, "--style-layers", "block1_conv1:0"], ["weight 0"]),
     ]
@@ -246,6 +245,8 @@ def test_bad_input_is_a_one_line_error_and_nothing_is_overwritten(pictures, tmp_
         [*good, pictures["noise"], "-o", out],
         [*good, "-o", out, "--init", "zeros"],
         [*good, "-o", out, "--style-layers", "conv1=3"],
+        [*good, "-o", out, "--style-layers", "block1_conv1,block1_conv1"],
+        [*good, "-o", out, "--features", "resnet"],
         [pictures["stripes"], "-o", out, "--model", tmp_path / "g.keras", "--run", tmp_path],
         [*good, "-o", out, "--model", tmp_path / "g.keras"],  # a content image with --model
         [*good, "-o", out, "--seeds", "0-3"],  # seeds without a generator
@@ -297,15 +298,14 @@ def test_vgg19_features_load_keras_weights_file_and_run(pictures, tmp_path):
 def generator_file(tmp_path_factory):
     """A tiny generator (16x16 RGB, latent 8) saved as .keras, the way `dcgan export` writes one."""
     from dcgan_cli.model import build_generator
+    from dcgan_cli.rundir import save_generator
 
-    g = build_generator(16, 3, 8, 8, fast=False)
-    path = tmp_path_factory.mktemp("gen") / "generator.keras"
-    g.save(path)
-    return path
+    return save_generator(build_generator(16, 3, 8, 8, fast=False), tmp_path_factory.mktemp("gen") / "generator.keras")
 
 
 def test_model_faces_grid_has_the_faces_above_their_stylised_versions(generator_file, pictures, tmp_path):
-    from dcgan_cli.sampling import Sampler, latents, load_model_file
+    from dcgan_cli.rundir import load_generator_file
+    from dcgan_cli.sampling import Sampler, latents
     from dcgan_cli.stylize import resize_longer_side
 
     out = tmp_path / "faces.png"
@@ -316,7 +316,7 @@ def test_model_faces_grid_has_the_faces_above_their_stylised_versions(generator_
     cell = 32 + GRID_PAD
     assert grid.shape == (2 * cell + GRID_PAD, 5 * cell + GRID_PAD, 3)
 
-    gen = load_model_file(generator_file)
+    gen = load_generator_file(generator_file)
     faces = Sampler(gen, 5)(latents(range(5), 8))
     for k, face in enumerate(faces):
         x = GRID_PAD + k * cell
@@ -335,7 +335,8 @@ def test_model_faces_grid_has_the_faces_above_their_stylised_versions(generator_
 
 def test_the_identity_check_extension_point_counts_the_verifiers_verdicts(generator_file, pictures, tmp_path):
     """What the face-verification issue plugs in: a callable judging (original, stylised) pairs."""
-    from dcgan_cli.sampling import Seeds, load_model_file
+    from dcgan_cli.rundir import load_generator_file
+    from dcgan_cli.sampling import Seeds
     from dcgan_cli.stylize import StyleOptions, stylize_faces
 
     seen = {}
@@ -345,15 +346,15 @@ def test_the_identity_check_extension_point_counts_the_verifiers_verdicts(genera
         return [o.mean() < np.median(originals.mean(axis=(1, 2, 3))) for o in originals]
 
     options = StyleOptions(size=32, steps=2)
-    r = stylize_faces(load_model_file(generator_file), Seeds.parse("0-5"), pictures["stripes"],
+    r = stylize_faces(load_generator_file(generator_file), Seeds.parse("0-5"), pictures["stripes"],
                       tmp_path / "g.png", options, verifier=verifier)
     assert seen["shapes"] == ((6, 32, 32, 3), (6, 32, 32, 3))
     assert r.verified == 3
-    assert stylize_faces(load_model_file(generator_file), Seeds.parse("0-1"), pictures["stripes"],
+    assert stylize_faces(load_generator_file(generator_file), Seeds.parse("0-1"), pictures["stripes"],
                          tmp_path / "h.png", options).verified is None  # no verifier: nothing claimed
 
     with pytest.raises(DcganError, match="2 verdicts for 6 faces"):
-        stylize_faces(load_model_file(generator_file), Seeds.parse("0-5"), pictures["stripes"],
+        stylize_faces(load_generator_file(generator_file), Seeds.parse("0-5"), pictures["stripes"],
                       tmp_path / "i.png", options, verifier=lambda o, s: [True, True])
 
 
