@@ -498,8 +498,8 @@ def _loss_bar(total: int, quiet: bool):
 
         with Bars(not quiet, console=Console(stderr=True), transient=True, only_on_terminal=True) as bars:
             task = bars.task("stylize", total)
-            yield lambda step, t: task.advance(1, info=f"loss {t['total']:.4g}  content {t['content']:.4g}  "
-                                                       f"style {t['style']:.4g}  tv {t['tv']:.4g}")
+            yield lambda step, t: task.advance(1, info=f"loss {t['total']:.3g}  content {t['content']:.3g}  "
+                                                       f"style {t['style']:.3g}  tv {t['tv']:.3g}")
 
     return bar()
 
