@@ -394,8 +394,8 @@ def stylize(
     content_layer: Annotated[Optional[str], typer.Option(
         help="Content layer (default block4_conv2 for random, block5_conv2 for vgg19).", show_default=False)] = None,
     style_layers: Annotated[Optional[str], typer.Option(
-        help="Style layers and their weights, e.g. block1_conv1:1,block2_conv1:0.5 (default block1..5_conv1, "
-             "equal).", show_default=False)] = None,
+        help="Style layers and their relative weights, e.g. block1_conv1:1,block2_conv1:0.5 (default "
+             "block1..5_conv1, equal).", show_default=False)] = None,
     lr: Annotated[float, typer.Option(help="Adam's learning rate (pixels in [0, 1]).")] = 0.02,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the noise start and the random network.")] = 0,
     save_every: Annotated[int, typer.Option(min=0, help="Also write OUT.step-NNNN.png every N steps (0: off).")] = 0,

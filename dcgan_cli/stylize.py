@@ -110,7 +110,8 @@ class StyleOptions:
         seed: seeds the noise start and the random network.
         lr: Adam's learning rate, pixels in [0, 1].
         content_layer: None for the network's default.
-        style_layers: ((layer, lambda), ...); empty for the network's default (equal weights).
+        style_layers: ((layer, lambda), ...), relative (scaled to sum to 1); empty for the network's
+            default, block1..5_conv1 with equal weights.
         save_every: write the image every N steps (0: only at the end).
     """
 
@@ -310,8 +311,11 @@ def build_features(spec: str, seed: int = 0, content_layer: str | None = None,
     if unknown:
         raise DcganError(f"the {kind} network has no layer {', '.join(unknown)}; choose from "
                          f"{', '.join(sorted(names, key=_layer_order))}")
-    if not any(w > 0 for _, w in style_layers):
+    total = sum(w for _, w in style_layers)
+    if not total > 0:
         raise DcganError("every style layer has weight 0; give at least one a positive weight")
+    # Relative weights: lambda sums to 1, so --style-weight keeps its meaning whatever the layers.
+    style_layers = tuple((n, w / total) for n, w in style_layers)
     x = inp = keras.Input((None, None, 3))
     outputs = [body.get_layer(n).output for n in [content_layer, *(n for n, _ in style_layers)]]
     cut = keras.Model(body.inputs, outputs)  # only what leads to these layers runs

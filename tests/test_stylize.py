@@ -376,3 +376,18 @@ def test_run_faces_come_from_the_runs_generator(data16, pictures, tmp_path):
         x, xs = GRID_PAD + k * (64 + GRID_PAD), GRID_PAD + k * (16 + GRID_PAD)
         face = sampled[GRID_PAD:GRID_PAD + 16, xs:xs + 16]
         np.testing.assert_array_equal(grid[GRID_PAD:GRID_PAD + 64, x:x + 64], resize_longer_side(face, 64))
+
+
+def test_style_layer_weights_are_relative_and_parsed():
+    from dcgan_cli.stylize import build_features, parse_style_layers
+
+    assert parse_style_layers("block1_conv1:2, block3_conv1") == (("block1_conv1", 2.0), ("block3_conv1", 1.0))
+    f = build_features("random", style_layers=parse_style_layers("block1_conv1:3,block3_conv1:1"),
+                       content_layer="block3_conv2")
+    assert f.style_layers == (("block1_conv1", 0.75), ("block3_conv1", 0.25))
+    assert f.content_layer == "block3_conv2"
+    content, style = f(np.zeros((1, 32, 32, 3), np.float32))
+    assert content.shape == (1, 8, 8, 128) and [s.shape[-1] for s in style] == [32, 128]
+    for bad in ["block1_conv1:x", "conv1", "block1_conv1:-1"]:
+        with pytest.raises(DcganError):
+            parse_style_layers(bad)
