@@ -463,8 +463,9 @@ def stylize(
         return
 
     from dcgan_cli import rundir
-    from dcgan_cli.stylize import BATCH_PIXELS, FACES_MIN_SIZE, stylize_faces
+    from dcgan_cli.stylize import check_output, faces_plan, stylize_faces
 
+    check_output(out)  # before the generator loads
     if model is not None:
         generator = rundir.load_generator_file(model)
         say(f"Generating faces with {model}")
@@ -472,8 +473,7 @@ def stylize(
         restored = rundir.restore(run, ema=not no_ema, warn=lambda m: say(f"Warning: {m}"))
         generator = restored.model
         say(f"Generating faces with {restored.describe()}")
-    side = size or max(FACES_MIN_SIZE, *(int(d) for d in generator.output_shape[1:3]))
-    batches = -(-len(chosen) // max(1, BATCH_PIXELS // (side * side)))
+    _, batches = faces_plan(generator, len(chosen), size)
     try:
         with _loss_bar(steps * batches, quiet) as on_step:
             r = stylize_faces(generator, chosen, images[0], out, options, on_step=on_step, log=say)

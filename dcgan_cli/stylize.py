@@ -550,11 +550,9 @@ def stylize_file(content_path: str | Path, style_path: str | Path, out: str | Pa
                  on_step: Callable[[int, dict], None] | None = None, log: Callable[[str], None] = lambda m: None
                  ) -> StyleResult:
     """CONTENT + STYLE -> OUT (atomic), with --save-every images beside it. Checks all input before any work."""
-    from dcgan_cli.images import check_image_path, save_image
-    from dcgan_cli.sampling import check_writable
+    from dcgan_cli.images import save_image
 
-    out = check_image_path(out)
-    check_writable(out)
+    out = check_output(out)
     content = load_image(content_path, "content", options.size)
     style = load_image(style_path, "style", max(content.pixels.shape[:2]))
     for what, img in (("content", content), ("style", style)):
@@ -598,6 +596,23 @@ BATCH_PIXELS = MAX_SIZE * MAX_SIZE
 FACES_MIN_SIZE = 64
 
 
+def faces_plan(generator, n: int, size: int | None = None) -> tuple[int, int]:
+    """(side the faces are stylised at, number of batches) for n faces of `generator`."""
+    side = size or max(FACES_MIN_SIZE, *(int(d) for d in generator.output_shape[1:3]))
+    check_size(side)
+    return side, -(-n // max(1, BATCH_PIXELS // (side * side)))
+
+
+def check_output(out: str | Path) -> Path:
+    """OUT's extension and folder, checked before any work."""
+    from dcgan_cli.images import check_image_path
+    from dcgan_cli.sampling import check_writable
+
+    out = check_image_path(out)
+    check_writable(out)
+    return out
+
+
 def stylize_faces(generator, seeds, style_path: str | Path, out: str | Path, options: StyleOptions,
                   truncation: float = 1.0, verifier: Verifier | None = None,
                   on_step: Callable[[int, dict], None] | None = None, log: Callable[[str], None] = lambda m: None,
@@ -608,16 +623,14 @@ def stylize_faces(generator, seeds, style_path: str | Path, out: str | Path, opt
     unless options.size asks for another (resized with Lanczos first). `verifier`, when given, is asked
     whether each stylised face is still the person of its original.
     """
-    from dcgan_cli.images import Grid, check_image_path, save_image
-    from dcgan_cli.sampling import Sampler, check_writable, latents
+    from dcgan_cli.images import Grid, save_image
+    from dcgan_cli.sampling import Sampler, latents
 
-    out = check_image_path(out)
-    check_writable(out)
+    out = check_output(out)
     seeds = list(seeds)
     sampler = Sampler(generator, batch_size=min(len(seeds), 64))
-    h, w, c = sampler.image_shape
-    size = options.size or max(h, w, FACES_MIN_SIZE)
-    check_size(size)
+    c = sampler.image_shape[-1]
+    size, _ = faces_plan(generator, len(seeds), options.size)
     style = load_image(style_path, "style", size)
     if style.note:
         log(f"The style image was converted: {style.note}")

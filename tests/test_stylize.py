@@ -228,6 +228,9 @@ def test_bad_input_is_a_one_line_error_and_nothing_is_overwritten(pictures, tmp_
         ([pictures["noise"], text, "-o", out], ["not an image Pillow can read", "notes.png"]),
         ([pictures["noise"], floaty, "-o", out], ["floating-point", "8-bit PNG"]),
         ([*good, "-o", blocker / "out.png"], ["is a file, not a folder"]),
+        # faces: OUT is checked before the generator loads (this model file does not exist)
+        ([pictures["stripes"], "--model", tmp_path / "nope.keras", "-o", blocker / "g.png"], ["is a file, not a folder"]),
+        ([pictures["stripes"], "--model", tmp_path / "nope.keras", "-o", out], ["no model file at"]),
         ([*good, "-o", tmp_path / "out.txt"], ["use one of .png"]),
         ([*good, "-o", out, "--size", 4096], ["above 1024", "upscale"]),
         ([*good, "-o", out, "--size", 8], ["too small"]),
