@@ -167,6 +167,7 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
 
 # What each field must hold, checked before any range (a hand-edited config.json can hold anything).
 _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+_KINDS = {"str": "a string", "int": "a whole number", "float": "a number", "bool": "true or false"}
 MAX_SEED = 2**31 - 1  # keras.utils.set_random_seed and the stateless RNG take it
 
 
@@ -175,8 +176,7 @@ def _check_types(c: TrainConfig) -> None:
         v = getattr(c, f.name)
         want = _TYPES[str(f.type)]
         if not isinstance(v, want) or (bool not in want and isinstance(v, bool)):
-            raise DcganError(f"{f.name} must be {'a number' if f.type == 'float' else 'a ' + str(f.type)}, "
-                             f"got {json.dumps(v)[:40]} ({type(v).__name__})")
+            raise DcganError(f"{f.name} must be {_KINDS[str(f.type)]}, got {json.dumps(v)[:40]}")
         if f.type == "float" and not math.isfinite(v):
             raise DcganError(f"{f.name.replace('_', '-')} must be a finite number, got {v}")
 

@@ -260,7 +260,11 @@ def repair_checkpoints(directory: str | Path, warn: Callable[[str], None] | None
 def write_checkpoint_index(directory: str | Path, paths: list[str]) -> None:
     """The `checkpoint` file of a CheckpointManager listing `paths` (oldest first), written atomically."""
     names = [Path(p).name for p in paths]
-    lines = [f'model_checkpoint_path: "{names[-1]}"'] + [f'all_model_checkpoint_paths: "{n}"' for n in names]
+    # The timestamps tell a CheckpointManager that these are its own to rotate (not preserved forever).
+    times = [os.stat(Path(directory) / f"{n}.index").st_mtime for n in names]
+    lines = ([f'model_checkpoint_path: "{names[-1]}"'] + [f'all_model_checkpoint_paths: "{n}"' for n in names]
+             + [f"all_model_checkpoint_timestamps: {t!r}" for t in times]
+             + [f"last_preserved_timestamp: {min(times) - 1!r}"])
     write_text(Path(directory) / "checkpoint", "\n".join(lines) + "\n")
 
 

@@ -371,11 +371,16 @@ def train(
     # One writer per run: a second `train --resume` of it is refused, naming this process.
     lock = rundir.lock_run(run_dir) if chief else None
     try:
-        if resume:
-            if chief:  # a damaged index rebuilt from the files, a kill's ckpt-N_temp folders removed
-                rundir.repair_checkpoints(run_dir / rundir.CKPT_DIR, warn=lambda m: log(f"Warning: {m}"))
-            rundir.check_resume(run_dir, cfg)
-        return _train_locked(cfg, run_dir, saved, manifest, log, quiet, max_steps, strategy, precision)
+        try:
+            if resume:
+                if chief:  # a damaged index rebuilt from the files, a kill's ckpt-N_temp folders removed
+                    rundir.repair_checkpoints(run_dir / rundir.CKPT_DIR, warn=lambda m: log(f"Warning: {m}"))
+                rundir.check_resume(run_dir, cfg)
+            return _train_locked(cfg, run_dir, saved, manifest, log, quiet, max_steps, strategy, precision)
+        except OSError as e:  # config.json, a grid, metrics, the plot: the checkpoints written so far are intact
+            resumable = rundir.checkpoint_paths(run_dir / rundir.CKPT_DIR)
+            raise DcganError(describe_os_error(e, "writing the run failed")
+                             + (f"; then continue: dcgan train --resume {run_dir}" if resumable else "")) from None
     except BaseException:
         # A new run that failed before its first checkpoint holds nothing worth keeping.
         if new_run and chief and not rundir.checkpoint_paths(run_dir / rundir.CKPT_DIR):
@@ -566,11 +571,8 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, saved: TrainConfig | None, ma
                 evaluate_epoch(cfg, gan, ckpt, run_dir, epoch + 1, step, log, tb=tb, quiet=quiet)
             if max_steps is not None and step >= max_steps:
                 break
-    except DcganError:
+    except (DcganError, OSError):
         raise
-    except OSError as e:  # a grid, metrics, the plot: the checkpoints written so far are intact
-        raise DcganError(describe_os_error(e, "writing the run failed") + f"; then: dcgan train --resume {run_dir}"
-                         ) from None
     except tf.errors.DataLossError as e:  # a shard damaged after its check (or with the same size and time)
         raise DcganError(f"the training data is damaged ({(e.message or '').splitlines()[0][:120]}); check it with "
                          f"`dcgan train --resume {run_dir} --verify-data` or re-run `dcgan preprocess ... --force`"
