@@ -258,9 +258,11 @@ def train(
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs to train (may be raised on --resume).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Global batch size.")] = None,
     steps_per_epoch: Annotated[Optional[int], typer.Option(min=0, help="Steps per epoch (0: one pass).")] = None,
-    lr_g: Annotated[Optional[float], typer.Option(help="Generator learning rate.")] = None,
-    lr_d: Annotated[Optional[float], typer.Option(help="Discriminator learning rate.")] = None,
-    beta1: Annotated[Optional[float], typer.Option(help="Adam beta1.")] = None,
+    lr_g: Annotated[Optional[float], typer.Option(help="Generator learning rate (may be lowered on --resume, "
+                                                       "e.g. after a NaN).")] = None,
+    lr_d: Annotated[Optional[float], typer.Option(help="Discriminator learning rate (likewise).")] = None,
+    beta1: Annotated[Optional[float], typer.Option(help="Adam beta1 (may change on --resume).")] = None,
+    beta2: Annotated[Optional[float], typer.Option(help="Adam beta2 (may change on --resume).")] = None,
     latent_dim: Annotated[Optional[int], typer.Option(min=1, help="Size of the noise z.")] = None,
     g_filters: Annotated[Optional[int], typer.Option(min=1, help="Generator width (ngf).")] = None,
     d_filters: Annotated[Optional[int], typer.Option(min=1, help="Discriminator width (ndf).")] = None,
@@ -271,7 +273,8 @@ def train(
     instance_noise: Annotated[Optional[float], typer.Option(help="Noise on real images, std ~ U(0, s).")] = None,
     flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips.",
                                                  show_default=False)] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of weights, noise and data order.")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, max=2**31 - 1,
+                                                help="Seed of weights, noise and data order.")] = None,
     precision: Annotated[Optional[Precision], typer.Option(help="Compute precision (auto: by hardware).",
                                                            show_default=False)] = None,
     xla: Annotated[Optional[bool], typer.Option("--xla/--no-xla", help="Compile the step with XLA.",
@@ -290,6 +293,9 @@ def train(
     name: Annotated[str, typer.Option(help="Suffix for the run directory's name.")] = "",
     resume: Annotated[Optional[Path], typer.Option(help="Continue this run directory.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
+    verify_data: Annotated[bool, typer.Option("--verify-data", help="Check every shard's SHA-256 against the "
+                                              "manifest before training (done anyway when the data changed "
+                                              "since the last check).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="One log line per epoch, no progress bar.")] = False,
     data_dir: DataDir = None,
 ):
@@ -302,6 +308,7 @@ def train(
 
     overrides = dict(
         epochs=epochs, batch_size=batch_size, steps_per_epoch=steps_per_epoch, lr_g=lr_g, lr_d=lr_d, beta1=beta1,
+        beta2=beta2,
         latent_dim=latent_dim, g_filters=g_filters, d_filters=d_filters, ema=ema, label_smoothing=label_smoothing,
         g_activation=g_activation and g_activation.value,
         instance_noise=instance_noise, flip=flip, seed=seed, precision=precision and precision.value, xla=xla,
@@ -327,7 +334,8 @@ def train(
         return
     from dcgan_cli.training import train as run
 
-    run_dir = run(cfg, resume, resume=resume is not None, quiet=quiet)  # checks resume and --eval-every itself
+    run_dir = run(cfg, resume, resume=resume is not None, quiet=quiet,  # checks resume and --eval-every itself
+                  verify_data=verify_data)
     typer.echo(f"Run directory: {run_dir}")
 
 
@@ -360,6 +368,8 @@ def sample(
     fps: Annotated[float, typer.Option(min=1, max=100, help="Frames per second of the GIF.")] = 25.0,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="Use the raw generator, not its EMA.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Latents per generator call (memory vs speed).")] = 64,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing OUT (and seed files in "
+                                        "--individual DIR).")] = False,
     runs_dir: RunsDir = Path("runs"),
 ):
     """Write faces from a trained generator: a grid, one file per seed, or a latent walk.
@@ -374,7 +384,7 @@ def sample(
     request = sampling.SampleRequest(  # every cross-option check, before any model loads (usage errors)
         out=out, n=n, run=run, model=model, seed=seed, seed_list=seeds, nrow=nrow, truncation=truncation,
         individual=individual, interpolate=interpolate, frames=frames, fps=fps, ema=not no_ema,
-        batch_size=batch_size, runs_dir=runs_dir)
+        batch_size=batch_size, runs_dir=runs_dir, force=force)
     typer.echo(sampling.fulfil(request, say=lambda m: typer.echo(m, err=True)))
 
 

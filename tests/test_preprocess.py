@@ -322,13 +322,12 @@ def test_a_second_run_on_the_same_output_is_refused_while_one_runs(mixed, tmp_pa
     root, _, _ = mixed
     out = tmp_path / "busy"
     out.mkdir()
-    fd = os.open(out, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # what a running preprocess holds
-        with pytest.raises(DcganError, match="another `dcgan preprocess` is writing"):
+    from dcgan_cli.fsutil import DirLock
+
+    with DirLock(out, "`dcgan preprocess`"):  # what a running preprocess holds
+        with pytest.raises(DcganError, match=rf"in use by another `dcgan preprocess` \(PID {os.getpid()}\)"):
             preprocess(PreprocessConfig(source=str(root), out=str(out), size=16), log=lambda line: None)
-    finally:
-        os.close(fd)
+    assert not (out / ".dcgan.lock").exists(), "the lock file goes with its holder"
 
 
 # ----------------------------------------------------------------------------
