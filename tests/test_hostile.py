@@ -229,6 +229,15 @@ CASES = [
                                       "4"]),
     Case("evaluate-samples-one", ["evaluate", "--run", "run", "--samples", "1"], code=(2,)),
     Case("evaluate-unknown-metric", ["evaluate", "--run", "run", "--metrics", "is"], code=(2,)),
+    # -- stylize ----------------------------------------------------------------------
+    Case("stylize-content-missing", ["stylize", "nowhere.png", "faces/img-000.png", "-o", "out.png",
+                                     "--size", "32", "--steps", "1"]),
+    Case("stylize-style-not-an-image", ["stylize", "faces/img-000.png", "notes.png", "-o", "out.png",
+                                        "--size", "32", "--steps", "1"], setup=_text("notes.png", "not an image")),
+    Case("stylize-out-read-only", ["stylize", "faces/img-000.png", "faces/img-001.png", "-o", "ro/out.png",
+                                   "--size", "32", "--steps", "1"], setup=_ro_dir, mounts=("ro:ro",)),
+    Case("stylize-size-absurd", ["stylize", "faces/img-000.png", "faces/img-001.png", "-o", "out.png",
+                                 "--size", "100000"]),
     # -- bench ------------------------------------------------------------------------
     Case("bench-unknown-part", ["bench", "--parts", "warp"], code=(2,)),
     Case("bench-missing-data", ["bench", "--parts", "input", "--data", "nowhere", "--steps", "1"]),

@@ -582,5 +582,6 @@ def test_a_read_only_output_is_one_line_and_the_old_output_stays(mixed, tmp_path
     with read_only(out):
         r = runner.invoke(app, args + ["--force"])
     assert r.exit_code == 1 and r.output.count("\n") == 1 and "Traceback" not in r.output, r.output
-    assert r.output.startswith(f"Error: writing {out} failed (") and "run the same command again" in r.output
+    # The output's lock is the first write, so a read-only output is refused there, naming the fix.
+    assert r.output.startswith(f"Error: cannot lock {out} (") and "make it writable" in r.output, r.output
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
