@@ -140,6 +140,16 @@ def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=Fa
             pre = preprocess_throughput(Path(tmp) / "preprocess", n_images=2000)
             result["preprocess"] = pre
             log(f"preprocess (CelebA-like 178x218 JPEG -> 64x64): {pre['img_per_s']} img/s")
+            from dcgan_cli.preprocess import faces
+
+            if faces.available():  # --crop face: detection + alignment, on the same-sized JPEGs with real faces
+                face = preprocess_throughput(Path(tmp) / "preprocess", n_images=400, crop="face")
+                face["vs_celeba_crop"] = round(face["img_per_s"] / pre["img_per_s"], 4)
+                result["preprocess_face"] = face
+                log(f"preprocess --crop face (178x218 JPEG, one face -> 64x64): {face['img_per_s']} img/s "
+                    f"({face['faces_found']}/{face['images']} faces found; {face['vs_celeba_crop']}x the celeba crop)")
+            else:
+                log(f"preprocess --crop face: not measured ({faces.EXTRA})")
         if "loop" in parts:
             result.update(bench_loop(data, size, batch_size, steps=max(steps, 40), precision=precision))
             log(f"loop (end of epoch amortised over 2,000 steps): {result['loop_img_per_s']} img/s")

@@ -53,7 +53,7 @@ SMALL = "small.txt"
 # Decoded bytes per chunk handed to a worker: big enough that inter-process
 # overhead is noise, small enough that a few chunks in flight stay ~10s of MB.
 CHUNK_BYTES = 4 << 20
-FACE_CHUNK = 8
+FACE_CHUNK = 32  # photos; faces.process_chunk bounds their pixels in memory
 
 
 def _fingerprint(cfg: PreprocessConfig, source: Path, listing: Listing) -> str:
@@ -162,8 +162,7 @@ def _chunks(items: list[str], size: int, start: int) -> Iterator[tuple[int, list
 
 
 def _chunk_files(cfg: PreprocessConfig) -> int:
-    """Files per chunk. Face detection holds whole photos (a 12-Mpx one is 36 MB), so fewer;
-    they are still detected as one batch."""
+    """Files per chunk; for faces, the photos of a chunk are detected in batches (faces.BATCH_PIXELS)."""
     return FACE_CHUNK if cfg.crop == "face" else max(8, min(256, CHUNK_BYTES // cfg.image_bytes))
 
 

@@ -42,6 +42,9 @@ CELEBA_EYES = ((69.0, 111.0), (108.0, 111.0))
 DETECT_MAX_SIDE = 1024
 DETECT_MIN_SIDE = 64
 MIN_CONFIDENCE = 0.9
+# Photos detected together (one batch per shape: about 2x less CPU per photo at 32 than at 1),
+# up to this many decoded pixels (about 150 MB of RGB): 32 CelebA-sized images, or 4 of 12 Mpx.
+BATCH_PIXELS = 48_000_000
 EXTRA = "pip install 'dcgan-cli[faces]'"
 MISSING = f"--crop face needs the face detector, which is not installed; run: {EXTRA}"
 
@@ -235,43 +238,53 @@ def process_chunk(job: tuple) -> list[tuple[int, list[bytes], str]]:
 
     status 0: `records` holds one serialised Example per face found (left to right),
     text a note ("" if none); status 1: no example from this photo, text says why.
+    Photos are detected in batches of up to BATCH_PIXELS decoded pixels, so
+    memory stays bounded however large the photos are.
     """
     kind, root, names, cfg = job
     prefix = example_prefix(cfg.image_bytes)
     out: list = [None] * len(names)
-    photos: list[tuple[int, object]] = []
+    batch: list[tuple[int, object]] = []
     for i, name in enumerate(names):
         try:
             fp = _open_item(kind, root, name)
             if _is_empty(fp):
                 out[i] = (1, [], "empty file (0 bytes)")
-                continue
-            photos.append((i, load_photo(fp)))
+            else:
+                batch.append((i, load_photo(fp)))
         except MemoryError:
             out[i] = (1, [], "out of memory while decoding")
         except Exception as e:  # one bad file never aborts the run
             out[i] = (1, [], _reason(e))
-    if not photos:
-        return out
+        if batch and (i == len(names) - 1 or sum(p.width * p.height for _, p in batch) >= BATCH_PIXELS):
+            for j, result in _faces_to_examples(batch, cfg, prefix):
+                out[j] = result
+            batch = []
+    return out
+
+
+def _faces_to_examples(batch: list[tuple[int, object]], cfg, prefix: bytes):
+    """(index, photo) pairs -> (index, (status, records, text)) pairs."""
     det = detector()
+    photos = [p for _, p in batch]
     try:
-        found = detect([p for _, p in photos], cfg.min_face, det)
+        found = detect(photos, cfg.min_face, det)
     except DcganError:
         raise
     except Exception:  # find the photo at fault: one at a time
         found = []
-        for i, p in photos:
+        for p in photos:
             try:
                 found.append(detect([p], cfg.min_face, det)[0])
             except Exception as e:
                 found.append(e)
-    for (i, photo), faces in zip(photos, found):
+    for (i, photo), faces in zip(batch, found):
         if isinstance(faces, BaseException):
-            out[i] = (1, [], f"face detection failed: {_reason(faces)}")
+            yield i, (1, [], f"face detection failed: {_reason(faces)}")
             continue
         if not faces:
             at_least = f" of at least {cfg.min_face} px" if cfg.min_face else ""
-            out[i] = (1, [], f"no face{at_least} found")
+            yield i, (1, [], f"no face{at_least} found")
             continue
         records, notes = [], []
         for n, face in enumerate(faces, 1):
@@ -280,5 +293,4 @@ def process_chunk(job: tuple) -> list[tuple[int, list[bytes], str]]:
                 aligned = aligned.convert("L")
             records.append(prefix + aligned.tobytes())
             notes += [f"face {n}: {note}" for note in face_notes(photo, face.landmarks, cfg.size, cfg.box_side)]
-        out[i] = (0, records, "; ".join(notes))
-    return out
+        yield i, (0, records, "; ".join(notes))
