@@ -285,6 +285,12 @@ def train(
     sync_bn: Annotated[Optional[bool], typer.Option("--sync-bn/--no-sync-bn", help="Synchronised batch norm.",
                                                     show_default=False)] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(min=0, help="Also checkpoint every N steps.")] = None,
+    checkpoint_epochs: Annotated[Optional[int], typer.Option(
+        min=0, help="Checkpoint at the end of every N epochs (0: auto, every epoch unless epochs are under "
+                    "200 steps; the last epoch and Ctrl-C always checkpoint).", show_default=False)] = None,
+    sample_every: Annotated[Optional[int], typer.Option(
+        min=0, help="Write the sample grid and loss plot every N epochs (0: auto, like --checkpoint-epochs; "
+                    "the last epoch always does).", show_default=False)] = None,
     cache: Annotated[Optional[bool], typer.Option("--cache/--no-cache", help="Keep the data in memory.",
                                                   show_default=False)] = None,
     eval_every: Annotated[Optional[int], typer.Option(min=0, help="Score FID/KID every N epochs and keep the "
@@ -310,7 +316,8 @@ def train(
         latent_dim=latent_dim, g_filters=g_filters, d_filters=d_filters, ema=ema, label_smoothing=label_smoothing,
         instance_noise=instance_noise, flip=flip, seed=seed, precision=precision and precision.value, xla=xla,
         strategy=strategy and strategy.value,
-        sync_bn=sync_bn, checkpoint_every=checkpoint_every, cache=cache, eval_every=eval_every,
+        sync_bn=sync_bn, checkpoint_every=checkpoint_every, checkpoint_epochs=checkpoint_epochs,
+        sample_every=sample_every, cache=cache, eval_every=eval_every,
         eval_samples=eval_samples)
     given = {k: v for k, v in overrides.items() if v is not None}
 
@@ -325,6 +332,7 @@ def train(
         shape = {"image_size": manifest["size"], "channels": manifest["channels"]}
         shape = {k: v for k, v in shape.items() if k not in PRESETS[preset]}
         cfg = make_preset(preset, data=str(data), runs_dir=str(runs_dir), run_name=name, **shape, **given)
+        cfg = cfg.with_cadence(manifest["count"])  # what --dry-run prints is what config.json records
 
     if dry_run:
         typer.echo(cfg.to_json(), nl=False)
