@@ -147,7 +147,7 @@ def run_peer(cmd: list[str]) -> float | None:
 
 
 def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=False, peers=None,
-          torch_python=None, log=print, parts=("step", "loop", "input", "preprocess")) -> dict:
+          torch_python=None, log=print, parts=("step", "loop", "input", "preprocess"), face_images=600) -> dict:
     result: dict = {"size": size, "batch": batch_size, "device": _device()}
     ref: dict = {}
     if peers:
@@ -190,7 +190,8 @@ def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=Fa
             from dcgan_cli.preprocess import faces
 
             if faces.available():  # --crop face: detection + alignment, on the same-sized JPEGs with real faces
-                face = preprocess_throughput(Path(tmp) / "preprocess", n_images=200, crop="face")
+                # 600 photos: enough for the driver to start a worker per core (each loads TF and MTCNN)
+                face = preprocess_throughput(Path(tmp) / "preprocess", n_images=face_images, crop="face")
                 face["vs_celeba_crop"] = round(face["img_per_s"] / pre["img_per_s"], 4)
                 result["preprocess_face"] = face
                 log(f"preprocess --crop face (178x218 JPEG, one face -> 64x64): {face['img_per_s']} img/s "

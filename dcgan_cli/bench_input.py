@@ -240,7 +240,7 @@ def preprocess_throughput(workdir: str | Path, n_images: int = 2000, workers: in
     steady = (n_images - done_first) / max(1e-9, t0 + seconds - t_first)  # photos, for --crop face
     jpeg_kb = sum(p.stat().st_size for p in src.glob("*.jpg")) / n_images / 1024
     return {
-        "images": n_images, "workers": workers or default_workers(), "seconds": round(seconds, 2),
+        "images": n_images, "workers": _workers_used(cfg, n_images), "seconds": round(seconds, 2),
         "img_per_s": round(n_images / seconds, 1), "steady_img_per_s": round(steady, 1),
         # CPU time per image does not depend on what else the machine is running:
         # n cores free give about n * 1000 / cpu_ms_per_img images/s.
@@ -249,6 +249,13 @@ def preprocess_throughput(workdir: str | Path, n_images: int = 2000, workers: in
         "peak_rss_mb": round(rss.peak / 2**20, 1), "main_rss_mb": round(rss.main_peak / 2**20, 1),
         "jpeg_kb": round(jpeg_kb, 1), "shards": len(m["shards"]),
     }
+
+
+def _workers_used(cfg, n_images: int) -> int:
+    """The processes the driver really starts for n images (few images: fewer than --workers)."""
+    from dcgan_cli.preprocess.driver import workers_for
+
+    return workers_for(cfg, n_images)
 
 
 if __name__ == "__main__":  # python -m dcgan_cli.bench_input [WORKDIR]

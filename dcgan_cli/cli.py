@@ -448,6 +448,8 @@ def bench(
                                                        "back to back and report ratios.")] = None,
     torch_python: Annotated[Optional[Path], typer.Option(help="A Python with torch, to run peer_torch.py.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    face_images: Annotated[int, typer.Option(min=1, hidden=True, help="Photos for the --crop face figure "
+                                                                      "(tests use a few).")] = 600,
 ):
     """Measure img/s of the train step, the whole loop and the input pipeline.
 
@@ -462,7 +464,7 @@ def bench(
         raise typer.BadParameter("use a comma-separated subset of step, loop, input, preprocess",
                                  param_hint="'--parts'")
     result = run(size=size, batch_size=batch_size, steps=steps, data=data, precision=precision.value, xla=xla,
-                 peers=peers, torch_python=torch_python, parts=wanted,
+                 peers=peers, torch_python=torch_python, parts=wanted, face_images=face_images,
                  log=(lambda m: None) if json_ else typer.echo)
     typer.echo(json.dumps(result) if json_ else json.dumps(result, indent=2))
 

@@ -213,6 +213,11 @@ def _stop(pool) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
+def workers_for(cfg: PreprocessConfig, n_files: int) -> int:
+    """Processes for n files: --workers (or one per core), but at least 8 chunks each."""
+    return min(cfg.workers or default_workers(), max(1, math.ceil(n_files / (8 * _chunk_files(cfg)))))
+
+
 def default_workers() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -268,7 +273,7 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
 
         # -- decode and write ------------------------------------------------
         total, done = len(listing.items), state["next"]
-        workers = min(cfg.workers or default_workers(), max(1, math.ceil((total - done) / (8 * _chunk_files(cfg)))))
+        workers = workers_for(cfg, total - done)
         writer = ShardWriter(out, state["tag"], int(cfg.shard_mb * (1 << 20)), len(state["shards"]))
         index = done
         # closing(): if writing fails, the workers stop now, not when the generator is collected
