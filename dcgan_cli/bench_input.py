@@ -217,7 +217,7 @@ def preprocess_throughput(workdir: str | Path, n_images: int = 2000, workers: in
         src = write_celeba_like_faces(workdir / f"celeba-like-faces-{n_images}", n_images)
     else:
         src = write_celeba_like(workdir / f"celeba-like-{n_images}", n_images)
-    out = workdir / f"{src.name}-{crop}-64"
+    out = workdir / f"{src.name}-64"
     shutil.rmtree(out, ignore_errors=True)
     cfg = PreprocessConfig(source=str(src), out=str(out), size=64, crop=crop, workers=workers or 0)
     first: list[float] = []
