@@ -41,7 +41,6 @@ from dcgan_cli import __version__
 from dcgan_cli.datasets import IMAGE_EXTS
 from dcgan_cli.errors import DcganError
 from dcgan_cli.preprocess.config import PreprocessConfig
-from dcgan_cli.preprocess import faces
 from dcgan_cli.preprocess.decoding import process_chunk, strict_bombs, worker_init
 from dcgan_cli.preprocess.sources import Listing, describe_other, list_images, train_split
 from dcgan_cli.shards import (FORMAT, MANIFEST, ShardWriter, is_local, is_shard_name, join, load_manifest,
@@ -169,7 +168,12 @@ def _chunk_files(cfg: PreprocessConfig) -> int:
 def _run_chunks(listing: Listing, cfg: PreprocessConfig, start: int, workers: int) -> Iterator[list]:
     """Processed chunks in file order; at most 2 * workers + 1 chunks in flight."""
     chunk = _chunk_files(cfg)
-    process = faces.process_chunk if cfg.crop == "face" else process_chunk
+    if cfg.crop == "face":
+        from dcgan_cli.preprocess import faces  # here: numpy and the detector only for --crop face
+
+        process = faces.process_chunk
+    else:
+        process = process_chunk
     jobs = ((listing.kind, listing.root, names, cfg) for _, names in _chunks(listing.items, chunk, start))
     if workers <= 1:
         with warnings.catch_warnings():
