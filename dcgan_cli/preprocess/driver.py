@@ -42,7 +42,8 @@ from dcgan_cli.datasets import IMAGE_EXTS
 from dcgan_cli.errors import DcganError
 from dcgan_cli.preprocess.config import PreprocessConfig
 from dcgan_cli.preprocess.decoding import process_chunk, strict_bombs, worker_init
-from dcgan_cli.preprocess.sources import Listing, describe_other, list_images, train_split
+from dcgan_cli.preprocess import arrays as array_source
+from dcgan_cli.preprocess.sources import PARTITIONS, Listing, describe_other, list_images, train_split
 from dcgan_cli.shards import (FORMAT, MANIFEST, ShardWriter, is_local, is_shard_name, join, load_manifest,
                               make_manifest, write_manifest, write_text)
 
@@ -168,6 +169,9 @@ def _chunk_files(cfg: PreprocessConfig) -> int:
 def _run_chunks(listing: Listing, cfg: PreprocessConfig, start: int, workers: int) -> Iterator[list]:
     """Processed chunks in file order; at most 2 * workers + 1 chunks in flight."""
     chunk = _chunk_files(cfg)
+    if listing.kind == "arrays":  # already pixels: converted here, no worker processes
+        yield from array_source.chunks(listing, cfg, start, chunk)
+        return
     if cfg.crop == "face":
         from dcgan_cli.preprocess import faces  # here: numpy and the detector only for --crop face
 
@@ -240,19 +244,23 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
     source = Path(cfg.source)
     if not source.exists():
         raise DcganError(f"{source} does not exist; pass a folder of images, a .zip of images or a data set name")
-    listing = list_images(source)
-    found = len(listing.items)
-    if not listing.items:
-        raise DcganError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTS)}) in {source}: found "
-                         f"{describe_other(listing.other)}; point SOURCE at the folder that holds the images")
-    split_note = ""
-    if cfg.split == "train":
-        train, where = train_split(listing)
-        listing.items = [n for n in listing.items if n.rsplit("/", 1)[-1] in train]
-        split_note = f" (train split from {where})"
+    split_note, labels = "", []
+    if array_source.is_array_source(source):  # mnist.npz, IDX files: pixels and labels, no decoding
+        listing = array_source.listing(source, cfg)
+        labels = array_source.label_info(source, cfg)
+    else:
+        listing = list_images(source)
+        found = len(listing.items)
         if not listing.items:
-            raise DcganError(f"none of the {found} images in {source} is in the train split of {where}; "
-                             f"is it the partition file of these images? Use --split all to take every image")
+            raise DcganError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTS)}) in {source}: found "
+                             f"{describe_other(listing.other)}; point SOURCE at the folder that holds the images")
+        if cfg.split != "all":
+            keep, where = train_split(listing, PARTITIONS[cfg.split])
+            listing.items = [n for n in listing.items if n.rsplit("/", 1)[-1] in keep]
+            split_note = f" ({cfg.split} split from {where})"
+            if not listing.items:
+                raise DcganError(f"none of the {found} images in {source} is in the {cfg.split} split of {where}; "
+                                 f"is it the partition file of these images? Use --split all to take every image")
     if cfg.limit:
         listing.items = listing.items[:cfg.limit]
 
@@ -325,7 +333,8 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
             limit=cfg.limit, source=str(source.resolve()), source_images=total, skipped=len(state["skipped"]),
             small=len(state["small"]), tool_version=__version__, fingerprint=fingerprint,
             **({"min_face": cfg.min_face} if cfg.crop == "face" else {}),
-            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), shards=state["shards"])
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **({"labels": labels} if labels else {}),
+            shards=state["shards"])
         write_manifest(out, manifest)  # the commit point
         _clean_stale(out, {s["file"] for s in manifest["shards"]}, also=(PROGRESS,))
         if split_note:
