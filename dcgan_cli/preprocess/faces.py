@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dcgan_cli.errors import DcganError
-from dcgan_cli.preprocess.decoding import CELEBA_CROP, _is_empty, _open_item, _reason, _to_mode, open_oriented
+from dcgan_cli.preprocess.decoding import CELEBA_CROP, Skip, _open_item, _reason, _to_mode, open_oriented
 from dcgan_cli.shards import example_prefix
 
 # The aligned CelebA frame and where its eyes sit (pixel centres, x right, y down): the typical
@@ -247,11 +247,9 @@ def process_chunk(job: tuple) -> list[tuple[int, list[bytes], str]]:
     batch: list[tuple[int, object]] = []
     for i, name in enumerate(names):
         try:
-            fp = _open_item(kind, root, name)
-            if _is_empty(fp):
-                out[i] = (1, [], "empty file (0 bytes)")
-            else:
-                batch.append((i, load_photo(fp)))
+            batch.append((i, load_photo(_open_item(kind, root, name))))
+        except Skip as e:
+            out[i] = (1, [], str(e))
         except MemoryError:
             out[i] = (1, [], "out of memory while decoding")
         except Exception as e:  # one bad file never aborts the run
