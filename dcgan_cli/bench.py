@@ -18,13 +18,13 @@ from dcgan_cli.config import preset
 
 
 def bench_step(size: int = 64, batch_size: int = 128, steps: int = 20, precision: str = "auto",
-               xla: bool = False, warmup: int = 3) -> dict:
+               xla: bool = False, warmup: int = 3, channels: int = 3) -> dict:
     """The `dcgan` preset's train step alone, on an in-memory uint8 batch."""
     import tensorflow as tf
 
     from dcgan_cli.training import build_gan, make_train_step, resolve_precision
 
-    cfg = preset("dcgan", image_size=size, batch_size=batch_size, precision=precision, xla=xla,
+    cfg = preset("dcgan", image_size=size, channels=channels, batch_size=batch_size, precision=precision, xla=xla,
                  strategy="default")
     precision = resolve_precision(cfg.precision)
     strategy = tf.distribute.get_strategy()
@@ -61,6 +61,52 @@ def bench_loop(data: str | Path, size: int = 64, batch_size: int = 128, steps: i
     amortised = batch_size * epoch_steps / (step_time * epoch_steps + t_end)
     return {"loop_img_per_s": round(amortised, 1), "loop_raw_img_per_s": round(batch_size / step_time, 1),
             "end_of_epoch_seconds": round(t_end, 3)}
+
+
+def bench_loop_epochs(data: str | Path, batch_size: int = 128, precision: str = "auto", steps: int = 20) -> dict:
+    """The real loop on `data` with its real epochs (small sets: a few seconds each) against the step.
+
+    Trains the `dcgan` preset at the data's size for one warm-up epoch and then
+    one full cycle of the end-of-epoch cadence (`TrainConfig.with_cadence`: auto
+    unless given), timed from the end of the warm-up epoch to the end of the last
+    one, which always writes a checkpoint and a grid. The same is done with the
+    end-of-epoch work after every epoch (what training did before the cadence),
+    and the step alone is timed on the same shapes: both loops are given as
+    ratios to it (`loop_vs_step`, `loop_every_epoch_vs_step`). On a shared
+    machine that ratio drifts with the load between the two timings, so each loop
+    is also compared with its own steps, timed in the same epochs
+    (`steps_share`: the share of the loop's wall time spent in training steps,
+    from metrics.jsonl's per-epoch step seconds; 1 - steps_share is what the
+    end-of-epoch work costs).
+    """
+    from dcgan_cli.shards import load_manifest
+    from dcgan_cli.training import train
+
+    m = load_manifest(data)
+    base = preset("dcgan", data=str(data), image_size=m["size"], channels=m["channels"], batch_size=batch_size,
+                  precision=precision, strategy="default")
+    auto = base.with_cadence(m["count"])
+    spe = auto.epoch_steps(m["count"])
+
+    def loop(cfg, timed_epochs: int) -> tuple[float, float]:
+        stamps: list[float] = []
+        with tempfile.TemporaryDirectory() as runs:
+            run = train(cfg.replace(runs_dir=runs, epochs=1 + timed_epochs), quiet=True,
+                        log=lambda line: stamps.append(time.perf_counter()))  # one line per epoch, after its writes
+            rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if "d_loss" in x]
+        wall = stamps[-1] - stamps[0]
+        return batch_size * spe * timed_epochs / wall, sum(r["seconds"] for r in rows[1:]) / wall
+
+    cadence = max(auto.checkpoint_epochs, auto.sample_every)
+    step = bench_step(m["size"], batch_size, steps, precision, channels=m["channels"])["step_img_per_s"]
+    loop_auto, share_auto = loop(auto, max(cadence, 2))
+    loop_every, share_every = loop(auto.replace(checkpoint_epochs=1, sample_every=1), 4)
+    return {"data": str(data), "data_images": m["count"], "steps_per_epoch": spe,
+            "checkpoint_epochs": auto.checkpoint_epochs, "sample_every": auto.sample_every,
+            "step_img_per_s": step, "loop_img_per_s": round(loop_auto, 1), "steps_share": round(share_auto, 3),
+            "loop_vs_step": round(loop_auto / step, 3),
+            "loop_every_epoch_img_per_s": round(loop_every, 1), "steps_share_every_epoch": round(share_every, 3),
+            "loop_every_epoch_vs_step": round(loop_every / step, 3)}
 
 
 def _end_of_epoch_seconds(cfg) -> float:
@@ -150,7 +196,8 @@ def run_peer(cmd: list[str]) -> float | None:
 
 
 def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=False, peers=None,
-          torch_python=None, log=print, parts=("step", "loop", "input", "preprocess"), stylize_size=256) -> dict:
+          torch_python=None, log=print, parts=("step", "loop", "input", "preprocess"), face_images=600,
+          stylize_size=256) -> dict:
     result: dict = {"size": size, "batch": batch_size, "device": _device()}
     ref: dict = {}
     if peers:
@@ -184,6 +231,7 @@ def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=Fa
         if ref.get("keras_canonical_fp32"):
             # Machine-speed-free: how many canonical 64x64 training images one stylize step costs.
             result["stylize_step_in_canonical_images"] = round(st["stylize_s_per_step"] * ref["keras_canonical_fp32"], 1)
+    user_data = data is not None
     with tempfile.TemporaryDirectory() as tmp:
         if data is None and ({"loop", "input"} & set(parts)):
             from dcgan_cli.bench_input import make_bench_shards
@@ -200,7 +248,27 @@ def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=Fa
             pre = preprocess_throughput(Path(tmp) / "preprocess", n_images=2000)
             result["preprocess"] = pre
             log(f"preprocess (CelebA-like 178x218 JPEG -> 64x64): {pre['img_per_s']} img/s")
-        if "loop" in parts:
+            from dcgan_cli.preprocess import faces
+
+            if faces.available():  # --crop face: detection + alignment, on the same-sized JPEGs with real faces
+                # 600 photos: enough for the driver to start a worker per core (each loads TF and MTCNN)
+                face = preprocess_throughput(Path(tmp) / "preprocess", n_images=face_images, crop="face")
+                face["vs_celeba_crop"] = round(face["img_per_s"] / pre["img_per_s"], 4)
+                result["preprocess_face"] = face
+                log(f"preprocess --crop face (178x218 JPEG, one face -> 64x64): {face['img_per_s']} img/s "
+                    f"({face['faces_found']}/{face['images']} faces found; {face['vs_celeba_crop']}x the celeba crop)")
+            else:
+                log(f"preprocess --crop face: not measured ({faces.EXTRA})")
+        if "loop" in parts and user_data:  # its real epochs, whatever their length, at its size
+            loop = bench_loop_epochs(data, batch_size, precision, steps)
+            result["loop_real_epochs"] = loop
+            result["loop_img_per_s"], result["loop_vs_step"] = loop["loop_img_per_s"], loop["loop_vs_step"]
+            log(f"loop on {loop['data_images']:,} images ({loop['steps_per_epoch']} steps an epoch; checkpoint every "
+                f"{loop['checkpoint_epochs']}, grid every {loop['sample_every']} epochs): {loop['loop_img_per_s']} "
+                f"img/s = {loop['loop_vs_step']}x the step ({loop['step_img_per_s']} img/s), "
+                f"{loop['steps_share']:.1%} of it in steps; with the end-of-epoch work every epoch: "
+                f"{loop['loop_every_epoch_vs_step']}x, {loop['steps_share_every_epoch']:.1%} in steps")
+        elif "loop" in parts:
             result.update(bench_loop(data, size, batch_size, steps=max(steps, 40), precision=precision))
             log(f"loop (end of epoch amortised over 2,000 steps): {result['loop_img_per_s']} img/s")
             if "step_img_per_s" in result:

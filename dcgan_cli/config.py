@@ -59,7 +59,11 @@ class TrainConfig:
         xla: compile the train step with XLA (`jit_compile`).
         strategy: auto | default | mirrored | multiworker | tpu.
         sync_bn: synchronise batch-norm statistics across replicas.
-        checkpoint_every: also checkpoint every N steps (0 = per epoch only).
+        checkpoint_every: also checkpoint every N steps, mid-epoch (0 = at epoch ends only).
+        checkpoint_epochs: checkpoint at the end of every N epochs (0 = auto, see `with_cadence`);
+            the last epoch, Ctrl-C/SIGTERM and `max_steps` always checkpoint.
+        sample_every: write the grid, the loss plot and TensorBoard's image every N epochs
+            (0 = auto); the last epoch always does. Losses are logged every epoch.
         keep_checkpoints: how many recent checkpoints to keep.
         num_samples: images in the fixed-noise grid written each epoch.
         cache: keep the decoded data set in memory after the first epoch.
@@ -95,6 +99,8 @@ class TrainConfig:
     strategy: str = "auto"
     sync_bn: bool = False
     checkpoint_every: int = 0
+    checkpoint_epochs: int = 0
+    sample_every: int = 0
     keep_checkpoints: int = 3
     num_samples: int = 64
     cache: bool = False
@@ -112,6 +118,23 @@ class TrainConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def epoch_steps(self, n_images: int) -> int:
+        """Steps per epoch on a data set of `n_images`."""
+        return self.steps_per_epoch or max(1, n_images // self.batch_size)
+
+    def with_cadence(self, n_images: int) -> "TrainConfig":
+        """This config with `checkpoint_epochs` and `sample_every` resolved (0 = auto) for `n_images`.
+
+        Auto: every epoch when an epoch has AUTO_CADENCE_STEPS steps or more, else
+        every ceil(AUTO_CADENCE_STEPS / steps) epochs. A small data set's epoch is
+        a few seconds, and the end-of-epoch work (a checkpoint, the loss plot, the
+        grid: about a second on 2 CPU cores) would otherwise take a large share of
+        it. Resolved once from the data's size, so it is the same on every worker
+        and on resume, and saved in config.json.
+        """
+        auto = math.ceil(AUTO_CADENCE_STEPS / self.epoch_steps(n_images))
+        return self.replace(checkpoint_epochs=self.checkpoint_epochs or auto, sample_every=self.sample_every or auto)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -139,6 +162,10 @@ class TrainConfig:
         except OSError as e:
             raise DcganError(f"cannot read {path} ({e.strerror or e}); check its permissions") from None
 
+
+# End-of-epoch work happens about once per this many steps at least (see TrainConfig.with_cadence):
+# on 2 CPU cores that is a minute or more of training per second of writing.
+AUTO_CADENCE_STEPS = 200
 
 # Each preset is a set of overrides on the TrainConfig defaults (which are the
 # paper's). Command-line flags override the preset.
@@ -220,7 +247,7 @@ def validate(c: TrainConfig) -> None:
     for name in ("latent_dim", "g_filters", "d_filters", "batch_size", "epochs", "keep_checkpoints", "num_samples"):
         if getattr(c, name) < 1:
             bad(f"{name.replace('_', '-')} must be at least 1, got {getattr(c, name)}")
-    for name in ("steps_per_epoch", "checkpoint_every", "eval_every"):
+    for name in ("steps_per_epoch", "checkpoint_every", "checkpoint_epochs", "sample_every", "eval_every"):
         if getattr(c, name) < 0:
             bad(f"{name.replace('_', '-')} must be 0 or more, got {getattr(c, name)}")
     for name in ("lr_g", "lr_d", "init_std"):

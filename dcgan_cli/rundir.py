@@ -50,7 +50,7 @@ HISTORY_KEY = "history"  # config.json's list of what changed on each --resume (
 OPTIMISER = frozenset({"lr_g", "lr_d", "beta1", "beta2"})
 # The config fields `--resume` may change: how long and how it trains, never what it trains.
 RESUMABLE = frozenset({"epochs", "checkpoint_every", "precision", "xla", "strategy", "cache", "eval_every",
-                       "eval_samples"}) | OPTIMISER
+                       "eval_samples", "checkpoint_epochs", "sample_every"}) | OPTIMISER
 # Fields that name where things are rather than what is trained (data may move; the run dir is given).
 _PLACES = frozenset({"data", "runs_dir", "run_name"})
 
@@ -151,6 +151,29 @@ def sample_grid_path(run_dir: str | Path, epoch: int) -> Path:
 def append_metrics(run_dir: str | Path, row: dict) -> None:
     """One JSON line in metrics.jsonl: an epoch's row, or {"eval": result}."""
     append_line(Path(run_dir) / METRICS_FILE, json.dumps(row))
+
+
+def forget_metrics_after(run_dir: str | Path, step: int) -> int:
+    """Drop metrics.jsonl rows of steps after `step` (atomically); returns how many went.
+
+    A run resumed from a checkpoint older than its last logged epoch (checkpoints
+    every few epochs, then a crash) trains those epochs again and logs them again.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return 0
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    keep = []
+    for ln in lines:
+        try:
+            row = json.loads(ln)
+        except json.JSONDecodeError:  # a torn last line of a killed run
+            continue
+        if (row.get("eval", row).get("step") or 0) <= step:
+            keep.append(ln)
+    if len(keep) != len(lines):
+        write_text(path, "".join(ln + "\n" for ln in keep))
+    return len(lines) - len(keep)
 
 
 # ----------------------------------------------------------------------------

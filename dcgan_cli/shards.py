@@ -192,8 +192,12 @@ class ShardWriter:
     def name(self) -> str:
         return shard_name(self.tag, self.index)
 
-    def add(self, record: bytes) -> dict | None:
-        """Write one record; returns the shard's entry when this record closed it."""
+    def add(self, record: bytes, may_close: bool = True) -> dict | None:
+        """Write one record; returns the shard's entry when this record closed it.
+
+        `may_close=False` keeps the shard open past its size (a writer that
+        resumes at whole source files closes shards only between them).
+        """
         import tensorflow as tf
 
         if self.writer is None:
@@ -202,7 +206,7 @@ class ShardWriter:
         self.writer.write(record)
         self.count += 1
         self.bytes += len(record) + TFRECORD_FRAMING
-        return self.close() if self.bytes >= self.limit else None
+        return self.close() if may_close and self.bytes >= self.limit else None
 
     def close(self) -> dict | None:
         if self.writer is None:

@@ -354,6 +354,7 @@ def train(
     check_data(cfg, manifest)
     verify_shards(cfg.data, manifest, full=verify_data, log=log)
     check_training_memory(cfg, log=log)
+    cfg = cfg.with_cadence(manifest["count"])  # auto checkpoint/sample cadence -> epochs, saved in config.json
     preflight_training(cfg, log=log)
     strategy = distribute.make_strategy(cfg.strategy)
     chief = distribute.is_chief(strategy)
@@ -436,7 +437,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, saved: TrainConfig | None, ma
     for opt, lr in ((gan.g_opt, cfg.lr_g), (gan.d_opt, cfg.lr_d)):
         opt.learning_rate.assign(lr)
 
-    steps_per_epoch = cfg.steps_per_epoch or max(1, manifest["count"] // cfg.batch_size)
+    steps_per_epoch = cfg.epoch_steps(manifest["count"])
     total_steps = steps_per_epoch * cfg.epochs
     step0 = int(gan.step.numpy())
     start_epoch = step0 // steps_per_epoch
@@ -457,6 +458,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, saved: TrainConfig | None, ma
             event["data_changed_from"] = before
         if chief:
             rundir.save_config(run_dir, cfg, event)
+            rundir.forget_metrics_after(run_dir, step0)  # epochs after the checkpoint are trained (and logged) again
     if step0 >= total_steps:
         log(f"Nothing to do: step {step0} already reaches {cfg.epochs} epochs; raise --epochs to train more")
 
@@ -549,23 +551,29 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, saved: TrainConfig | None, ma
                 save_checkpoint("stop")
                 break
 
-            # -- end of epoch: checkpoint, grid, metrics, plot, TensorBoard --
+            # -- end of epoch: metrics and TensorBoard scalars every epoch; checkpoint,
+            # grid and loss plot every cfg.checkpoint_epochs / cfg.sample_every epochs and at the end
             gan.epoch.assign(epoch + 1)
-            saved_path = save_checkpoint("epoch")
-            if chief:  # checked sane by save_checkpoint: the one periodic saves never rotate out
-                rundir.keep_last_good(run_dir, saved_path)
+            last = epoch + 1 == cfg.epochs or (max_steps is not None and step >= max_steps)
+            if last or (epoch + 1) % cfg.checkpoint_epochs == 0:
+                saved_path = save_checkpoint("epoch")
+                if chief:  # checked sane by save_checkpoint: the one periodic saves never rotate out
+                    rundir.keep_last_good(run_dir, saved_path)
             row = {"epoch": epoch + 1, "step": step, **{k: v / max(n, 1) for k, v in sums.items()},
                    "img_per_s": round(cfg.batch_size * n / seconds, 2), "seconds": round(seconds, 3)}
             if chief:
-                grid = make_grid(grid_runner(gan.fixed_z.numpy()))
-                save_image(rundir.sample_grid_path(run_dir, epoch + 1), grid)
                 rundir.append_metrics(run_dir, row)
-                plot_losses(run_dir / rundir.METRICS_FILE, run_dir / rundir.LOSSES_FILE)
+                sample = last or (epoch + 1) % cfg.sample_every == 0
+                if sample:
+                    grid = make_grid(grid_runner(gan.fixed_z.numpy()))
+                    save_image(rundir.sample_grid_path(run_dir, epoch + 1), grid)
+                    plot_losses(run_dir / rundir.METRICS_FILE, run_dir / rundir.LOSSES_FILE)
                 with tb.as_default(step=step):
                     for k in sums:
                         tf.summary.scalar(k, row[k])
                     tf.summary.scalar("img_per_s", row["img_per_s"])
-                    tf.summary.image("samples", grid[None], max_outputs=1)
+                    if sample:
+                        tf.summary.image("samples", grid[None], max_outputs=1)
                 tb.flush()
             progress.print(
                 f"epoch {epoch + 1}/{cfg.epochs} step {step} d_loss {row['d_loss']:.4f} "

@@ -11,7 +11,7 @@ from dcgan_cli.cli import app
 
 def test_bench_json_reports_step_loop_input_and_preprocess_figures():
     r = CliRunner().invoke(app, ["bench", "--size", "16", "--batch-size", "8", "--steps", "2", "--precision",
-                                 "fp32", "--json"])
+                                 "fp32", "--json", "--face-images", "40"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output.strip().splitlines()[-1])
     for key in ("step_img_per_s", "loop_img_per_s", "input_img_per_s"):
@@ -19,6 +19,20 @@ def test_bench_json_reports_step_loop_input_and_preprocess_figures():
     assert out["preprocess"]["images"] == 2000 and out["preprocess"]["img_per_s"] > 0
     assert out["precision"] == "fp32" and out["batch"] == 8 and out["device"] == "CPU"
     assert 0 < out["loop_vs_step"]
+    face = out["preprocess_face"]  # --crop face on 178x218 JPEGs that each hold one real face
+    assert face["images"] == 40 and face["img_per_s"] > 0 and face["faces_found"] >= 36
+    assert face["vs_celeba_crop"] > 0
+
+
+def test_bench_loop_on_given_data_uses_its_real_epochs(data16):
+    from dcgan_cli.bench import bench
+
+    out = bench(data=str(data16), batch_size=8, steps=2, precision="fp32", parts=("loop",), log=lambda m: None)
+    loop = out["loop_real_epochs"]
+    assert loop["data_images"] == 24 and loop["steps_per_epoch"] == 3
+    assert loop["checkpoint_epochs"] == loop["sample_every"] == 67  # auto: about 200 steps
+    assert 0 < loop["steps_share"] <= 1 and 0 < loop["steps_share_every_epoch"] <= 1
+    assert out["loop_vs_step"] == loop["loop_vs_step"] > 0
 
 
 def test_bench_rejects_unknown_parts():

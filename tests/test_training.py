@@ -212,7 +212,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(data16, tmp_path):
 def _train_cmd(data, runs, *extra):
     return [sys.executable, "-m", "dcgan_cli", "train", "--data", str(data), "--runs-dir", str(runs),
             "--batch-size", "8", "--g-filters", "8", "--d-filters", "8", "--latent-dim", "8", "--precision", "fp32",
-            "--strategy", "default", "--steps-per-epoch", "3", "--quiet", *extra]
+            "--strategy", "default", "--steps-per-epoch", "3", "--checkpoint-epochs", "1", "--quiet", *extra]
 
 
 def _wait_for_checkpoint(runs: Path, proc, timeout=120):

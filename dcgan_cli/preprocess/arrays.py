@@ -78,11 +78,11 @@ def _pixels(image, size: int, channels: int) -> bytes:
 
 
 def chunks(listing: Listing, cfg, start: int, chunk: int):
-    """[(0, record, note)] per chunk of `chunk` images from `start`, as the decoding workers give them."""
+    """[(0, [record], note)] per chunk of `chunk` images from `start`, as the decoding workers give them."""
     images, labels, _ = _load(listing.root, cfg.split)
     for lo in range(start, len(listing.items), chunk):
         out = []
         for i in range(lo, min(lo + chunk, len(listing.items))):
             ints = {LABEL_FEATURE: int(labels[i])} if labels is not None else None
-            out.append((0, serialize_example(_pixels(images[i], cfg.size, cfg.channels), ints), ""))
+            out.append((0, [serialize_example(_pixels(images[i], cfg.size, cfg.channels), ints)], ""))
         yield out

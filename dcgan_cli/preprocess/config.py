@@ -19,7 +19,8 @@ class PreprocessConfig:
         out: output directory (local or gs://).
         size: output side, one of shards.SIZES.
         crop: one of decoding.CROPS (what each does: decoding.CROP_HELP).
-        crop_size: side of the crop box; 0 = 108 for celeba, the largest square for center.
+        crop_size: side of the crop box; 0 = 108 for celeba and face, the largest square for center.
+            For face it is measured in CelebA's 178x218 aligned frame, whatever the photo's size.
         channels: 3 (RGB) or 1 (grayscale).
         split: all | train | test (CelebA: list_eval_partition.txt's partitions 0 and 2;
             mnist/fashion-mnist arrays: their own train and test sets).
@@ -27,6 +28,7 @@ class PreprocessConfig:
         limit: use only the first N images (after sorting and the split); 0 = all.
         force: replace an existing complete output.
         shard_mb: target shard size in MB.
+        min_face: with crop face, leave out faces whose box is under N pixels in the photo (0: keep all).
     """
 
     source: str
@@ -40,6 +42,7 @@ class PreprocessConfig:
     limit: int = 0
     force: bool = False
     shard_mb: float = 128
+    min_face: int = 0
 
     def __post_init__(self):
         if self.size not in SIZES:
@@ -48,7 +51,7 @@ class PreprocessConfig:
             raise DcganError(f"--crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
         if self.crop_size and self.crop == "none":
             raise DcganError("--crop-size needs --crop celeba or center (--crop none resizes the whole image)")
-        if self.crop_size and self.crop_size < self.size:
+        if self.crop_size and self.crop_size < self.size and self.crop != "face":
             raise DcganError(f"--crop-size {self.crop_size} is smaller than --size {self.size}, so every image "
                              f"would be upscaled; use --crop-size {self.size} or more")
         if self.channels not in (1, 3):
@@ -59,11 +62,20 @@ class PreprocessConfig:
             raise DcganError("--workers, --limit and --crop-size must be 0 or more")
         if not self.shard_mb > 0:
             raise DcganError("--shard-mb must be positive")
+        if self.min_face < 0:
+            raise DcganError("--min-face must be 0 or more")
+        if self.min_face and self.crop != "face":
+            raise DcganError("--min-face applies to --crop face; add --crop face or leave it out")
+        if self.crop == "face":
+            from dcgan_cli.preprocess import faces  # no TensorFlow or mtcnn import: only whether it is there
+
+            if not faces.available():
+                raise DcganError(faces.MISSING)
 
     @property
     def box_side(self) -> int:
         """The requested crop side (0: the largest centred square)."""
-        return self.crop_size or (CELEBA_CROP if self.crop == "celeba" else 0)
+        return self.crop_size or (CELEBA_CROP if self.crop in ("celeba", "face") else 0)
 
     @property
     def image_bytes(self) -> int:

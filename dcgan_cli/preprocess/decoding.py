@@ -21,6 +21,7 @@ CROP_HELP = {
     "celeba": f"the DCGAN {CELEBA_CROP}x{CELEBA_CROP} face box",
     "center": "the largest centred square",
     "none": "the whole image (aspect not kept)",
+    "face": "every face found, aligned like CelebA, then the celeba box (needs the faces extra)",
 }
 CROPS = tuple(CROP_HELP)
 Crop = Enum("Crop", [(c.upper(), c) for c in CROPS], type=str)
@@ -130,6 +131,15 @@ def process_image(fp, cfg) -> tuple[bytes, str]:
         return out.tobytes(), "; ".join(notes)
 
 
+def open_oriented(fp):
+    """The whole image, decoded and turned upright by its EXIF orientation (any mode)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(fp) as im:
+        im.load()
+        return ImageOps.exif_transpose(im)
+
+
 _zip_cache: dict[str, object] = {}
 # A zip member is read into memory to be decoded; a larger one is skipped with
 # a reason (a picture this large is rare; unpacked into a folder it is decoded
@@ -211,11 +221,12 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def process_chunk(job: tuple) -> list[tuple[int, bytes | None, str]]:
-    """Worker entry: (kind, root, names, cfg) -> [(status, record, text)] in order.
+def process_chunk(job: tuple) -> list[tuple[int, list[bytes], str]]:
+    """Worker entry: (kind, root, names, cfg) -> [(status, records, text)] in order, one per file.
 
-    status 0: record is a serialised Example and text a note ("" if none);
-    status 1: the file is skipped and text says why.
+    status 0: records holds the file's serialised Examples (one here; `--crop face`
+    gives one per face, faces.process_chunk) and text a note ("" if none);
+    status 1: the file is skipped (records is empty) and text says why.
     """
     kind, root, names, cfg = job
     prefix = example_prefix(cfg.image_bytes)
@@ -224,12 +235,12 @@ def process_chunk(job: tuple) -> list[tuple[int, bytes | None, str]]:
         try:
             fp = _open_item(kind, root, name)
             pixels, note = process_image(fp, cfg)
-            out.append((0, prefix + pixels, note))
+            out.append((0, [prefix + pixels], note))
         except Skip as e:
-            out.append((1, None, str(e)))
+            out.append((1, [], str(e)))
         except MemoryError:
-            out.append((1, None, "out of memory while decoding"))
+            out.append((1, [], "out of memory while decoding"))
         except Exception as e:  # one bad file never aborts the run
-            out.append((1, None, _reason(e)))
+            out.append((1, [], _reason(e)))
     return out
 

@@ -3,11 +3,14 @@
 How a run goes:
   1. Resolve SOURCE (a known data set, a folder searched recursively, or a zip)
      and list its image files, sorted (sources.py).
-  2. Decode in worker processes (decoding.py), a chunk of files at a time, with
-     at most a few chunks in flight: memory stays flat whatever the data set size.
-  3. The main process appends each image (as a ready-serialised
-     `tf.train.Example`) to the current shard; every closed shard is recorded in
-     `.progress.json`, so an interrupted run resumes from the last closed shard.
+  2. Decode in worker processes (decoding.py; faces.py for `--crop face`), a
+     chunk of files at a time, with at most a few chunks in flight: memory stays
+     flat whatever the data set size. A file gives zero or more examples (one
+     per face with `--crop face`, else one).
+  3. The main process appends each example (as a ready-serialised
+     `tf.train.Example`) to the current shard; a shard closes only between two
+     files, and every closed shard is recorded in `.progress.json`, so an
+     interrupted run resumes from the last closed shard (at a file boundary).
   4. `manifest.json` is written last, atomically (shards.py owns its format). It
      is the commit point: the output is complete exactly when the manifest is
      there, and it lists the shards that belong to it. A previous complete
@@ -52,6 +55,7 @@ SMALL = "small.txt"
 # Decoded bytes per chunk handed to a worker: big enough that inter-process
 # overhead is noise, small enough that a few chunks in flight stay ~10s of MB.
 CHUNK_BYTES = 4 << 20
+FACE_CHUNK = 32  # photos; faces.process_chunk bounds their pixels in memory
 
 
 def _fingerprint(cfg: PreprocessConfig, source: Path, listing: Listing) -> str:
@@ -59,6 +63,8 @@ def _fingerprint(cfg: PreprocessConfig, source: Path, listing: Listing) -> str:
     h = hashlib.sha256()
     settings = dict(format=FORMAT, version=__version__, size=cfg.size, crop=cfg.crop, box=cfg.box_side,
                     channels=cfg.channels, split=cfg.split, limit=cfg.limit, source=str(source.resolve()))
+    if cfg.crop == "face":  # only then: other crops keep their fingerprints (and outputs stay up to date)
+        settings["min_face"] = cfg.min_face
     h.update(json.dumps(settings, sort_keys=True).encode())
     for name in listing.items:
         h.update(name.encode("utf-8", "surrogateescape") + b"\0")
@@ -135,18 +141,29 @@ def _chunks(items: list[str], size: int, start: int) -> Iterator[tuple[int, list
         yield i, items[i:i + size]
 
 
+def _chunk_files(cfg: PreprocessConfig) -> int:
+    """Files per chunk; for faces, the photos of a chunk are detected in batches (faces.BATCH_PIXELS)."""
+    return FACE_CHUNK if cfg.crop == "face" else max(8, min(256, CHUNK_BYTES // cfg.image_bytes))
+
+
 def _run_chunks(listing: Listing, cfg: PreprocessConfig, start: int, workers: int) -> Iterator[list]:
     """Processed chunks in file order; at most 2 * workers + 1 chunks in flight."""
-    chunk = max(8, min(256, CHUNK_BYTES // cfg.image_bytes))
+    chunk = _chunk_files(cfg)
     if listing.kind == "arrays":  # already pixels: converted here, no worker processes
         yield from array_source.chunks(listing, cfg, start, chunk)
         return
+    if cfg.crop == "face":
+        from dcgan_cli.preprocess import faces  # here: numpy and the detector only for --crop face
+
+        process = faces.process_chunk
+    else:
+        process = process_chunk
     jobs = ((listing.kind, listing.root, names, cfg) for _, names in _chunks(listing.items, chunk, start))
     if workers <= 1:
         with warnings.catch_warnings():
             strict_bombs()
             for job in jobs:
-                yield process_chunk(job)
+                yield process(job)
         return
     import multiprocessing as mp
     from collections import deque
@@ -159,7 +176,7 @@ def _run_chunks(listing: Listing, cfg: PreprocessConfig, start: int, workers: in
     pending = deque()
     try:
         for job in jobs:
-            pending.append(pool.submit(process_chunk, job))
+            pending.append(pool.submit(process, job))
             if len(pending) > 2 * workers:
                 yield pending.popleft().result()
         while pending:
@@ -182,6 +199,11 @@ def _stop(pool) -> None:
     for p in list((getattr(pool, "_processes", None) or {}).values()):
         p.terminate()
     pool.shutdown(wait=False, cancel_futures=True)
+
+
+def workers_for(cfg: PreprocessConfig, n_files: int) -> int:
+    """Processes for n files: --workers (or one per core), but at least 8 chunks each."""
+    return min(cfg.workers or default_workers(), max(1, math.ceil(n_files / (8 * _chunk_files(cfg)))))
 
 
 def default_workers() -> int:
@@ -243,13 +265,13 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
 
         # -- decode and write ------------------------------------------------
         total, done = len(listing.items), state["next"]
-        workers = min(cfg.workers or default_workers(), max(1, math.ceil((total - done) / 64)))
+        workers = workers_for(cfg, total - done)
         writer = ShardWriter(out, state["tag"], int(cfg.shard_mb * (1 << 20)), len(state["shards"]))
         index = done
         # closing(): if writing fails, the workers stop now, not when the generator is collected
         with contextlib.closing(_run_chunks(listing, cfg, done, workers)) as chunks:
             for results in chunks:
-                for status, record, text in results:
+                for status, records, text in results:
                     name = listing.items[index]
                     index += 1
                     if status:
@@ -257,7 +279,9 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
                         continue
                     if text:
                         state["small"].append(list_line(name, text))
-                    closed = writer.add(record)
+                    closed = None
+                    for n, record in enumerate(records, 1):  # the shard may close after a file's last one only
+                        closed = writer.add(record, may_close=n == len(records))
                     if closed:
                         closed.update(end=index, skipped=len(state["skipped"]), small=len(state["small"]))
                         state["shards"].append(closed)
@@ -275,6 +299,9 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
             _clean_stale(out, {s["file"] for s in old.get("shards", [])}, also=(PROGRESS,))
             reasons = Counter(line.split("\t", 1)[1] for line in state["skipped"])
             summary = "; ".join(f"{n}x {r}" for r, n in reasons.most_common(3))
+            if cfg.crop == "face" and any(" found" in r for r in reasons):
+                raise DcganError(f"no face found in any of the {total} image files in {source} ({summary}); "
+                                 f"check the photos, or lower --min-face")
             raise DcganError(f"none of the {total} image files in {source} could be used ({summary}); "
                              f"check that the folder holds real images")
 
@@ -285,6 +312,7 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
             size=cfg.size, channels=cfg.channels, crop=cfg.crop, crop_size=cfg.box_side, split=cfg.split,
             limit=cfg.limit, source=str(source.resolve()), source_images=total, skipped=len(state["skipped"]),
             small=len(state["small"]), tool_version=__version__, fingerprint=fingerprint,
+            **({"min_face": cfg.min_face} if cfg.crop == "face" else {}),
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **({"labels": labels} if labels else {}),
             shards=state["shards"])
         write_manifest(out, manifest)  # the commit point
