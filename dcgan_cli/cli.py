@@ -19,6 +19,7 @@ from dcgan_cli.config import Precision, Preset, Strategy
 from dcgan_cli.errors import DcganError, UsageError
 from dcgan_cli.evaluate import METRICS
 from dcgan_cli.preprocess.decoding import CROP_HELP, Crop
+from dcgan_cli.preprocess.labels import LabelMode
 from dcgan_cli.preprocess.sources import Split
 from dcgan_cli.sampling import ExportFormat
 from dcgan_cli.shards import SIZE_RULE, SIZES
@@ -188,6 +189,10 @@ def preprocess(
     limit: Annotated[int, typer.Option(min=0, help="Use only the first N images (0: all).")] = 0,
     shard_mb: Annotated[float, typer.Option(min=0.001, help="Target shard size in MB.")] = 128.0,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing complete output.")] = False,
+    labels: Annotated[LabelMode, typer.Option(help="Per-image labels to store: celeba (identity_CelebA.txt, "
+                                                   "list_attr_celeba.txt beside the images), folders (the person's "
+                                                   "sub-folder: person/x.jpg), none; auto: celeba when its files "
+                                                   "are there.")] = LabelMode.AUTO,
     data_dir: DataDir = None,
 ):
     """Crop and resize images once into training shards (resumable).
@@ -215,7 +220,8 @@ def preprocess(
     crop = crop.value if crop else ("celeba" if name in CELEBA_NAMES else "center")
     out = out or str(root / "processed" / f"{name}-{size}")
     cfg = PreprocessConfig(source=str(src), out=out, size=size, crop=crop, crop_size=crop_size, channels=channels,
-                           split=split.value, workers=workers, limit=limit, force=force, shard_mb=shard_mb)
+                           split=split.value, workers=workers, limit=limit, force=force, shard_mb=shard_mb,
+                           labels=labels.value)
     log = functools.partial(typer.echo, err=True)
     try:
         if sys.stderr.isatty():
@@ -238,6 +244,10 @@ def preprocess(
         return
     extra = f", {m['small']} smaller than the crop or upscaled (see small.txt)" if m["small"] else ""
     typer.echo(f"{m['count']} images ({m['skipped']} skipped, see skipped.txt{extra}) -> {out}")
+    for spec in m.get("labels", []):
+        typer.echo(f"labels: {spec['name']} from {spec['source']}"
+                   + (f" ({spec['classes']:,} identities)" if "classes" in spec else "")
+                   + (f", {spec['missing']} images without a line (stored as -1)" if spec.get("missing") else ""))
 
 
 # ----------------------------------------------------------------------------

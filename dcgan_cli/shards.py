@@ -86,9 +86,32 @@ def example_prefix(n: int) -> bytes:
     return b"\x0a" + _varint(len(features) + entry_len) + features + entry + value  # Example.features (1)
 
 
-def serialize_example(pixels: bytes) -> bytes:
-    """A record holding one image's raw uint8 bytes."""
-    return example_prefix(len(pixels)) + pixels
+def _entry(name: str, feature: bytes) -> bytes:
+    """One Features.feature map entry: key (1) = name, value (2) = a Feature message."""
+    key = name.encode()
+    body = b"\x0a" + _varint(len(key)) + key + b"\x12" + _varint(len(feature)) + feature
+    return b"\x0a" + _varint(len(body)) + body  # Features.feature (1)
+
+
+def _int64_feature(values) -> bytes:
+    packed = b"".join(_varint(int(v) & 0xFFFFFFFFFFFFFFFF) for v in values)  # two's complement, as protobuf does
+    int64_list = b"\x0a" + _varint(len(packed)) + packed  # Int64List.value (1), packed
+    return b"\x1a" + _varint(len(int64_list)) + int64_list  # Feature.int64_list (3)
+
+
+def serialize_example(pixels: bytes, labels: dict | None = None) -> bytes:
+    """A record holding one image's raw uint8 bytes, and optional int64 labels {name: int or list of ints}.
+
+    Without labels the record is `example_prefix(n) + pixels` (what the workers
+    write); with them, the same "image" feature plus one int64 feature per label.
+    """
+    if not labels:
+        return example_prefix(len(pixels)) + pixels
+    bytes_list = b"\x0a" + _varint(len(pixels)) + pixels
+    entries = _entry(IMAGE_FEATURE, b"\x0a" + _varint(len(bytes_list)) + bytes_list)
+    for name, value in labels.items():
+        entries += _entry(name, _int64_feature(value if isinstance(value, (list, tuple)) else [value]))
+    return b"\x0a" + _varint(len(entries)) + entries  # Example.features (1)
 
 
 def parse_images(serialized, size: int, channels: int):
@@ -101,6 +124,35 @@ def parse_images(serialized, size: int, channels: int):
     feats = tf.io.parse_example(serialized, {IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string)})
     pixels = tf.io.decode_raw(feats[IMAGE_FEATURE], tf.uint8)
     return tf.reshape(pixels, [-1, size, size, channels])
+
+
+MISSING_LABEL = -1  # what a reader gets for a label an image (or an older shard) does not carry
+
+
+def label_specs(manifest: dict) -> dict[str, dict]:
+    """The manifest's labels by name ({} for data made before labels existed)."""
+    return {x["name"]: x for x in manifest.get("labels", [])}
+
+
+def label_length(spec: dict) -> int:
+    """Values per image of a label: 1 for an id, e.g. 40 for CelebA's attributes."""
+    return int(spec.get("length", 1))
+
+
+def parse_labelled(serialized, size: int, channels: int, labels: dict[str, int]):
+    """A batch of records -> (uint8 images, {name: int64 (N,) or (N, length)}).
+
+    `labels` maps each wanted label to its length (`label_length`); an image
+    without it reads as MISSING_LABEL, so old shards parse too.
+    """
+    import tensorflow as tf
+
+    spec = {IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string)}
+    for name, n in labels.items():
+        spec[name] = tf.io.FixedLenFeature([n], tf.int64, default_value=[MISSING_LABEL] * n)
+    feats = tf.io.parse_example(serialized, spec)
+    pixels = tf.reshape(tf.io.decode_raw(feats[IMAGE_FEATURE], tf.uint8), [-1, size, size, channels])
+    return pixels, {name: feats[name][:, 0] if n == 1 else feats[name] for name, n in labels.items()}
 
 
 # ----------------------------------------------------------------------------

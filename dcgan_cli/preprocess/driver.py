@@ -39,9 +39,10 @@ from dcgan_cli.datasets import IMAGE_EXTS
 from dcgan_cli.errors import DcganError
 from dcgan_cli.preprocess.config import PreprocessConfig
 from dcgan_cli.preprocess.decoding import process_chunk, strict_bombs, worker_init
+from dcgan_cli.preprocess.labels import make_labeller
 from dcgan_cli.preprocess.sources import Listing, describe_other, list_images, train_split
-from dcgan_cli.shards import (FORMAT, MANIFEST, ShardWriter, is_local, is_shard_name, join, load_manifest,
-                              make_manifest, write_manifest, write_text)
+from dcgan_cli.shards import (FORMAT, MANIFEST, ShardWriter, example_prefix, is_local, is_shard_name, join,
+                              load_manifest, make_manifest, serialize_example, write_manifest, write_text)
 
 PROGRESS = ".progress.json"
 SKIPPED = "skipped.txt"
@@ -51,11 +52,13 @@ SMALL = "small.txt"
 CHUNK_BYTES = 4 << 20
 
 
-def _fingerprint(cfg: PreprocessConfig, source: Path, listing: Listing) -> str:
-    """What makes two runs' outputs identical: pixel settings, source and file names."""
+def _fingerprint(cfg: PreprocessConfig, source: Path, listing: Listing, labels: str = "") -> str:
+    """What makes two runs' outputs identical: pixel settings, source, file names and labels."""
     h = hashlib.sha256()
     settings = dict(format=FORMAT, version=__version__, size=cfg.size, crop=cfg.crop, box=cfg.box_side,
                     channels=cfg.channels, split=cfg.split, limit=cfg.limit, source=str(source.resolve()))
+    if labels:  # unlabelled outputs keep the fingerprint they had before labels existed
+        settings["labels"] = labels
     h.update(json.dumps(settings, sort_keys=True).encode())
     for name in listing.items:
         h.update(name.encode("utf-8", "surrogateescape") + b"\0")
@@ -234,10 +237,13 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
     if cfg.limit:
         listing.items = listing.items[:cfg.limit]
 
+    labeller = make_labeller(cfg.labels, listing.kind, listing.root, listing.items)
+    labeller.finish(listing.items)
     import tensorflow as tf
 
     out = str(cfg.out)
-    fingerprint = _fingerprint(cfg, source, listing)
+    labels_id = labeller.fingerprint and f"{cfg.labels}:{labeller.fingerprint}"
+    fingerprint = _fingerprint(cfg, source, listing, labels_id)
     current = _check_out(out, cfg, fingerprint)
     if current is not None:
         return {**current, "up_to_date": True}
@@ -258,6 +264,7 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
         workers = min(cfg.workers or default_workers(), max(1, math.ceil((total - done) / 64)))
         writer = ShardWriter(out, state["tag"], int(cfg.shard_mb * (1 << 20)), len(state["shards"]))
         index = done
+        prefix_len = len(example_prefix(cfg.image_bytes))
         # closing(): if writing fails, the workers stop now, not when the generator is collected
         with contextlib.closing(_run_chunks(listing, cfg, done, workers)) as chunks:
             for results in chunks:
@@ -269,6 +276,8 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
                         continue
                     if text:
                         state["small"].append(f"{name}\t{text}")
+                    if labeller.specs:  # the workers write pixels only; labels are added here
+                        record = serialize_example(record[prefix_len:], labeller.for_item(name))
                     closed = writer.add(record)
                     if closed:
                         closed.update(end=index, skipped=len(state["skipped"]), small=len(state["small"]))
@@ -297,7 +306,8 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
             size=cfg.size, channels=cfg.channels, crop=cfg.crop, crop_size=cfg.box_side, split=cfg.split,
             limit=cfg.limit, source=str(source.resolve()), source_images=total, skipped=len(state["skipped"]),
             small=len(state["small"]), tool_version=__version__, fingerprint=fingerprint,
-            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), shards=state["shards"])
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **({"labels": labeller.specs} if labeller.specs else {}),
+            shards=state["shards"])
         write_manifest(out, manifest)  # the commit point
         _clean_stale(out, {s["file"] for s in manifest["shards"]}, also=(PROGRESS,))
         if split_note:
