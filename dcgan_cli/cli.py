@@ -604,6 +604,49 @@ def identify(
         typer.echo(f"  {m['distance']:.4f}  {m['identity']}{'' if m['match'] else '  (over the threshold)'}")
 
 
+@app.command()
+def audit(
+    run: Annotated[Optional[Path], typer.Option(help="The GAN run to audit (default: the newest under --runs-dir).",
+                                                show_default=False)] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="A generator .keras file instead of a run.",
+                                                  show_default=False)] = None,
+    images: Annotated[Optional[Path], typer.Option(help="Audit these image files instead of a generator "
+                                                        "(needs --data).", show_default=False)] = None,
+    model_id: Annotated[Optional[Path], typer.Option("--model-id", help="The identity model (RUN/embedding.keras or "
+                                                     "its run; default: the newest).", show_default=False)] = None,
+    data: Annotated[Optional[Path], typer.Option(help="The training data (default: the run's).",
+                                                 show_default=False)] = None,
+    samples: Annotated[int, typer.Option(min=1, help="Generated images to audit.")] = 10_000,
+    seed: Annotated[int, typer.Option(min=0, help="Sample k uses seed S+k, as `dcgan sample`.")] = 0,
+    threshold: ThresholdOpt = None,
+    pixel_rmse: Annotated[float, typer.Option(help="Pixel near duplicate: RMS difference under this (0-1) on "
+                                                   "16x16 grey thumbnails.")] = 0.05,
+    grid: Annotated[Optional[Path], typer.Option(help="PNG of the closest pairs (default: audit-closest.png in "
+                                                      "the run).", show_default=False)] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    runs_dir: RunsDir = Path("runs"),
+):
+    """Does the generator reproduce real people from its training set?
+
+    Shares of samples that the identity model calls the same person as a
+    training face (threshold at FAR 0.1%) and that are pixel near-duplicates,
+    with 95% intervals, next to the share for real faces of held-out people.
+
+    Example: dcgan audit --run runs/00003-celeba-64-dcgan --samples 10000
+    """
+    import json
+
+    from dcgan_cli.identity.audit import audit as run_audit, format_audit
+    from dcgan_cli.identity.verification import resolve_model
+
+    if sum(x is not None for x in (run, model, images)) > 1:
+        raise typer.BadParameter("audit one thing: --run, --model or --images", param_hint="'--images'")
+    r = run_audit(resolve_model(model_id, runs_dir), run=run, generator=model, images=images, data=data,
+                  samples=samples, seed=seed, threshold=threshold, pixel_rmse=pixel_rmse, grid=grid,
+                  runs_dir=runs_dir, log=lambda m: typer.echo(m, err=True))
+    typer.echo(json.dumps(r) if json_ else format_audit(r))
+
+
 # ----------------------------------------------------------------------------
 # evaluate
 
