@@ -431,7 +431,8 @@ def bench(
                                                       "(default: temporary synthetic shards).")] = None,
     precision: Annotated[Precision, typer.Option(help="Compute precision (auto: by hardware).")] = Precision.auto,
     xla: Annotated[bool, typer.Option("--xla", help="Compile the step with XLA.")] = False,
-    parts: Annotated[str, typer.Option(help="Comma-separated: step, loop, input, preprocess.")] = (
+    parts: Annotated[str, typer.Option(help="Comma-separated: step, loop, input, preprocess, identity "
+                                            "(the face-embedding network; not in the default).")] = (
         "step,loop,input,preprocess"),
     peers: Annotated[Optional[Path], typer.Option(help="Folder with peer_keras.py / peer_torch.py: time them "
                                                        "back to back and report ratios.")] = None,
@@ -447,8 +448,8 @@ def bench(
     from dcgan_cli.bench import bench as run
 
     wanted = tuple(p.strip() for p in parts.split(",") if p.strip())
-    if not wanted or set(wanted) - {"step", "loop", "input", "preprocess"}:
-        raise typer.BadParameter("use a comma-separated subset of step, loop, input, preprocess",
+    if not wanted or set(wanted) - {"step", "loop", "input", "preprocess", "identity"}:
+        raise typer.BadParameter("use a comma-separated subset of step, loop, input, preprocess, identity",
                                  param_hint="'--parts'")
     result = run(size=size, batch_size=batch_size, steps=steps, data=data, precision=precision.value, xla=xla,
                  peers=peers, torch_python=torch_python, parts=wanted,

@@ -220,3 +220,11 @@ def test_identity_help_has_an_example_without_tensorflow():
             "print('TF-LOADED' if 'tensorflow' in sys.modules else 'TF-NOT-LOADED')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "Example: dcgan identity train" in out and "TF-NOT-LOADED" in out
+
+
+def test_bench_identity_figures():
+    from dcgan_cli.bench import bench_identity
+
+    out = bench_identity(size=16, steps=1, warmup=1)
+    assert set(out) == {"identity_train_triplet_img_per_s", "identity_train_arcface_img_per_s",
+                        "identity_embed_img_per_s"} and all(v > 0 for v in out.values())
