@@ -203,8 +203,6 @@ def preprocess(
 
     Example: dcgan preprocess celeba --size 64 --split train
     """
-    import sys
-
     from dcgan_cli.preprocess import CELEBA_NAMES, PreprocessConfig, resolve_source
     from dcgan_cli.preprocess import preprocess as run
 
@@ -225,16 +223,13 @@ def preprocess(
                            labels=labels.value)
     log = functools.partial(typer.echo, err=True)
     try:
-        if sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.console import Console
 
-            columns = (TextColumn("preprocess"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-            with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-                task = bar.add_task("images", total=None)
-                m = run(cfg, progress=lambda done, total: bar.update(task, completed=done, total=total), log=log)
-        else:
-            m = run(cfg, log=log)
+        from dcgan_cli.progress import Bars
+
+        with Bars(console=Console(stderr=True), transient=True, only_on_terminal=True) as bars:
+            task = bars.task("preprocess", None)
+            m = run(cfg, progress=lambda done, total: task.update(completed=done, total=total), log=log)
     except KeyboardInterrupt:
         typer.echo(f"Interrupted. The shards written so far are kept in {out}; run the same command again "
                    f"to resume.", err=True)

@@ -1,8 +1,9 @@
-"""One kind of progress bar for train, sample and evaluate (rich, on a console of the caller's choice).
+"""The one progress bar of every command (rich, on a console of the caller's choice).
 
 `Bars` is a rich `Progress` with one layout: description, bar, done/total,
-a free text field (losses, img/s) and the time left. Disabled, it draws
-nothing and every call is a no-op, so callers never branch on "quiet".
+a free text field (losses, img/s) and the time left; `unit="bytes"` shows bytes,
+rate and ETA instead (downloads). Disabled, it draws nothing and every call is a
+no-op, so callers never branch on "quiet".
 """
 
 from __future__ import annotations
@@ -19,15 +20,20 @@ class Bars:
     """
 
     def __init__(self, enabled: bool = True, *, console=None, transient: bool = False,
-                 only_on_terminal: bool = False):
+                 only_on_terminal: bool = False, unit: str = "items"):
         self._p = None
         if not enabled:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeRemainingColumn, TransferSpeedColumn)
 
-        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
-                           transient=transient)
+        if unit == "bytes":
+            columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                       TimeRemainingColumn())
+        else:
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+        self._p = Progress(*columns, console=console, transient=transient)
         if only_on_terminal and not self._p.console.is_terminal:
             self._p = None
 
@@ -71,6 +77,14 @@ class Task:
     def advance(self, n: int = 1, info: str | None = None) -> None:
         if self._p is not None:
             self._p.update(self._id, advance=n, **({"info": info} if info is not None else {}))
+
+    def update(self, completed: int | None = None, total: int | None = None) -> None:
+        """Move the bar (a restart, a resume, a total learnt late)."""
+        if self._p is not None:
+            kw = {"completed": completed} if completed is not None else {}
+            if total is not None:
+                kw["total"] = total
+            self._p.update(self._id, **kw)
 
     def remove(self) -> None:
         if self._p is not None:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from dcgan_cli import __version__
 from dcgan_cli.datasets import RemoteFile, drive
-from dcgan_cli.datasets.progress import Bar, Ui
+from dcgan_cli.datasets.progress import Ui
 from dcgan_cli.datasets.verify import CHUNK, Digests, hash_file, mismatch
 from dcgan_cli.errors import DcganError
 from dcgan_cli.fsutil import check_space, write_json
