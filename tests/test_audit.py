@@ -69,6 +69,7 @@ def test_audit_a_run_through_the_cli(setup):
     assert out["samples"] == 40 and out["training_images"] == 200 and out["training_embeddings"] == "computed"
     assert 0 <= out["share"] <= 1 and out["share_ci95"][0] <= out["share"] <= out["share_ci95"][1]
     assert out["baseline_faces"] == 40 and "held-out people" in out["baseline"]
+    assert Path(out["grid"]).parent == gan and out["run"] == str(gan)
     grid = Image.open(out["grid"])
     assert grid.size == (8 * 18 + 2, 4 * 18 + 2)  # 16 pairs = 32 images, 8 a row: 16 px + 2 px padding each
     # Second time: the training embeddings come from the cache beside the shards.

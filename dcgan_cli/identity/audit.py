@@ -170,7 +170,7 @@ def audit(model_path: str | Path, *, run: Path | None = None, generator: Path | 
                          f"{model_path}` or pass --threshold")
 
     # -- what is audited, and against which training data --------------------
-    source, files, sampler, facts = None, None, None, {}
+    files, sampler, facts, run_dir = None, None, {}, None
     if images is not None:
         from dcgan_cli.datasets import IMAGE_EXTS
 
@@ -185,7 +185,7 @@ def audit(model_path: str | Path, *, run: Path | None = None, generator: Path | 
         from dcgan_cli.evaluate import load_target
         from dcgan_cli.sampling import Sampler
 
-        g, facts, _, run_data = load_target(run, generator, runs_dir=runs_dir, log=log)
+        g, facts, run_dir, run_data = load_target(run, generator, runs_dir=runs_dir, log=log)
         data = data or (Path(run_data) if run_data else None)
         if data is None:
             raise DcganError(f"{generator} is not inside a run directory, so its training data is unknown; "
@@ -223,7 +223,8 @@ def audit(model_path: str | Path, *, run: Path | None = None, generator: Path | 
         base = _baseline(train, meta, n)
     copies = int((dist < t).sum())
     dupes = int((pix < pixel_rmse).sum())
-    result = {"model": str(model_path), **facts, "data": data, "training_images": int(len(train["emb"])),
+    result = {"identity_model": str(model_path), **facts, "data": data,
+              "training_images": int(len(train["emb"])),
               "samples": n, "seed": seed if files is None else None, "threshold": float(t),
               "threshold_kind": "given" if threshold is not None else "FAR 0.1% (verification)",
               "closer_than_threshold": copies, "share": copies / n, "share_ci95": wilson(copies, n),
@@ -239,7 +240,9 @@ def audit(model_path: str | Path, *, run: Path | None = None, generator: Path | 
                       baseline_median_nearest_distance=float(np.median(bd)))
     # -- the closest pairs, side by side ------------------------------------
     order = np.argsort(dist, kind="stable")[:GRID_PAIRS]
-    grid = Path(grid) if grid is not None else (Path(run) if run is not None else Path(data)) / "audit-closest.png"
+    if grid is None:  # beside what was audited: the run, the generator file, else the data (as the cache)
+        grid = (run_dir or (Path(generator).parent if generator is not None else Path(data))) / "audit-closest.png"
+    grid = Path(grid)
     matches = _training_images(data, match[order])
     pairs = []
     for i, m in zip(order, matches):
@@ -305,7 +308,7 @@ def format_audit(r: dict) -> str:
     what = r.get("images") or r.get("run") or r.get("model")
     lines = [f"audited    {r['samples']:,} {'images from ' + r['images'] if 'images' in r else 'samples of ' + str(what)}",
              f"against    {r['training_images']:,} training images of {r['data']} (embeddings: {r['training_embeddings']})",
-             f"threshold  {r['threshold']:.4f} ({r['threshold_kind']}) with {r['model']}",
+             f"threshold  {r['threshold']:.4f} ({r['threshold_kind']}) with {r['identity_model']}",
              f"same person as a training face: {r['closer_than_threshold']:,} = {pct(r['share'])} "
              f"(95% CI {pct(r['share_ci95'][0])} - {pct(r['share_ci95'][1])})"]
     if "baseline_share" in r:
