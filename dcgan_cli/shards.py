@@ -17,6 +17,10 @@ breaking readers of old shards:
   - the manifest says which extra features its shards carry, as an optional
     "labels" list of {"name": FEATURE, ...}; an old manifest has none, and a
     reader that wants labels asks for them there (with a default for old data).
+This is how identities and attributes are stored (preprocess/labels.py): int64
+features "identity" (one per image) and "attributes" (40 for CelebA), declared as
+{"name", "length", "source", ...}; `parse_labelled` reads them, MISSING_LABEL (-1)
+where an image or an older shard has none.
 The format name changes only when an old reader could misread new shards.
 
 No TensorFlow import at module level: `config.py` and `cli.py` use the size

@@ -39,7 +39,7 @@ def setup(tmp_path_factory):
 
 def test_wilson_interval():
     lo, hi = au.wilson(0, 100)
-    assert lo == pytest.approx(0, abs=1e-12) and 0.03 < hi < 0.04  # k = 0 still has an upper bound (3.7%), unlike p +- z*se
+    assert lo == pytest.approx(0, abs=1e-12) and 0.03 < hi < 0.04  # k = 0 still has an upper bound (3.7%)
     lo, hi = au.wilson(50, 100)
     assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
 

@@ -214,6 +214,17 @@ def test_arcface_trains_and_unlabelled_data_is_refused(digits, data16, tmp_path)
     assert r.exit_code == 1 and "has no identity labels" in r.output and "--labels" in r.output
 
 
+def test_dry_run_prints_the_config_with_the_data_shape(digits, tmp_path):
+    r = runner.invoke(app, ["identity", "train", "--data", str(digits), "--runs-dir", str(tmp_path), "--loss",
+                            "arcface", "--dry-run"])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads(r.output)
+    assert (cfg["loss"], cfg["image_size"], cfg["channels"], cfg["data"]) == ("arcface", 16, 1, str(digits))
+    assert not list(tmp_path.iterdir())  # nothing written
+    r = runner.invoke(app, ["identity", "train", "--data", str(digits), "--k-images", "1"])
+    assert r.exit_code == 2
+
+
 def test_identity_help_has_an_example_without_tensorflow():
     code = ("import sys; from dcgan_cli.cli import app; sys.argv=['dcgan','identity','train','--help']\n"
             "try: app()\nexcept SystemExit as e: assert e.code in (0, None), e.code\n"

@@ -306,8 +306,10 @@ def format_audit(r: dict) -> str:
         return f"{x * 100:.2f}%"
 
     what = r.get("images") or r.get("run") or r.get("model")
-    lines = [f"audited    {r['samples']:,} {'images from ' + r['images'] if 'images' in r else 'samples of ' + str(what)}",
-             f"against    {r['training_images']:,} training images of {r['data']} (embeddings: {r['training_embeddings']})",
+    audited = f"images from {r['images']}" if "images" in r else f"samples of {what}"
+    lines = [f"audited    {r['samples']:,} {audited}",
+             f"against    {r['training_images']:,} training images of {r['data']} "
+             f"(embeddings: {r['training_embeddings']})",
              f"threshold  {r['threshold']:.4f} ({r['threshold_kind']}) with {r['identity_model']}",
              f"same person as a training face: {r['closer_than_threshold']:,} = {pct(r['share'])} "
              f"(95% CI {pct(r['share_ci95'][0])} - {pct(r['share_ci95'][1])})"]

@@ -1,4 +1,4 @@
-"""`dcgan identity train`'s frozen config: built and checked by the CLI before TensorFlow loads, saved in the run dir."""
+"""`dcgan identity train`'s frozen config: checked by the CLI before TensorFlow loads, saved in the run dir."""
 
 from __future__ import annotations
 

@@ -29,7 +29,8 @@ from dcgan_cli.errors import DcganError
 from dcgan_cli.fsutil import write_json, write_text
 from dcgan_cli.identity.config import CONFIG_FILE, IdentityConfig
 from dcgan_cli.identity.data import PKSampler, load_identities, split_identities
-from dcgan_cli.identity.verification import META_FORMAT, MODEL_FILE, PAIRS, evaluate_verification, save_model, write_meta
+from dcgan_cli.identity.verification import (META_FORMAT, MODEL_FILE, PAIRS, evaluate_verification, save_model,
+                                             write_meta)
 
 SPLIT_FILE = "split.json"
 

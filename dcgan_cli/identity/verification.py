@@ -103,7 +103,8 @@ def load_model(model_path: str | Path):
         raise DcganError(f"cannot read {model_path} as a Keras model ({type(e).__name__}); "
                          f"pass an embedding.keras written by `dcgan identity train`") from None
     shape = tuple(model.input_shape[1:])
-    if len(model.outputs) != 1 or len(model.output_shape) != 2 or shape != (meta["image_size"],) * 2 + (meta["channels"],):
+    expected = (meta["image_size"], meta["image_size"], meta["channels"])
+    if len(model.outputs) != 1 or len(model.output_shape) != 2 or shape != expected:
         raise DcganError(f"{model_path} is not an embedding model (it maps {shape} to {model.output_shape}); "
                          f"pass an embedding.keras written by `dcgan identity train`")
     return model, meta
