@@ -158,6 +158,32 @@ def test_evaluate_verification_on_held_out_identities(trained, tmp_path):
     assert r.exit_code == 0 and "accuracy" in r.output and "FAR steps are 1%" in r.output
 
 
+def test_evaluation_refuses_people_the_model_trained_on(trained, tmp_path):
+    import shutil
+
+    shutil.copy(trained / "embedding.keras", tmp_path / "m.keras")
+    meta = json.loads((trained / "embedding.json").read_text())
+    meta["heldout_identities"] = meta["heldout_identities"] + meta["train_identities"][:1]  # a tampered split
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    r = runner.invoke(app, ["evaluate", "--verification", "--model", str(tmp_path / "m.keras"), "--pairs", "200"])
+    assert r.exit_code == 1 and "were also trained on" in r.output
+
+
+def test_synthetic_celeba_identities_split_disjoint(tmp_path):
+    """CelebA's annotation files -> identities in the shards -> a held-out split with no person on both sides."""
+    from test_labels import celeba_tree
+
+    from dcgan_cli.preprocess import PreprocessConfig, preprocess
+
+    ids = [1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6]
+    img_dir = celeba_tree(tmp_path, n=len(ids), identities=ids, attr_file=False)
+    preprocess(PreprocessConfig(source=str(img_dir), out=str(tmp_path / "c"), size=16, crop="celeba", workers=1))
+    images, got, _ = load_identities(tmp_path / "c")
+    assert got.tolist() == ids and images.shape == (12, 16, 16, 3)
+    train, held = split_identities(got, 2)
+    assert len(held) == 2 and set(train) | set(held) == set(ids) and not set(train) & set(held)
+
+
 def test_protocol_numbers_on_known_distances():
     same = np.r_[np.ones(50, bool), np.zeros(50, bool)]
     d = np.r_[np.linspace(0.1, 0.5, 50), np.linspace(0.6, 1.0, 50)]  # perfectly separable
