@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dcgan_cli.config import Precision, Preset, Strategy
+from dcgan_cli.config import GActivation, Precision, Preset, Strategy
 from dcgan_cli.errors import DcganError, UsageError
 from dcgan_cli.evaluate import METRICS
 from dcgan_cli.identity.config import Loss, Mining
@@ -95,8 +95,8 @@ def _data_dir(data_dir: Optional[Path]) -> Path:
 
 @app.command()
 def download(
-    dataset: Annotated[str, typer.Argument(help="celeba, lfw-sample, or the http(s) URL of a zip/tar archive of "
-                                                "images (see --list).", show_default=False)] = "",
+    dataset: Annotated[str, typer.Argument(help="celeba, mnist, fashion-mnist, lfw-sample, or the http(s) URL of "
+                                                "a zip/tar archive of images (see --list).", show_default=False)] = "",
     data_dir: DataDir = None,
     url: Annotated[Optional[list[str]], typer.Option(
         "--url", help="Mirror to use instead of the built-in ones (repeatable; tried in order).",
@@ -135,8 +135,8 @@ def download(
 
     if list_ or not dataset:
         for d in datasets.DATASETS.values():
-            typer.echo(f"{d.name:12s} {d.size:>8s}  {d.description}\n{'':23s}from {d.source}")
-        typer.echo(f"{'URL':12s} {'':8s}  any http(s) zip/tar of images: dcgan download URL [--sha256 HEX] [--name NAME]")
+            typer.echo(f"{d.name:13s} {d.size:>8s}  {d.description}\n{'':24s}from {d.source}")
+        typer.echo(f"{'URL':13s} {'':8s}  any http(s) zip/tar of images: dcgan download URL [--sha256 HEX] [--name NAME]")
         return
     if datasets.is_url(dataset):
         ds = datasets.from_url(dataset, name=name, sha256=sha256, md5=md5)
@@ -173,19 +173,22 @@ def download(
 @app.command()
 def preprocess(
     source: Annotated[str, typer.Argument(
-        metavar="SOURCE", help="A data set name under the data dir (celeba, lfw-sample), a folder of images "
-                               "(searched recursively) or a .zip of images.")],
+        metavar="SOURCE", help="A data set name under the data dir (celeba, mnist, fashion-mnist, lfw-sample), a "
+                               "folder of images (searched recursively), a .zip of images, or a folder holding "
+                               "an .npz (Keras' mnist.npz layout) or IDX files.")],
     out: Annotated[Optional[str], typer.Option(help="Output dir, local or gs:// (default "
                                                     "DATA_DIR/processed/SOURCE-SIZE).", show_default=False)] = None,
-    size: Annotated[int, typer.Option(help=f"Output side: {SIZE_RULE}.")] = 64,
+    size: Annotated[Optional[int], typer.Option(help=f"Output side: {SIZE_RULE}. Default: 64; an array data set's "
+                                                     f"own side (28 for mnist).", show_default=False)] = None,
     crop: Annotated[Optional[Crop], typer.Option(help="; ".join(f"{k}: {v}" for k, v in CROP_HELP.items())
                                                  + ". Default: celeba for CelebA, else center.",
                                                  show_default=False)] = None,
     crop_size: Annotated[int, typer.Option(min=0, help="Side of the crop box (0: 108 for celeba, the largest "
                                                        "square for center).")] = 0,
-    channels: Annotated[int, typer.Option(help="3 (RGB) or 1 (grayscale).")] = 3,
-    split: Annotated[Split, typer.Option(help="train: CelebA's training partition (list_eval_partition.txt).")
-                     ] = Split.ALL,
+    channels: Annotated[Optional[int], typer.Option(help="3 (RGB) or 1 (grayscale). Default: 3; an array data "
+                                                         "set's own (1 for mnist).", show_default=False)] = None,
+    split: Annotated[Split, typer.Option(help="train or test: CelebA's partitions (list_eval_partition.txt), or "
+                                              "an array data set's own train and test sets.")] = Split.ALL,
     workers: Annotated[int, typer.Option(min=0, help="Decoding processes (0: one per CPU core).")] = 0,
     limit: Annotated[int, typer.Option(min=0, help="Use only the first N images (0: all).")] = 0,
     shard_mb: Annotated[float, typer.Option(min=0.001, help="Target shard size in MB.")] = 128.0,
@@ -199,13 +202,20 @@ def preprocess(
     """Crop and resize images once into training shards (resumable).
 
     Bad files are skipped and listed in OUT/skipped.txt; an interrupted run
-    resumes when run again with the same settings.
+    resumes when run again with the same settings. MNIST-like arrays (.npz,
+    IDX) are read directly, and their class labels are kept in the shards.
 
     Example: dcgan preprocess celeba --size 64 --split train
     """
+    from dcgan_cli.datasets.arrays import native_shape
     from dcgan_cli.preprocess import CELEBA_NAMES, PreprocessConfig, resolve_source
     from dcgan_cli.preprocess import preprocess as run
 
+    root = _data_dir(data_dir)
+    src, name = resolve_source(source, root)
+    native = native_shape(src)  # (side, channels) of an array data set, else None
+    size = size or (native[0] if native else 64)
+    channels = channels or (native[1] if native else 3)
     if size not in SIZES:
         raise typer.BadParameter(f"use {SIZE_RULE}", param_hint="'--size'")
     if channels not in (3, 1):
@@ -214,9 +224,7 @@ def preprocess(
         raise typer.BadParameter(f"{crop_size} is smaller than --size {size}, so every image would be upscaled",
                                  param_hint="'--crop-size'")
 
-    root = _data_dir(data_dir)
-    src, name = resolve_source(source, root)
-    crop = crop.value if crop else ("celeba" if name in CELEBA_NAMES else "center")
+    crop = crop.value if crop else ("celeba" if name in CELEBA_NAMES else "none" if native else "center")
     out = out or str(root / "processed" / f"{name}-{size}")
     cfg = PreprocessConfig(source=str(src), out=out, size=size, crop=crop, crop_size=crop_size, channels=channels,
                            split=split.value, workers=workers, limit=limit, force=force, shard_mb=shard_mb,
@@ -241,8 +249,9 @@ def preprocess(
     extra = f", {m['small']} smaller than the crop or upscaled (see small.txt)" if m["small"] else ""
     typer.echo(f"{m['count']} images ({m['skipped']} skipped, see skipped.txt{extra}) -> {out}")
     for spec in m.get("labels", []):
-        typer.echo(f"labels: {spec['name']} from {spec['source']}"
-                   + (f" ({spec['classes']:,} identities)" if "classes" in spec else "")
+        people = spec.get("identities", len(spec.get("classes", [])))
+        typer.echo(f"labels: {spec['name']} from {spec.get('source', 'the data set')}"
+                   + (f" ({people:,} identities)" if spec["name"] == "identity" else "")
                    + (f", {spec['missing']} images without a line (stored as -1)" if spec.get("missing") else ""))
 
 
@@ -263,6 +272,8 @@ def train(
     latent_dim: Annotated[Optional[int], typer.Option(min=1, help="Size of the noise z.")] = None,
     g_filters: Annotated[Optional[int], typer.Option(min=1, help="Generator width (ngf).")] = None,
     d_filters: Annotated[Optional[int], typer.Option(min=1, help="Discriminator width (ndf).")] = None,
+    g_activation: Annotated[Optional[GActivation], typer.Option(help="Generator's hidden activation (the paper: "
+                                                                     "relu).", show_default=False)] = None,
     ema: Annotated[Optional[float], typer.Option(help="EMA decay of G's weights, e.g. 0.999 (0: off).")] = None,
     label_smoothing: Annotated[Optional[float], typer.Option(help="Real labels ~ U(1-s, 1).")] = None,
     instance_noise: Annotated[Optional[float], typer.Option(help="Noise on real images, std ~ U(0, s).")] = None,
@@ -294,12 +305,13 @@ def train(
 
     Example: dcgan train --data data/processed/celeba-64 --epochs 25
     """
-    from dcgan_cli.config import PRESETS, preset as make_preset
+    from dcgan_cli.config import PRESET_DATA, PRESETS, preset as make_preset
     from dcgan_cli.shards import find_data, load_manifest
 
     overrides = dict(
         epochs=epochs, batch_size=batch_size, steps_per_epoch=steps_per_epoch, lr_g=lr_g, lr_d=lr_d, beta1=beta1,
         latent_dim=latent_dim, g_filters=g_filters, d_filters=d_filters, ema=ema, label_smoothing=label_smoothing,
+        g_activation=g_activation and g_activation.value,
         instance_noise=instance_noise, flip=flip, seed=seed, precision=precision and precision.value, xla=xla,
         strategy=strategy and strategy.value,
         sync_bn=sync_bn, checkpoint_every=checkpoint_every, cache=cache, eval_every=eval_every,
@@ -312,7 +324,7 @@ def train(
         cfg = resume_config(resume, **given, data=str(data) if data else None)  # the resume rule
     else:
         preset = preset.value
-        data = data or find_data(_data_dir(data_dir), PRESETS[preset].get("image_size"))
+        data = data or find_data(_data_dir(data_dir), PRESETS[preset].get("image_size"), PRESET_DATA.get(preset))
         manifest = load_manifest(data)
         shape = {"image_size": manifest["size"], "channels": manifest["channels"]}
         shape = {k: v for k, v in shape.items() if k not in PRESETS[preset]}

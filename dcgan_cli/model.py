@@ -1,6 +1,7 @@
 """The DCGAN of Radford et al. (2015) as two Keras models.
 
-Generator: z -> (transposed conv, batch norm, ReLU) x n -> transposed conv -> tanh.
+Generator: z -> (transposed conv, batch norm, ReLU) x n -> transposed conv -> tanh
+(`activation="leaky_relu"`: LeakyReLU 0.2 in place of ReLU, as some recipes use).
 Discriminator: (strided conv, [batch norm], LeakyReLU 0.2) x n -> conv -> one logit.
 Every size from 16 to 256 adds one up/down block per doubling; 28 (MNIST-like)
 starts from 7x7 instead of 4x4. Weights start from N(0, init_std).
@@ -24,6 +25,7 @@ import math
 import keras
 from keras import layers
 
+from dcgan_cli.config import G_ACTIVATIONS
 from dcgan_cli.shards import SIZE_RULE, SIZES
 
 # PyTorch's BatchNorm2d defaults, which the paper's reference code used.
@@ -142,10 +144,18 @@ def build_generator(
     dtype: str | None = None,
     sync_bn: bool = False,
     fast: bool = True,
+    activation: str = "relu",
 ) -> keras.Model:
     base, n_up = _base_and_blocks(image_size)
     init = keras.initializers.RandomNormal(0.0, init_std)
     bn = _batch_norm(init_std, dtype, sync_bn, fast)
+    if activation not in G_ACTIVATIONS:
+        raise ValueError(f"unknown generator activation {activation!r}: use one of {', '.join(G_ACTIVATIONS)}")
+
+    def act(name: str):  # the paper's ReLU; LeakyReLU(0.2) layers are named *_lrelu
+        if activation == "relu":
+            return layers.ReLU(dtype=dtype, name=f"{name}_relu")
+        return layers.LeakyReLU(0.2, dtype=dtype, name=f"{name}_lrelu")
 
     z = keras.Input((latent_dim,), name="z")
     x = layers.Reshape((1, 1, latent_dim), dtype=dtype, name="z_as_map")(z)
@@ -154,14 +164,14 @@ def build_generator(
     x = layers.Conv2DTranspose(f, base, 1, "valid", use_bias=False, kernel_initializer=init,
                                dtype=dtype, name="project")(x)
     x = bn("project_bn")(x)
-    x = layers.ReLU(dtype=dtype, name="project_relu")(x)
+    x = act("project")(x)
     for i in range(n_up - 1):
         f //= 2
         # (B, s, s, 2f) -> (B, 2s, 2s, f)
         Up = PatchGradConv2DTranspose if fast and i == 0 and base == 4 else layers.Conv2DTranspose
         x = Up(f, 4, 2, "same", use_bias=False, kernel_initializer=init, dtype=dtype, name=f"up{i + 1}")(x)
         x = bn(f"up{i + 1}_bn")(x)
-        x = layers.ReLU(dtype=dtype, name=f"up{i + 1}_relu")(x)
+        x = act(f"up{i + 1}")(x)
     x = layers.Conv2DTranspose(channels, 4, 2, "same", use_bias=False, kernel_initializer=init,
                                dtype=dtype, name="to_image")(x)
     # Images leave the model in float32 whatever the compute precision.
@@ -206,6 +216,7 @@ def portable(generator: keras.Model, dtype: str | None = None) -> keras.Model:
     _, size, _, channels = generator.output_shape
     first = generator.get_layer("project")
     filters = first.filters // 2 ** (_base_and_blocks(size)[1] - 1)
-    g = build_generator(size, channels, z_dim, filters, dtype=dtype, fast=False)
+    activation = "leaky_relu" if any(isinstance(x, layers.LeakyReLU) for x in generator.layers) else "relu"
+    g = build_generator(size, channels, z_dim, filters, dtype=dtype, fast=False, activation=activation)
     g.set_weights(generator.get_weights())
     return g

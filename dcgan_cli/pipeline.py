@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from dcgan_cli.shards import load_manifest, parse_images, shard_paths
+from dcgan_cli.errors import DcganError
+from dcgan_cli.shards import load_manifest, parse_images, parse_ints, shard_paths
 
 __all__ = ["load_manifest", "make_dataset"]
 
@@ -34,8 +35,12 @@ def make_dataset(
     cycle_length: int = 8,
     epochs: tuple[int, int] | None = None,
     batches_per_epoch: int = 0,
+    labels: tuple[str, ...] = (),
 ):
     """A dataset of uint8 batches (batch_size, size, size, channels).
+
+    With `labels` (int64 features the manifest declares, e.g. ("label",)),
+    each element is (images, {name: int64 (batch,)}) instead.
 
     Order of work: shard files (shuffled) -> interleaved reading -> [shard by
     data] -> [cache] -> shuffle -> repeat -> batch -> one vectorised parse and
@@ -121,8 +126,15 @@ def make_dataset(
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
     # Vectorised parse and decode: one op call per batch, not per image.
+    declared = {x["name"] for x in m.get("labels", [])}
+    missing = [n for n in labels if n not in declared]
+    if missing:
+        raise DcganError(f"{data_dir} has no {', '.join(missing)} labels (it has: {', '.join(sorted(declared)) or 'none'}); "
+                         f"preprocess a labelled data set such as mnist")
+
     def parse(serialized):
-        return parse_images(serialized, size, channels)
+        images = parse_images(serialized, size, channels)
+        return (images, parse_ints(serialized, labels)) if labels else images
 
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     options = tf.data.Options()

@@ -216,7 +216,8 @@ def restore(run_dir: str | Path, *, ema: bool = True, best: bool = False,
         if best:
             raise DcganError(f"{run_dir} has no best checkpoint; train it with --eval-every N to keep one")
         raise DcganError(f"{run_dir} has no checkpoint yet; train it (`dcgan train --resume {run_dir}`) first")
-    g = build_generator(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.g_filters, cfg.init_std, fast=False)
+    g = build_generator(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.g_filters, cfg.init_std, fast=False,
+                        activation=cfg.g_activation)
     use_ema = ema and cfg.ema > 0
     key = "g_ema" if use_ema else "generator"  # the names training.GAN.checkpoint() saves under
     path = restore_first_readable(tf.train.Checkpoint(**{key: g}), paths, directory, partial=True, warn=warn)

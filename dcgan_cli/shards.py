@@ -90,32 +90,37 @@ def example_prefix(n: int) -> bytes:
     return b"\x0a" + _varint(len(features) + entry_len) + features + entry + value  # Example.features (1)
 
 
-def _entry(name: str, feature: bytes) -> bytes:
-    """One Features.feature map entry: key (1) = name, value (2) = a Feature message."""
-    key = name.encode()
-    body = b"\x0a" + _varint(len(key)) + key + b"\x12" + _varint(len(feature)) + feature
-    return b"\x0a" + _varint(len(body)) + body  # Features.feature (1)
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
-def _int64_feature(values) -> bytes:
-    packed = b"".join(_varint(int(v) & 0xFFFFFFFFFFFFFFFF) for v in values)  # two's complement, as protobuf does
-    int64_list = b"\x0a" + _varint(len(packed)) + packed  # Int64List.value (1), packed
-    return b"\x1a" + _varint(len(int64_list)) + int64_list  # Feature.int64_list (3)
+def serialize_example(pixels: bytes, ints: dict | None = None) -> bytes:
+    """A record holding one image's raw uint8 bytes, and optional int64 features.
 
-
-def serialize_example(pixels: bytes, labels: dict | None = None) -> bytes:
-    """A record holding one image's raw uint8 bytes, and optional int64 labels {name: int or list of ints}.
-
-    Without labels the record is `example_prefix(n) + pixels` (what the workers
-    write); with them, the same "image" feature plus one int64 feature per label.
+    `ints` maps a name to an int or a list of ints ({"label": 7}, {"identity": 2880,
+    "attributes": [1, 0, ...]}); each is Feature{int64_list: Int64List{value: [...]}}
+    (field 3, packed). Readers ask for them with `parse_ints` / `parse_labelled`
+    (declare them in the manifest's "labels"). Without `ints` the record is
+    `example_prefix(n) + pixels`, what the decoding workers write.
     """
-    if not labels:
+    if not ints:
         return example_prefix(len(pixels)) + pixels
-    bytes_list = b"\x0a" + _varint(len(pixels)) + pixels
-    entries = _entry(IMAGE_FEATURE, b"\x0a" + _varint(len(bytes_list)) + bytes_list)
-    for name, value in labels.items():
-        entries += _entry(name, _int64_feature(value if isinstance(value, (list, tuple)) else [value]))
-    return b"\x0a" + _varint(len(entries)) + entries  # Example.features (1)
+    entries = [(IMAGE_FEATURE, _field(1, _field(1, pixels)))]  # Feature.bytes_list(1).value(1)
+    for name, value in ints.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        packed = b"".join(_varint(int(v) & 0xFFFFFFFFFFFFFFFF) for v in values)  # two's complement, as protobuf
+        entries.append((name, _field(3, _field(1, packed))))  # Feature.int64_list(3).value(1, packed)
+    features = b"".join(_field(1, _field(1, k.encode()) + _field(2, v)) for k, v in entries)
+    return _field(1, features)  # Example.features(1)
+
+
+def parse_ints(serialized, names, default: int = -1):
+    """A batch of serialised records -> {name: int64 (N,)}; records without a feature read `default`."""
+    import tensorflow as tf
+
+    spec = {n: tf.io.FixedLenFeature([], tf.int64, default_value=default) for n in names}
+    return tf.io.parse_example(serialized, spec)
 
 
 def parse_images(serialized, size: int, channels: int):
@@ -342,15 +347,17 @@ def load_manifest(data_dir: str | Path, *, check_shards: bool = True) -> dict:
 # Finding the data
 
 
-def find_data(data_dir: str | Path, image_size: int | None = None) -> Path:
+def find_data(data_dir: str | Path, image_size: int | None = None, prefer: str | None = None) -> Path:
     """The preprocessed data set under DATA_DIR/processed/ to train on.
 
-    celeba-SIZE (SIZE: `image_size`, default 64) if it is there, else the only
-    data set there is; several others, or none, is an error that says what to pass.
+    `prefer` (a preset's own data, e.g. mnist-28) if it is there, else
+    celeba-SIZE (SIZE: `image_size`, default 64), else the only data set there
+    is; several others, or none, is an error that says what to pass.
     """
     processed = Path(data_dir) / "processed"
     sets = sorted(p for p in processed.glob("*") if (p / MANIFEST).exists()) if processed.is_dir() else []
-    preferred = [p for p in sets if p.name == f"celeba-{image_size or 64}"]
+    names = [n for n in (prefer, f"celeba-{image_size or 64}") if n]
+    preferred = sorted((p for p in sets if p.name in names), key=lambda p: names.index(p.name))
     if preferred:
         return preferred[0]
     if len(sets) == 1:

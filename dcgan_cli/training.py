@@ -115,7 +115,8 @@ def build_gan(cfg: TrainConfig, precision: str = "fp32") -> GAN:
     keras.utils.set_random_seed(cfg.seed)  # the initial weights
     policy = DTYPE_POLICY[precision]
     g_kw = dict(image_size=cfg.image_size, channels=cfg.channels, latent_dim=cfg.latent_dim,
-                filters=cfg.g_filters, init_std=cfg.init_std, dtype=policy, sync_bn=cfg.sync_bn)
+                filters=cfg.g_filters, init_std=cfg.init_std, dtype=policy, sync_bn=cfg.sync_bn,
+                activation=cfg.g_activation)
     generator = build_generator(**g_kw)
     discriminator = build_discriminator(image_size=cfg.image_size, channels=cfg.channels, filters=cfg.d_filters,
                                         init_std=cfg.init_std, dtype=policy, sync_bn=cfg.sync_bn)

@@ -442,8 +442,8 @@ def test_list_shows_each_data_set_with_size_and_source():
 def test_an_unknown_name_lists_the_known_ones(tmp_path):
     r = download("celebb", "--data-dir", tmp_path)
     assert r.exit_code == 1
-    assert r.output.strip() == ("Error: unknown dataset 'celebb'; known: celeba, lfw-sample (or pass an http(s) "
-                                "URL of a zip/tar archive)")
+    assert r.output.strip() == ("Error: unknown dataset 'celebb'; known: celeba, mnist, fashion-mnist, lfw-sample "
+                                "(or pass an http(s) URL of a zip/tar archive)")
 
 
 def test_the_celeba_entry_carries_the_published_facts():

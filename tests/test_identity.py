@@ -74,7 +74,7 @@ def test_pk_batches_hold_p_identities_of_k_images_and_repeat_per_step():
 def test_digits_carry_their_classes(digits):
     images, ids, m = load_identities(digits)
     assert images.shape == (400, 16, 16, 1) and sorted(np.unique(ids)) == list(range(10))
-    assert m["labels"][0]["names"] == [str(i) for i in range(10)]
+    assert m["labels"][0]["classes"] == [str(i) for i in range(10)]
 
 
 def test_train_writes_a_run_with_a_portable_model_and_a_threshold(trained, tmp_path):
@@ -265,3 +265,17 @@ def test_bench_identity_figures():
     out = bench_identity(size=16, steps=1, warmup=1)
     assert set(out) == {"identity_train_triplet_img_per_s", "identity_train_arcface_img_per_s",
                         "identity_embed_img_per_s"} and all(v > 0 for v in out.values())
+
+
+def test_a_class_label_serves_as_identity_when_there_is_no_person_label(tmp_path):
+    """MNIST-like shards (preprocess/arrays.py's "label") train the identity network too."""
+    from dcgan_cli import shards
+
+    writer = shards.ShardWriter(tmp_path, "t", 1 << 20)
+    for i in range(6):
+        writer.add(shards.serialize_example(bytes([i]) * 256, {"label": i % 3}))
+    manifest = shards.make_manifest(size=16, channels=1, shards=[writer.close()], crop="none",
+                                    labels=[{"name": "label", "dtype": "int64", "classes": ["a", "b", "c"]}])
+    shards.write_manifest(tmp_path, manifest)
+    images, ids, _ = load_identities(tmp_path)
+    assert ids.tolist() == [0, 1, 2, 0, 1, 2] and images[4, 0, 0, 0] == 4

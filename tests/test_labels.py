@@ -72,7 +72,7 @@ def test_preprocess_celeba_stores_identities_and_attributes(tmp_path):
     out = tmp_path / "out"
     m = preprocess(PreprocessConfig(source=str(img_dir), out=str(out), size=16, crop="celeba", workers=1))
     specs = shards.label_specs(m)
-    assert specs["identity"]["source"] == "identity_CelebA.txt" and specs["identity"]["classes"] == 3
+    assert specs["identity"]["source"] == "identity_CelebA.txt" and specs["identity"]["identities"] == 3
     assert specs["attributes"]["names"] == ATTRS and specs["attributes"]["length"] == 3
     assert json.loads((out / "manifest.json").read_text())["labels"] == m["labels"]
     images, labels = read(out, ("identity", "attributes"))
@@ -127,7 +127,7 @@ def test_folder_identities(tmp_path):
     out = tmp_path / "out"
     m = preprocess(PreprocessConfig(source=str(src), out=str(out), size=16, workers=1, labels="folders"))
     spec = shards.label_specs(m)["identity"]
-    assert (spec["source"], spec["names"], spec["classes"]) == ("folders", ["alice", "bob"], 2)
+    assert (spec["source"], spec["classes"]) == ("folders", ["alice", "bob"])
     assert read(out, ("identity",))[1]["identity"].tolist() == [0, 0, 0, 1, 1]
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(src / "loose.png")
     with pytest.raises(DcganError, match="--labels folders needs every image in a sub-folder.*loose.png"):

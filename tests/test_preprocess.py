@@ -278,7 +278,7 @@ def test_error_messages_name_the_folder_and_what_is_there(tmp_path):
     assert r.exit_code == 1 and "neither a known data set" in r.output
     r = runner.invoke(app, ["preprocess", "celeba", "--data-dir", str(tmp_path / "data")])
     assert r.exit_code == 1 and "dcgan download celeba" in r.output
-    for bad in (["--size", "100"], ["--crop", "face"], ["--channels", "2"], ["--split", "test"],
+    for bad in (["--size", "100"], ["--crop", "face"], ["--channels", "2"], ["--split", "valid"],
                 ["--size", "64", "--crop-size", "32"]):
         r = runner.invoke(app, ["preprocess", str(empty)] + bad)
         assert r.exit_code == 2 and f"Invalid value for '{bad[-2]}'" in r.output, (bad, r.output)

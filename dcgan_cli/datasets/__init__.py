@@ -59,6 +59,8 @@ class Dataset:
     expected_images: int | None = None  # checked after extraction; None: at least one
     fetch: Callable[..., Path] | None = None  # a custom writer instead of the download machinery
     kaggle: str = ""  # a Kaggle page with a re-packed copy (other checksums), for the manual route
+    arrays: bool = False  # images come as arrays (.npz or IDX files, see arrays.py), not image files
+    classes: tuple[str, ...] = ()  # the class names of its labels, by class id (arrays data sets)
 
 
 def _fetch_lfw_sample(data_dir: Path, force: bool = False, **_) -> Path:
@@ -103,8 +105,62 @@ CELEBA = Dataset(
     ),
 )
 
+# Keras' copy of MNIST (storage.googleapis.com, its own origin since Keras 2.2) and the older
+# Keras origin on S3; the SHA-256 is keras/src/datasets/mnist.py's `file_hash`, the MD5 the one
+# Keras 2.1 used for the S3 copy (the same bytes).
+_KERAS_DATA = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+MNIST = Dataset(
+    name="mnist",
+    description="MNIST: 70,000 28x28 grayscale handwritten digits (60,000 train, 10,000 test), labels 0-9",
+    size="11 MB",
+    source="Keras' mnist.npz (storage.googleapis.com, then the old S3 copy)",
+    image_dir=".",
+    arrays=True,
+    expected_images=70_000,
+    classes=tuple(str(i) for i in range(10)),
+    files=(RemoteFile("mnist.npz", (_KERAS_DATA + "mnist.npz", "https://s3.amazonaws.com/img-datasets/mnist.npz"),
+                      size=11_490_434, md5="8a61469f7ea1b51cbae51d4f78837e45",
+                      sha256="731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1",
+                      manual=_KERAS_DATA + "mnist.npz"),),
+)
+
+# Zalando's Fashion-MNIST as four IDX files; SHA-256 from keras/src/datasets/fashion_mnist.py
+# (FILE_HASHES), MD5 from the data set's README (also torchvision's).
+_FASHION_MIRRORS = (_KERAS_DATA, "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+                    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/")
+
+
+def _fashion_file(name: str, md5: str, sha256: str) -> RemoteFile:
+    return RemoteFile(name, tuple(m + name for m in _FASHION_MIRRORS), md5=md5, sha256=sha256,
+                      manual="https://github.com/zalandoresearch/fashion-mnist#get-the-data")
+
+
+FASHION_MNIST = Dataset(
+    name="fashion-mnist",
+    description="Fashion-MNIST: 70,000 28x28 grayscale clothing photos (60,000 train, 10,000 test), 10 classes",
+    size="30 MB",
+    source="Keras' copy on storage.googleapis.com, then Zalando's S3 and GitHub",
+    image_dir=".",
+    arrays=True,
+    expected_images=70_000,
+    classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+             "Ankle boot"),
+    files=(
+        _fashion_file("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                      "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
+        _fashion_file("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe",
+                      "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
+        _fashion_file("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79",
+                      "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
+        _fashion_file("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310",
+                      "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
+    ),
+)
+
 DATASETS: dict[str, Dataset] = {
     "celeba": CELEBA,
+    "mnist": MNIST,
+    "fashion-mnist": FASHION_MNIST,
     "lfw-sample": Dataset(
         name="lfw-sample",
         description="100 real faces (25x25 grayscale) shipped inside scikit-image; offline",

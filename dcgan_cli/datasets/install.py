@@ -192,13 +192,20 @@ def _install(ds: Dataset, target: Path, got, ui: Ui) -> tuple[int, list[dict]]:
             records.append({"filename": spec.filename, **digests.as_dict(), "checked": checked, "from": origin})
         if ds.image_dir not in ("", "."):
             _unnest(tmp / ds.image_dir)
-        images = extractor.count_images(tmp / ds.image_dir)
-        archives = ", ".join(spec.filename for spec, *_ in got if spec.extract)
+        if ds.arrays:  # .npz / IDX: the images are counted in the arrays
+            from dcgan_cli.datasets import arrays
+
+            images = arrays.count(tmp / ds.image_dir)
+            archives = ", ".join(spec.filename for spec, *_ in got)
+        else:
+            images = extractor.count_images(tmp / ds.image_dir)
+            archives = ", ".join(spec.filename for spec, *_ in got if spec.extract)
         if ds.expected_images is not None and images != ds.expected_images:
             raise DcganError(f"{archives} holds {images:,} images under {ds.image_dir}/, expected "
                              f"{ds.expected_images:,}: an incomplete or different archive; nothing was installed")
         if images == 0:
-            raise DcganError(f"{archives} holds no images (jpg, jpeg, png, bmp, webp); nothing was installed")
+            kinds = "arrays (.npz or IDX)" if ds.arrays else "images (jpg, jpeg, png, bmp, webp)"
+            raise DcganError(f"{archives} holds no {kinds}; nothing was installed")
         write_json(tmp / MARKER, {
             "dataset": ds.name, "source": ds.source, "images": images, "image_dir": ds.image_dir,
             "files": records, "tool_version": __version__,

@@ -14,6 +14,7 @@ import numpy as np
 from dcgan_cli.errors import DcganError
 
 IDENTITY = "identity"
+CLASS = "label"  # preprocess/arrays.py's class label (MNIST, Fashion-MNIST)
 # The held-out identities depend on the data alone (not on --seed): every run, and the
 # evaluation of any run, holds out the same people for the same --holdout.
 HOLDOUT_SEED = 0x1D
@@ -22,13 +23,16 @@ HOLDOUT_SEED = 0x1D
 def load_identities(data_dir: str | Path, advance: Callable[[int], None] | None = None):
     """(uint8 images (N, S, S, C), identity ids (N,), manifest) of the images that have an identity."""
     from dcgan_cli.pipeline import labelled_batches, load_manifest
+    from dcgan_cli.shards import label_specs
 
     manifest = load_manifest(data_dir)
+    # A class label (MNIST's "label") serves as the identity when there is no person label.
+    name = CLASS if CLASS in label_specs(manifest) and IDENTITY not in label_specs(manifest) else IDENTITY
     images, ids = [], []
-    for batch, labels in labelled_batches(data_dir, 1024, (IDENTITY,)):
-        keep = labels[IDENTITY] >= 0
+    for batch, labels in labelled_batches(data_dir, 1024, (name,)):
+        keep = labels[name] >= 0
         images.append(batch[keep])
-        ids.append(labels[IDENTITY][keep])
+        ids.append(labels[name][keep])
         if advance:
             advance(len(batch))
     if not images or not sum(len(i) for i in ids):

@@ -22,7 +22,8 @@ class PreprocessConfig:
         crop: one of decoding.CROPS (what each does: decoding.CROP_HELP).
         crop_size: side of the crop box; 0 = 108 for celeba, the largest square for center.
         channels: 3 (RGB) or 1 (grayscale).
-        split: all | train (CelebA's list_eval_partition.txt, partition 0).
+        split: all | train | test (CelebA: list_eval_partition.txt's partitions 0 and 2;
+            mnist/fashion-mnist arrays: their own train and test sets).
         workers: decoding processes; 0 = one per available CPU core.
         limit: use only the first N images (after sorting and the split); 0 = all.
         force: replace an existing complete output.

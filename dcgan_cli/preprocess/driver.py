@@ -39,8 +39,9 @@ from dcgan_cli.datasets import IMAGE_EXTS
 from dcgan_cli.errors import DcganError
 from dcgan_cli.preprocess.config import PreprocessConfig
 from dcgan_cli.preprocess.decoding import process_chunk, strict_bombs, worker_init
+from dcgan_cli.preprocess import arrays as array_source
 from dcgan_cli.preprocess.labels import make_labeller
-from dcgan_cli.preprocess.sources import Listing, describe_other, list_images, train_split
+from dcgan_cli.preprocess.sources import PARTITIONS, Listing, describe_other, list_images, train_split
 from dcgan_cli.shards import (FORMAT, MANIFEST, ShardWriter, example_prefix, is_local, is_shard_name, join,
                               load_manifest, make_manifest, serialize_example, write_manifest, write_text)
 
@@ -160,6 +161,9 @@ def _chunks(items: list[str], size: int, start: int) -> Iterator[tuple[int, list
 def _run_chunks(listing: Listing, cfg: PreprocessConfig, start: int, workers: int) -> Iterator[list]:
     """Processed chunks in file order; at most 2 * workers + 1 chunks in flight."""
     chunk = max(8, min(256, CHUNK_BYTES // cfg.image_bytes))
+    if listing.kind == "arrays":  # already pixels: converted here, no worker processes
+        yield from array_source.chunks(listing, cfg, start, chunk)
+        return
     jobs = ((listing.kind, listing.root, names, cfg) for _, names in _chunks(listing.items, chunk, start))
     if workers <= 1:
         with warnings.catch_warnings():
@@ -221,24 +225,29 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
     source = Path(cfg.source)
     if not source.exists():
         raise DcganError(f"{source} does not exist; pass a folder of images, a .zip of images or a data set name")
-    listing = list_images(source)
-    found = len(listing.items)
-    if not listing.items:
-        raise DcganError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTS)}) in {source}: found "
-                         f"{describe_other(listing.other)}; point SOURCE at the folder that holds the images")
-    split_note = ""
-    if cfg.split == "train":
-        train, where = train_split(listing)
-        listing.items = [n for n in listing.items if n.rsplit("/", 1)[-1] in train]
-        split_note = f" (train split from {where})"
+    split_note, labels = "", []
+    if array_source.is_array_source(source):  # mnist.npz, IDX files: pixels and labels, no decoding
+        listing = array_source.listing(source, cfg)
+        labels = array_source.label_info(source, cfg)
+    else:
+        listing = list_images(source)
+        found = len(listing.items)
         if not listing.items:
-            raise DcganError(f"none of the {found} images in {source} is in the train split of {where}; "
-                             f"is it the partition file of these images? Use --split all to take every image")
+            raise DcganError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTS)}) in {source}: found "
+                             f"{describe_other(listing.other)}; point SOURCE at the folder that holds the images")
+        if cfg.split != "all":
+            keep, where = train_split(listing, PARTITIONS[cfg.split])
+            listing.items = [n for n in listing.items if n.rsplit("/", 1)[-1] in keep]
+            split_note = f" ({cfg.split} split from {where})"
+            if not listing.items:
+                raise DcganError(f"none of the {found} images in {source} is in the {cfg.split} split of {where}; "
+                                 f"is it the partition file of these images? Use --split all to take every image")
     if cfg.limit:
         listing.items = listing.items[:cfg.limit]
 
     labeller = make_labeller(cfg.labels, listing.kind, listing.root, listing.items)
     labeller.finish(listing.items)
+    labels = labels + labeller.specs
     import tensorflow as tf
 
     out = str(cfg.out)
@@ -306,7 +315,7 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
             size=cfg.size, channels=cfg.channels, crop=cfg.crop, crop_size=cfg.box_side, split=cfg.split,
             limit=cfg.limit, source=str(source.resolve()), source_images=total, skipped=len(state["skipped"]),
             small=len(state["small"]), tool_version=__version__, fingerprint=fingerprint,
-            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **({"labels": labeller.specs} if labeller.specs else {}),
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **({"labels": labels} if labels else {}),
             shards=state["shards"])
         write_manifest(out, manifest)  # the commit point
         _clean_stale(out, {s["file"] for s in manifest["shards"]}, also=(PROGRESS,))

@@ -4,7 +4,7 @@
             list_attr_celeba.txt (a count line, the 40 attribute names, then
             "000001.jpg -1 1 ...") read from beside img_align_celeba/
   folders   the identity is the first sub-folder of the image's path
-            (person/x.jpg); the manifest lists the folder names, index = id
+            (person/x.jpg); the manifest's "classes" lists the folder names, index = id
   auto      celeba when its files are there, else none
   none      pixels only
 
@@ -105,6 +105,11 @@ def make_labeller(mode: str, kind: str, root: str | Path, items: list[str]) -> L
     root = Path(root)
     if mode == "none":
         return Labeller()
+    if kind == "arrays":  # MNIST-like arrays carry their own "label" (preprocess/arrays.py)
+        if mode != "auto":
+            raise DcganError(f"--labels {mode} applies to image folders; {root} holds arrays with their own "
+                             f"labels: leave --labels out")
+        return Labeller()
     if mode == "folders":
         folders = sorted({n.split("/", 1)[0] for n in items if "/" in n})
         loose = [n for n in items if "/" not in n]
@@ -112,7 +117,7 @@ def make_labeller(mode: str, kind: str, root: str | Path, items: list[str]) -> L
             raise DcganError(f"--labels folders needs every image in a sub-folder named by its person "
                              f"(person/x.jpg); {loose[0] if loose else root} is not. Move it, or use --labels none")
         index = {f: i for i, f in enumerate(folders)}
-        spec = {"name": IDENTITY, "length": 1, "source": "folders", "classes": len(folders), "names": folders}
+        spec = {"name": IDENTITY, "dtype": "int64", "length": 1, "source": "folders", "classes": folders}
         return Labeller([spec], {f: {IDENTITY: i} for f, i in index.items()}, by_folder=True,
                         fingerprint=hashlib.sha256("\0".join(folders).encode()).hexdigest())
     ident = _annotation(root, IDENTITY_FILE) if kind == "dir" else None
@@ -125,12 +130,13 @@ def make_labeller(mode: str, kind: str, root: str | Path, items: list[str]) -> L
     specs, table = [], {}
     if ident is not None:
         ids = _read_identities(ident)
-        specs.append({"name": IDENTITY, "length": 1, "source": IDENTITY_FILE, "classes": len(set(ids.values()))})
+        specs.append({"name": IDENTITY, "dtype": "int64", "length": 1, "source": IDENTITY_FILE,
+                      "identities": len(set(ids.values()))})
         for k, v in ids.items():
             table.setdefault(k, {})[IDENTITY] = v
     if attrs is not None:
         names, values = _read_attributes(attrs)
-        specs.append({"name": ATTRIBUTES, "length": len(names), "source": ATTR_FILE, "names": names,
+        specs.append({"name": ATTRIBUTES, "dtype": "int64", "length": len(names), "source": ATTR_FILE, "names": names,
                       "values": "1 = the attribute is present (the file's 1), 0 = absent (-1)"})
         for k, v in values.items():
             table.setdefault(k, {})[ATTRIBUTES] = v

@@ -15,7 +15,9 @@ from dcgan_cli import datasets
 from dcgan_cli.datasets import IMAGE_EXTS
 from dcgan_cli.errors import DcganError
 
-SPLITS = ("all", "train")
+SPLITS = ("all", "train", "test")
+# CelebA's list_eval_partition.txt: 0 train, 1 validation, 2 test. (Array data sets carry their own splits.)
+PARTITIONS = {"train": "0", "test": "2"}
 Split = Enum("Split", [(s.upper(), s) for s in SPLITS], type=str)  # --split's choices, from SPLITS
 PARTITION_FILE = "list_eval_partition.txt"
 # Data sets whose images sit in a sub-folder of DATA_DIR/NAME, for names the
@@ -111,8 +113,8 @@ def describe_other(other: Counter) -> str:
     return f"{sum(other.values())} other files ({', '.join(parts)}{f', {rest} more' if rest else ''})"
 
 
-def train_split(listing: Listing) -> tuple[set[str], str]:
-    """Basenames in CelebA's training partition (0) and the file they came from."""
+def train_split(listing: Listing, partition: str = "0") -> tuple[set[str], str]:
+    """Basenames in a partition of CelebA's (0: train, the default; 2: test) and the file they came from."""
     candidates = [Path(listing.root) / PARTITION_FILE, Path(listing.root).parent / PARTITION_FILE]
     text, where = None, None
     if listing.kind == "zip":
@@ -128,7 +130,8 @@ def train_split(listing: Listing) -> tuple[set[str], str]:
             text, where = c.read_text(encoding="utf-8", errors="replace"), str(c)
     if text is None:
         looked = " or ".join(str(c) for c in candidates)
-        raise DcganError(f"--split train needs CelebA's {PARTITION_FILE} (looked for {looked}); "
+        split = next((k for k, v in PARTITIONS.items() if v == partition), partition)
+        raise DcganError(f"--split {split} needs CelebA's {PARTITION_FILE} (looked for {looked}); "
                          f"`dcgan download celeba` fetches it, or use --split all")
     train = set()
     for n, line in enumerate(text.splitlines(), 1):
@@ -138,7 +141,7 @@ def train_split(listing: Listing) -> tuple[set[str], str]:
         if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
             raise DcganError(f"{where} line {n} is not `FILE PARTITION` ({line.strip()!r}); "
                              f"fetch it again with `dcgan download celeba --force`")
-        if fields[1] == "0":
+        if fields[1] == partition:
             train.add(fields[0])
     return train, where
 
