@@ -121,6 +121,55 @@ def bench_identity(size: int = 64, steps: int = 20, warmup: int = 3) -> dict:
     return out
 
 
+def bench_stylize(size: int = 256, steps: int = 20, warmup: int = 3, default_run: bool = True) -> dict:
+    """`dcgan stylize` at size x size: seconds per Adam step (the median of `steps`) with the random
+    network and with VGG19's shape (random weights: the same cost as ImageNet's), and the whole default
+    run (300 steps, from loading the images to the written file) when `default_run`."""
+    import numpy as np
+    from PIL import Image
+
+    from dcgan_cli.stylize import DEFAULT_STEPS, Features, StyleOptions, Transfer, build_features, stylize_file
+
+    rng = np.random.default_rng(0)
+    content = rng.uniform(0, 1, (1, size, size, 3)).astype(np.float32)
+    style = rng.uniform(0, 1, (size, size, 3)).astype(np.float32)
+
+    def per_step(features) -> tuple[float, float]:
+        """(median wall seconds, mean CPU seconds of this process) per step. On a shared machine other
+        jobs lengthen the wall time of some steps by a lot; the CPU time this process spends barely moves."""
+        wall, cpu = [], []
+        Transfer(features, StyleOptions(size=size, steps=warmup + steps)).run(
+            content, style, on_step=lambda i, t: (wall.append(time.perf_counter()), cpu.append(time.process_time())))
+        return float(np.median(np.diff(wall[warmup - 1:]))), (cpu[-1] - cpu[warmup - 1]) / steps
+
+    random_net = build_features("random")
+    wall, cpu = per_step(random_net)
+    result = {"stylize_size": size, "stylize_s_per_step": round(wall, 4), "stylize_cpu_s_per_step": round(cpu, 4)}
+    import keras
+
+    from dcgan_cli.stylize import CONTENT_LAYER, STYLE_LAYERS
+
+    vgg = keras.applications.VGG19(weights=None, include_top=False, input_shape=(None, None, 3))
+    names = [CONTENT_LAYER["vgg19"], *STYLE_LAYERS]
+    cut = keras.Model(vgg.inputs, [vgg.get_layer(n).output for n in names])
+    vgg_features = Features(cut, names[0], tuple((n, 0.2) for n in STYLE_LAYERS), "VGG19 shape")
+    vgg_wall, vgg_cpu = per_step(vgg_features)
+    result["stylize_vgg19_s_per_step"] = round(vgg_wall, 4)
+    result["stylize_vgg19_cpu_s_per_step"] = round(vgg_cpu, 4)
+    result["stylize_vgg19_vs_random_cpu"] = round(vgg_cpu / cpu, 2)  # CPU time: the ratio that load does not move
+    if default_run:
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d)
+            for name, px in (("content.png", content[0]), ("style.png", style)):
+                Image.fromarray((px * 255).astype(np.uint8)).save(d / name)
+            t, c = time.perf_counter(), time.process_time()
+            stylize_file(d / "content.png", d / "style.png", d / "out.png", StyleOptions(size=size))
+            result["stylize_default_run_s"] = round(time.perf_counter() - t, 1)
+            result["stylize_default_run_cpu_s"] = round(time.process_time() - c, 1)
+            result["stylize_default_steps"] = DEFAULT_STEPS
+    return result
+
+
 def run_peer(cmd: list[str]) -> float | None:
     """img/s printed by a reference script (its last `img/s=N`), or None."""
     try:
@@ -134,7 +183,7 @@ def run_peer(cmd: list[str]) -> float | None:
 
 
 def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=False, peers=None,
-          torch_python=None, log=print, parts=("step", "loop", "input", "preprocess")) -> dict:
+          torch_python=None, log=print, parts=("step", "loop", "input", "preprocess"), stylize_size=256) -> dict:
     result: dict = {"size": size, "batch": batch_size, "device": _device()}
     ref: dict = {}
     if peers:
@@ -162,6 +211,17 @@ def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=Fa
         log(f"identity ({size}x{size}x3, fp32): embedding {result['identity_embed_img_per_s']} img/s; training "
             f"triplet {result['identity_train_triplet_img_per_s']} img/s, arcface "
             f"{result['identity_train_arcface_img_per_s']} img/s (P=16 x K=4)")
+    if "stylize" in parts:
+        st = bench_stylize(stylize_size, steps)
+        result.update(st)
+        log(f"stylize at {stylize_size}x{stylize_size}: {st['stylize_s_per_step']} s/step "
+            f"({st['stylize_cpu_s_per_step']} CPU s) with the random network, {st['stylize_vgg19_s_per_step']} s/step "
+            f"({st['stylize_vgg19_cpu_s_per_step']} CPU s, {st['stylize_vgg19_vs_random_cpu']}x) with VGG19's shape; "
+            f"default run ({st['stylize_default_steps']} steps): {st['stylize_default_run_s']} s "
+            f"({st['stylize_default_run_cpu_s']} CPU s)")
+        if ref.get("keras_canonical_fp32"):
+            # Machine-speed-free: how many canonical 64x64 training images one stylize step costs.
+            result["stylize_step_in_canonical_images"] = round(st["stylize_s_per_step"] * ref["keras_canonical_fp32"], 1)
     with tempfile.TemporaryDirectory() as tmp:
         if data is None and ({"loop", "input"} & set(parts)):
             from dcgan_cli.bench_input import make_bench_shards

@@ -118,6 +118,10 @@ def download(
     retries: Annotated[int, typer.Option(min=0, help="Retries per mirror after a timeout, a dropped connection or "
                                                      "a 5xx, with exponential backoff.")] = 5,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for a connection or for data.")] = 30.0,
+    min_rate: Annotated[float, typer.Option(min=0, help="Bytes/s: a download slower than this over --rate-window "
+                                                        "seconds counts as stalled and is resumed (0: never).")
+                        ] = 1024.0,
+    rate_window: Annotated[float, typer.Option(min=0.01, help="Seconds over which --min-rate is measured.")] = 60.0,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
     list_: Annotated[bool, typer.Option("--list", help="List the known data sets and exit.")] = False,
 ):
@@ -147,9 +151,9 @@ def download(
         ds = datasets.get(dataset)
     root = _data_dir(data_dir)
     try:
+        http = HttpOptions(retries=retries, timeout=timeout, min_rate=min_rate, rate_window=rate_window)
         result = datasets.fetch(ds, root, force=force, urls=url or (), archives=archive or (),
-                                no_checksum=no_checksum, http=HttpOptions(retries=retries, timeout=timeout),
-                                ui=Ui(quiet=quiet))
+                                no_checksum=no_checksum, http=http, ui=Ui(quiet=quiet))
     except KeyboardInterrupt:
         typer.echo("Interrupted: run the same command again to resume the download.", err=True)
         raise typer.Exit(130) from None
@@ -266,9 +270,11 @@ def train(
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs to train (may be raised on --resume).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Global batch size.")] = None,
     steps_per_epoch: Annotated[Optional[int], typer.Option(min=0, help="Steps per epoch (0: one pass).")] = None,
-    lr_g: Annotated[Optional[float], typer.Option(help="Generator learning rate.")] = None,
-    lr_d: Annotated[Optional[float], typer.Option(help="Discriminator learning rate.")] = None,
-    beta1: Annotated[Optional[float], typer.Option(help="Adam beta1.")] = None,
+    lr_g: Annotated[Optional[float], typer.Option(help="Generator learning rate (may be lowered on --resume, "
+                                                       "e.g. after a NaN).")] = None,
+    lr_d: Annotated[Optional[float], typer.Option(help="Discriminator learning rate (likewise).")] = None,
+    beta1: Annotated[Optional[float], typer.Option(help="Adam beta1 (may change on --resume).")] = None,
+    beta2: Annotated[Optional[float], typer.Option(help="Adam beta2 (may change on --resume).")] = None,
     latent_dim: Annotated[Optional[int], typer.Option(min=1, help="Size of the noise z.")] = None,
     g_filters: Annotated[Optional[int], typer.Option(min=1, help="Generator width (ngf).")] = None,
     d_filters: Annotated[Optional[int], typer.Option(min=1, help="Discriminator width (ndf).")] = None,
@@ -279,7 +285,8 @@ def train(
     instance_noise: Annotated[Optional[float], typer.Option(help="Noise on real images, std ~ U(0, s).")] = None,
     flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips.",
                                                  show_default=False)] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of weights, noise and data order.")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, max=2**31 - 1,
+                                                help="Seed of weights, noise and data order.")] = None,
     precision: Annotated[Optional[Precision], typer.Option(help="Compute precision (auto: by hardware).",
                                                            show_default=False)] = None,
     xla: Annotated[Optional[bool], typer.Option("--xla/--no-xla", help="Compile the step with XLA.",
@@ -298,6 +305,9 @@ def train(
     name: Annotated[str, typer.Option(help="Suffix for the run directory's name.")] = "",
     resume: Annotated[Optional[Path], typer.Option(help="Continue this run directory.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
+    verify_data: Annotated[bool, typer.Option("--verify-data", help="Check every shard's SHA-256 against the "
+                                              "manifest before training (done anyway when the data changed "
+                                              "since the last check).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="One log line per epoch, no progress bar.")] = False,
     data_dir: DataDir = None,
 ):
@@ -310,6 +320,7 @@ def train(
 
     overrides = dict(
         epochs=epochs, batch_size=batch_size, steps_per_epoch=steps_per_epoch, lr_g=lr_g, lr_d=lr_d, beta1=beta1,
+        beta2=beta2,
         latent_dim=latent_dim, g_filters=g_filters, d_filters=d_filters, ema=ema, label_smoothing=label_smoothing,
         g_activation=g_activation and g_activation.value,
         instance_noise=instance_noise, flip=flip, seed=seed, precision=precision and precision.value, xla=xla,
@@ -335,7 +346,8 @@ def train(
         return
     from dcgan_cli.training import train as run
 
-    run_dir = run(cfg, resume, resume=resume is not None, quiet=quiet)  # checks resume and --eval-every itself
+    run_dir = run(cfg, resume, resume=resume is not None, quiet=quiet,  # checks resume and --eval-every itself
+                  verify_data=verify_data)
     typer.echo(f"Run directory: {run_dir}")
 
 
@@ -368,6 +380,8 @@ def sample(
     fps: Annotated[float, typer.Option(min=1, max=100, help="Frames per second of the GIF.")] = 25.0,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="Use the raw generator, not its EMA.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Latents per generator call (memory vs speed).")] = 64,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing OUT (and seed files in "
+                                        "--individual DIR).")] = False,
     runs_dir: RunsDir = Path("runs"),
 ):
     """Write faces from a trained generator: a grid, one file per seed, or a latent walk.
@@ -382,8 +396,144 @@ def sample(
     request = sampling.SampleRequest(  # every cross-option check, before any model loads (usage errors)
         out=out, n=n, run=run, model=model, seed=seed, seed_list=seeds, nrow=nrow, truncation=truncation,
         individual=individual, interpolate=interpolate, frames=frames, fps=fps, ema=not no_ema,
-        batch_size=batch_size, runs_dir=runs_dir)
+        batch_size=batch_size, runs_dir=runs_dir, force=force)
     typer.echo(sampling.fulfil(request, say=lambda m: typer.echo(m, err=True)))
+
+
+# ----------------------------------------------------------------------------
+# stylize
+
+
+@app.command()
+def stylize(
+    images: Annotated[list[Path], typer.Argument(
+        metavar="[CONTENT] STYLE", help="The content image and the style image; with --run or --model, the style "
+                                        "image alone.", show_default=False)],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output image (.png, .jpg or .webp); a grid with --run "
+                                                          "or --model.", show_default=False)],
+    size: Annotated[Optional[int], typer.Option(
+        help="Longer side of the output in pixels (default 256; generated faces: the generator's side, at "
+             "least 64).",
+        show_default=False)] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Adam steps on the pixels.")] = 300,
+    content_weight: Annotated[float, typer.Option(min=0, help="alpha, the weight of the content term.")] = 1.0,
+    style_weight: Annotated[float, typer.Option(min=0, help="beta, the weight of the style term.")] = 10.0,
+    tv_weight: Annotated[float, typer.Option(min=0, help="Weight of the total-variation (smoothness) term.")] = 1.0,
+    init: Annotated[str, typer.Option(help="content | noise: where the pixels start.")] = "content",
+    features: Annotated[str, typer.Option(
+        help="random (a seeded random VGG-shaped network) | vgg19:FILE (Keras' "
+             "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5).")] = "random",
+    content_layer: Annotated[Optional[str], typer.Option(
+        help="Content layer (default block4_conv2 for random, block5_conv2 for vgg19).", show_default=False)] = None,
+    style_layers: Annotated[Optional[str], typer.Option(
+        help="Style layers and their relative weights, e.g. block1_conv1:1,block2_conv1:0.5 (default "
+             "block1..5_conv1, equal).", show_default=False)] = None,
+    lr: Annotated[float, typer.Option(help="Adam's learning rate (pixels in [0, 1]).")] = 0.02,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the noise start and the random network.")] = 0,
+    save_every: Annotated[int, typer.Option(min=0, help="Also write OUT.step-NNNN.png every N steps (0: off).")] = 0,
+    run: Annotated[Optional[Path], typer.Option(help="Stylise faces generated by this run's generator.")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="... or by this generator .keras file.")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="With --run/--model: the faces' seeds (default 0-15).",
+                                                 show_default=False)] = None,
+    no_ema: Annotated[bool, typer.Option("--no-ema", help="With --run: the raw generator, not its EMA.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+):
+    """Neural style transfer (Gatys et al.): paint CONTENT in the style of STYLE.
+
+    Gradient descent on the pixels minimises alpha * content + beta * style +
+    tv; the same seed and inputs give the same bytes. With --run or --model,
+    stylises generated faces and writes a grid: a row of faces, then the same
+    faces stylised.
+
+    Example: dcgan stylize face.png starry.jpg -o styled.png --steps 300
+    """
+    from dcgan_cli.sampling import Seeds
+    from dcgan_cli.stylize import StyleOptions, parse_style_layers
+
+    def bad(message, hint):
+        return typer.BadParameter(message, param_hint=hint)
+
+    faces = run is not None or model is not None
+    if run is not None and model is not None:
+        raise bad("give --run or --model, not both", "'--model'")
+    if faces and len(images) != 1:
+        raise bad(f"with --run or --model give the STYLE image alone (got {len(images)} images)", "'[CONTENT] STYLE'")
+    if not faces and len(images) != 2:
+        raise bad(f"give CONTENT and STYLE (got {len(images)} image{'s' if len(images) != 1 else ''}), or "
+                  f"--run/--model with STYLE", "'[CONTENT] STYLE'")
+    if no_ema and run is None:
+        raise bad("--no-ema applies to --run", "'--no-ema'")
+    if seeds is not None and not faces:
+        raise bad("--seeds picks generated faces: use it with --run or --model", "'--seeds'")
+    if save_every and faces:
+        raise bad("--save-every applies to one CONTENT image, not to a grid of faces", "'--save-every'")
+    layers = parse_style_layers(style_layers) if style_layers is not None else ()  # UsageError: exit 2
+    try:
+        chosen = Seeds.parse(seeds or "0-15")
+    except DcganError as e:
+        raise bad(str(e), "'--seeds'") from None
+    if size is None and not faces:
+        size = 256
+    options = StyleOptions(size=size, steps=steps, content_weight=content_weight, style_weight=style_weight,
+                           tv_weight=tv_weight, init=init, features=features, seed=seed, lr=lr,
+                           content_layer=content_layer, style_layers=layers, save_every=save_every)
+    say = lambda m: typer.echo(m, err=True)  # noqa: E731
+
+    if not faces:
+        from dcgan_cli.stylize import stylize_file
+
+        try:
+            with _loss_bar(steps, quiet) as on_step:
+                r = stylize_file(images[0], images[1], out, options, on_step=on_step, log=say)
+        except KeyboardInterrupt:
+            typer.echo(f"Interrupted: {out} was not written.", err=True)
+            raise typer.Exit(130) from None
+        h, w = r.pixels.shape[1:3]
+        typer.echo(f"Wrote {out} ({w}x{h}, {steps} steps in {r.seconds:.1f} s; features: {r.features}); "
+                   f"style loss {r.start['style']:.3g} -> {r.final['style']:.3g}, content loss "
+                   f"{r.final['content']:.3g}")
+        return
+
+    from dcgan_cli import rundir
+    from dcgan_cli.stylize import check_output, faces_plan, stylize_faces
+
+    check_output(out)  # before the generator loads
+    if model is not None:
+        generator = rundir.load_generator_file(model)
+        say(f"Generating faces with {model}")
+    else:
+        restored = rundir.restore(run, ema=not no_ema, warn=lambda m: say(f"Warning: {m}"))
+        generator = restored.model
+        say(f"Generating faces with {restored.describe()}")
+    _, batches = faces_plan(generator, len(chosen), size)
+    try:
+        with _loss_bar(steps * batches, quiet) as on_step:
+            r = stylize_faces(generator, chosen, images[0], out, options, on_step=on_step, log=say)
+    except KeyboardInterrupt:
+        typer.echo(f"Interrupted: {out} was not written.", err=True)
+        raise typer.Exit(130) from None
+    verified = "" if r.verified is None else f"; {r.verified} of {r.count} still verify as their original"
+    typer.echo(f"Wrote {out}: {r.count} faces (seeds {chosen}) at {r.size} px, each above its stylised version "
+               f"({steps} steps in {r.seconds:.1f} s; features: {r.features}); mean style loss "
+               f"{r.start['style']:.3g} -> {r.final['style']:.3g}{verified}")
+
+
+def _loss_bar(total: int, quiet: bool):
+    """The progress bar (stderr) with each loss term; yields on_step(step, terms), a no-op when quiet."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def bar():
+        from rich.console import Console
+
+        from dcgan_cli.progress import Bars
+
+        with Bars(not quiet, console=Console(stderr=True), transient=True, only_on_terminal=True) as bars:
+            task = bars.task("stylize", total)
+            yield lambda step, t: task.advance(1, info=f"loss {t['total']:.3g}  content {t['content']:.3g}  "
+                                                       f"style {t['style']:.3g}  tv {t['tv']:.3g}")
+
+    return bar()
 
 
 # ----------------------------------------------------------------------------
@@ -438,15 +588,17 @@ def bench(
                                                       "(default: temporary synthetic shards).")] = None,
     precision: Annotated[Precision, typer.Option(help="Compute precision (auto: by hardware).")] = Precision.auto,
     xla: Annotated[bool, typer.Option("--xla", help="Compile the step with XLA.")] = False,
-    parts: Annotated[str, typer.Option(help="Comma-separated: step, loop, input, preprocess, identity "
-                                            "(the face-embedding network; not in the default).")] = (
+    parts: Annotated[str, typer.Option(help="Comma-separated: step, loop, input, preprocess, stylize "
+                                            "(style transfer), identity (the face-embedding network); the last "
+                                            "two run only when asked.")] = (
         "step,loop,input,preprocess"),
+    stylize_size: Annotated[int, typer.Option(min=32, help="Image side of the stylize part.")] = 256,
     peers: Annotated[Optional[Path], typer.Option(help="Folder with peer_keras.py / peer_torch.py: time them "
                                                        "back to back and report ratios.")] = None,
     torch_python: Annotated[Optional[Path], typer.Option(help="A Python with torch, to run peer_torch.py.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ):
-    """Measure img/s of the train step, the whole loop and the input pipeline.
+    """Measure img/s of the train step, the whole loop and the input pipeline (and s/step of stylize).
 
     Example: dcgan bench --steps 20 --peers ../shared/bench --json
     """
@@ -455,11 +607,11 @@ def bench(
     from dcgan_cli.bench import bench as run
 
     wanted = tuple(p.strip() for p in parts.split(",") if p.strip())
-    if not wanted or set(wanted) - {"step", "loop", "input", "preprocess", "identity"}:
-        raise typer.BadParameter("use a comma-separated subset of step, loop, input, preprocess, identity",
+    if not wanted or set(wanted) - {"step", "loop", "input", "preprocess", "stylize", "identity"}:
+        raise typer.BadParameter("use a comma-separated subset of step, loop, input, preprocess, stylize, identity",
                                  param_hint="'--parts'")
     result = run(size=size, batch_size=batch_size, steps=steps, data=data, precision=precision.value, xla=xla,
-                 peers=peers, torch_python=torch_python, parts=wanted,
+                 peers=peers, torch_python=torch_python, parts=wanted, stylize_size=stylize_size,
                  log=(lambda m: None) if json_ else typer.echo)
     typer.echo(json.dumps(result) if json_ else json.dumps(result, indent=2))
 

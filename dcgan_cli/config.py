@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
@@ -113,11 +115,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        if not isinstance(d, dict):
+            raise DcganError(f"a config is a JSON object of settings, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        # config.json also carries the run's "history" (rundir.py writes it); it is not a setting.
+        unknown = sorted(set(d) - known - {"history"})
         if unknown:
             raise DcganError(f"config has unknown keys {unknown}; was it written by a newer dcgan?")
-        return cls(**d)
+        return cls(**{k: v for k, v in d.items() if k in known})
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
@@ -126,8 +131,13 @@ class TrainConfig:
             return cls.from_dict(json.loads(path.read_text()))
         except FileNotFoundError:
             raise DcganError(f"no config at {path}; is this a run directory written by `dcgan train`?") from None
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DcganError(f"{path} is not valid JSON ({e}); restore it or start a new run") from None
+        except DcganError as e:
+            raise DcganError(f"{path}: {e}; fix it by hand (see `dcgan train --dry-run` for a valid one) "
+                             f"or start a new run") from None
+        except OSError as e:
+            raise DcganError(f"cannot read {path} ({e.strerror or e}); check its permissions") from None
 
 
 # Each preset is a set of overrides on the TrainConfig defaults (which are the
@@ -178,10 +188,32 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
     return TrainConfig(preset=name, **values)
 
 
+# What each field must hold, checked before any range (a hand-edited config.json can hold anything).
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+_KINDS = {"str": "a string", "int": "a whole number", "float": "a number", "bool": "true or false"}
+MAX_SEED = 2**31 - 1  # keras.utils.set_random_seed and the stateless RNG take it
+
+
+def _check_types(c: TrainConfig) -> None:
+    for f in fields(c):
+        v = getattr(c, f.name)
+        want = _TYPES[str(f.type)]
+        if not isinstance(v, want) or (bool not in want and isinstance(v, bool)):
+            raise DcganError(f"{f.name} must be {_KINDS[str(f.type)]}, got {json.dumps(v)[:40]}")
+        if f.type == "float" and not math.isfinite(v):
+            raise DcganError(f"{f.name.replace('_', '-')} must be a finite number, got {v}")
+
+
 def validate(c: TrainConfig) -> None:
     def bad(msg: str) -> None:
         raise DcganError(msg)
 
+    _check_types(c)
+    if not 0 <= c.seed <= MAX_SEED:
+        bad(f"seed must be between 0 and {MAX_SEED}, got {c.seed}")
+    if c.run_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", c.run_name):
+        bad(f"name {c.run_name!r} is not a run name: use up to 64 letters, digits, '.', '_' or '-' "
+            f"(no '/'), starting with a letter or digit")
     check_size(c.image_size, "re-run `dcgan preprocess ... --size 64`")
     if c.channels not in (1, 3):
         bad(f"{c.channels} channels is not supported; preprocess with --channels 3 or 1")

@@ -6,6 +6,7 @@ the new one, never a truncated mix.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -66,6 +67,26 @@ def check_space(where: str | os.PathLike, needed: int, what: str) -> None:
                          f"free some space or use --data-dir")
 
 
+def os_error(e: OSError, path: str | os.PathLike | None = None, *, elsewhere: str,
+             again: str = "run the same command again") -> DcganError:
+    """One line for a filesystem error: the path, what the system said, and the fix.
+
+    `elsewhere` is the option that picks another place (e.g. "--data-dir");
+    `again` what to do once fixed.
+    """
+    where = path if path is not None else e.filename
+    said = e.strerror or str(e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        fix = f"free some space there (or use {elsewhere} on another disk) and {again}"
+    elif e.errno == errno.EROFS:
+        fix = f"use {elsewhere} on a writable disk"
+    elif e.errno in (errno.EACCES, errno.EPERM):
+        fix = f"check its permissions (or use {elsewhere}) and {again}"
+    else:
+        fix = f"fix that and {again}"
+    return DcganError(f"{os.fsdecode(where) if where is not None else 'a file'}: {said}; {fix}")
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -85,3 +106,135 @@ def append_line(path: str | os.PathLike, line: str) -> None:
         f.write(line.rstrip("\n") + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+# ----------------------------------------------------------------------------
+# locking a directory that one process writes (a run, a preprocess output)
+
+LOCK_FILE = ".dcgan.lock"
+
+
+class DirLock:
+    """An exclusive lock on a local directory, held by one process at a time.
+
+    `DIR/.dcgan.lock` is flock'ed and holds the holder's PID and command, so a
+    second writer is refused with a message naming that PID. The kernel drops a
+    flock when its process dies, however it dies, so a lock file left by a dead
+    process is simply taken over (its PID rewritten). Where flock does not
+    exist (Windows) the file is created exclusively instead, and one whose PID
+    is no longer running is taken over.
+
+    `what` names the writer in the refusal ("`dcgan train`"); use it as a
+    context manager or call `release()`.
+    """
+
+    def __init__(self, directory: str | os.PathLike, what: str = "dcgan"):
+        self.directory = Path(directory)
+        self.path = self.directory / LOCK_FILE
+        self.what = what
+        self.fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            self._acquire_exclusive()
+            return
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
+            except OSError as e:
+                raise _os_error(e, f"cannot lock {self.directory}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                self._refuse()
+            # The holder before us may have unlinked the file between our open and flock: retry on the new one.
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        self.fd = fd
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {_command()}\n".encode())
+
+    def _holder(self) -> str:
+        try:
+            return self.path.read_text(errors="replace").split()[0]
+        except (OSError, IndexError):
+            return "unknown"
+
+    def _refuse(self):
+        pid = self._holder()
+        raise DcganError(f"{self.directory} is in use by another {self.what} (PID {pid}); wait for it to finish "
+                         f"or stop it (kill {pid}), then run this again")
+
+    def _acquire_exclusive(self):  # pragma: no cover - Windows
+        for _ in range(2):
+            try:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+                os.write(self.fd, f"{os.getpid()} {_command()}\n".encode())
+                return
+            except FileExistsError:
+                holder = self._holder()
+                if holder.isdigit() and _alive(int(holder)):
+                    self._refuse()
+                self.path.unlink(missing_ok=True)  # a dead holder's lock: take it over
+        self._refuse()
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)  # while still holding it: the next one starts clean
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self) -> "DirLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _command() -> str:
+    import sys
+
+    return " ".join(Path(sys.argv[0]).name if i == 0 else a for i, a in enumerate(sys.argv))[:200]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ----------------------------------------------------------------------------
+# OSError -> one line naming the path and the fix
+
+
+def _os_error(e: OSError, doing: str) -> DcganError:
+    return DcganError(describe_os_error(e, doing))
+
+
+def describe_os_error(e: OSError, doing: str) -> str:
+    """'doing: PATH: no space left on device; free some space ...' - one line for a failed write."""
+    import errno
+
+    where = e.filename or ""
+    reason = e.strerror or str(e) or type(e).__name__
+    if e.errno == errno.ENOSPC or e.errno == errno.EDQUOT:
+        fix = "free some space there (or choose another location)"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "make it writable (or choose another location)"
+    else:
+        fix = "fix that and try again"
+    return f"{doing}{f' ({where})' if where else ''}: {reason.lower()}; {fix}"

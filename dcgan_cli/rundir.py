@@ -9,6 +9,8 @@
       tensorboard/         event files
       generator.keras      the final generator (stock Keras layers: loads without this package)
       best/                with --eval-every: the best-scoring checkpoint, its generator.keras and best.json
+      last-good/           the newest end-of-epoch checkpoint (hard links), which periodic saves never rotate out
+      .dcgan.lock          while a process writes the run: its PID (`lock_run`)
 
 Every module that touches a run goes through here: the trainer writes it,
 `sample`, `export` and `evaluate` read it. Nothing here imports TensorFlow at
@@ -18,14 +20,17 @@ module level, and nothing here trains or scores.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from dcgan_cli.config import TrainConfig
 from dcgan_cli.errors import DcganError
-from dcgan_cli.fsutil import append_line, atomic_path, write_json, write_text
+from dcgan_cli.fsutil import DirLock, append_line, atomic_path, write_json, write_text
 
 CONFIG_FILE = "config.json"
 CKPT_DIR = "checkpoints"
@@ -36,10 +41,16 @@ TENSORBOARD_DIR = "tensorboard"
 GENERATOR_FILE = "generator.keras"
 BEST_DIR = "best"
 BEST_FILE = "best.json"
+LAST_GOOD_DIR = "last-good"
+HISTORY_KEY = "history"  # config.json's list of what changed on each --resume (TrainConfig ignores it)
 
+# Optimiser-only knobs: a resume may change them (lowering the rates is how a NaN is recovered from);
+# the change is recorded in config.json's history. Label smoothing and instance noise are not among
+# them: they change what D is taught (the recipe), not how big the steps are.
+OPTIMISER = frozenset({"lr_g", "lr_d", "beta1", "beta2"})
 # The config fields `--resume` may change: how long and how it trains, never what it trains.
 RESUMABLE = frozenset({"epochs", "checkpoint_every", "precision", "xla", "strategy", "cache", "eval_every",
-                       "eval_samples"})
+                       "eval_samples"}) | OPTIMISER
 # Fields that name where things are rather than what is trained (data may move; the run dir is given).
 _PLACES = frozenset({"data", "runs_dir", "run_name"})
 
@@ -64,13 +75,27 @@ def new_run_dir(runs_dir: str | Path, name: str) -> Path:
 
 
 def latest_run(runs_dir: str | Path) -> Path:
-    """The newest numbered run under `runs_dir` that has a config."""
+    """The newest numbered run under `runs_dir` that has something to sample: a checkpoint or generator.keras.
+
+    A run that died before its first checkpoint (bad data, a full disk) is never "the newest run".
+    """
     runs_dir = Path(runs_dir)
     runs = sorted(p for p in runs_dir.glob("[0-9]" * 5 + "-*") if (p / CONFIG_FILE).exists()) if runs_dir.is_dir() else []
-    if not runs:
-        raise DcganError(f"no training runs under {runs_dir}/; train one with `dcgan train --data DIR` "
+    usable = [p for p in runs if (p / GENERATOR_FILE).is_file() or _checkpoint_files(p / CKPT_DIR)]
+    if not usable:
+        empty = f" ({len(runs)} without a checkpoint yet)" if runs else ""
+        raise DcganError(f"no training runs with a checkpoint under {runs_dir}/{empty}; train one with `dcgan train --data DIR` "
                          f"or name one with --run")
-    return runs[-1]
+    return usable[-1]
+
+
+def lock_run(run_dir: str | Path) -> DirLock:
+    """Lock a run directory for writing (one writer at a time: train, --resume, identity training...).
+
+    A second writer gets a one-line error naming the holder's PID; a lock left by a
+    dead process is taken over. Use as a context manager, or call `.release()`.
+    """
+    return DirLock(run_dir, "dcgan process writing this run")
 
 
 def run_of(path: str | Path) -> Path | None:
@@ -90,8 +115,32 @@ def load_config(run_dir: str | Path) -> TrainConfig:
     return TrainConfig.load(run_dir / CONFIG_FILE)
 
 
-def save_config(run_dir: str | Path, cfg: TrainConfig) -> None:
-    write_text(Path(run_dir) / CONFIG_FILE, cfg.to_json())
+def read_history(run_dir: str | Path) -> list[dict]:
+    """config.json's history: one entry per start or resume ({"event", "step", "time", "changed", "data"})."""
+    try:
+        history = json.loads((Path(run_dir) / CONFIG_FILE).read_text()).get(HISTORY_KEY, [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return history if isinstance(history, list) else []
+
+
+def save_config(run_dir: str | Path, cfg: TrainConfig, event: dict | None = None) -> None:
+    """Write config.json: `cfg`, and the history so far plus `event` (when given), atomically."""
+    history = read_history(run_dir) + ([{"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **event}] if event else [])
+    write_text(Path(run_dir) / CONFIG_FILE,
+               json.dumps({**cfg.to_dict(), **({HISTORY_KEY: history} if history else {})}, indent=2) + "\n")
+
+
+def resume_changes(saved: TrainConfig, cfg: TrainConfig) -> dict:
+    """{field: [old, new]} for the RESUMABLE fields (and the data's place) that a resume changes."""
+    return {k: [getattr(saved, k), getattr(cfg, k)] for k in sorted(RESUMABLE | {"data"})
+            if getattr(saved, k) != getattr(cfg, k)}
+
+
+def recorded_data_id(run_dir: str | Path) -> str | None:
+    """The identity (shards.data_id) of the data the run last trained on, from its history; None if unknown."""
+    ids = [e.get("data_id") for e in read_history(run_dir) if isinstance(e, dict) and e.get("data_id")]
+    return ids[-1] if ids else None
 
 
 def sample_grid_path(run_dir: str | Path, epoch: int) -> Path:
@@ -114,7 +163,7 @@ def check_resume(run_dir: str | Path, cfg: TrainConfig) -> None:
     The data may move (the trainer checks its shape against the config).
     """
     run_dir = Path(run_dir)
-    if not checkpoint_paths(run_dir / CKPT_DIR):
+    if not checkpoint_paths(run_dir / CKPT_DIR) and not checkpoint_paths(run_dir / LAST_GOOD_DIR):
         raise DcganError(f"{run_dir} has no checkpoint to resume from; start a new run without --resume")
     _refuse_fixed_changes(run_dir, load_config(run_dir), cfg.to_dict())
 
@@ -138,13 +187,120 @@ def _refuse_fixed_changes(run_dir: Path, saved: TrainConfig, values: dict) -> No
 # checkpoints
 
 
-def checkpoint_paths(directory: str | Path) -> list[str]:
-    """The checkpoints a CheckpointManager recorded in `directory`, oldest first."""
+_CKPT_INDEX = re.compile(r"ckpt-(\d+)\.index")
+
+
+def _checkpoint_files(directory: Path) -> list[str]:
+    """ckpt-N prefixes whose .index file is on disk, oldest first (the index is written last, so complete)."""
+    if not directory.is_dir():
+        return []
+    steps = sorted(int(m.group(1)) for p in directory.iterdir() if (m := _CKPT_INDEX.fullmatch(p.name)))
+    return [str(directory / f"ckpt-{n}") for n in steps]
+
+
+def _scan_checkpoints(directory: Path) -> tuple[list[str], str | None]:
+    """(the checkpoints, oldest first; what is wrong with the `checkpoint` index file, or None)."""
     import tensorflow as tf
 
+    if not directory.is_dir():
+        return [], None
+    found = _checkpoint_files(directory)
+    try:
+        state = tf.train.get_checkpoint_state(str(directory))
+    except Exception as e:  # empty, garbage, not UTF-8: ValueError, UnicodeDecodeError, protobuf's ParseError
+        return found, f"is unreadable ({type(e).__name__})"
+    listed = list(state.all_model_checkpoint_paths) if state else []
+    if not listed:
+        return found, (("is missing" if not (directory / "checkpoint").exists() else "lists no checkpoint")
+                       if found else None)
+    missing = [Path(p).name for p in listed if not Path(p + ".index").exists()]
+    if missing:
+        return found, f"names {', '.join(missing)}, which is not on disk"
+    return listed, None
+
+
+def checkpoint_paths(directory: str | Path, warn: Callable[[str], None] | None = None) -> list[str]:
+    """The checkpoints in `directory`, oldest first.
+
+    From the `checkpoint` index file a CheckpointManager keeps; when that file is
+    damaged (empty after a power cut, garbage, naming files that are gone), from
+    the ckpt-N.index files themselves, with a warning. Never writes.
+    """
     directory = Path(directory)
-    state = tf.train.get_checkpoint_state(str(directory)) if directory.is_dir() else None
-    return list(state.all_model_checkpoint_paths) if state else []
+    paths, problem = _scan_checkpoints(directory)
+    if problem and paths and warn:
+        warn(f"{directory / 'checkpoint'} {problem}; using the checkpoints found on disk "
+             f"({', '.join(Path(p).name for p in paths)})")
+    return paths
+
+
+def repair_checkpoints(directory: str | Path, warn: Callable[[str], None] | None = None) -> list[str]:
+    """Make `directory` safe for a CheckpointManager; returns its checkpoints, oldest first.
+
+    A damaged `checkpoint` index is rewritten from the ckpt-N.index files (with a
+    warning), and `ckpt-N_temp` folders that a kill left mid-save are removed.
+    Call it holding the run's lock (`lock_run`).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    for p in directory.glob("ckpt-*_temp*"):
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    paths, problem = _scan_checkpoints(directory)
+    if problem and paths:
+        if warn:
+            warn(f"{directory / 'checkpoint'} {problem}; rebuilt it from the checkpoints on disk "
+                 f"({', '.join(Path(p).name for p in paths)})")
+        write_checkpoint_index(directory, paths)
+    elif problem:  # an index naming nothing usable: without it the manager starts clean
+        (directory / "checkpoint").unlink(missing_ok=True)
+    return paths
+
+
+def write_checkpoint_index(directory: str | Path, paths: list[str]) -> None:
+    """The `checkpoint` file of a CheckpointManager listing `paths` (oldest first), written atomically."""
+    names = [Path(p).name for p in paths]
+    # The timestamps tell a CheckpointManager that these are its own to rotate (not preserved forever).
+    times = [os.stat(Path(directory) / f"{n}.index").st_mtime for n in names]
+    lines = ([f'model_checkpoint_path: "{names[-1]}"'] + [f'all_model_checkpoint_paths: "{n}"' for n in names]
+             + [f"all_model_checkpoint_timestamps: {t!r}" for t in times]
+             + [f"last_preserved_timestamp: {min(times) - 1!r}"])
+    write_text(Path(directory) / "checkpoint", "\n".join(lines) + "\n")
+
+
+def remove_partial_checkpoint(directory: str | Path, step: int) -> None:
+    """Delete what a failed save of ckpt-`step` left (its temp folder, its files), nothing else."""
+    directory = Path(directory)
+    for p in list(directory.glob(f"ckpt-{step}_temp*")) + list(directory.glob(f"ckpt-{step}.*")):
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    for p in directory.glob("checkpoint.tmp*"):  # the index's own temp file
+        p.unlink(missing_ok=True)
+
+
+def keep_last_good(run_dir: str | Path, path: str) -> Path:
+    """Make RUN/last-good/ hold the checkpoint `path` (hard links: no copy, no extra space).
+
+    The trainer calls this after each end-of-epoch save, once the weights passed
+    `training`'s sanity check; periodic saves (--checkpoint-every) rotate the
+    checkpoints/ folder but never this one, and a NaN never writes anything.
+    """
+    good = Path(run_dir) / LAST_GOOD_DIR
+    tmp = good.with_name(f".{LAST_GOOD_DIR}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    src = Path(path)
+    for f in src.parent.glob(src.name + ".*"):
+        try:
+            os.link(f, tmp / f.name)
+        except OSError:  # a file system without hard links
+            shutil.copy2(f, tmp / f.name)
+    write_checkpoint_index(tmp, [str(tmp / src.name)])
+    old = good.with_name(f".{LAST_GOOD_DIR}.old-{os.getpid()}")
+    if good.exists():
+        os.replace(good, old)
+    os.replace(tmp, good)
+    shutil.rmtree(old, ignore_errors=True)
+    return good / src.name
 
 
 def restore_first_readable(ckpt, paths: list[str], where, *, partial: bool = False,
@@ -211,7 +367,10 @@ def restore(run_dir: str | Path, *, ema: bool = True, best: bool = False,
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)
     directory = run_dir / (BEST_DIR if best else CKPT_DIR)
-    paths = checkpoint_paths(directory)
+    paths = checkpoint_paths(directory, warn)
+    if not paths and not best:  # checkpoints/ lost: the last end-of-epoch one may still be there
+        directory = run_dir / LAST_GOOD_DIR
+        paths = checkpoint_paths(directory, warn)
     if not paths:
         if best:
             raise DcganError(f"{run_dir} has no best checkpoint; train it with --eval-every N to keep one")
@@ -260,6 +419,22 @@ def load_generator_file(path: str | Path):
                          f"pass a generator saved by `dcgan train` or `dcgan export`") from None
     check_generator(model, path)
     return model
+
+
+def is_generator_file(path: str | Path) -> bool:
+    """Whether `path` is a .keras file that `save_generator` wrote (read from its config, without loading it)."""
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file() or path.is_symlink():
+        return False
+    try:
+        with zipfile.ZipFile(path) as z:
+            config = json.loads(z.read("config.json"))
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError):
+        return False
+    return isinstance(config, dict) and isinstance(config.get("config"), dict) \
+        and config["config"].get("name") == "generator"
 
 
 def check_generator(model, where) -> None:

@@ -330,6 +330,7 @@ class SampleRequest:
         interpolate: K key latents of a looping walk; frames: frames per leg; fps: of the GIF.
         ema: the EMA weights of a run (when it kept them).
         batch_size: latents per generator call.
+        force: replace an existing OUT (or seed files in `individual`); without it they are refused.
     """
 
     out: Path | None = None
@@ -347,6 +348,7 @@ class SampleRequest:
     ema: bool = True
     batch_size: int = DEFAULT_BATCH
     runs_dir: Path = Path("runs")
+    force: bool = False
     seeds: Seeds = field(init=False, repr=False)
     psi: float = field(init=False, repr=False)
     frames_per_leg: int = field(init=False, repr=False)
@@ -417,10 +419,14 @@ def fulfil(req: SampleRequest, *, say: Callable[[str], None] = print, progress: 
 
     from dcgan_cli.progress import Bars
 
+    from dcgan_cli.resources import check_sampling_memory
+
     if req.out is not None:
         check_writable(req.out)
     if req.individual is not None:
         check_writable(req.individual, "dir")
+    if not req.force:
+        check_not_overwriting(req.out, req.individual, req.seeds if req.interpolate is None else None)
     if req.model is not None:
         generator = rundir.load_generator_file(req.model)
         source = f"Sampling from {req.model}"
@@ -429,6 +435,7 @@ def fulfil(req: SampleRequest, *, say: Callable[[str], None] = print, progress: 
         restored = rundir.restore(run, ema=req.ema, warn=lambda m: say(f"Warning: {m}"))
         generator = restored.model
         source = f"{'Using the newest run' if req.run is None else 'Sampling from'}: {restored.describe()}"
+    check_sampling_memory(generator, req.batch_size)
     sampler = Sampler(generator, req.batch_size)
     if req.interpolate is None:
         check_outputs(sampler, len(req.seeds), req.out, req.individual, req.nrow)
@@ -451,6 +458,22 @@ def fulfil(req: SampleRequest, *, say: Callable[[str], None] = print, progress: 
     return f"Wrote {count} images (seeds {req.seeds}) to {' and '.join(places)}"
 
 
+def check_not_overwriting(out: str | Path | None, individual: str | Path | None, seeds: Seeds | None) -> None:
+    """Refuse to replace an existing OUT, or seed files already in `individual`, without --force."""
+    if out is not None and (Path(out).exists() or Path(out).is_symlink()):
+        raise DcganError(f"{out} already exists; pass --force to replace it, or choose another name")
+    if individual is not None and seeds is not None and Path(individual).is_dir():
+        taken = []
+        for p in Path(individual).iterdir():
+            m = re.fullmatch(r"seed-(\d+)\.png", p.name)
+            if m and any(int(m.group(1)) in r for r in seeds.ranges):
+                taken.append(p.name)
+                break
+        if taken:
+            raise DcganError(f"{individual} already holds images of these seeds ({taken[0]}, ...); pass --force "
+                             f"to replace them, or choose another folder")
+
+
 # ----------------------------------------------------------------------------
 # export
 
@@ -470,7 +493,7 @@ def check_export_target(out: str | Path, fmt: str | None = None, force: bool = F
         raise DcganError(f"a Keras model file must end in .keras; name it {out.with_suffix('.keras').name} "
                          f"or use --format savedmodel")
     if out.exists() or out.is_symlink():
-        ours = out.is_file() and out.suffix == ".keras" if fmt == "keras" else (out / "saved_model.pb").is_file()
+        ours = rundir.is_generator_file(out) if fmt == "keras" else (out / "saved_model.pb").is_file()
         if not ours:
             raise DcganError(f"{out} already exists and is not a {fmt} export; choose another path")
         if not force:

@@ -30,8 +30,10 @@ reads local paths and gs:// alike).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import time
 from pathlib import Path
 
 from dcgan_cli.errors import DcganError
@@ -216,8 +218,8 @@ class ShardWriter:
 
     `add` and `close` return the manifest entry of the shard they closed
     ({"file", "count", "sha256", "bytes"}), else None; collect them for
-    `make_manifest`. `abandon` closes an open file without recording it
-    (a half-written shard, which the next run deletes).
+    `make_manifest`. `abandon` closes an open file without recording it and
+    deletes it (a half-written shard).
     """
 
     def __init__(self, out: str | Path, tag: str, limit: int, first_index: int = 0):
@@ -250,9 +252,16 @@ class ShardWriter:
         return entry
 
     def abandon(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        """Close and delete the open shard: unrecorded, it is of no use (a full disk may have cut it short)."""
+        if self.writer is None:
+            return
+        import tensorflow as tf
+
+        writer, self.writer = self.writer, None
+        with contextlib.suppress(OSError, tf.errors.OpError):  # already failing: keep the first error
+            writer.close()
+        with contextlib.suppress(OSError, tf.errors.OpError):
+            tf.io.gfile.remove(join(self.out, self.name()))
 
 
 # ----------------------------------------------------------------------------
@@ -341,6 +350,89 @@ def load_manifest(data_dir: str | Path, *, check_shards: bool = True) -> dict:
             raise DcganError(f"{data_dir} is missing {len(missing)} of its {len(m['shards'])} shards "
                              f"({missing[0]}, ...); re-run `dcgan preprocess ... --force`")
     return m
+
+
+# ----------------------------------------------------------------------------
+# Checking the shards against the manifest, before training
+
+VERIFIED = ".verified.json"  # beside the manifest: what the last full check saw (hidden: not a data file)
+
+
+def data_id(manifest: dict) -> str:
+    """A short identity of a data set's content: the hash of its shards' hashes (same images, same id)."""
+    return hashlib.sha256("".join(s["sha256"] for s in manifest["shards"]).encode()).hexdigest()[:16]
+
+
+def _record_size(manifest: dict) -> int | None:
+    """Bytes each record takes on disk when every record is one plain image (no label features), else None."""
+    if manifest.get("labels"):
+        return None
+    n = manifest["size"] * manifest["size"] * manifest["channels"]
+    return len(example_prefix(n)) + n + TFRECORD_FRAMING
+
+
+def verify_shards(data_dir: str | Path, manifest: dict, *, full: bool = False,
+                  log=None) -> bool:
+    """Check the shards against `manifest` before training; returns True when the hashes were checked.
+
+    Always (cheap): each shard's size is the manifest's `bytes`, and, for plain
+    image records, `count` records of the image's size (so an edited count is
+    caught). The SHA-256 of every shard too with `full`, or when the manifest or
+    a shard changed since the last full check (recorded in DIR/.verified.json,
+    when the folder is writable). Any mismatch is a one-line error naming the
+    shard and the fix, raised before anything is written.
+    """
+    import tensorflow as tf
+
+    data_dir = str(data_dir)
+    fix = "re-run `dcgan preprocess ... --force` to rebuild the data"
+    per_record = _record_size(manifest)
+    seen = {}
+    for s in manifest["shards"]:
+        path = join(data_dir, s["file"])
+        try:
+            st = tf.io.gfile.stat(path)
+        except tf.errors.OpError:
+            raise DcganError(f"shard {path} is missing; {fix}") from None
+        size = st.length
+        expected = s.get("bytes")
+        if _is_int(expected) and size != expected:
+            raise DcganError(f"shard {path} is {size:,} bytes but the manifest says {expected:,} (truncated or "
+                             f"replaced); {fix}")
+        if per_record and size != s["count"] * per_record:
+            raise DcganError(f"shard {path} holds {size / per_record:g} images' worth of bytes but the manifest "
+                             f"says {s['count']}; the manifest or the shard was changed: {fix}")
+        seen[s["file"]] = [size, getattr(st, "mtime_nsec", 0)]
+    record_path = join(data_dir, VERIFIED)
+    try:
+        manifest_hash = hashlib.sha256(tf.io.gfile.GFile(join(data_dir, MANIFEST), "rb").read()).hexdigest()
+    except tf.errors.OpError:
+        manifest_hash = ""
+    state = {"manifest_sha256": manifest_hash, "shards": seen}
+    if not full and is_local(data_dir):
+        try:
+            last = json.loads(Path(record_path).read_text())
+        except (OSError, ValueError):
+            last = None
+        if isinstance(last, dict) and {k: last.get(k) for k in state} == state:
+            return False  # nothing changed since the last full check
+    elif not full:
+        return False  # gs://: hashing means reading every byte over the network; only with --verify-data
+    if log:
+        log(f"Verifying {len(manifest['shards'])} shard(s) of {data_dir} against its manifest (SHA-256)")
+    for s in manifest["shards"]:
+        path = join(data_dir, s["file"])
+        if sha256_file(path) != s["sha256"]:
+            raise DcganError(f"shard {path} does not match the SHA-256 in the manifest (damaged on disk, or "
+                             f"the manifest was edited); {fix}")
+    if is_local(data_dir):
+        try:
+            from dcgan_cli.fsutil import write_json
+
+            write_json(record_path, {**state, "verified": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        except OSError:
+            pass  # read-only data: it will be verified again next time, which is only slower
+    return True
 
 
 # ----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import numpy as np
 from dcgan_cli.config import TrainConfig
 from dcgan_cli.errors import DcganError
 from dcgan_cli import rundir
-from dcgan_cli.fsutil import atomic_path
+from dcgan_cli.fsutil import atomic_path, describe_os_error
 
 # Stream ids folded into the per-step seed, one per kind of randomness.
 _Z, _LABELS, _NOISE_STD, _NOISE, _FLIP = range(5)
@@ -35,7 +36,12 @@ class TrainingInterrupted(Exception):
 
 
 class NonFiniteLoss(DcganError):
-    """A loss became NaN/Inf; the last good checkpoint is kept."""
+    """A loss became NaN/Inf, or the weights blew up; nothing is checkpointed, the last good checkpoint is kept."""
+
+
+# Trainable weights past this size are not a model any more (DCGAN's start at N(0, 0.02); Adam at a
+# sane rate moves each by about the rate per step): a checkpoint of them would only lead to NaN again.
+WEIGHT_LIMIT = 1e4
 
 
 # ----------------------------------------------------------------------------
@@ -236,6 +242,39 @@ def all_finite(variables) -> bool:
     return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in variables if "float" in str(v.dtype))
 
 
+def weight_problem(models) -> str | None:
+    """Why these models' weights must not be saved (NaN/Inf anywhere, or a trainable |w| > WEIGHT_LIMIT), or None."""
+    import tensorflow as tf
+
+    for model in models:
+        trainable = {id(v) for v in model.trainable_variables}
+        for v in model.variables:
+            if "float" not in str(v.dtype):
+                continue
+            if not bool(tf.reduce_all(tf.math.is_finite(v))):
+                return f"{v.path} is not finite"
+            if id(v) in trainable:
+                biggest = float(tf.reduce_max(tf.abs(v)))
+                if biggest > WEIGHT_LIMIT:
+                    return f"{v.path} reached |w| = {biggest:.3g} (over {WEIGHT_LIMIT:g}: the weights are exploding)"
+    return None
+
+
+def _lower(lr: float) -> str:
+    """The rate to suggest after a NaN: a tenth, and never above the paper's 2e-4."""
+    return f"{min(lr / 10, 2e-4):.3g}"
+
+
+def recovery_advice(cfg: TrainConfig, run_dir: Path, last: str | None) -> str:
+    """What to run after a NaN: resume the last good checkpoint with lower rates, or start again with them."""
+    rates = f"--lr-d {_lower(cfg.lr_d)} --lr-g {_lower(cfg.lr_g)}"
+    if last is None:
+        return (f"no checkpoint was written before it, so there is nothing to resume: start a new run with "
+                f"lower learning rates (your `dcgan train` command plus {rates})")
+    return (f"the last good checkpoint, {Path(last).name}, is kept; continue from it with lower learning rates: "
+            f"dcgan train --resume {run_dir} {rates}")
+
+
 # ----------------------------------------------------------------------------
 # per-epoch outputs
 
@@ -269,11 +308,14 @@ def plot_losses(metrics_path: Path, out: Path) -> None:
 
 
 def check_data(cfg: TrainConfig, manifest: dict) -> None:
+    """The data's shape must be the config's; the error names the flags that make such data."""
     if (manifest["size"], manifest["channels"]) != (cfg.image_size, cfg.channels):
+        flags = [f"--size {cfg.image_size}"] if manifest["size"] != cfg.image_size else []
+        flags += [f"--channels {cfg.channels}"] if manifest["channels"] != cfg.channels else []
         raise DcganError(
             f"the data is {manifest['size']}x{manifest['size']}x{manifest['channels']} but the config wants "
             f"{cfg.image_size}x{cfg.image_size}x{cfg.channels}; preprocess again with "
-            f"`dcgan preprocess SOURCE --size {cfg.image_size}`")
+            f"`dcgan preprocess SOURCE {' '.join(flags)}`")
 
 
 def train(
@@ -284,65 +326,112 @@ def train(
     log: Callable[[str], None] = print,
     quiet: bool = False,
     max_steps: int | None = None,
+    verify_data: bool = False,
 ) -> Path:
     """Train `cfg` into `run_dir` (a new numbered one when None); returns the run dir.
 
     With `resume`, `run_dir` must hold a checkpoint and `cfg` may differ from
     its saved config only in `rundir.RESUMABLE` fields (and the data's place);
-    training continues at its exact step and epoch. With `cfg.eval_every`, what
-    evaluation needs is checked before any training. `max_steps` stops early
-    (benchmarks, tests).
+    training continues at its exact step and epoch, and what changed goes into
+    config.json's history. With `cfg.eval_every`, what evaluation needs is
+    checked before any training. The shards are checked against their manifest
+    first (hashes too with `verify_data`, or when they changed since the last
+    check), and the run directory is locked while training. `max_steps` stops
+    early (benchmarks, tests).
     """
-    import tensorflow as tf
-
     from dcgan_cli import distribute
     from dcgan_cli.evaluate import preflight_training
-    from dcgan_cli.images import make_grid, save_image
-    from dcgan_cli.pipeline import make_dataset
-    from dcgan_cli.shards import load_manifest
-    from dcgan_cli.progress import Bars
-    from dcgan_cli.sampling import Sampler
+    from dcgan_cli.resources import check_training_memory
+    from dcgan_cli.shards import load_manifest, verify_shards
 
     # -- setup: every rule checked before anything is written ---------------
+    saved = None
     if resume:
         if run_dir is None:
             raise DcganError("resuming needs the run directory to continue; pass it (`dcgan train --resume RUN`)")
-        rundir.check_resume(run_dir, cfg)
+        saved = rundir.load_config(run_dir)  # refuses a folder that is not a run, before locking it
     manifest = load_manifest(cfg.data)
     check_data(cfg, manifest)
+    verify_shards(cfg.data, manifest, full=verify_data, log=log)
+    check_training_memory(cfg, log=log)
     preflight_training(cfg, log=log)
     strategy = distribute.make_strategy(cfg.strategy)
     chief = distribute.is_chief(strategy)
-    several_workers = distribute.num_workers(strategy) > 1  # decided once, not per step
     precision = resolve_precision(cfg.precision)
     n_rep = strategy.num_replicas_in_sync
     if cfg.batch_size % n_rep:
         raise DcganError(f"batch size {cfg.batch_size} does not split over {n_rep} replicas; use a multiple of {n_rep}")
 
-    if run_dir is None:
+    new_run = run_dir is None
+    if new_run:
         data_name = Path(str(cfg.data).rstrip("/")).name or "data"
         run_name = "-".join(filter(None, [data_name, cfg.preset, cfg.run_name]))
         # The chief numbers the run; the other workers learn its path (distribute.py).
-        run_dir = distribute.shared_run_dir(strategy, lambda: rundir.new_run_dir(cfg.runs_dir, run_name))
+        try:
+            run_dir = distribute.shared_run_dir(strategy, lambda: rundir.new_run_dir(cfg.runs_dir, run_name))
+        except OSError as e:
+            raise DcganError(describe_os_error(e, f"cannot create a run directory under {cfg.runs_dir}")) from None
     run_dir = Path(run_dir)
+    # One writer per run: a second `train --resume` of it is refused, naming this process.
+    lock = rundir.lock_run(run_dir) if chief else None
+    try:
+        try:
+            if resume:
+                if chief:  # a damaged index rebuilt from the files, a kill's ckpt-N_temp folders removed
+                    rundir.repair_checkpoints(run_dir / rundir.CKPT_DIR, warn=lambda m: log(f"Warning: {m}"))
+                rundir.check_resume(run_dir, cfg)
+            return _train_locked(cfg, run_dir, saved, manifest, log, quiet, max_steps, strategy, precision)
+        except OSError as e:  # config.json, a grid, metrics, the plot: the checkpoints written so far are intact
+            resumable = rundir.checkpoint_paths(run_dir / rundir.CKPT_DIR)
+            raise DcganError(describe_os_error(e, "writing the run failed")
+                             + (f"; then continue: dcgan train --resume {run_dir}" if resumable else "")) from None
+    except BaseException:
+        # A new run that failed before its first checkpoint holds nothing worth keeping.
+        if new_run and chief and not rundir.checkpoint_paths(run_dir / rundir.CKPT_DIR):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(cfg: TrainConfig, run_dir: Path, saved: TrainConfig | None, manifest: dict, log, quiet: bool,
+                  max_steps: int | None, strategy, precision: str) -> Path:
+    """The training itself, holding the run's lock; `saved` is the run's config before a resume (None: new run)."""
+    import tensorflow as tf
+
+    from dcgan_cli import distribute
+    from dcgan_cli.images import make_grid, save_image
+    from dcgan_cli.pipeline import make_dataset
+    from dcgan_cli.progress import Bars
+    from dcgan_cli.sampling import Sampler
+    from dcgan_cli.shards import data_id
+
+    resume = saved is not None
+    chief = distribute.is_chief(strategy)
+    several_workers = distribute.num_workers(strategy) > 1  # decided once, not per step
     # Non-chief workers write to a scratch dir (the multi-worker guide's rule).
     out_dir = distribute.output_dir(strategy, run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if chief:
-        rundir.save_config(run_dir, cfg)
+    this_data = data_id(manifest)
+    if chief and not resume:
+        rundir.save_config(run_dir, cfg, {"event": "start", "data": cfg.data, "data_id": this_data})
         (run_dir / rundir.SAMPLES_DIR).mkdir(exist_ok=True)
 
     with strategy.scope():
         gan = build_gan(cfg, precision)
     ckpt = gan.checkpoint()
-    manager = tf.train.CheckpointManager(ckpt, str(out_dir / rundir.CKPT_DIR), max_to_keep=cfg.keep_checkpoints)
+    ckpt_dir = out_dir / rundir.CKPT_DIR
+    manager = tf.train.CheckpointManager(ckpt, str(ckpt_dir), max_to_keep=cfg.keep_checkpoints)
     # Every worker resumes from the chief's checkpoints (non-chief ones only save to scratch).
-    source = manager if chief or not resume else tf.train.CheckpointManager(
-        ckpt, str(distribute.checkpoint_dir_to_restore(run_dir, rundir.CKPT_DIR)), max_to_keep=None)
-    restored = rundir.restore_first_readable(ckpt, source.checkpoints, source.directory,
-                                             warn=lambda m: log(f"Warning: {m}")) if resume else None
-    if resume and restored is None:
-        raise DcganError(f"{run_dir} has no checkpoint to resume from; start a new run without --resume")
+    restored = None
+    if resume:
+        source = ckpt_dir if chief else distribute.checkpoint_dir_to_restore(run_dir, rundir.CKPT_DIR)
+        paths = rundir.checkpoint_paths(source) or rundir.checkpoint_paths(run_dir / rundir.LAST_GOOD_DIR)
+        where = source if rundir.checkpoint_paths(source) else run_dir / rundir.LAST_GOOD_DIR
+        restored = rundir.restore_first_readable(ckpt, paths, where, warn=lambda m: log(f"Warning: {m}"))
+        if restored is None:
+            raise DcganError(f"{run_dir} has no checkpoint to resume from; start a new run without --resume")
     # The config is the truth: a checkpoint restores the optimizers' learning rates too.
     for opt, lr in ((gan.g_opt, cfg.lr_g), (gan.d_opt, cfg.lr_d)):
         opt.learning_rate.assign(lr)
@@ -352,7 +441,22 @@ def train(
     step0 = int(gan.step.numpy())
     start_epoch = step0 // steps_per_epoch
     if restored:
-        log(f"Resumed from {restored} at step {step0} (epoch {start_epoch + 1}/{cfg.epochs})")
+        where = (f"epoch {start_epoch + 1}/{cfg.epochs}" if step0 < total_steps
+                 else f"all {cfg.epochs} epochs done")
+        log(f"Resumed from {restored} at step {step0} ({where})")
+        changes = rundir.resume_changes(saved, cfg)
+        if changes:
+            log("Changed on resume (recorded in config.json's history): "
+                + ", ".join(f"{k.replace('_', '-')} {a} -> {b}" for k, a, b in
+                            ((k, *v) for k, v in changes.items())))
+        event = {"event": "resume", "step": step0, "changed": changes, "data_id": this_data}
+        before = rundir.recorded_data_id(run_dir)
+        if before is not None and before != this_data:
+            log(f"Warning: {cfg.data} is not the data this run trained on so far (same shape, other images: "
+                f"data id {this_data}, was {before}); training goes on with it, and config.json's history says so")
+            event["data_changed_from"] = before
+        if chief:
+            rundir.save_config(run_dir, cfg, event)
     if step0 >= total_steps:
         log(f"Nothing to do: step {step0} already reaches {cfg.epochs} epochs; raise --epochs to train more")
 
@@ -382,10 +486,22 @@ def train(
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def save_checkpoint(reason: str) -> str:
-        if not all_finite(gan.generator.variables + gan.discriminator.variables):
-            raise NonFiniteLoss(f"weights are not finite at step {int(gan.step.numpy())}; not checkpointing. "
-                                f"The last good checkpoint is kept; resume from it with a lower learning rate")
-        return manager.save(checkpoint_number=int(gan.step.numpy()))
+        step = int(gan.step.numpy())
+        problem = weight_problem([m for m in (gan.generator, gan.discriminator, gan.g_ema) if m is not None])
+        if problem:
+            raise NonFiniteLoss(f"not checkpointing step {step}: {problem}; "
+                                f"{recovery_advice(cfg, run_dir, manager.latest_checkpoint)}")
+        existed = f"{ckpt_dir}/ckpt-{step}" in manager.checkpoints
+        try:
+            return manager.save(checkpoint_number=step)
+        except (OSError, tf.errors.OpError) as e:  # disk full, read-only, quota: the earlier checkpoints stay
+            if not existed:
+                rundir.remove_partial_checkpoint(ckpt_dir, step)
+            reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
+            raise DcganError(f"writing checkpoint ckpt-{step} into {ckpt_dir} failed ({reason.splitlines()[0]}); "
+                             f"free some space there or make it writable, then continue from "
+                             f"{Path(manager.latest_checkpoint or 'no checkpoint').name}: "
+                             f"dcgan train --resume {run_dir}") from None
 
     # -- loop ----------------------------------------------------------------
     try:
@@ -404,8 +520,8 @@ def train(
                 if not (np.isfinite(out["d_loss"]) and np.isfinite(out["g_loss"])):
                     raise NonFiniteLoss(
                         f"loss became {'NaN' if np.isnan(out['d_loss'] + out['g_loss']) else 'Inf'} at step {step} "
-                        f"(epoch {epoch + 1}); stopped without checkpointing. The last good checkpoint is in "
-                        f"{out_dir / rundir.CKPT_DIR}; lower the learning rates (--lr-d/--lr-g) and `--resume` it")
+                        f"(epoch {epoch + 1}); stopped without checkpointing: "
+                        f"{recovery_advice(cfg, run_dir, manager.latest_checkpoint)}")
                 for k in sums:
                     sums[k] += out[k]
                 n += 1
@@ -435,7 +551,9 @@ def train(
 
             # -- end of epoch: checkpoint, grid, metrics, plot, TensorBoard --
             gan.epoch.assign(epoch + 1)
-            save_checkpoint("epoch")
+            saved_path = save_checkpoint("epoch")
+            if chief:  # checked sane by save_checkpoint: the one periodic saves never rotate out
+                rundir.keep_last_good(run_dir, saved_path)
             row = {"epoch": epoch + 1, "step": step, **{k: v / max(n, 1) for k, v in sums.items()},
                    "img_per_s": round(cfg.batch_size * n / seconds, 2), "seconds": round(seconds, 3)}
             if chief:
@@ -457,6 +575,12 @@ def train(
                 evaluate_epoch(cfg, gan, ckpt, run_dir, epoch + 1, step, log, tb=tb, quiet=quiet)
             if max_steps is not None and step >= max_steps:
                 break
+    except (DcganError, OSError):
+        raise
+    except tf.errors.DataLossError as e:  # a shard damaged after its check (or with the same size and time)
+        raise DcganError(f"the training data is damaged ({(e.message or '').splitlines()[0][:120]}); check it with "
+                         f"`dcgan train --resume {run_dir} --verify-data` or re-run `dcgan preprocess ... --force`"
+                         ) from None
     except Exception as e:
         # A dead or stuck worker fails the collectives: say so, and how to resume.
         if (lost := distribute.cluster_failure(e, strategy, run_dir)) is None:
@@ -471,7 +595,12 @@ def train(
 
     # -- the end: a generator that loads without this package --------------
     if chief and int(gan.step.numpy()) >= total_steps:
-        rundir.save_generator(gan.output_generator, run_dir / rundir.GENERATOR_FILE)
+        try:
+            rundir.save_generator(gan.output_generator, run_dir / rundir.GENERATOR_FILE)
+        except OSError as e:
+            raise DcganError(describe_os_error(e, f"writing {run_dir / rundir.GENERATOR_FILE} failed")
+                             + f"; the checkpoints are intact, and `dcgan train --resume {run_dir}` writes it "
+                               f"again") from None
     return run_dir
 
 

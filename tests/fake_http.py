@@ -144,6 +144,49 @@ def stalling_route(data: bytes, stall_at: int, seconds: float):
     return handler
 
 
+def trickling_route(data: bytes, every: float, for_seconds: float, times: int | None = 1):
+    """The first `times` responses (all if None) send one byte every `every` seconds, for at most
+    `for_seconds`, then drop the connection; later ones serve the file (with Range)."""
+    count = {"n": 0}
+
+    def handler(h, req):
+        count["n"] += 1
+        if times is not None and count["n"] > times:
+            return send_file(h, req, data)
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        deadline = time.monotonic() + for_seconds
+        try:
+            for i in range(len(data)):
+                if time.monotonic() > deadline:
+                    break
+                h.wfile.write(data[i:i + 1])
+                h.wfile.flush()
+                time.sleep(every)
+        except OSError:  # the client gave up on us
+            pass
+        h.close_connection = True
+
+    return handler
+
+
+def unsized_route(data: bytes):
+    """200 with no Content-Length: the body ends when the connection closes (the size is learnt at the end)."""
+
+    def handler(h, req):
+        h.send_response(200)
+        h.send_header("Content-Type", "application/zip")
+        h.end_headers()
+        try:
+            h.wfile.write(data)
+        except OSError:
+            pass
+        h.close_connection = True
+
+    return handler
+
+
 def failing_route(status: int, times: int | None = None, then=None):
     """`status` for the first `times` requests (all if None), then `then`."""
     count = {"n": 0}

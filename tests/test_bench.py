@@ -24,3 +24,15 @@ def test_bench_json_reports_step_loop_input_and_preprocess_figures():
 def test_bench_rejects_unknown_parts():
     r = CliRunner().invoke(app, ["bench", "--parts", "step,warp"])
     assert r.exit_code == 2
+
+
+def test_bench_stylize_reports_seconds_per_step_and_the_default_run():
+    r = CliRunner().invoke(app, ["bench", "--parts", "stylize", "--stylize-size", "32", "--steps", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output.strip().splitlines()[-1])
+    assert out["stylize_size"] == 32 and out["stylize_default_steps"] == 300
+    for key in ("stylize_s_per_step", "stylize_cpu_s_per_step", "stylize_vgg19_s_per_step",
+                "stylize_vgg19_cpu_s_per_step", "stylize_vgg19_vs_random_cpu", "stylize_default_run_s",
+                "stylize_default_run_cpu_s"):
+        assert out[key] > 0, key
+    assert "step_img_per_s" not in out  # only the part asked for ran

@@ -249,8 +249,8 @@ def test_two_workers_train_and_only_the_chief_writes_the_run(data16, tmp_path):
     for i in range(2):
         assert f"Run directory: {run}" in _log(tmp_path, "train", i)
         assert "has 1 shard file(s) for 2 input pipelines; splitting by record" in _log(tmp_path, "train", i)
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json", "generator.keras", "losses.png",
-                                                     "metrics.jsonl", "samples", "tensorboard"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json", "generator.keras", "last-good",
+                                                     "losses.png", "metrics.jsonl", "samples", "tensorboard"]
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
     (events,) = (run / "tensorboard").iterdir()
     assert f".{chief.pid}." in events.name, "TensorBoard events written by a worker that is not the chief"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
 import tarfile
 import zipfile
 
@@ -25,7 +26,8 @@ from dcgan_cli.datasets.extract import extract
 from dcgan_cli.errors import DcganError
 
 from fake_http import (LOGIN_PAGE, QUOTA_PAGE, FakeServer, drive_cookie_route, drive_form_route, dropping_route,
-                       failing_route, file_route, html_route, stalling_route)
+                       failing_route, file_route, html_route, stalling_route, trickling_route, unsized_route)
+from fs_faults import read_only, small_disk
 
 runner = CliRunner()
 N_IMAGES = 6
@@ -269,6 +271,79 @@ def test_a_silent_server_times_out_and_the_download_resumes(server, tmp_path):
     mirror, digests = http.download(spec, tmp_path / "f.bin", [url], http.HttpOptions(timeout=0.2, retries=1))
     assert (mirror, digests.md5) == (url, md5(ARCHIVE))
     assert server.requests("/slow")[1].headers["Range"] == "bytes=2000-"
+
+
+def test_a_trickling_server_counts_as_stalled_and_the_download_resumes(server, tmp_path):
+    """One byte every 20 ms never trips a read timeout; the minimum rate catches it within a window."""
+    import time
+
+    spec = RemoteFile("f.bin", (), size=len(ARCHIVE), md5=md5(ARCHIVE))
+    url = server.route("/trickle", trickling_route(ARCHIVE, every=0.02, for_seconds=20))
+    started = time.monotonic()
+    options = http.HttpOptions(timeout=5, retries=2, min_rate=1000, rate_window=0.3)
+    mirror, digests = http.download(spec, tmp_path / "f.bin", [url], options)
+    assert time.monotonic() - started < 10, "the trickle was waited out instead of being cut off"
+    assert (mirror, digests.md5) == (url, md5(ARCHIVE))
+    first, second = server.requests("/trickle")
+    assert "Range" not in first.headers and second.headers["Range"].startswith("bytes=")
+
+
+def test_a_server_that_always_trickles_gives_up_with_the_reason(server, tmp_path, monkeypatch):
+    url = server.route("/img.zip", trickling_route(ARCHIVE, every=0.02, for_seconds=5, times=None))
+    register(monkeypatch, [url])
+    r = download("tinyceleba", "--data-dir", tmp_path, "--retries", "1", "--min-rate", "1000", "--rate-window",
+                 "0.2")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert f"1. {url}: too slow: " in r.output and "under --min-rate 1000 bytes/s (gave up after 1 retries)" in r.output
+    assert server.hits("/img.zip") == 2
+
+
+# -- the local disk ----------------------------------------------------------------
+
+
+def _incompressible_archive(kilobytes: int) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("img_align_celeba/000001.jpg", jpeg(1))
+        zf.writestr("img_align_celeba/noise.bin", np.random.default_rng(0).bytes(kilobytes << 10))
+    return buf.getvalue()
+
+
+def test_a_disk_that_fills_up_mid_download_is_one_line_and_keeps_the_bytes(server, tmp_path, monkeypatch):
+    """No Content-Length, so no space check up front: the disk fills while writing."""
+    big = _incompressible_archive(600)
+    register(monkeypatch, [server.route("/img.zip", unsized_route(big))], archive=big, expected=1)
+    with small_disk(tmp_path / "disk", 300) as data:
+        (data / "other").mkdir()
+        (data / "other/keep.txt").write_text("mine")
+        r = download("tinyceleba", "--data-dir", data)
+        assert r.exit_code == 1, r.output
+        assert "Traceback" not in r.output and r.output.count("\n") == 1, r.output
+        part = data / "downloads/tinyceleba/img_align_celeba.zip.part"
+        assert r.output.startswith(f"Error: {part}: No space left on device; free some space there (or use "
+                                   f"--data-dir on another disk) and run the same command again (it resumes "
+                                   f"from the "), r.output
+        assert (data / "other/keep.txt").read_text() == "mine"
+        assert part.stat().st_size > 100_000  # kept for the resume
+        assert not list(data.glob(".tinyceleba.*")) and not (data / "tinyceleba").exists()
+        # More space, same command: done.
+        subprocess.run(["mount", "-o", "remount,size=4m", str(data)], check=True)
+        r = download("tinyceleba", "--data-dir", data)
+        assert r.exit_code == 0, r.output
+
+
+def test_a_read_only_data_dir_is_one_line_naming_the_fix(server, tmp_path, monkeypatch):
+    register(monkeypatch, [server.route("/img.zip", file_route(ARCHIVE))])
+    data = tmp_path / "data"
+    (data / "other").mkdir(parents=True)
+    (data / "other/keep.txt").write_text("mine")
+    with read_only(data):
+        r = download("tinyceleba", "--data-dir", data)
+    assert r.exit_code == 1 and "Traceback" not in r.output and r.output.count("\n") == 1, r.output
+    assert r.output.startswith(f"Error: {data / 'downloads'}: ") and "--data-dir" in r.output
+    assert "Read-only file system; use --data-dir on a writable disk" in r.output or "Permission denied" in r.output
+    assert sorted(p.relative_to(data).as_posix() for p in data.rglob("*")) == ["other", "other/keep.txt"]
+    assert server.hits() == 0
 
 
 # -- verification ----------------------------------------------------------------

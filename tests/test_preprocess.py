@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from dcgan_cli.cli import app
 from dcgan_cli.errors import DcganError
 from dcgan_cli.preprocess import PreprocessConfig, crop_box, preprocess
+from fs_faults import read_only, small_disk
 
 runner = CliRunner()
 
@@ -321,18 +322,18 @@ def test_a_second_run_on_the_same_output_is_refused_while_one_runs(mixed, tmp_pa
     root, _, _ = mixed
     out = tmp_path / "busy"
     out.mkdir()
-    fd = os.open(out, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # what a running preprocess holds
-        with pytest.raises(DcganError, match="another `dcgan preprocess` is writing"):
+    from dcgan_cli.fsutil import DirLock
+
+    with DirLock(out, "`dcgan preprocess`"):  # what a running preprocess holds
+        with pytest.raises(DcganError, match=rf"in use by another `dcgan preprocess` \(PID {os.getpid()}\)"):
             preprocess(PreprocessConfig(source=str(root), out=str(out), size=16), log=lambda line: None)
-    finally:
-        os.close(fd)
+    assert not (out / ".dcgan.lock").exists(), "the lock file goes with its holder"
 
 
 # ----------------------------------------------------------------------------
-# Interruption: a real process, stuck on a file that never finishes reading (a
-# named pipe, like a hung network mount), killed part-way.
+# Interruption: a real process, stuck on a file that never finishes reading
+# (like a hung network mount: tests/stuck_preprocess.py reads a named pipe
+# first), killed part-way.
 
 
 def _wait_for_reader(fifo, proc, timeout=180):
@@ -353,17 +354,17 @@ def test_interrupted_runs_keep_the_old_output_and_resume(tmp_path):
     src.mkdir()
     n, stuck_at = 320, 290  # past the first chunk of 256, so shards exist when it sticks
     for i in range(n):
-        if i != stuck_at:
-            smooth_image(24, 24, seed=i).save(src / f"img-{i:03d}.png")
-    fifo = src / f"img-{stuck_at:03d}.png"
+        smooth_image(24, 24, seed=i).save(src / f"img-{i:03d}.png")
+    fifo = tmp_path / "hung-mount"
     os.mkfifo(fifo)
     out = tmp_path / "out"
     # A complete output from before, which no interruption may damage.
     old = preprocess(PreprocessConfig(source=str(src), out=str(out), size=16, limit=50), log=lambda line: None)
     old_files = {s["file"]: (out / s["file"]).read_bytes() for s in old["shards"]}
 
-    args = [sys.executable, "-m", "dcgan_cli", "preprocess", str(src), "--out", str(out), "--size", "16",
-            "--workers", "1", "--shard-mb", "0.01", "--force"]
+    args = [sys.executable, str(Path(__file__).with_name("stuck_preprocess.py")), f"img-{stuck_at:03d}.png",
+            str(fifo), "preprocess", str(src), "--out", str(out), "--size", "16", "--workers", "1",
+            "--shard-mb", "0.01", "--force"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
     # Run 1: killed outright (SIGKILL: no clean-up code runs at all).
@@ -398,10 +399,8 @@ def test_interrupted_runs_keep_the_old_output_and_resume(tmp_path):
     assert "run the same command again to resume" in err and "Traceback" not in err
     assert json.loads((out / "manifest.json").read_text()) == old
 
-    # Run 3: the pipe is now a picture; the run finishes from where the others stopped.
-    fifo.unlink()
-    smooth_image(24, 24, seed=stuck_at).save(fifo)
-    r = runner.invoke(app, args[3:])
+    # Run 3: the mount is back; the run finishes from where the others stopped.
+    r = runner.invoke(app, args[4:])
     assert r.exit_code == 0, r.output
     assert "Resuming:" in r.output
     m = json.loads((out / "manifest.json").read_text())
@@ -445,3 +444,143 @@ def test_exif_rotation_is_applied(tmp_path):
     _, images = read_shards(out)
     top, bottom = images[0, :5].reshape(-1, 3).mean(0), images[0, -5:].reshape(-1, 3).mean(0)
     assert top[0] > 180 > top[2] and bottom[2] > 180 > bottom[0]
+
+
+# ----------------------------------------------------------------------------
+# Hostile files: special files, names no text file can hold, oversized zip members
+
+
+def test_special_files_named_like_images_are_skipped_without_being_opened(tmp_path):
+    """A pipe named *.jpg used to hang the run forever (no output at all); a device never ended."""
+    import socket
+
+    src = tmp_path / "src"
+    src.mkdir()
+    smooth_image(30, 30, seed=1).save(src / "good.png")
+    os.mkfifo(src / "pipe.jpg")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(src / "sock.png"))
+    (src / "zero.jpg").symlink_to("/dev/zero")
+    out = tmp_path / "out"
+    try:
+        proc = subprocess.run([sys.executable, "-m", "dcgan_cli", "preprocess", str(src), "--out", str(out),
+                               "--size", "16", "--workers", "1"], capture_output=True, text=True, timeout=150,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    finally:
+        sock.close()
+    assert proc.returncode == 0, proc.stderr
+    assert "1 images (3 skipped" in proc.stdout
+    reasons = dict(line.split("\t") for line in (out / "skipped.txt").read_text().splitlines())
+    assert reasons == {"pipe.jpg": "a named pipe, not a regular file (not opened)",
+                       "sock.png": "a socket, not a regular file (not opened)",
+                       "zero.jpg": "a character device, not a regular file (not opened)"}
+
+
+def test_any_file_name_is_one_escaped_utf8_line_in_every_list_file(tmp_path):
+    """Not UTF-8, a newline, a tab, a backslash: every rerun used to crash writing small.txt."""
+    from dcgan_cli.preprocess.reports import escape, parse_line, unescape
+
+    src = tmp_path / "src"
+    src.mkdir()
+    names = {b"caf\xe9.png": "latin-1", b"new\nline.png": "newline", b"tab\there.png": "tab",
+             b"back\\x41slash.png": "backslash", "\u00e9t\u00e9 \u2028.png".encode(): "separator"}
+    for i, raw in enumerate(names):
+        smooth_image(12, 12, seed=i).save(os.fsdecode(bytes(src) + b"/" + raw), "PNG")  # small: upscaled
+        Path(os.fsdecode(bytes(src) + b"/bad-" + raw)).write_bytes(b"not a picture")
+    out = tmp_path / "out"
+    args = ["preprocess", str(src), "--out", str(out), "--size", "16", "--workers", "1"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "5 images (5 skipped" in r.output
+    for listed, prefix in (("small.txt", b""), ("skipped.txt", b"bad-")):
+        raw_text = (out / listed).read_bytes()
+        text = raw_text.decode("utf-8")  # valid UTF-8, whatever the names
+        lines = text.split("\n")[:-1]
+        assert len(lines) == len(names) and text.splitlines() == lines, text  # one line per file
+        found = {os.fsencode(parse_line(line)[0]) for line in lines}
+        assert found == {prefix + raw for raw in names}  # each line leads back to its file
+    assert "caf\\xe9.png\tupscaled from 12x12 to 16x16" in (out / "small.txt").read_text()
+    assert "new\\nline.png\t" in (out / "small.txt").read_text()
+    assert "back\\\\x41slash.png\t" in (out / "small.txt").read_text()
+    assert "\u00e9t\u00e9 \\xe2\\x80\\xa8.png\t" in (out / "small.txt").read_text()
+    # Reruns: nothing to do, and no crash.
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0 and "already up to date" in r.output, r.output
+    # The escaping round-trips anything a file name can hold.
+    every = "".join(map(chr, range(1, 0x100))) + "\udc80\udcff\u2029\u200d\\x41\\\\"
+    assert unescape(escape(every)) == every and "\n" not in escape(every) and escape("plain é.jpg") == "plain é.jpg"
+
+
+def _zip_with(path, members: dict[str, bytes]):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+
+
+def test_a_huge_zip_member_is_skipped_not_read_into_memory(tmp_path):
+    """A 1 GiB member in a 1 MB zip used to be read whole (2.7 GB peak); now the cap stops it."""
+    from dcgan_cli.preprocess.decoding import MAX_ZIP_MEMBER_BYTES
+
+    good = tmp_path / "good.png"
+    smooth_image(30, 30, seed=2).save(good)
+    archive = tmp_path / "photos.zip"
+    _zip_with(archive, {"a/good.png": good.read_bytes(), "a/huge.png": bytes(MAX_ZIP_MEMBER_BYTES + 1)})
+    assert archive.stat().st_size < 1 << 20
+    out = tmp_path / "out"
+    m = preprocess(PreprocessConfig(source=str(archive), out=str(out), size=16, workers=1), log=lambda line: None)
+    assert (m["count"], m["skipped"]) == (1, 1)
+    (line,) = (out / "skipped.txt").read_text().splitlines()
+    assert line.startswith("a/huge.png\t64.0 MB unpacked, over the 64 MB limit") and "unpack the zip" in line
+
+
+def test_the_zip_reader_stops_at_the_limit_whatever_the_header_says(tmp_path):
+    from dcgan_cli.preprocess.decoding import Skip, read_zip_member
+
+    archive = tmp_path / "a.zip"
+    _zip_with(archive, {"x.png": bytes(1000)})
+    with zipfile.ZipFile(archive) as zf:
+        assert read_zip_member(zf, "x.png", 1000) == bytes(1000)
+        with pytest.raises(Skip, match="over the"):
+            read_zip_member(zf, "x.png", 999)
+        zf.getinfo("x.png").file_size = 10  # a header that lies: the reading itself must stop
+        with pytest.raises((Skip, zipfile.BadZipFile)):
+            read_zip_member(zf, "x.png", 500)
+
+
+def test_a_disk_that_fills_up_is_one_line_and_the_run_resumes_once_there_is_space(tmp_path):
+    src = tmp_path / "noise"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(120):  # incompressible: 120 x 3 KB of pixels at 32x32
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(src / f"{i:03d}.png")
+    with small_disk(tmp_path / "disk", 200) as disk:
+        (disk / "earlier.txt").write_text("mine")
+        out = disk / "out"
+        args = ["preprocess", str(src), "--out", str(out), "--size", "32", "--workers", "1", "--shard-mb", "0.05"]
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1 and r.output.count("\n") == 1 and "Traceback" not in r.output, r.output
+        assert r.output.startswith(f"Error: writing {out} failed (") and "No space left on device" in r.output
+        assert "run the same command again to resume" in r.output
+        # Only what the progress record vouches for is left: no shard cut short by the full disk.
+        progress = json.loads((out / ".progress.json").read_text())
+        assert progress["shards"]
+        assert sorted(p.name for p in out.iterdir()) == sorted([".progress.json"] + [s["file"] for s in
+                                                                                     progress["shards"]])
+        assert (disk / "earlier.txt").read_text() == "mine"
+        subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0 and "Resuming:" in r.output, r.output
+        assert json.loads((out / "manifest.json").read_text())["count"] == 120
+
+
+def test_a_read_only_output_is_one_line_and_the_old_output_stays(mixed, tmp_path):
+    root, _, _ = mixed
+    out = tmp_path / "out"
+    args = ["preprocess", str(root), "--out", str(out), "--size", "16", "--workers", "1"]
+    assert runner.invoke(app, args + ["--limit", "3"]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with read_only(out):
+        r = runner.invoke(app, args + ["--force"])
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "Traceback" not in r.output, r.output
+    assert r.output.startswith(f"Error: writing {out} failed (") and "run the same command again" in r.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -68,18 +68,19 @@ def test_the_trainer_enforces_the_resume_rule_for_every_caller(two_epoch_run):
 
     saved = rundir.load_config(two_epoch_run)
     # A Python caller (or bench) cannot slip a different model past --resume.
-    with pytest.raises(DcganError, match="cannot change --g-filters, --lr-g when resuming"):
-        train(saved.replace(epochs=3, lr_g=1e-3, g_filters=16), two_epoch_run, resume=True, quiet=True,
+    with pytest.raises(DcganError, match="cannot change --g-filters, --label-smoothing when resuming"):
+        train(saved.replace(epochs=3, label_smoothing=0.2, g_filters=16), two_epoch_run, resume=True, quiet=True,
               log=lambda m: None)
     with pytest.raises(DcganError, match="needs the run directory"):
         train(saved, None, resume=True, quiet=True, log=lambda m: None)
     assert rundir.load_config(two_epoch_run) == saved, "a refused resume leaves the run as it was"
     # What may change does: epochs, checkpointing, precision...
-    rundir.check_resume(two_epoch_run, saved.replace(epochs=9, checkpoint_every=2, precision="bf16", data="moved"))
+    rundir.check_resume(two_epoch_run, saved.replace(epochs=9, checkpoint_every=2, precision="bf16", data="moved",
+                                                     lr_g=1e-5, lr_d=1e-5, beta1=0.0, beta2=0.9))
     assert rundir.resume_config(two_epoch_run, epochs=4, lr_g=None).epochs == 4
     # The command line goes through the same rule.
-    r = runner.invoke(app, ["train", "--resume", str(two_epoch_run), "--lr-g", "0.1", "--dry-run"])
-    assert r.exit_code == 1 and "cannot change --lr-g" in r.output
+    r = runner.invoke(app, ["train", "--resume", str(two_epoch_run), "--g-filters", "4", "--dry-run"])
+    assert r.exit_code == 1 and "cannot change --g-filters" in r.output
 
 
 def test_the_trainer_checks_eval_every_before_writing_anything(data16, tmp_path):
@@ -99,6 +100,15 @@ def test_run_numbers_sort_and_the_newest_run_is_found(tmp_path):
     assert (first.name, second.name) == ("00000-a", "00001-b")
     for run in (first, second):
         rundir.save_config(run, tiny_config("data", runs))
+    # A run that died before its first checkpoint (bad data, a full disk) is never "the newest run".
+    with pytest.raises(DcganError, match=r"no training runs with a checkpoint .*\(2 without a checkpoint yet\)"):
+        rundir.latest_run(runs)
+    (first / rundir.CKPT_DIR).mkdir()
+    (first / rundir.CKPT_DIR / "ckpt-3.index").write_bytes(b"x")
+    assert rundir.latest_run(runs) == first
+    (second / rundir.GENERATOR_FILE).write_bytes(b"x")  # a finished run
+    assert rundir.latest_run(runs) == second
+    rundir.new_run_dir(runs, "c")  # created, then failed: still not the newest
     assert rundir.latest_run(runs) == second
     assert rundir.run_of(second / rundir.BEST_DIR / rundir.GENERATOR_FILE) == second
     assert rundir.run_of(tmp_path / "loose.keras") is None

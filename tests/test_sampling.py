@@ -417,7 +417,7 @@ def test_an_unwritable_output_fails_before_any_work_and_keeps_what_was_there(tra
     # A failing sample leaves an existing output as it was, and no temp files behind.
     out = tmp_path / "keep.png"
     out.write_bytes(b"old grid")
-    one_line_error(sample("-n", 4, out, "--model", tmp_path / "absent.keras"), "no model file")
+    one_line_error(sample("-n", 4, out, "--model", tmp_path / "absent.keras", "--force"), "no model file")
     assert out.read_bytes() == b"old grid"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "folder.png", "keep.png"]
 

@@ -87,7 +87,12 @@ def test_training_writes_per_epoch_files_and_moves_the_weights(data16, tmp_path)
     assert all(np.isfinite(r["d_loss"]) and 0 < r["d_real"] < 1 for r in rows)
     assert (run / "losses.png").stat().st_size > 1000
     assert list((run / "tensorboard").iterdir())
-    assert json.loads((run / "config.json").read_text()) == cfg.to_dict()
+    saved = json.loads((run / "config.json").read_text())
+    assert [e["event"] for e in saved.pop("history")] == ["start"]
+    assert saved == cfg.to_dict()
+    assert sorted(p.name for p in (run / "last-good").iterdir()) == [
+        "checkpoint", "ckpt-6.data-00000-of-00001", "ckpt-6.index"]
+    assert not (run / ".dcgan.lock").exists(), "the run's lock goes when training ends"
 
     gan = _weights(run)
     assert int(gan.step.numpy()) == 6 and int(gan.epoch.numpy()) == 2
@@ -156,6 +161,11 @@ def test_resume_without_checkpoint_is_an_error(data16, tmp_path):
 
     run = tmp_path / "00000-empty"
     run.mkdir()
+    with pytest.raises(DcganError, match="is not a run directory"):
+        train(tiny_config(data16, tmp_path), run, resume=True, quiet=True, log=lambda m: None)
+    from dcgan_cli import rundir
+
+    rundir.save_config(run, tiny_config(data16, tmp_path))
     with pytest.raises(DcganError, match="no checkpoint to resume from"):
         train(tiny_config(data16, tmp_path), run, resume=True, quiet=True, log=lambda m: None)
 

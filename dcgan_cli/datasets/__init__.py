@@ -215,17 +215,26 @@ def _hex(value: str | None, length: int, flag: str) -> str | None:
 
 
 def fetch(dataset: Dataset, data_dir: Path, force: bool = False, **options):
-    """Make `dataset` available under `data_dir`; returns install.Result (see install.py for the options)."""
+    """Make `dataset` available under `data_dir`; returns install.Result (see install.py for the options).
+
+    A filesystem error (a read-only data dir, a disk that fills while
+    extracting) is one line naming the path and the fix; what was there before
+    is untouched and the half-built folder is gone (install.py builds aside).
+    """
     from dcgan_cli.datasets.install import Result, install
+    from dcgan_cli.fsutil import os_error
 
-    if dataset.fetch is not None:
-        if options.get("urls") or options.get("archives"):
-            raise DcganError(f"{dataset.name} is written offline; --url and --archive do not apply to it")
-        from dcgan_cli.datasets.extract import count_images
+    try:
+        if dataset.fetch is not None:
+            if options.get("urls") or options.get("archives"):
+                raise DcganError(f"{dataset.name} is written offline; --url and --archive do not apply to it")
+            from dcgan_cli.datasets.extract import count_images
 
-        path = dataset.fetch(data_dir, force=force)
-        return Result(dataset=dataset.name, path=path, images=count_images(path))
-    return install(dataset, data_dir, force=force, **options)
+            path = dataset.fetch(data_dir, force=force)
+            return Result(dataset=dataset.name, path=path, images=count_images(path))
+        return install(dataset, data_dir, force=force, **options)
+    except OSError as e:  # the network's errors are handled (and worded) by http.py
+        raise os_error(e, e.filename or data_dir, elsewhere="--data-dir") from None
 
 
 def image_dir(name: str, data_dir: Path) -> Path:

@@ -9,6 +9,12 @@
   range (200 instead of 206) or resumes at the wrong byte restarts cleanly;
 - retries timeouts, dropped connections, 429 and 5xx with exponential backoff
   (`BACKOFF_SECONDS`, doubled each time; the count resets whenever bytes arrive);
+- treats a body slower than `min_rate` bytes/s over `rate_window` seconds as
+  stalled (a server trickling a byte every few seconds never times out): it is
+  resumed like a timeout, and such a retry resets the count only if it
+  brought at least one window's worth of bytes;
+- turns a filesystem error (disk full, read-only) into one line naming the
+  file and the fix; the bytes so far stay in `DEST.part` for the next run;
 - reads the first bytes of every body: an HTML page in place of the file is a
   Drive confirmation (followed), a quota or sign-in page, or some other page
   (both: next mirror); see drive.py;
@@ -36,7 +42,7 @@ from dcgan_cli.datasets import RemoteFile, drive
 from dcgan_cli.datasets.progress import Ui
 from dcgan_cli.datasets.verify import CHUNK, Digests, hash_file, mismatch
 from dcgan_cli.errors import DcganError
-from dcgan_cli.fsutil import check_space, write_json
+from dcgan_cli.fsutil import check_space, os_error, write_json
 
 BACKOFF_SECONDS = 1.0  # first retry delay; doubles per retry (tests shrink it)
 MAX_BACKOFF_SECONDS = 60.0
@@ -48,6 +54,8 @@ HTML_LIMIT = 1 << 20  # read at most this much of a page served in place of the 
 class HttpOptions:
     retries: int = 5  # per mirror, in a row without progress
     timeout: float = 30.0  # seconds to connect, and of silence while reading
+    min_rate: float = 1024.0  # bytes/s; a body slower than this over rate_window seconds is a stall (0: off)
+    rate_window: float = 60.0
 
 
 class AllMirrorsFailed(DcganError):
@@ -68,9 +76,10 @@ class MirrorFailed(Exception):
 class _Retry(Exception):
     """A transient failure (timeout, dropped connection, 5xx): ask the same mirror again."""
 
-    def __init__(self, message: str, after: float = 0.0):
+    def __init__(self, message: str, after: float = 0.0, stalled: bool = False):
         super().__init__(message)
         self.after = after  # the server's Retry-After, in seconds
+        self.stalled = stalled  # too slow: bytes came, but a trickle is no progress
 
 
 def download(spec: RemoteFile, dest: Path, mirrors: tuple[str, ...] | list[str], options: HttpOptions | None = None,
@@ -79,9 +88,23 @@ def download(spec: RemoteFile, dest: Path, mirrors: tuple[str, ...] | list[str],
     import requests
 
     options, ui = options or HttpOptions(), ui or Ui(quiet=True)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = _Part(dest.with_name(dest.name + ".part"))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = _Part.load(part.path, ui)
+        return _download(spec, dest, mirrors, options, ui, hint, part)
+    except OSError as e:
+        if isinstance(e, requests.RequestException):  # (an OSError too) none gets past _attempt; in case one does
+            raise
+        kept = part.path.stat().st_size if part.path.is_file() else 0
+        again = f"run the same command again (it resumes from the {kept:,} bytes kept)" if kept else "try again"
+        raise os_error(e, e.filename or part.path, elsewhere="--data-dir", again=again) from None
+
+
+def _download(spec, dest, mirrors, options, ui, hint, part) -> tuple[str, Digests]:
+    import requests
+
     attempts: list[tuple[str, str]] = []
-    part = _Part.load(dest.with_name(dest.name + ".part"), ui)
     with requests.Session() as session, ui.bar(spec.filename, total=spec.size) as bar:
         # identity: byte offsets for Range must be offsets in the file, not in a gzip stream.
         session.headers.update({"User-Agent": f"dcgan-cli/{__version__}", "Accept-Encoding": "identity"})
@@ -111,7 +134,8 @@ def _from_mirror(session, mirror, spec, part, options, ui, bar) -> Digests:
         try:
             _attempt(session, mirror, spec, part, options, bar)
         except _Retry as e:
-            failures = 1 if part.size > before else failures + 1
+            enough = options.min_rate * options.rate_window if e.stalled else 1
+            failures = 1 if part.size - before >= enough else failures + 1
             if failures > options.retries:
                 raise MirrorFailed(f"{e} (gave up after {options.retries} retries)") from None
             delay = min(max(BACKOFF_SECONDS * 2 ** (failures - 1), e.after), MAX_BACKOFF_SECONDS)
@@ -154,7 +178,7 @@ def _attempt(session, mirror, spec, part, options, bar) -> None:
             raise _Retry(_describe(e)) from None
         with resp:
             try:
-                url = _receive(session, resp, mirror, spec, part, bar)
+                url = _receive(session, resp, mirror, spec, part, bar, options)
             except requests.RequestException as e:
                 raise _Retry(_describe(e)) from None
         if url is None:
@@ -162,7 +186,7 @@ def _attempt(session, mirror, spec, part, options, bar) -> None:
     raise MirrorFailed("answers every confirmation with another confirmation page")
 
 
-def _receive(session, resp, mirror, spec, part, bar) -> str | None:
+def _receive(session, resp, mirror, spec, part, bar, options) -> str | None:
     """Handle one response: append the body to `part`, or return the URL a confirmation page points to."""
     status = resp.status_code
     if status == 429 or status >= 500:
@@ -182,7 +206,7 @@ def _receive(session, resp, mirror, spec, part, bar) -> str | None:
                 reason += f": {verdict.reason}"
         raise MirrorFailed(reason)
 
-    chunks = _body(resp)
+    chunks = _paced(_body(resp), options)
     first = next(chunks, b"")
     content_type = resp.headers.get("Content-Type", "")
     # A 200 body starts at byte 0 of *something*: sniff it. A 206 is sniffed only if it says it is HTML.
@@ -249,6 +273,27 @@ def _body(resp):
         raise _requests_error("ReadTimeout", e) from None
     except urllib3.exceptions.HTTPError as e:  # ProtocolError: the connection broke off
         raise _requests_error("ChunkedEncodingError", e) from None
+
+
+def _paced(chunks, options: HttpOptions):
+    """`chunks`, or _Retry(stalled) once fewer than min_rate bytes/s arrived over rate_window seconds.
+
+    A read timeout only catches silence; a server sending a byte every few
+    seconds would hold the download forever without this.
+    """
+    if not options.min_rate:
+        yield from chunks
+        return
+    start, got = time.monotonic(), 0
+    for chunk in chunks:
+        got += len(chunk)
+        elapsed = time.monotonic() - start
+        if elapsed >= options.rate_window:
+            if got < options.min_rate * elapsed:
+                raise _Retry(f"too slow: {got:,} bytes in {elapsed:.1f}s, under --min-rate {options.min_rate:g} "
+                             f"bytes/s", stalled=True)
+            start, got = time.monotonic(), 0
+        yield chunk
 
 
 def _requests_error(name: str, e: Exception) -> Exception:

@@ -5,6 +5,7 @@ Decoding, cropping and resizing happen here and never again during training.
   decoding.py   one image -> pixels, in worker processes (crop box, modes, resize)
   config.py     PreprocessConfig: what a run does, checked once
   driver.py     `preprocess()`: lock, fingerprint, resume, the process pool, the commit
+  reports.py    skipped.txt and small.txt: one escaped line per file, whatever its name
 """
 
 from dcgan_cli.preprocess.config import PreprocessConfig

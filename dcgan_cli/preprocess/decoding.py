@@ -131,24 +131,57 @@ def process_image(fp, cfg) -> tuple[bytes, str]:
 
 
 _zip_cache: dict[str, object] = {}
+# A zip member is read into memory to be decoded; a larger one is skipped with
+# a reason (a picture this large is rare; unpacked into a folder it is decoded
+# from disk, never held whole). Its header's size is checked first, and the
+# reading stops at the limit too, so a header that lies cannot get past it.
+MAX_ZIP_MEMBER_BYTES = 64 << 20
+
+
+class Skip(Exception):
+    """This file is left out without being decoded; the message is its line in skipped.txt."""
+
+
+_FILE_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"))
 
 
 def _open_item(kind: str, root: str, name: str):
+    """A path (dir) or the member's bytes (zip), ready for Pillow; raises Skip for what must not be read."""
     if kind == "dir":
-        return os.path.join(root, name)
+        path = os.path.join(root, name)
+        st = os.stat(path)  # follows links (a link to a pipe is a pipe), and never blocks on a pipe
+        if not stat.S_ISREG(st.st_mode):  # a pipe would hang the run, a device never end: never open them
+            what = next((say for test, say in _FILE_KINDS if test(st.st_mode)), "a special file")
+            raise Skip(f"{what}, not a regular file (not opened)")
+        if st.st_size == 0:
+            raise Skip("empty file (0 bytes)")
+        return path
     import zipfile
 
     zf = _zip_cache.get(root)
     if zf is None:
         zf = _zip_cache[root] = zipfile.ZipFile(root)
-    return io.BytesIO(zf.read(name))
+    data = read_zip_member(zf, name, MAX_ZIP_MEMBER_BYTES)
+    if not data:
+        raise Skip("empty file (0 bytes)")
+    return io.BytesIO(data)
 
 
-def _is_empty(fp) -> bool:
-    if isinstance(fp, io.BytesIO):
-        return fp.getbuffer().nbytes == 0
-    st = os.stat(fp)  # only a regular file's size means anything (not a pipe's or /proc's)
-    return stat.S_ISREG(st.st_mode) and st.st_size == 0
+def read_zip_member(zf, name: str, limit: int) -> bytes:
+    """A zip member's bytes; Skip when it is over `limit` bytes, by its header or while reading."""
+    info = zf.getinfo(name)
+    fix = "too large to read from a zip; unpack the zip and pass the folder"
+    if info.file_size > limit:
+        raise Skip(f"{info.file_size / (1 << 20):.1f} MB unpacked, over the {limit / (1 << 20):g} MB limit: {fix}")
+    parts, size = [], 0
+    with zf.open(info) as f:  # zipfile checks the CRC at the end
+        while chunk := f.read(min(1 << 20, limit + 1 - size)):
+            parts.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise Skip(f"unpacks to more than its header says, over the {limit / (1 << 20):g} MB limit: {fix}")
+    return b"".join(parts)
 
 
 def worker_init() -> None:
@@ -190,11 +223,10 @@ def process_chunk(job: tuple) -> list[tuple[int, bytes | None, str]]:
     for name in names:
         try:
             fp = _open_item(kind, root, name)
-            if _is_empty(fp):
-                out.append((1, None, "empty file (0 bytes)"))
-                continue
             pixels, note = process_image(fp, cfg)
             out.append((0, prefix + pixels, note))
+        except Skip as e:
+            out.append((1, None, str(e)))
         except MemoryError:
             out.append((1, None, "out of memory while decoding"))
         except Exception as e:  # one bad file never aborts the run

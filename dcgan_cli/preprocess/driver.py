@@ -37,10 +37,12 @@ from typing import Callable, Iterator
 from dcgan_cli import __version__
 from dcgan_cli.datasets import IMAGE_EXTS
 from dcgan_cli.errors import DcganError
+from dcgan_cli.fsutil import DirLock
 from dcgan_cli.preprocess.config import PreprocessConfig
 from dcgan_cli.preprocess.decoding import process_chunk, strict_bombs, worker_init
 from dcgan_cli.preprocess import arrays as array_source
 from dcgan_cli.preprocess.labels import make_labeller
+from dcgan_cli.preprocess.reports import line as list_line
 from dcgan_cli.preprocess.sources import PARTITIONS, Listing, describe_other, list_images, train_split
 from dcgan_cli.shards import (FORMAT, MANIFEST, ShardWriter, example_prefix, is_local, is_shard_name, join,
                               load_manifest, make_manifest, serialize_example, write_manifest, write_text)
@@ -87,31 +89,9 @@ def _existing_manifest(out: str) -> dict | None:
         return None
 
 
-class _Lock:
-    """An exclusive lock on a local output dir, so two runs never share one.
-
-    flock on the directory itself: no lock file to leave behind, and the
-    kernel drops it when the process dies, however it dies.
-    """
-
-    def __init__(self, out: str):
-        self.fd = None
-        try:
-            import fcntl
-        except ImportError:  # Windows: no flock; run one preprocess per output there
-            return
-        if is_local(out):
-            self.fd = os.open(out, os.O_RDONLY)
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(self.fd)
-                raise DcganError(f"another `dcgan preprocess` is writing {out}; wait for it or stop it") from None
-
-    def release(self):
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+def _lock(out: str):
+    """An exclusive lock on a local output dir (fsutil.DirLock), so two runs never share one; None on gs://."""
+    return DirLock(out, "`dcgan preprocess`") if is_local(out) else None
 
 
 def _clean_stale(out: str, keep: set[str], also: tuple[str, ...] = ()) -> None:
@@ -260,7 +240,7 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
         tf.io.gfile.makedirs(out)
     except (OSError, tf.errors.OpError) as e:
         raise DcganError(f"cannot create {out} ({getattr(e, 'message', e)}); choose a writable --out") from None
-    lock = _Lock(out)
+    lock = _lock(out)
     writer = None
     try:
         state = _resume_or_start(out, fingerprint, log)
@@ -281,10 +261,10 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
                     name = listing.items[index]
                     index += 1
                     if status:
-                        state["skipped"].append(f"{name}\t{text}")
+                        state["skipped"].append(list_line(name, text))
                         continue
                     if text:
-                        state["small"].append(f"{name}\t{text}")
+                        state["small"].append(list_line(name, text))
                     if labeller.specs:  # the workers write pixels only; labels are added here
                         record = serialize_example(record[prefix_len:], labeller.for_item(name))
                     closed = writer.add(record)
@@ -328,7 +308,8 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
     finally:
         if writer is not None:
             writer.abandon()
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 def _resume_or_start(out: str, fingerprint: str, log: Callable[[str], None]) -> dict:

@@ -123,7 +123,13 @@ def train_split(listing: Listing, partition: str = "0") -> tuple[set[str], str]:
         with zipfile.ZipFile(listing.root) as zf:
             inside = [n for n in zf.namelist() if n.rsplit("/", 1)[-1] == PARTITION_FILE]
             if inside:
-                text, where = zf.read(inside[0]).decode("utf-8", "replace"), f"{listing.root}:{inside[0]}"
+                from dcgan_cli.preprocess.decoding import MAX_ZIP_MEMBER_BYTES, Skip, read_zip_member
+
+                try:
+                    data = read_zip_member(zf, inside[0], MAX_ZIP_MEMBER_BYTES)
+                except Skip as e:
+                    raise DcganError(f"{listing.root}:{inside[0]} is not CelebA's partition file ({e})") from None
+                text, where = data.decode("utf-8", "replace"), f"{listing.root}:{inside[0]}"
         candidates = [Path(listing.root).parent / PARTITION_FILE]
     for c in candidates:
         if text is None and c.is_file():
