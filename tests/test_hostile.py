@@ -12,8 +12,7 @@ images (`faces/`), plus whatever the case breaks. The command must
 
 Downloads go to a server on 127.0.0.1 (tests/fake_http.py). A full disk is a
 real tmpfs and a read-only folder a real read-only mount (tests/fs_faults.py:
-root only; those cases skip elsewhere). Cases whose fix belongs to issue 16's
-run-side branch (issue16-run) are marked xfail(strict=False) until it is merged.
+root only; those cases skip elsewhere).
 """
 
 from __future__ import annotations
@@ -42,7 +41,6 @@ from fs_faults import read_only, small_disk
 # usage line, its hint, and the message in a box.
 MAX_STDERR_LINES = {1: 4, 2: 6}
 TIMEOUT = 240  # seconds: a case that hangs fails (a pipe named .jpg used to hang preprocess forever)
-RUN_SIDE = "issue16-run"  # the branch whose fixes some cases wait for
 TINY = ["--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "8", "--latent-dim", "8", "--g-filters", "8",
         "--d-filters", "8", "--precision", "fp32", "--quiet"]  # if a train case is wrongly accepted, it ends fast
 
@@ -56,7 +54,6 @@ class Case:
     must_not_say: str = ""
     may_change: tuple[str, ...] = ()  # globs of workspace paths the command may create or change
     code: tuple[int, ...] = (1, 2)
-    pending: str = ""  # xfail reason: the fix is on another branch
     mounts: tuple[str, ...] = ()  # "ro:PATH" (read-only) or "disk:PATH:KB" (a small tmpfs), under the workspace
 
 
@@ -156,10 +153,6 @@ def _damaged_zip(ws: Path, ctx: Context) -> None:
     (ws / "photos.zip").write_bytes(data[: len(data) // 2])
 
 
-def _empty_checkpoint_index(ws: Path, ctx: Context) -> None:
-    (ws / "run/checkpoints/checkpoint").write_bytes(b"")
-
-
 def _grey_copy(ws: Path, ctx: Context) -> None:
     shutil.copytree(ctx.grey, ws / "grey")
 
@@ -210,28 +203,24 @@ CASES = [
     Case("train-missing-data", ["train", "--data", "nowhere", *TINY], says="dcgan preprocess"),
     Case("train-manifest-not-json", ["train", "--data", "data", *TINY], setup=_manifest(lambda m: "{oops"),
          says="is corrupt"),
-    Case("train-truncated-shard", ["train", "--data", "data", *TINY, "--runs-dir", "runs"], setup=_truncate_shard,
-         pending=RUN_SIDE),
+    Case("train-truncated-shard", ["train", "--data", "data", *TINY, "--runs-dir", "runs"], setup=_truncate_shard),
     Case("train-grey-data-rgb-run", ["train", "--resume", "run", "--data", "grey", "--epochs", "2", "--quiet"],
          setup=_grey_copy, says="--channels 3", must_not_say="--size"),
-    Case("train-resume-empty-checkpoint-index", ["train", "--resume", "run", "--epochs", "2", "--quiet"],
-         setup=_empty_checkpoint_index, pending=RUN_SIDE),
+    # A damaged checkpoint index is recovered from (a warning, exit 0), not refused: test_hardening_run.
     Case("train-runs-dir-read-only", ["train", "--data", "data", *TINY, "--runs-dir", "ro"], setup=_ro_dir,
-         mounts=("ro:ro",), pending=RUN_SIDE),
-    Case("train-lr-inf", ["train", "--data", "data", *TINY, "--lr-g", "inf", "--dry-run"], pending=RUN_SIDE),
+         mounts=("ro:ro",)),
+    Case("train-lr-inf", ["train", "--data", "data", *TINY, "--lr-g", "inf", "--dry-run"]),
     Case("train-epochs-zero", ["train", "--data", "data", "--epochs", "0"], code=(2,)),
     # -- sample -----------------------------------------------------------------------
     Case("sample-run-missing", ["sample", "out.png", "--run", "nowhere"]),
     Case("sample-out-read-only", ["sample", "ro/out.png", "--run", "run"], setup=_ro_dir, mounts=("ro:ro",)),
     Case("sample-model-not-keras", ["sample", "out.png", "--model", "notes.keras"],
          setup=_text("notes.keras", "not a model")),
-    Case("sample-empty-checkpoint-index", ["sample", "out.png", "--run", "run"], setup=_empty_checkpoint_index,
-         pending=RUN_SIDE, may_change=("out.png",)),
     Case("sample-overwrites-existing", ["sample", "old.png", "--run", "run"], setup=_text("old.png", "precious"),
-         says="--force", pending=RUN_SIDE),
+         says="--force"),
     # -- export -----------------------------------------------------------------------
     Case("export-force-over-a-non-export", ["export", "run", "old.keras", "--force"],
-         setup=_text("old.keras", "precious"), pending=RUN_SIDE),
+         setup=_text("old.keras", "precious")),
     Case("export-out-read-only", ["export", "run", "ro/gen.keras"], setup=_ro_dir, mounts=("ro:ro",)),
     # -- evaluate ---------------------------------------------------------------------
     Case("evaluate-data-damaged", ["evaluate", "--run", "run", "--data", "data", "--extractor", "tiny-random",
@@ -272,8 +261,7 @@ def _workspace(ws: Path, ctx: Context) -> None:
     (ws / "run/config.json").write_text(json.dumps({**cfg, "data": str(ws / "data")}, indent=2))
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=[pytest.mark.xfail(
-    strict=False, reason=c.pending)] if c.pending else []) for c in CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
 def test_hostile_input_is_one_line_and_touches_nothing(case: Case, context: Context, tmp_path):
     ws = tmp_path / "ws"
     ws.mkdir()
