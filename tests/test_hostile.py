@@ -229,6 +229,15 @@ CASES = [
                                       "4"]),
     Case("evaluate-samples-one", ["evaluate", "--run", "run", "--samples", "1"], code=(2,)),
     Case("evaluate-unknown-metric", ["evaluate", "--run", "run", "--metrics", "is"], code=(2,)),
+    # -- stylize (issue 14's; a case here so every command has one) --------------------
+    Case("stylize-missing-content", ["stylize", "nowhere.png", "nowhere.jpg", "-o", "out.png", "--steps", "1"]),
+    # -- verify, identify, audit (the identity network) -------------------------------
+    Case("verify-model-missing", ["verify", "a.png", "b.png", "--model", "nowhere.keras"], says="no model at"),
+    Case("identify-gan-run-as-model", ["identify", "a.png", "--gallery", "faces", "--model", "run"],
+         says="has no embedding.keras"),
+    Case("audit-no-identity-model", ["audit", "--run", "run", "--model-id", "run", "--samples", "4"],
+         says="has no embedding.keras"),
+    Case("audit-two-sources", ["audit", "--run", "run", "--images", "faces", "--model-id", "run"], code=(2,)),
     # -- bench ------------------------------------------------------------------------
     Case("bench-unknown-part", ["bench", "--parts", "warp"], code=(2,)),
     Case("bench-missing-data", ["bench", "--parts", "input", "--data", "nowhere", "--steps", "1"]),
