@@ -134,6 +134,39 @@ def _end_of_epoch_seconds(cfg) -> float:
         return time.perf_counter() - t
 
 
+def bench_identity(size: int = 64, steps: int = 20, warmup: int = 3) -> dict:
+    """The identity network: embedding img/s (batches of 256) and training img/s (P=16 x K=4), per loss."""
+    import numpy as np
+
+    from dcgan_cli.identity.config import LOSSES, IdentityConfig
+    from dcgan_cli.identity.train import build_state, make_augment, make_step
+    from dcgan_cli.identity.verification import Embedder
+
+    rng = np.random.default_rng(0)
+    out = {}
+    for loss in LOSSES:
+        cfg = IdentityConfig(image_size=size, channels=3, loss=loss)
+        model, centres, opt, _ = build_state(cfg, 1000, 1000)
+        step = make_step(cfg, model, centres, opt, make_augment(cfg))
+        x = rng.integers(0, 256, (cfg.batch_size, size, size, 3), dtype=np.uint8)
+        y = np.repeat(np.arange(cfg.p_identities), cfg.k_images)
+        for _ in range(warmup):
+            float(step(x, y))
+        t = time.perf_counter()
+        for _ in range(steps):
+            float(step(x, y))
+        out[f"identity_train_{loss}_img_per_s"] = round(cfg.batch_size * steps / (time.perf_counter() - t), 1)
+    embed = Embedder(model, 256)
+    x = rng.integers(0, 256, (256, size, size, 3), dtype=np.uint8)
+    embed(x)
+    t = time.perf_counter()
+    reps = max(2, steps // 5)
+    for _ in range(reps):
+        embed(x)
+    out["identity_embed_img_per_s"] = round(256 * reps / (time.perf_counter() - t), 1)
+    return out
+
+
 def bench_stylize(size: int = 256, steps: int = 20, warmup: int = 3, default_run: bool = True) -> dict:
     """`dcgan stylize` at size x size: seconds per Adam step (the median of `steps`) with the random
     network and with VGG19's shape (random weights: the same cost as ImageNet's), and the whole default
@@ -220,6 +253,11 @@ def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=Fa
         for k, v in ref.items():
             if v and "step_img_per_s" in result:
                 result[f"step_vs_{k}"] = round(result["step_img_per_s"] / v, 2)
+    if "identity" in parts:
+        result.update(bench_identity(size, steps))
+        log(f"identity ({size}x{size}x3, fp32): embedding {result['identity_embed_img_per_s']} img/s; training "
+            f"triplet {result['identity_train_triplet_img_per_s']} img/s, arcface "
+            f"{result['identity_train_arcface_img_per_s']} img/s (P=16 x K=4)")
     if "stylize" in parts:
         st = bench_stylize(stylize_size, steps)
         result.update(st)

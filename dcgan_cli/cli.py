@@ -18,7 +18,9 @@ import typer
 from dcgan_cli.config import GActivation, Precision, Preset, Strategy
 from dcgan_cli.errors import DcganError, UsageError
 from dcgan_cli.evaluate import METRICS
+from dcgan_cli.identity.config import Loss, Mining
 from dcgan_cli.preprocess.decoding import CROP_HELP, Crop
+from dcgan_cli.preprocess.labels import LabelMode
 from dcgan_cli.preprocess.sources import Split
 from dcgan_cli.sampling import ExportFormat
 from dcgan_cli.shards import SIZE_RULE, SIZES
@@ -197,6 +199,10 @@ def preprocess(
     limit: Annotated[int, typer.Option(min=0, help="Use only the first N images (0: all).")] = 0,
     shard_mb: Annotated[float, typer.Option(min=0.001, help="Target shard size in MB.")] = 128.0,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing complete output.")] = False,
+    labels: Annotated[LabelMode, typer.Option(help="Per-image labels to store: celeba (identity_CelebA.txt, "
+                                                   "list_attr_celeba.txt beside the images), folders (the person's "
+                                                   "sub-folder: person/x.jpg), none; auto: celeba when its files "
+                                                   "are there.")] = LabelMode.AUTO,
     data_dir: DataDir = None,
 ):
     """Crop and resize images once into training shards (resumable).
@@ -234,7 +240,7 @@ def preprocess(
     out = out or str(root / "processed" / f"{name}{'-faces' if crop == 'face' else ''}-{size}")
     cfg = PreprocessConfig(source=str(src), out=out, size=size, crop=crop, crop_size=crop_size, channels=channels,
                            split=split.value, workers=workers, limit=limit, force=force, shard_mb=shard_mb,
-                           min_face=min_face)
+                           min_face=min_face, labels=labels.value)
     log = functools.partial(typer.echo, err=True)
     try:
         from rich.console import Console
@@ -259,6 +265,11 @@ def preprocess(
                    f"face or unreadable, see skipped.txt{extra}) -> {out}")
         return
     typer.echo(f"{m['count']} images ({m['skipped']} skipped, see skipped.txt{extra}) -> {out}")
+    for spec in m.get("labels", []):
+        people = spec.get("identities", len(spec.get("classes", [])))
+        typer.echo(f"labels: {spec['name']} from {spec.get('source', 'the data set')}"
+                   + (f" ({people:,} identities)" if spec["name"] == "identity" else "")
+                   + (f", {spec['missing']} images without a line (stored as -1)" if spec.get("missing") else ""))
 
 
 # ----------------------------------------------------------------------------
@@ -599,7 +610,8 @@ def bench(
     precision: Annotated[Precision, typer.Option(help="Compute precision (auto: by hardware).")] = Precision.auto,
     xla: Annotated[bool, typer.Option("--xla", help="Compile the step with XLA.")] = False,
     parts: Annotated[str, typer.Option(help="Comma-separated: step, loop, input, preprocess, stylize "
-                                            "(style transfer; not run unless asked).")] = (
+                                            "(style transfer), identity (the face-embedding network); the last "
+                                            "two run only when asked.")] = (
         "step,loop,input,preprocess"),
     stylize_size: Annotated[int, typer.Option(min=32, help="Image side of the stylize part.")] = 256,
     peers: Annotated[Optional[Path], typer.Option(help="Folder with peer_keras.py / peer_torch.py: time them "
@@ -618,14 +630,205 @@ def bench(
     from dcgan_cli.bench import bench as run
 
     wanted = tuple(p.strip() for p in parts.split(",") if p.strip())
-    if not wanted or set(wanted) - {"step", "loop", "input", "preprocess", "stylize"}:
-        raise typer.BadParameter("use a comma-separated subset of step, loop, input, preprocess, stylize",
+    if not wanted or set(wanted) - {"step", "loop", "input", "preprocess", "stylize", "identity"}:
+        raise typer.BadParameter("use a comma-separated subset of step, loop, input, preprocess, stylize, identity",
                                  param_hint="'--parts'")
     result = run(size=size, batch_size=batch_size, steps=steps, data=data, precision=precision.value, xla=xla,
                  peers=peers, torch_python=torch_python, parts=wanted, face_images=face_images,
                  stylize_size=stylize_size,
                  log=(lambda m: None) if json_ else typer.echo)
     typer.echo(json.dumps(result) if json_ else json.dumps(result, indent=2))
+
+
+# ----------------------------------------------------------------------------
+# identity: who is this face?
+
+identity_app = _App(name="identity", help="Train the face-embedding network (verify, identify and audit use it).",
+                    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app.add_typer(identity_app, name="identity")
+
+
+@identity_app.command("train")
+def identity_train(
+    data: Annotated[Optional[Path], typer.Option(help="Preprocessed data with identities (`dcgan preprocess celeba`, "
+                                                      "or a folder with --labels folders).")] = None,
+    loss: Annotated[Optional[Loss], typer.Option(help="triplet (online mining) or arcface (additive angular "
+                                                      "margin); default triplet, the better on our measurement.",
+                                                 show_default=False)] = None,
+    mining: Annotated[Optional[Mining], typer.Option(help="Triplets for --loss triplet (default batch-hard).",
+                                                     show_default=False)] = None,
+    margin: Annotated[Optional[float], typer.Option(help="Triplet margin, in distance on the unit sphere "
+                                                         "(default 0.2).", show_default=False)] = None,
+    arc_margin: Annotated[Optional[float], typer.Option(help="ArcFace's angular margin m in radians (default 0.3).",
+                                                        show_default=False)] = None,
+    arc_scale: Annotated[Optional[float], typer.Option(help="ArcFace's logit scale s (default 16).",
+                                                       show_default=False)] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs (default 10; may be raised on --resume).",
+                                                  show_default=False)] = None,
+    steps_per_epoch: Annotated[Optional[int], typer.Option(min=0, help="Steps per epoch (0: one pass).",
+                                                           show_default=False)] = None,
+    p_identities: Annotated[Optional[int], typer.Option(min=2, help="Identities per batch, P (default 16).",
+                                                        show_default=False)] = None,
+    k_images: Annotated[Optional[int], typer.Option(min=2, help="Images per identity, K (default 4).",
+                                                    show_default=False)] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default 2e-3, cosine decay).",
+                                                show_default=False)] = None,
+    width: Annotated[Optional[int], typer.Option(min=1, help="Filters of the first stage (default 32).",
+                                                 show_default=False)] = None,
+    embedding_dim: Annotated[Optional[int], typer.Option(min=1, help="Embedding length (default 128).",
+                                                         show_default=False)] = None,
+    holdout: Annotated[Optional[float], typer.Option(help="Identities never trained on, for evaluation: a share "
+                                                          "(< 1) or a count (default 0.1).", show_default=False)] = None,
+    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips (default on; "
+                                                 "off for digits or text).", show_default=False)] = None,
+    augment: Annotated[Optional[float], typer.Option(help="Random shifts/zooms up to this share of the side "
+                                                          "(default 0.1; 0: none).", show_default=False)] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the weights and batches.", show_default=False)] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(min=0, help="Also checkpoint every N steps.",
+                                                            show_default=False)] = None,
+    runs_dir: RunsDir = Path("runs"),
+    name: Annotated[str, typer.Option(help="Suffix for the run directory's name.")] = "",
+    resume: Annotated[Optional[Path], typer.Option(help="Continue this identity run directory.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="One log line per epoch, no progress bar.")] = False,
+    data_dir: DataDir = None,
+):
+    """Train the embedding network (face -> 128 numbers) on the data's training identities.
+
+    A share of the identities (--holdout) is never trained on; at the end the
+    network is scored on them with the LFW protocol and the distance threshold
+    is stored beside RUN/embedding.keras, ready for `dcgan verify`.
+
+    Example: dcgan identity train --data data/processed/celeba-64 --epochs 10
+    """
+    from dcgan_cli.identity.config import IdentityConfig, resume_config
+    from dcgan_cli.shards import find_data, load_manifest
+
+    given = dict(loss=loss and loss.value, mining=mining and mining.value, margin=margin, arc_margin=arc_margin,
+                 arc_scale=arc_scale, epochs=epochs, steps_per_epoch=steps_per_epoch, p_identities=p_identities,
+                 k_images=k_images, lr=lr, width=width, embedding_dim=embedding_dim, holdout=holdout, flip=flip,
+                 augment=augment, seed=seed, checkpoint_every=checkpoint_every)
+    given = {k: v for k, v in given.items() if v is not None}
+    if resume is not None:
+        cfg = resume_config(resume, **given, data=str(data) if data else None)
+    else:
+        data = data or find_data(_data_dir(data_dir))
+        m = load_manifest(data)
+        cfg = IdentityConfig(data=str(data), runs_dir=str(runs_dir), run_name=name, image_size=m["size"],
+                             channels=m["channels"], **given)
+    if dry_run:
+        typer.echo(cfg.to_json(), nl=False)
+        return
+    from dcgan_cli.identity.train import train_identity
+
+    run_dir = train_identity(cfg, resume, resume=resume is not None, quiet=quiet,
+                             log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"Run directory: {run_dir}")
+
+
+ModelOpt = Annotated[Optional[Path], typer.Option(
+    "--model", help="An embedding model (RUN/embedding.keras) or its identity run directory (default: the newest "
+                    "under --runs-dir).", show_default=False)]
+ThresholdOpt = Annotated[Optional[float], typer.Option(
+    help="Distance threshold (default: the one stored with the model).", show_default=False)]
+
+
+@app.command()
+def verify(
+    image_a: Annotated[Path, typer.Argument(metavar="A", help="A photo.")],
+    image_b: Annotated[Path, typer.Argument(metavar="B", help="Another photo.")],
+    model: ModelOpt = None,
+    threshold: ThresholdOpt = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    runs_dir: RunsDir = Path("runs"),
+):
+    """Are A and B the same person? Prints verified, distance, threshold and model.
+
+    Photos are cropped and resized the way the model's training data was.
+    Exit code 0 either way; read `verified` (or the JSON).
+
+    Example: dcgan verify me.jpg passport.jpg --json
+    """
+    import json
+
+    from dcgan_cli.identity.verification import resolve_model, verify as run
+
+    r = run(image_a, image_b, resolve_model(model, runs_dir), threshold)
+    if json_:
+        typer.echo(json.dumps(r))
+    else:
+        typer.echo("\n".join(f"{k:9s} {str(r[k]).lower() if k == 'verified' else r[k]}"
+                             for k in ("verified", "distance", "threshold", "model")))
+
+
+@app.command()
+def identify(
+    face: Annotated[Path, typer.Argument(help="The photo of someone.")],
+    gallery: Annotated[Path, typer.Option(help="A folder with one photo per person: NAME.jpg, or NAME/photo.jpg.")],
+    model: ModelOpt = None,
+    top: Annotated[int, typer.Option(min=1, help="How many nearest people to list.")] = 5,
+    threshold: ThresholdOpt = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    runs_dir: RunsDir = Path("runs"),
+):
+    """Who is this face? The nearest people of a one-photo-per-person gallery, or "unknown".
+
+    Example: dcgan identify someone.jpg --gallery people/ --top 3
+    """
+    import json
+
+    from dcgan_cli.identity.verification import identify as run, resolve_model
+
+    r = run(face, gallery, resolve_model(model, runs_dir), top, threshold)
+    if json_:
+        typer.echo(json.dumps(r))
+        return
+    typer.echo(f"{r['identity']}  (threshold {r['threshold']}, {r['people']} people in {r['gallery']})")
+    for m in r["matches"]:
+        typer.echo(f"  {m['distance']:.4f}  {m['identity']}{'' if m['match'] else '  (over the threshold)'}")
+
+
+@app.command()
+def audit(
+    run: Annotated[Optional[Path], typer.Option(help="The GAN run to audit (default: the newest under --runs-dir).",
+                                                show_default=False)] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="A generator .keras file instead of a run.",
+                                                  show_default=False)] = None,
+    images: Annotated[Optional[Path], typer.Option(help="Audit these image files instead of a generator "
+                                                        "(needs --data).", show_default=False)] = None,
+    model_id: Annotated[Optional[Path], typer.Option("--model-id", help="The identity model (RUN/embedding.keras or "
+                                                     "its run; default: the newest).", show_default=False)] = None,
+    data: Annotated[Optional[Path], typer.Option(help="The training data (default: the run's).",
+                                                 show_default=False)] = None,
+    samples: Annotated[int, typer.Option(min=1, help="Generated images to audit.")] = 10_000,
+    seed: Annotated[int, typer.Option(min=0, help="Sample k uses seed S+k, as `dcgan sample`.")] = 0,
+    threshold: ThresholdOpt = None,
+    pixel_rmse: Annotated[float, typer.Option(help="Pixel near duplicate: RMS difference under this (0-1) on "
+                                                   "16x16 grey thumbnails.")] = 0.05,
+    grid: Annotated[Optional[Path], typer.Option(help="PNG of the closest pairs (default: audit-closest.png in "
+                                                      "the run).", show_default=False)] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    runs_dir: RunsDir = Path("runs"),
+):
+    """Does the generator reproduce real people from its training set?
+
+    Shares of samples that the identity model calls the same person as a
+    training face (threshold at FAR 0.1%) and that are pixel near-duplicates,
+    with 95% intervals, next to the share for real faces of held-out people.
+
+    Example: dcgan audit --run runs/00003-celeba-64-dcgan --samples 10000
+    """
+    import json
+
+    from dcgan_cli.identity.audit import audit as run_audit, format_audit
+    from dcgan_cli.identity.verification import resolve_model
+
+    if sum(x is not None for x in (run, model, images)) > 1:
+        raise typer.BadParameter("audit one thing: --run, --model or --images", param_hint="'--images'")
+    r = run_audit(resolve_model(model_id, runs_dir), run=run, generator=model, images=images, data=data,
+                  samples=samples, seed=seed, threshold=threshold, pixel_rmse=pixel_rmse, grid=grid,
+                  runs_dir=runs_dir, log=lambda m: typer.echo(m, err=True))
+    typer.echo(json.dumps(r) if json_ else format_audit(r))
 
 
 # ----------------------------------------------------------------------------
@@ -662,6 +865,13 @@ def evaluate(
     runs_dir: RunsDir = Path("runs"),
     extractor: Annotated[str, typer.Option(hidden=True, help="Feature extractor (tests use tiny-random).")]
     = "inception_v3",
+    verification: Annotated[bool, typer.Option("--verification", help="Score an embedding model instead (--model: "
+                                               "RUN/embedding.keras or its run): the LFW protocol on its held-out "
+                                               "identities; stores the threshold with the model.")] = False,
+    pairs: Annotated[int, typer.Option(min=20, help="With --verification: pairs, half same person (LFW: 6000).")
+                     ] = 6000,
+    roc: Annotated[Optional[Path], typer.Option(help="With --verification: where to write the ROC curve "
+                                                     "(default: roc.png beside the model).", show_default=False)] = None,
 ):
     """Score a generator with FID and KID against real data (InceptionV3 features).
 
@@ -669,10 +879,23 @@ def evaluate(
     the first evaluation of a data set embeds it. Results are appended to the
     run's metrics.jsonl.
 
+    With --verification it scores a face-embedding model instead (`dcgan identity
+    train`): accuracy, ROC AUC and TAR at FAR 0.1% on held-out identities.
+
     Example: dcgan evaluate --run runs/00003-celeba-64-dcgan --samples 10000
     """
     import json
 
+    if verification:
+        from dcgan_cli.identity.verification import evaluate_verification, format_verification, resolve_model
+
+        if run is not None:
+            raise typer.BadParameter("--verification scores an embedding model: pass --model, not --run",
+                                     param_hint="'--run'")
+        result = evaluate_verification(resolve_model(model, runs_dir), data, pairs=pairs, roc=roc,
+                                       log=lambda m: typer.echo(m, err=True))
+        typer.echo(json.dumps(result) if json_ else format_verification(result))
+        return
     from dcgan_cli import evaluate as ev
 
     opts = ev.EvalOptions(samples=samples, metrics=tuple(metrics.split(",")), extractor=extractor,

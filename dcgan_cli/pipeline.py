@@ -142,3 +142,28 @@ def make_dataset(
     if input_context is not None:  # sharded above; tf.distribute must not shard again
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def labelled_batches(data_dir: str | Path, batch_size: int, labels: tuple[str, ...] = ()):
+    """(uint8 images, {label: int64 array}) numpy batches of every image, in shard order (no shuffle).
+
+    Labels the data does not carry are an error naming the fix; an image without
+    one reads shards.MISSING_LABEL.
+    """
+    import tensorflow as tf
+
+    from dcgan_cli.errors import DcganError
+    from dcgan_cli.shards import label_length, label_specs, parse_labelled
+
+    m = load_manifest(data_dir)
+    specs = label_specs(m)
+    absent = [n for n in labels if n not in specs]
+    if absent:
+        have = ", ".join(specs) or "none"
+        raise DcganError(f"{data_dir} has no {absent[0]} labels (it has: {have}); preprocess it with "
+                         f"--labels celeba (CelebA) or --labels folders (person/x.jpg folders)")
+    wanted = {n: label_length(specs[n]) for n in labels}
+    ds = tf.data.TFRecordDataset(shard_paths(data_dir, m), buffer_size=4 << 20).batch(batch_size)
+    ds = ds.map(lambda s: parse_labelled(s, m["size"], m["channels"], wanted)).prefetch(2)
+    for images, values in ds:
+        yield images.numpy(), {k: v.numpy() for k, v in values.items()}

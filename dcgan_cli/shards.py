@@ -17,6 +17,10 @@ breaking readers of old shards:
   - the manifest says which extra features its shards carry, as an optional
     "labels" list of {"name": FEATURE, ...}; an old manifest has none, and a
     reader that wants labels asks for them there (with a default for old data).
+This is how identities and attributes are stored (preprocess/labels.py): int64
+features "identity" (one per image) and "attributes" (40 for CelebA), declared as
+{"name", "length", "source", ...}; `parse_labelled` reads them, MISSING_LABEL (-1)
+where an image or an older shard has none.
 The format name changes only when an old reader could misread new shards.
 
 No TensorFlow import at module level: `config.py` and `cli.py` use the size
@@ -93,17 +97,21 @@ def _field(number: int, payload: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
-def serialize_example(pixels: bytes, ints: dict[str, int] | None = None) -> bytes:
-    """A record holding one image's raw uint8 bytes, and optional int64 features (e.g. {"label": 7}).
+def serialize_example(pixels: bytes, ints: dict | None = None) -> bytes:
+    """A record holding one image's raw uint8 bytes, and optional int64 features.
 
-    Each int is Feature{int64_list: Int64List{value: [v]}} (field 3, packed);
-    readers ask for them with `parse_ints` (declare them in the manifest's "labels").
+    `ints` maps a name to an int or a list of ints ({"label": 7}, {"identity": 2880,
+    "attributes": [1, 0, ...]}); each is Feature{int64_list: Int64List{value: [...]}}
+    (field 3, packed). Readers ask for them with `parse_ints` / `parse_labelled`
+    (declare them in the manifest's "labels"). Without `ints` the record is
+    `example_prefix(n) + pixels`, what the decoding workers write.
     """
     if not ints:
         return example_prefix(len(pixels)) + pixels
     entries = [(IMAGE_FEATURE, _field(1, _field(1, pixels)))]  # Feature.bytes_list(1).value(1)
     for name, value in ints.items():
-        packed = _varint(int(value) & 0xFFFFFFFFFFFFFFFF)  # int64 as protobuf writes it (two's complement)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        packed = b"".join(_varint(int(v) & 0xFFFFFFFFFFFFFFFF) for v in values)  # two's complement, as protobuf
         entries.append((name, _field(3, _field(1, packed))))  # Feature.int64_list(3).value(1, packed)
     features = b"".join(_field(1, _field(1, k.encode()) + _field(2, v)) for k, v in entries)
     return _field(1, features)  # Example.features(1)
@@ -127,6 +135,35 @@ def parse_images(serialized, size: int, channels: int):
     feats = tf.io.parse_example(serialized, {IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string)})
     pixels = tf.io.decode_raw(feats[IMAGE_FEATURE], tf.uint8)
     return tf.reshape(pixels, [-1, size, size, channels])
+
+
+MISSING_LABEL = -1  # what a reader gets for a label an image (or an older shard) does not carry
+
+
+def label_specs(manifest: dict) -> dict[str, dict]:
+    """The manifest's labels by name ({} for data made before labels existed)."""
+    return {x["name"]: x for x in manifest.get("labels", [])}
+
+
+def label_length(spec: dict) -> int:
+    """Values per image of a label: 1 for an id, e.g. 40 for CelebA's attributes."""
+    return int(spec.get("length", 1))
+
+
+def parse_labelled(serialized, size: int, channels: int, labels: dict[str, int]):
+    """A batch of records -> (uint8 images, {name: int64 (N,) or (N, length)}).
+
+    `labels` maps each wanted label to its length (`label_length`); an image
+    without it reads as MISSING_LABEL, so old shards parse too.
+    """
+    import tensorflow as tf
+
+    spec = {IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string)}
+    for name, n in labels.items():
+        spec[name] = tf.io.FixedLenFeature([n], tf.int64, default_value=[MISSING_LABEL] * n)
+    feats = tf.io.parse_example(serialized, spec)
+    pixels = tf.reshape(tf.io.decode_raw(feats[IMAGE_FEATURE], tf.uint8), [-1, size, size, channels])
+    return pixels, {name: feats[name][:, 0] if n == 1 else feats[name] for name, n in labels.items()}
 
 
 # ----------------------------------------------------------------------------

@@ -238,6 +238,13 @@ CASES = [
                                    "--size", "32", "--steps", "1"], setup=_ro_dir, mounts=("ro:ro",)),
     Case("stylize-size-absurd", ["stylize", "faces/img-000.png", "faces/img-001.png", "-o", "out.png",
                                  "--size", "100000"]),
+    # -- verify, identify, audit (the identity network) -------------------------------
+    Case("verify-model-missing", ["verify", "a.png", "b.png", "--model", "nowhere.keras"], says="no model at"),
+    Case("identify-gan-run-as-model", ["identify", "a.png", "--gallery", "faces", "--model", "run"],
+         says="has no embedding.keras"),
+    Case("audit-no-identity-model", ["audit", "--run", "run", "--model-id", "run", "--samples", "4"],
+         says="has no embedding.keras"),
+    Case("audit-two-sources", ["audit", "--run", "run", "--images", "faces", "--model-id", "run"], code=(2,)),
     # -- bench ------------------------------------------------------------------------
     Case("bench-unknown-part", ["bench", "--parts", "warp"], code=(2,)),
     Case("bench-missing-data", ["bench", "--parts", "input", "--data", "nowhere", "--steps", "1"]),

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from dcgan_cli.errors import DcganError
 from dcgan_cli.preprocess.decoding import CELEBA_CROP, CROPS
+from dcgan_cli.preprocess.labels import LABEL_MODES
 from dcgan_cli.preprocess.sources import SPLITS
 from dcgan_cli.shards import SIZE_RULE, SIZES
 
@@ -29,6 +30,7 @@ class PreprocessConfig:
         force: replace an existing complete output.
         shard_mb: target shard size in MB.
         min_face: with crop face, leave out faces whose box is under N pixels in the photo (0: keep all).
+        labels: per-image labels to store (labels.LABEL_MODES): auto | none | celeba | folders.
     """
 
     source: str
@@ -43,6 +45,7 @@ class PreprocessConfig:
     force: bool = False
     shard_mb: float = 128
     min_face: int = 0
+    labels: str = "auto"
 
     def __post_init__(self):
         if self.size not in SIZES:
@@ -60,6 +63,8 @@ class PreprocessConfig:
             raise DcganError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if self.workers < 0 or self.limit < 0 or self.crop_size < 0:
             raise DcganError("--workers, --limit and --crop-size must be 0 or more")
+        if self.labels not in LABEL_MODES:
+            raise DcganError(f"--labels must be one of {', '.join(LABEL_MODES)}, got {self.labels!r}")
         if not self.shard_mb > 0:
             raise DcganError("--shard-mb must be positive")
         if self.min_face < 0:

@@ -44,10 +44,11 @@ from dcgan_cli.fsutil import DirLock
 from dcgan_cli.preprocess.config import PreprocessConfig
 from dcgan_cli.preprocess.decoding import process_chunk, strict_bombs, worker_init
 from dcgan_cli.preprocess import arrays as array_source
+from dcgan_cli.preprocess.labels import make_labeller
 from dcgan_cli.preprocess.reports import line as list_line
 from dcgan_cli.preprocess.sources import PARTITIONS, Listing, describe_other, list_images, train_split
-from dcgan_cli.shards import (FORMAT, MANIFEST, ShardWriter, is_local, is_shard_name, join, load_manifest,
-                              make_manifest, write_manifest, write_text)
+from dcgan_cli.shards import (FORMAT, MANIFEST, ShardWriter, example_prefix, is_local, is_shard_name, join,
+                              load_manifest, make_manifest, serialize_example, write_manifest, write_text)
 
 PROGRESS = ".progress.json"
 SKIPPED = "skipped.txt"
@@ -58,13 +59,15 @@ CHUNK_BYTES = 4 << 20
 FACE_CHUNK = 32  # photos; faces.process_chunk bounds their pixels in memory
 
 
-def _fingerprint(cfg: PreprocessConfig, source: Path, listing: Listing) -> str:
-    """What makes two runs' outputs identical: pixel settings, source and file names."""
+def _fingerprint(cfg: PreprocessConfig, source: Path, listing: Listing, labels: str = "") -> str:
+    """What makes two runs' outputs identical: pixel settings, source, file names and labels."""
     h = hashlib.sha256()
     settings = dict(format=FORMAT, version=__version__, size=cfg.size, crop=cfg.crop, box=cfg.box_side,
                     channels=cfg.channels, split=cfg.split, limit=cfg.limit, source=str(source.resolve()))
     if cfg.crop == "face":  # only then: other crops keep their fingerprints (and outputs stay up to date)
         settings["min_face"] = cfg.min_face
+    if labels:  # unlabelled outputs keep the fingerprint they had before labels existed
+        settings["labels"] = labels
     h.update(json.dumps(settings, sort_keys=True).encode())
     for name in listing.items:
         h.update(name.encode("utf-8", "surrogateescape") + b"\0")
@@ -244,10 +247,14 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
     if cfg.limit:
         listing.items = listing.items[:cfg.limit]
 
+    labeller = make_labeller(cfg.labels, listing.kind, listing.root, listing.items)
+    labeller.finish(listing.items)
+    labels = labels + labeller.specs
     import tensorflow as tf
 
     out = str(cfg.out)
-    fingerprint = _fingerprint(cfg, source, listing)
+    labels_id = labeller.fingerprint and f"{cfg.labels}:{labeller.fingerprint}"
+    fingerprint = _fingerprint(cfg, source, listing, labels_id)
     current = _check_out(out, cfg, fingerprint)
     if current is not None:
         return {**current, "up_to_date": True}
@@ -268,6 +275,7 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
         workers = workers_for(cfg, total - done)
         writer = ShardWriter(out, state["tag"], int(cfg.shard_mb * (1 << 20)), len(state["shards"]))
         index = done
+        prefix_len = len(example_prefix(cfg.image_bytes))
         # closing(): if writing fails, the workers stop now, not when the generator is collected
         with contextlib.closing(_run_chunks(listing, cfg, done, workers)) as chunks:
             for results in chunks:
@@ -281,6 +289,8 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
                         state["small"].append(list_line(name, text))
                     closed = None
                     for n, record in enumerate(records, 1):  # the shard may close after a file's last one only
+                        if labeller.specs:  # the workers write pixels only; labels are added here
+                            record = serialize_example(record[prefix_len:], labeller.for_item(name))
                         closed = writer.add(record, may_close=n == len(records))
                     if closed:
                         closed.update(end=index, skipped=len(state["skipped"]), small=len(state["small"]))

@@ -1,0 +1,323 @@
+"""`dcgan audit`: does a generator reproduce real people from its training set?
+
+1. Embed the generator's training images once with the identity network; the
+   embeddings (and 16x16 grey thumbnails for the pixel check) are cached beside
+   the data's manifest.json, keyed by the shards' checksums and the model file's,
+   as evaluate.py keys its FID statistics.
+2. Generate N samples (sampling.Sampler, image k from seed k) -- or take image
+   files given with --images -- and embed them, a batch at a time.
+3. For each, the nearest training image: a matrix product in chunks of the
+   training set, so memory stays flat (queries x chunk floats).
+4. Report the share of samples whose nearest training face is closer than the
+   verification threshold at FAR 0.1% (the network would call them the same
+   person), with a 95% Wilson interval, next to the same share for real faces
+   of held-out people (the baseline: a new face that looks like someone by
+   chance); plus the share of pixel-space near duplicates.
+5. Write a PNG grid of the closest pairs: each sample beside its training match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from dcgan_cli.errors import DcganError
+from dcgan_cli.fsutil import write_bytes
+
+CACHE_PREFIX = "audit-embeddings-"
+CACHE_VERSION = 1
+THUMB = 16  # side of the grey thumbnails of the pixel-space check
+PIXEL_RMSE = 0.05  # a near duplicate: RMS difference under 5% of the range on 16x16 grey thumbnails
+GRID_PAIRS = 16
+Z95 = 1.959963984540054
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial share k/n (sensible at 0 and near 1, unlike k/n +- z*se)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def thumbnails(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, S, S, C) -> float32 (N, 256) grey 16x16 thumbnails in [0, 1] (box filter)."""
+    x = images.astype(np.float32).mean(axis=3) / 255.0
+    n, s = x.shape[:2]
+    if s % THUMB == 0:
+        f = s // THUMB
+        return x.reshape(n, THUMB, f, THUMB, f).mean(axis=(2, 4)).reshape(n, -1)
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(im).resize((THUMB, THUMB), Image.Resampling.BOX), np.float32)
+                     for im in x]).reshape(n, -1)
+
+
+def nearest(queries: np.ndarray, base: np.ndarray, *, metric: str = "embedding", chunk: int = 32768,
+            query_ids=None, base_ids=None, query_index=None) -> tuple[np.ndarray, np.ndarray]:
+    """(distance, index) of each query's nearest row of `base`, in chunks of `chunk` base rows.
+
+    metric "embedding": Euclidean distance of unit vectors, sqrt(2 - 2 cos).
+    metric "rmse": root mean squared difference of thumbnails.
+    Rows of the same identity (`query_ids`/`base_ids`) or the query itself
+    (`query_index`: its row in `base`) are skipped: the baseline's rule.
+    """
+    best = np.full(len(queries), np.inf, np.float64)
+    where = np.full(len(queries), -1, np.int64)
+    q = queries.astype(np.float32)
+    q_sq = (q * q).sum(1)
+    for lo in range(0, len(base), chunk):
+        b = base[lo:lo + chunk].astype(np.float32)
+        dot = q @ b.T  # (queries, chunk): the only big array, bounded by `chunk`
+        if metric == "embedding":
+            d2 = np.maximum(2.0 - 2.0 * dot, 0.0)
+        else:
+            d2 = np.maximum(q_sq[:, None] + (b * b).sum(1)[None, :] - 2.0 * dot, 0.0) / q.shape[1]
+        if query_ids is not None:
+            d2[np.asarray(query_ids)[:, None] == np.asarray(base_ids[lo:lo + chunk])[None, :]] = np.inf
+        if query_index is not None:
+            rows = np.nonzero((query_index >= lo) & (query_index < lo + len(b)))[0]
+            d2[rows, query_index[rows] - lo] = np.inf
+        i = np.argmin(d2, axis=1)
+        d = np.sqrt(d2[np.arange(len(q)), i])
+        better = d < best
+        best[better], where[better] = d[better], i[better] + lo
+    return best, where
+
+
+# ----------------------------------------------------------------------------
+# the training set's embeddings, cached
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cache_key(manifest: dict, model_path: Path) -> str:
+    ident = {"version": CACHE_VERSION, "count": manifest["count"], "thumb": THUMB, "model": _sha256(model_path),
+             "shards": [s.get("sha256", s["file"]) for s in manifest["shards"]]}
+    return hashlib.sha256(repr(sorted(ident.items())).encode()).hexdigest()
+
+
+def training_embeddings(data: str, manifest: dict, model_path: Path, embed, task, log) -> tuple[dict, bool]:
+    """{"emb", "thumbs", "ids"} of every image of `data` and whether it came from the cache."""
+    from dcgan_cli.pipeline import labelled_batches
+    from dcgan_cli.shards import label_specs
+
+    key = cache_key(manifest, model_path)
+    path = Path(data) / f"{CACHE_PREFIX}{key[:16]}.npz"
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["key"]) == key:
+                    return {k: z[k] for k in ("emb", "thumbs", "ids")}, True
+        except (OSError, ValueError, KeyError):
+            pass  # truncated or foreign: recompute
+    labels = ("identity",) if "identity" in label_specs(manifest) else ()
+    bar = task("embedding training images", manifest["count"])
+    emb, thumbs, ids = [], [], []
+    for images, lab in labelled_batches(data, 1024, labels):
+        emb.append(embed(images, bar.advance))
+        thumbs.append(np.round(thumbnails(images) * 255).astype(np.uint8))
+        ids.append(lab["identity"] if labels else np.full(len(images), -1, np.int64))
+    out = {"emb": np.concatenate(emb), "thumbs": np.concatenate(thumbs), "ids": np.concatenate(ids)}
+    buf = io.BytesIO()
+    np.savez(buf, key=np.array(key), **out)
+    try:
+        write_bytes(path, buf.getvalue())
+    except OSError as e:
+        log(f"Warning: could not cache the training embeddings at {path} ({e.strerror or e})")
+    return out, False
+
+
+# ----------------------------------------------------------------------------
+# the audit
+
+
+def audit(model_path: str | Path, *, run: Path | None = None, generator: Path | None = None,
+          images: Path | None = None, data: Path | None = None, samples: int = 10_000, seed: int = 0,
+          threshold: float | None = None, pixel_rmse: float = PIXEL_RMSE, grid: Path | None = None,
+          runs_dir: Path = Path("runs"), batch_size: int = 256, progress: bool = True,
+          log: Callable[[str], None] = print) -> dict:
+    """Audit a run's generator (`run`), a generator .keras file (`generator`) or image files (`images`)."""
+    from rich.console import Console
+
+    from dcgan_cli.identity.data import IDENTITY
+    from dcgan_cli.identity.verification import Embedder, face_pixels, load_model
+    from dcgan_cli.images import make_grid, save_image
+    from dcgan_cli.progress import Bars
+    from dcgan_cli.shards import load_manifest
+
+    if sum(x is not None for x in (run, generator, images)) > 1:
+        raise DcganError("audit one thing: --run, --generator or --images")
+    model_path = Path(model_path)
+    model, meta = load_model(model_path)
+    t = threshold if threshold is not None else meta.get("threshold_far_1e_3")
+    if t is None:
+        raise DcganError(f"{model_path} has no FAR-0.1% threshold yet; run `dcgan evaluate --verification --model "
+                         f"{model_path}` or pass --threshold")
+
+    # -- what is audited, and against which training data --------------------
+    files, sampler, facts, run_dir = None, None, {}, None
+    if images is not None:
+        from dcgan_cli.datasets import IMAGE_EXTS
+
+        files = sorted(p for p in Path(images).rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+        if not files:
+            raise DcganError(f"no images in {images}; pass a folder of image files")
+        files = files[:samples]
+        facts = {"images": str(images)}
+        if data is None:
+            raise DcganError("--images needs --data: the training data to compare them with")
+    else:
+        from dcgan_cli.evaluate import load_target
+        from dcgan_cli.sampling import Sampler
+
+        g, facts, run_dir, run_data = load_target(run, generator, runs_dir=runs_dir, log=log)
+        data = data or (Path(run_data) if run_data else None)
+        if data is None:
+            raise DcganError(f"{generator} is not inside a run directory, so its training data is unknown; "
+                             f"pass --data DIR")
+        sampler = Sampler(g, min(batch_size, 256))
+    data = str(data)
+    manifest = load_manifest(data)
+    shape = (meta["image_size"], meta["image_size"], meta["channels"])
+    if (manifest["size"], manifest["size"], manifest["channels"]) != shape:
+        raise DcganError(f"{data} holds {manifest['size']}x{manifest['size']}x{manifest['channels']} images but the "
+                         f"embedding model takes {'x'.join(map(str, shape))}; train one on data of this size")
+    if sampler is not None and sampler.image_shape != shape:
+        raise DcganError(f"the generator makes {'x'.join(map(str, sampler.image_shape))} images but the embedding "
+                         f"model takes {'x'.join(map(str, shape))}; audit with a model trained at the generator's size")
+    n = len(files) if files is not None else samples
+    embed = Embedder(model, batch_size)
+
+    t0 = time.perf_counter()
+    with Bars(progress, console=Console(stderr=True), transient=True) as bars:
+        train, cached = training_embeddings(data, manifest, model_path, embed, bars.task, log)
+        # -- the samples ------------------------------------------------------
+        dist, match = np.zeros(n), np.zeros(n, np.int64)
+        pix, pix_match = np.zeros(n), np.zeros(n, np.int64)
+        bar = bars.task("auditing samples", n)
+        step = embed.batch_size
+        for lo in range(0, n, step):
+            hi = min(n, lo + step)
+            batch = _batch(lo, hi, files, sampler, meta, seed)
+            e = embed(batch)
+            dist[lo:hi], match[lo:hi] = nearest(e, train["emb"])
+            pix[lo:hi], pix_match[lo:hi] = nearest(thumbnails(batch), train["thumbs"].astype(np.float32) / 255.0,
+                                                   metric="rmse")
+            bar.advance(hi - lo)
+        # -- the baseline: real faces of people not among the training faces' identities -------------
+        base = _baseline(train, meta, n)
+    copies = int((dist < t).sum())
+    dupes = int((pix < pixel_rmse).sum())
+    result = {"identity_model": str(model_path), **facts, "data": data,
+              "training_images": int(len(train["emb"])),
+              "samples": n, "seed": seed if files is None else None, "threshold": float(t),
+              "threshold_kind": "given" if threshold is not None else "FAR 0.1% (verification)",
+              "closer_than_threshold": copies, "share": copies / n, "share_ci95": wilson(copies, n),
+              "pixel_rmse_threshold": pixel_rmse, "pixel_near_duplicates": dupes,
+              "pixel_share": dupes / n, "pixel_share_ci95": wilson(dupes, n),
+              "median_nearest_distance": float(np.median(dist)),
+              "training_embeddings": "cache" if cached else "computed"}
+    if base is not None:
+        bd, how = base
+        k = int((bd < t).sum())
+        result.update(baseline_faces=len(bd), baseline_closer=k, baseline_share=k / len(bd),
+                      baseline_share_ci95=wilson(k, len(bd)), baseline=how,
+                      baseline_median_nearest_distance=float(np.median(bd)))
+    # -- the closest pairs, side by side ------------------------------------
+    order = np.argsort(dist, kind="stable")[:GRID_PAIRS]
+    if grid is None:  # beside what was audited: the run, the generator file, else the data (as the cache)
+        grid = (run_dir or (Path(generator).parent if generator is not None else Path(data))) / "audit-closest.png"
+    grid = Path(grid)
+    matches = _training_images(data, match[order])
+    pairs = []
+    for i, m in zip(order, matches):
+        pairs += [_batch(int(i), int(i) + 1, files, sampler, meta, seed)[0], m]
+    save_image(grid, make_grid(np.stack(pairs), nrow=8))
+    result.update(grid=str(grid), closest=[{"sample": int(i), "training_index": int(match[i]),
+                                             "distance": float(dist[i])} for i in order[:5]],
+                  seconds=round(time.perf_counter() - t0, 2))
+    return result
+
+
+def _batch(lo: int, hi: int, files, sampler, meta, seed: int) -> np.ndarray:
+    from dcgan_cli.identity.verification import face_pixels
+
+    if files is not None:
+        return np.stack([face_pixels(p, meta) for p in files[lo:hi]])
+    from dcgan_cli.sampling import latents
+
+    return sampler(latents(range(seed + lo, seed + hi), sampler.latent_dim))
+
+
+def _baseline(train: dict, meta: dict, n: int):
+    """(nearest distances of held-out real faces to *other* people's training faces, how), or None.
+
+    With identities: faces of the model's held-out people, each compared with
+    the training images of every other identity. Without: real images compared
+    with every other image (leave one out), which is an upper bound when people
+    have several photos.
+    """
+    ids = train["ids"]
+    rng = np.random.default_rng(0xBA5E)
+    if (ids >= 0).any():
+        held = np.nonzero(np.isin(ids, meta.get("heldout_identities", [])))[0]
+        if len(held) == 0:
+            return None
+        pick = np.sort(rng.choice(held, min(n, len(held)), replace=False))
+        d, _ = nearest(train["emb"][pick], train["emb"], query_ids=ids[pick], base_ids=ids)
+        return d, "held-out people's faces vs other people's training faces"
+    pick = np.sort(rng.choice(len(ids), min(n, len(ids)), replace=False))
+    d, _ = nearest(train["emb"][pick], train["emb"], query_index=pick)
+    return d, "real faces vs every other training image (no identities in the data: leave one out)"
+
+
+def _training_images(data: str, indices) -> list[np.ndarray]:
+    """The training images at `indices` (in shard order), in one pass over the shards."""
+    from dcgan_cli.pipeline import labelled_batches
+
+    wanted = {int(i) for i in indices}
+    found, seen = {}, 0
+    for images, _ in labelled_batches(data, 1024):
+        for i in [i for i in wanted if seen <= i < seen + len(images)]:
+            found[i] = images[i - seen]
+        seen += len(images)
+        if len(found) == len(wanted):
+            break
+    return [found[int(i)] for i in indices]
+
+
+def format_audit(r: dict) -> str:
+    def pct(x):
+        return f"{x * 100:.2f}%"
+
+    what = r.get("images") or r.get("run") or r.get("model")
+    audited = f"images from {r['images']}" if "images" in r else f"samples of {what}"
+    lines = [f"audited    {r['samples']:,} {audited}",
+             f"against    {r['training_images']:,} training images of {r['data']} "
+             f"(embeddings: {r['training_embeddings']})",
+             f"threshold  {r['threshold']:.4f} ({r['threshold_kind']}) with {r['identity_model']}",
+             f"same person as a training face: {r['closer_than_threshold']:,} = {pct(r['share'])} "
+             f"(95% CI {pct(r['share_ci95'][0])} - {pct(r['share_ci95'][1])})"]
+    if "baseline_share" in r:
+        lines.append(f"baseline   {pct(r['baseline_share'])} (95% CI {pct(r['baseline_share_ci95'][0])} - "
+                     f"{pct(r['baseline_share_ci95'][1])}) of {r['baseline_faces']:,} {r['baseline']}")
+    lines.append(f"pixel near duplicates (RMSE < {r['pixel_rmse_threshold']} on {THUMB}x{THUMB} grey): "
+                 f"{r['pixel_near_duplicates']:,} = {pct(r['pixel_share'])} "
+                 f"(95% CI {pct(r['pixel_share_ci95'][0])} - {pct(r['pixel_share_ci95'][1])})")
+    lines.append(f"closest pairs (sample | training match): {r['grid']}")
+    return "\n".join(lines)

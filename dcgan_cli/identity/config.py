@@ -1,0 +1,143 @@
+"""`dcgan identity train`'s frozen config: checked by the CLI before TensorFlow loads, saved in the run dir."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from dcgan_cli.errors import DcganError
+from dcgan_cli.shards import check_size
+
+LOSSES = ("arcface", "triplet")
+MININGS = ("semi-hard", "batch-hard")
+Loss = Enum("Loss", {x: x for x in LOSSES}, type=str)
+Mining = Enum("Mining", [(x.replace("-", "_"), x) for x in MININGS], type=str)
+CONFIG_FILE = "identity_config.json"  # not rundir's config.json: `dcgan sample` never mistakes this run for a GAN
+# What --resume may change: how long it trains, never what.
+RESUMABLE = frozenset({"epochs", "checkpoint_every"})
+_PLACES = frozenset({"data", "runs_dir", "run_name"})
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """Everything that decides an identity training run.
+
+    Attributes:
+        data: preprocessed data with identity labels (`dcgan preprocess ... --labels celeba|folders`).
+        runs_dir, run_name: where the numbered run directory goes, and its name's suffix.
+        image_size, channels: taken from the data's manifest.
+        loss: arcface (additive angular margin softmax) | triplet (online mining).
+        mining: semi-hard (FaceNet) | batch-hard (Hermans et al.): which triplets the triplet loss uses.
+        margin: the triplet margin, in embedding (Euclidean) distance on the unit sphere.
+        arc_margin, arc_scale: ArcFace's additive angle m (radians) and logit scale s.
+        embedding_dim: length of the L2-normalised embedding.
+        width: filters of the first stage (doubling each stage).
+        p_identities, k_images: a batch holds P identities x K images of each.
+        epochs: passes; steps_per_epoch: 0 means (training images) / (P x K).
+        lr: Adam's learning rate (cosine-decayed to 0 over the run).
+        holdout: identities held out of training for evaluation: a share (< 1) or a count (>= 1).
+        flip: random horizontal flips (faces: yes; digits: no).
+        augment: random shifts and zooms of up to this share of the side, rotations of up to half
+            that many turns (0: none).
+        seed: seeds the weights and the batches; the held-out identities do not depend on it.
+        checkpoint_every: also checkpoint every N steps (0: per epoch only).
+        keep_checkpoints: how many recent checkpoints to keep.
+    """
+
+    data: str = ""
+    runs_dir: str = "runs"
+    run_name: str = ""
+    image_size: int = 64
+    channels: int = 3
+    loss: str = "triplet"
+    mining: str = "batch-hard"
+    margin: float = 0.2
+    arc_margin: float = 0.3
+    arc_scale: float = 16.0
+    embedding_dim: int = 128
+    width: int = 32
+    p_identities: int = 16
+    k_images: int = 4
+    epochs: int = 10
+    steps_per_epoch: int = 0
+    lr: float = 2e-3
+    holdout: float = 0.1
+    flip: bool = True
+    augment: float = 0.1
+    seed: int = 0
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 3
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> None:
+            raise DcganError(msg)
+
+        check_size(self.image_size, "re-run `dcgan preprocess ... --size 64`")
+        if self.channels not in (1, 3):
+            bad(f"{self.channels} channels is not supported; preprocess with --channels 3 or 1")
+        if self.loss not in LOSSES:
+            bad(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.mining not in MININGS:
+            bad(f"--mining must be one of {', '.join(MININGS)}, got {self.mining!r}")
+        for name in ("embedding_dim", "width", "p_identities", "epochs", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                bad(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.k_images < 2:
+            bad(f"--k-images must be at least 2 (a positive pair needs two images of one person), got {self.k_images}")
+        if self.p_identities < 2:
+            bad(f"--p-identities must be at least 2 (a negative needs another person), got {self.p_identities}")
+        for name in ("steps_per_epoch", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                bad(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
+        for name in ("margin", "lr", "arc_scale"):
+            if not getattr(self, name) > 0:
+                bad(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.arc_margin < 1.5:
+            bad(f"--arc-margin is an angle in radians in [0, 1.5), got {self.arc_margin}")
+        if not 0 <= self.augment < 0.5:
+            bad(f"--augment must be in [0, 0.5), got {self.augment}")
+        if not self.holdout > 0 or (self.holdout >= 1 and self.holdout != int(self.holdout)):
+            bad(f"--holdout is a share in (0, 1) or a whole number of identities, got {self.holdout}")
+
+    @property
+    def batch_size(self) -> int:
+        return self.p_identities * self.k_images
+
+    def replace(self, **changes: Any) -> "IdentityConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "IdentityConfig":
+        path = Path(run_dir) / CONFIG_FILE
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DcganError(f"{run_dir} is not an identity run (no {CONFIG_FILE}); pass a folder made by "
+                             f"`dcgan identity train`") from None
+        except json.JSONDecodeError as e:
+            raise DcganError(f"{path} is not valid JSON ({e}); restore it or start a new run") from None
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise DcganError(f"{path} has unknown keys {unknown}; was it written by a newer dcgan?")
+        return cls(**d)
+
+
+def resume_config(run_dir: str | Path, **changes) -> IdentityConfig:
+    """The run's saved config with `changes` (None values ignored); only RESUMABLE fields may differ."""
+    saved = IdentityConfig.load(run_dir)
+    given = {k: v for k, v in changes.items() if v is not None}
+    fixed = sorted(k for k, v in given.items() if k not in RESUMABLE | _PLACES and v != getattr(saved, k))
+    if fixed:
+        raise DcganError(f"cannot change {', '.join('--' + k.replace('_', '-') for k in fixed)} when resuming "
+                         f"{run_dir}; start a new run for a different setup")
+    return saved.replace(**given)
