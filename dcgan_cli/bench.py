@@ -1,4 +1,5 @@
-"""`dcgan bench`: how fast the step, the whole loop and the input pipeline run.
+"""`dcgan bench`: how fast the step, the whole loop and the input pipeline run (and, with the
+`quality` part, how good the samples are: bench_quality.py).
 
 Figures are img/s. Shared machines drift by tens of percent from minute to
 minute, so speed claims are ratios against reference steps timed in the same
@@ -98,8 +99,12 @@ def run_peer(cmd: list[str]) -> float | None:
     return None
 
 
+PARTS = ("step", "loop", "input", "preprocess", "quality")
+
+
 def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=False, peers=None,
-          torch_python=None, log=print, parts=("step", "loop", "input", "preprocess")) -> dict:
+          torch_python=None, log=print, parts=("step", "loop", "input", "preprocess"),
+          quality_steps=None, quality_seeds=None) -> dict:
     result: dict = {"size": size, "batch": batch_size, "device": _device()}
     ref: dict = {}
     if peers:
@@ -143,6 +148,13 @@ def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=Fa
             log(f"loop (end of epoch amortised over 2,000 steps): {result['loop_img_per_s']} img/s")
             if "step_img_per_s" in result:
                 result["loop_vs_step"] = round(result["loop_img_per_s"] / result["step_img_per_s"], 3)
+    if "quality" in parts:
+        # Its own data (digits), size (32) and batch (the preset's): see bench_quality.py.
+        from dcgan_cli import bench_quality
+
+        result["quality"] = bench_quality.bench_quality(
+            steps=quality_steps or bench_quality.DEFAULT_STEPS,
+            seeds=tuple(quality_seeds or bench_quality.DEFAULT_SEEDS), log=log)
     return result
 
 

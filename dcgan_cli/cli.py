@@ -543,28 +543,39 @@ def bench(
                                                       "(default: temporary synthetic shards).")] = None,
     precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16.")] = "auto",
     xla: Annotated[bool, typer.Option("--xla", help="Compile the step with XLA.")] = False,
-    parts: Annotated[str, typer.Option(help="Comma-separated: step, loop, input, preprocess.")] = (
+    parts: Annotated[str, typer.Option(help="Comma-separated: step, loop, input, preprocess, quality "
+                                            "(quality trains on offline digits: minutes).")] = (
         "step,loop,input,preprocess"),
+    quality_steps: Annotated[int, typer.Option(min=1, help="Training steps per model and seed of the quality "
+                                                           "part (longer runs: more steps).")] = 300,
+    quality_seeds: Annotated[int, typer.Option(min=1, help="Seeds of the quality part (0, 1, ...).")] = 3,
     peers: Annotated[Optional[Path], typer.Option(help="Folder with peer_keras.py / peer_torch.py: time them "
                                                        "back to back and report ratios.")] = None,
     torch_python: Annotated[Optional[Path], typer.Option(help="A Python with torch, to run peer_torch.py.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ):
-    """Measure img/s of the train step, the whole loop and the input pipeline.
+    """Measure img/s of the train step, the whole loop and the input pipeline; with
+    `--parts quality`, the sample quality of the `dcgan` preset against a plain-Keras reference.
+
+    The quality part trains both on scikit-learn's digits (32x32 grey) for
+    --quality-steps steps per seed and prints FD, KID, class coverage and the
+    nearest-training-image distance of each, and the FD ratio ours/reference.
 
     Example: dcgan bench --steps 20 --peers ../shared/bench --json
+
+    Example: dcgan bench --parts quality --quality-steps 1000
     """
     import json
 
+    from dcgan_cli.bench import PARTS
     from dcgan_cli.bench import bench as run
 
     wanted = tuple(p.strip() for p in parts.split(",") if p.strip())
-    if not wanted or set(wanted) - {"step", "loop", "input", "preprocess"}:
-        raise typer.BadParameter("use a comma-separated subset of step, loop, input, preprocess",
-                                 param_hint="'--parts'")
+    if not wanted or set(wanted) - set(PARTS):
+        raise typer.BadParameter(f"use a comma-separated subset of {', '.join(PARTS)}", param_hint="'--parts'")
     result = run(size=size, batch_size=batch_size, steps=steps, data=data, precision=precision, xla=xla,
-                 peers=peers, torch_python=torch_python, parts=wanted,
-                 log=(lambda m: None) if json_ else typer.echo)
+                 peers=peers, torch_python=torch_python, parts=wanted, quality_steps=quality_steps,
+                 quality_seeds=range(quality_seeds), log=(lambda m: None) if json_ else typer.echo)
     typer.echo(json.dumps(result) if json_ else json.dumps(result, indent=2))
 
 
