@@ -65,12 +65,12 @@ def bench_loop(data: str | Path, size: int = 64, batch_size: int = 128, steps: i
 
 
 def _end_of_epoch_seconds(cfg) -> float:
-    """Time checkpoint + grid + metrics + plot as the trainer does them."""
+    """Time (EMA statistics +) checkpoint + grid + metrics + plot as the trainer does them."""
     import tensorflow as tf
 
     from dcgan_cli.fsutil import append_line
     from dcgan_cli.images import make_grid, save_image
-    from dcgan_cli.training import build_gan, generate, plot_losses, resolve_precision
+    from dcgan_cli.training import build_gan, generate, plot_losses, resolve_precision, standing_statistics
 
     gan = build_gan(cfg, resolve_precision(cfg.precision))
     with tempfile.TemporaryDirectory() as d:
@@ -79,6 +79,8 @@ def _end_of_epoch_seconds(cfg) -> float:
         manager.save(0)  # warm
         row = {"epoch": 1, "d_loss": 1.0, "g_loss": 1.0}
         t = time.perf_counter()
+        if gan.g_ema is not None:  # the EMA's own batch-norm statistics, before every checkpoint
+            standing_statistics(gan.g_ema, cfg.seed)
         manager.save(1)
         save_image(d / "grid.png", make_grid(generate(gan.sampler, gan.fixed_z.numpy())))
         for epoch in range(60):  # a loss plot of a long run

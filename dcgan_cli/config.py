@@ -43,6 +43,7 @@ class TrainConfig:
         label_smoothing: one-sided; real labels drawn from U(1 - s, 1) each step.
         instance_noise: Gaussian noise on real inputs, stddev drawn from U(0, s).
         ema: decay of the generator's weight average (0 = off); samples use it.
+        alternate: update D first, then G through the updated D (one more D forward per step).
         flip: random horizontal flips of the real images.
         seed: seeds the weights, the noise and the data order.
         precision: auto | fp32 | bf16 | fp16 (auto picks by hardware).
@@ -77,6 +78,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     instance_noise: float = 0.0
     ema: float = 0.0
+    alternate: bool = False
     flip: bool = False
     seed: int = 0
     precision: str = "auto"
