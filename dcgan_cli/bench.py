@@ -70,7 +70,8 @@ def _end_of_epoch_seconds(cfg) -> float:
 
     from dcgan_cli.fsutil import append_line
     from dcgan_cli.images import make_grid, save_image
-    from dcgan_cli.training import build_gan, generate, plot_losses, resolve_precision, standing_statistics
+    from dcgan_cli.sampling import Sampler
+    from dcgan_cli.training import build_gan, plot_losses, resolve_precision, standing_statistics
 
     gan = build_gan(cfg, resolve_precision(cfg.precision))
     with tempfile.TemporaryDirectory() as d:
@@ -82,7 +83,8 @@ def _end_of_epoch_seconds(cfg) -> float:
         if gan.g_ema is not None:  # the EMA's own batch-norm statistics, before every checkpoint
             standing_statistics(gan.g_ema, cfg.seed)
         manager.save(1)
-        save_image(d / "grid.png", make_grid(generate(gan.sampler, gan.fixed_z.numpy())))
+        grids = Sampler(gan.output_generator, batch_size=cfg.num_samples)  # built once per run, like the trainer's
+        save_image(d / "grid.png", make_grid(grids(gan.fixed_z.numpy())))
         for epoch in range(60):  # a loss plot of a long run
             append_line(d / "metrics.jsonl", json.dumps({**row, "epoch": epoch + 1}))
         plot_losses(d / "metrics.jsonl", d / "losses.png")

@@ -25,41 +25,35 @@ def make_bench_shards(workdir: str | Path, n_images: int, size: int = 64, channe
     """Synthetic preprocessed data (random pixels) in the real shard format; reused if present.
 
     The pipeline's speed does not depend on what the pixels show, so this
-    skips decoding entirely: it builds the records with preprocess's own
-    serialiser and shard writer and writes a manifest like preprocess does.
+    skips decoding entirely: it writes records with the shard format's own
+    serialiser, writer and manifest (shards.py), as preprocess does.
     """
     import numpy as np
 
-    from dcgan_cli import __version__
-    from dcgan_cli.pipeline import FORMAT, MANIFEST
-    from dcgan_cli.preprocess import _ShardWriter, serialize_example
+    from dcgan_cli import __version__, shards
 
     out = Path(workdir) / f"bench-shards-{n_images}-{size}x{channels}-{n_shards}"
-    manifest_path = out / MANIFEST
-    if manifest_path.exists():
+    if (out / shards.MANIFEST).exists():
         return out
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     nbytes = size * size * channels
     # Shards sized so there are n_shards of them: interleaving needs several files.
-    record = len(serialize_example(bytes(nbytes))) + 16  # + TFRecord framing
-    writer = _ShardWriter(str(out), "bench", -(-n_images // n_shards) * record, 0)
+    record = len(shards.serialize_example(bytes(nbytes))) + shards.TFRECORD_FRAMING
+    writer = shards.ShardWriter(out, "bench", -(-n_images // n_shards) * record)
     rng = np.random.default_rng(0)
-    shards = []
+    entries = []
     for start in range(0, n_images, 1024):
         block = rng.integers(0, 256, (min(1024, n_images - start), nbytes), dtype=np.uint8)
         for row in block:
-            closed = writer.add(serialize_example(row.tobytes()))
+            closed = writer.add(shards.serialize_example(row.tobytes()))
             if closed:
-                shards.append(closed)
+                entries.append(closed)
     if (closed := writer.close()) is not None:
-        shards.append(closed)
-    manifest = {"format": FORMAT, "count": n_images, "size": size, "channels": channels, "crop": "none",
-                "crop_size": 0, "source": "synthetic (dcgan_cli.bench_input)", "skipped": 0, "small": 0,
-                "tool_version": __version__, "shards": shards}
-    from dcgan_cli.fsutil import write_json
-
-    write_json(manifest_path, manifest)
+        entries.append(closed)
+    shards.write_manifest(out, shards.make_manifest(
+        size=size, channels=channels, shards=entries, crop="none", crop_size=0,
+        source="synthetic (dcgan_cli.bench_input)", skipped=0, small=0, tool_version=__version__))
     return out
 
 

@@ -205,12 +205,12 @@ def our_config(qs: QualitySet, seed: int, steps: int, runs_dir: Path, **override
 
 def train_ours(cfg, run_dir: Path) -> tuple[object, object | None]:
     """(sampled generator, live generator or None): trained as `dcgan train` trains, restored as `dcgan sample` does."""
-    from dcgan_cli.sampling import restore_run
+    from dcgan_cli.rundir import restore
     from dcgan_cli.training import train
 
     train(cfg, run_dir, quiet=True, log=lambda m: None)
-    sampled = restore_run(run_dir, ema=True)
-    live = restore_run(run_dir, ema=False).model if sampled.ema else None
+    sampled = restore(run_dir, ema=True)
+    live = restore(run_dir, ema=False).model if sampled.ema else None
     return sampled.model, live
 
 

@@ -15,7 +15,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from dcgan_cli.errors import DcganError
+from dcgan_cli.config import Precision, Preset, Strategy
+from dcgan_cli.errors import DcganError, UsageError
+from dcgan_cli.evaluate import METRICS
+from dcgan_cli.preprocess.decoding import CROP_HELP, Crop
+from dcgan_cli.preprocess.sources import Split
+from dcgan_cli.sampling import ExportFormat
+from dcgan_cli.shards import SIZE_RULE, SIZES
 
 # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -36,6 +42,8 @@ class _App(typer.Typer):
                     import_tensorflow()
                 try:
                     return f(*a, **kw)
+                except UsageError as e:
+                    raise typer.BadParameter(str(e), param_hint=f"'{e.option}'") from None
                 except DcganError as e:
                     typer.echo(f"Error: {e}", err=True)
                     raise typer.Exit(1) from None
@@ -167,14 +175,15 @@ def preprocess(
                                "(searched recursively) or a .zip of images.")],
     out: Annotated[Optional[str], typer.Option(help="Output dir, local or gs:// (default "
                                                     "DATA_DIR/processed/SOURCE-SIZE).", show_default=False)] = None,
-    size: Annotated[int, typer.Option(help="Output side: 28 or a power of two from 16 to 256.")] = 64,
-    crop: Annotated[Optional[str], typer.Option(help="celeba (108x108 face box) | center (largest centred square) "
-                                                     "| none (whole image). Default: celeba for CelebA, else center.",
-                                                show_default=False)] = None,
+    size: Annotated[int, typer.Option(help=f"Output side: {SIZE_RULE}.")] = 64,
+    crop: Annotated[Optional[Crop], typer.Option(help="; ".join(f"{k}: {v}" for k, v in CROP_HELP.items())
+                                                 + ". Default: celeba for CelebA, else center.",
+                                                 show_default=False)] = None,
     crop_size: Annotated[int, typer.Option(min=0, help="Side of the crop box (0: 108 for celeba, the largest "
                                                        "square for center).")] = 0,
     channels: Annotated[int, typer.Option(help="3 (RGB) or 1 (grayscale).")] = 3,
-    split: Annotated[str, typer.Option(help="all | train (CelebA's list_eval_partition.txt).")] = "all",
+    split: Annotated[Split, typer.Option(help="train: CelebA's training partition (list_eval_partition.txt).")
+                     ] = Split.ALL,
     workers: Annotated[int, typer.Option(min=0, help="Decoding processes (0: one per CPU core).")] = 0,
     limit: Annotated[int, typer.Option(min=0, help="Use only the first N images (0: all).")] = 0,
     shard_mb: Annotated[float, typer.Option(min=0.001, help="Target shard size in MB.")] = 128.0,
@@ -188,38 +197,32 @@ def preprocess(
 
     Example: dcgan preprocess celeba --size 64 --split train
     """
-    import sys
-
-    from dcgan_cli.preprocess import CELEBA_NAMES, CROPS, SIZES, SPLITS, PreprocessConfig, resolve_source
+    from dcgan_cli.preprocess import CELEBA_NAMES, PreprocessConfig, resolve_source
     from dcgan_cli.preprocess import preprocess as run
 
     if size not in SIZES:
-        raise typer.BadParameter("use 28 or a power of two from 16 to 256", param_hint="'--size'")
-    for name, value, allowed in (("--crop", crop, CROPS), ("--split", split, SPLITS), ("--channels", channels, (3, 1))):
-        if value is not None and value not in allowed:
-            raise typer.BadParameter(f"choose one of {', '.join(map(str, allowed))}", param_hint=f"'{name}'")
+        raise typer.BadParameter(f"use {SIZE_RULE}", param_hint="'--size'")
+    if channels not in (3, 1):
+        raise typer.BadParameter("choose one of 3, 1", param_hint="'--channels'")
     if crop_size and crop_size < size:
         raise typer.BadParameter(f"{crop_size} is smaller than --size {size}, so every image would be upscaled",
                                  param_hint="'--crop-size'")
 
     root = _data_dir(data_dir)
     src, name = resolve_source(source, root)
-    crop = crop or ("celeba" if name in CELEBA_NAMES else "center")
+    crop = crop.value if crop else ("celeba" if name in CELEBA_NAMES else "center")
     out = out or str(root / "processed" / f"{name}-{size}")
     cfg = PreprocessConfig(source=str(src), out=out, size=size, crop=crop, crop_size=crop_size, channels=channels,
-                           split=split, workers=workers, limit=limit, force=force, shard_mb=shard_mb)
+                           split=split.value, workers=workers, limit=limit, force=force, shard_mb=shard_mb)
     log = functools.partial(typer.echo, err=True)
     try:
-        if sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.console import Console
 
-            columns = (TextColumn("preprocess"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-            with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-                task = bar.add_task("images", total=None)
-                m = run(cfg, progress=lambda done, total: bar.update(task, completed=done, total=total), log=log)
-        else:
-            m = run(cfg, log=log)
+        from dcgan_cli.progress import Bars
+
+        with Bars(console=Console(stderr=True), transient=True, only_on_terminal=True) as bars:
+            task = bars.task("preprocess", None)
+            m = run(cfg, progress=lambda done, total: task.update(completed=done, total=total), log=log)
     except KeyboardInterrupt:
         typer.echo(f"Interrupted. The shards written so far are kept in {out}; run the same command again "
                    f"to resume.", err=True)
@@ -236,24 +239,10 @@ def preprocess(
 # train
 
 
-def _find_data(data_dir: Path, image_size: Optional[int]) -> Path:
-    processed = data_dir / "processed"
-    sets = sorted(p for p in processed.glob("*") if (p / "manifest.json").exists()) if processed.is_dir() else []
-    preferred = [p for p in sets if p.name == f"celeba-{image_size or 64}"]
-    if preferred:
-        return preferred[0]
-    if len(sets) == 1:
-        return sets[0]
-    if not sets:
-        raise DcganError(f"no preprocessed data under {processed}/; make some with `dcgan preprocess celeba` "
-                         f"(or any folder of images), or pass --data DIR")
-    raise DcganError(f"several data sets under {processed}/ ({', '.join(p.name for p in sets)}); pick one with --data")
-
-
 @app.command()
 def train(
     data: Annotated[Optional[Path], typer.Option(help="Preprocessed data dir (holds manifest.json).")] = None,
-    preset: Annotated[str, typer.Option(help="dcgan | face128 | demo.")] = "dcgan",
+    preset: Annotated[Preset, typer.Option(help="Recipe to start from (flags override it).")] = Preset.dcgan,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs to train (may be raised on --resume).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Global batch size.")] = None,
     steps_per_epoch: Annotated[Optional[int], typer.Option(min=0, help="Steps per epoch (0: one pass).")] = None,
@@ -269,10 +258,11 @@ def train(
     flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips.",
                                                  show_default=False)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of weights, noise and data order.")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="auto | fp32 | bf16 | fp16.")] = None,
+    precision: Annotated[Optional[Precision], typer.Option(help="Compute precision (auto: by hardware).",
+                                                           show_default=False)] = None,
     xla: Annotated[Optional[bool], typer.Option("--xla/--no-xla", help="Compile the step with XLA.",
                                                 show_default=False)] = None,
-    strategy: Annotated[Optional[str], typer.Option(help="auto | default | mirrored | multiworker | tpu.")] = None,
+    strategy: Annotated[Optional[Strategy], typer.Option(help="tf.distribute strategy.", show_default=False)] = None,
     sync_bn: Annotated[Optional[bool], typer.Option("--sync-bn/--no-sync-bn", help="Synchronised batch norm.",
                                                     show_default=False)] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(min=0, help="Also checkpoint every N steps.")] = None,
@@ -293,34 +283,26 @@ def train(
 
     Example: dcgan train --data data/processed/celeba-64 --epochs 25
     """
-    from dcgan_cli.config import PRESETS, TrainConfig, preset as make_preset
+    from dcgan_cli.config import PRESETS, preset as make_preset
+    from dcgan_cli.shards import find_data, load_manifest
 
     overrides = dict(
         epochs=epochs, batch_size=batch_size, steps_per_epoch=steps_per_epoch, lr_g=lr_g, lr_d=lr_d, beta1=beta1,
         latent_dim=latent_dim, g_filters=g_filters, d_filters=d_filters, ema=ema, label_smoothing=label_smoothing,
-        instance_noise=instance_noise, flip=flip, seed=seed, precision=precision, xla=xla, strategy=strategy,
+        instance_noise=instance_noise, flip=flip, seed=seed, precision=precision and precision.value, xla=xla,
+        strategy=strategy and strategy.value,
         sync_bn=sync_bn, checkpoint_every=checkpoint_every, cache=cache, eval_every=eval_every,
         eval_samples=eval_samples)
     given = {k: v for k, v in overrides.items() if v is not None}
 
     if resume is not None:
-        from dcgan_cli.training import CONFIG_FILE
+        from dcgan_cli.rundir import resume_config
 
-        if not (resume / CONFIG_FILE).exists():
-            raise DcganError(f"{resume} is not a run directory (no {CONFIG_FILE}); pass one under {runs_dir}/")
-        cfg = TrainConfig.load(resume / CONFIG_FILE)
-        changeable = {"epochs", "checkpoint_every", "precision", "xla", "strategy", "cache", "eval_every",
-                      "eval_samples"}
-        fixed = sorted(k for k, v in given.items() if k not in changeable and v != getattr(cfg, k))
-        if fixed:
-            raise DcganError(f"cannot change {', '.join('--' + k.replace('_', '-') for k in fixed)} when resuming "
-                             f"{resume}; start a new run for a different setup")
-        cfg = cfg.replace(**given, **({"data": str(data)} if data else {}))
+        cfg = resume_config(resume, **given, data=str(data) if data else None)  # the resume rule
     else:
-        if preset not in PRESETS:
-            raise typer.BadParameter(f"choose one of {', '.join(PRESETS)}", param_hint="'--preset'")
-        data = data or _find_data(_data_dir(data_dir), PRESETS[preset].get("image_size"))
-        manifest = _read_manifest(data)
+        preset = preset.value
+        data = data or find_data(_data_dir(data_dir), PRESETS[preset].get("image_size"))
+        manifest = load_manifest(data)
         shape = {"image_size": manifest["size"], "channels": manifest["channels"]}
         shape = {k: v for k, v in shape.items() if k not in PRESETS[preset]}
         cfg = make_preset(preset, data=str(data), runs_dir=str(runs_dir), run_name=name, **shape, **given)
@@ -328,26 +310,10 @@ def train(
     if dry_run:
         typer.echo(cfg.to_json(), nl=False)
         return
-    from dcgan_cli.evaluate import preflight_training
     from dcgan_cli.training import train as run
 
-    preflight_training(cfg, log=lambda m: typer.echo(m, err=True))
-    run_dir = run(cfg, resume, resume=resume is not None, quiet=quiet)
+    run_dir = run(cfg, resume, resume=resume is not None, quiet=quiet)  # checks resume and --eval-every itself
     typer.echo(f"Run directory: {run_dir}")
-
-
-def _read_manifest(data: Path) -> dict:
-    import json
-
-    from dcgan_cli.pipeline import MANIFEST
-
-    path = data / MANIFEST
-    if not path.exists():
-        raise DcganError(f"{data} holds no {MANIFEST}; make it with `dcgan preprocess SOURCE --out {data}`")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise DcganError(f"{path} is corrupt; re-run `dcgan preprocess ... --force`") from None
 
 
 # ----------------------------------------------------------------------------
@@ -388,107 +354,13 @@ def sample(
 
     Example: dcgan sample -n 16 out.png --seed 42
     """
-    from dcgan_cli.sampling import Seeds, check_truncation
-
-    # -- the arguments, checked before any model loads (usage errors, exit 2) --
-    def bad(message, hint):
-        return typer.BadParameter(message, param_hint=hint)
-
-    if run is not None and model is not None:
-        raise bad("give --run or --model, not both", "'--model'")
-    if model is not None and no_ema:
-        raise bad("a .keras file holds one set of weights; --no-ema applies to --run", "'--no-ema'")
-    if seed is not None and seeds is not None:
-        raise bad("give --seed or --seeds, not both", "'--seeds'")
-    try:
-        if truncation is not None:
-            check_truncation(truncation)
-        chosen = Seeds.parse(seeds) if seeds is not None else None
-    except DcganError as e:
-        raise bad(str(e), "'--truncation'" if seeds is None else "'--seeds'") from None
-    if frames is not None and interpolate is None:
-        raise bad("--frames applies to --interpolate K", "'--frames'")
-
-    if interpolate is not None:
-        for name, value in (("-n", n), ("--individual", individual), ("--nrow", nrow)):
-            if value is not None:
-                raise bad("does not apply to --interpolate (the walk is K x --frames frames of one face)", f"'{name}'")
-        if out is None or out.suffix.lower() != ".gif":
-            raise bad("--interpolate writes an animated GIF: name the output .gif", "'OUT'")
-        if chosen is not None and len(chosen) != interpolate:
-            raise bad(f"--seeds lists {len(chosen)} seeds but --interpolate asks for {interpolate} key latents",
-                      "'--seeds'")
-        chosen = chosen or Seeds.count(seed or 0, interpolate)
-    else:
-        from dcgan_cli.images import IMAGE_FORMATS
-
-        if out is None and individual is None:
-            raise bad("give an output image, --individual DIR, or both", "'OUT'")
-        if out is not None and out.suffix.lower() not in IMAGE_FORMATS:
-            gif = " (.gif is for --interpolate)" if out.suffix.lower() == ".gif" else ""
-            raise bad(f"cannot write {out.name}: use one of {', '.join(IMAGE_FORMATS)}{gif}", "'OUT'")
-        if chosen is not None and n is not None and n != len(chosen):
-            raise bad(f"-n {n} but --seeds lists {len(chosen)} seeds; drop -n or make them agree", "'-n'")
-        chosen = chosen or Seeds.count(seed or 0, n or 16)
-
-    # -- the generator, after the cheap checks of where the output goes --
     from dcgan_cli import sampling
 
-    if out is not None:
-        sampling.check_writable(out)
-    if individual is not None:
-        sampling.check_writable(individual, "dir")
-    if model is not None:
-        generator = sampling.load_model_file(model)
-        source = f"Sampling from {model}"
-    else:
-        newest = run is None
-        if newest:
-            from dcgan_cli.training import latest_run
-
-            run = latest_run(runs_dir)
-        restored = sampling.restore_run(run, ema=not no_ema)
-        generator = restored.model
-        source = f"{'Using the newest run' if newest else 'Sampling from'}: {restored.describe()}"
-    sampler = sampling.Sampler(generator, batch_size)
-    if interpolate is None:
-        sampling.check_outputs(sampler, len(chosen), out, individual, nrow)
-    typer.echo(source, err=True)
-    psi = truncation if truncation is not None else 1.0
-
-    # -- the images --
-    if interpolate is not None:
-        per_leg = frames or 24
-        with _progress(interpolate * per_leg, batch_size, "frames") as advance:
-            count = sampling.interpolate(sampler, list(chosen), per_leg, out, truncation=psi, fps=fps,
-                                         on_progress=advance)
-        typer.echo(f"Wrote a walk through seeds {chosen}: {count} frames ({per_leg} per leg) to {out}")
-        return
-    with _progress(len(chosen), batch_size, "images") as advance:
-        count = sampling.sample(sampler, chosen, out, individual, nrow=nrow, truncation=psi, on_progress=advance)
-    places = ([str(out)] if out else []) + ([f"{individual}/ (one PNG per seed)"] if individual else [])
-    typer.echo(f"Wrote {count} images (seeds {chosen}) to {' and '.join(places)}")
-
-
-def _progress(total: int, batch_size: int, unit: str):
-    """A rich progress bar on stderr for work of more than one batch; a no-op otherwise."""
-    import contextlib
-
-    if total <= batch_size:
-        return contextlib.nullcontext(None)
-
-    @contextlib.contextmanager
-    def bar():
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        console = Console(stderr=True)
-        with Progress(TextColumn(unit), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=console, transient=True, disable=not console.is_terminal) as p:
-            task = p.add_task(unit, total=total)
-            yield lambda k: p.advance(task, k)
-
-    return bar()
+    request = sampling.SampleRequest(  # every cross-option check, before any model loads (usage errors)
+        out=out, n=n, run=run, model=model, seed=seed, seed_list=seeds, nrow=nrow, truncation=truncation,
+        individual=individual, interpolate=interpolate, frames=frames, fps=fps, ema=not no_ema,
+        batch_size=batch_size, runs_dir=runs_dir)
+    typer.echo(sampling.fulfil(request, say=lambda m: typer.echo(m, err=True)))
 
 
 # ----------------------------------------------------------------------------
@@ -499,9 +371,8 @@ def _progress(total: int, batch_size: int, unit: str):
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory to export the generator of.")],
     out: Annotated[Path, typer.Argument(help="OUT.keras, or a new folder for the SavedModel.")],
-    format_: Annotated[Optional[str], typer.Option(
-        "--format", help="keras | savedmodel (default: keras for a name ending in .keras, else savedmodel).",
-        show_default=False)] = None,
+    format_: Annotated[Optional[ExportFormat], typer.Option(
+        "--format", help="Default: keras for a name ending in .keras, else savedmodel.", show_default=False)] = None,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="Export the raw generator, not its EMA.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing export at OUT.")] = False,
 ):
@@ -515,10 +386,11 @@ def export(
     """
     from dcgan_cli import sampling
 
-    if format_ is not None and format_ not in sampling.EXPORT_FORMATS:
-        raise typer.BadParameter(f"choose one of {', '.join(sampling.EXPORT_FORMATS)}", param_hint="'--format'")
+    format_ = format_.value if format_ is not None else None
+    from dcgan_cli import rundir
+
     sampling.check_export_target(out, format_, force)  # before the slow part
-    restored = sampling.restore_run(run_dir, ema=not no_ema)
+    restored = rundir.restore(run_dir, ema=not no_ema, warn=lambda m: typer.echo(f"Warning: {m}", err=True))
     path, fmt = sampling.export(restored, out, format_, force=force)
     cfg = restored.config
     nz, h, w, c = cfg.latent_dim, cfg.image_size, cfg.image_size, cfg.channels
@@ -541,7 +413,7 @@ def bench(
     steps: Annotated[int, typer.Option(min=1, help="Timed steps per measurement.")] = 20,
     data: Annotated[Optional[Path], typer.Option(help="Preprocessed data for the loop and input figures "
                                                       "(default: temporary synthetic shards).")] = None,
-    precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16.")] = "auto",
+    precision: Annotated[Precision, typer.Option(help="Compute precision (auto: by hardware).")] = Precision.auto,
     xla: Annotated[bool, typer.Option("--xla", help="Compile the step with XLA.")] = False,
     parts: Annotated[str, typer.Option(help="Comma-separated: step, loop, input, preprocess, quality "
                                             "(quality trains on offline digits: minutes).")] = (
@@ -573,7 +445,7 @@ def bench(
     wanted = tuple(p.strip() for p in parts.split(",") if p.strip())
     if not wanted or set(wanted) - set(PARTS):
         raise typer.BadParameter(f"use a comma-separated subset of {', '.join(PARTS)}", param_hint="'--parts'")
-    result = run(size=size, batch_size=batch_size, steps=steps, data=data, precision=precision, xla=xla,
+    result = run(size=size, batch_size=batch_size, steps=steps, data=data, precision=precision.value, xla=xla,
                  peers=peers, torch_python=torch_python, parts=wanted, quality_steps=quality_steps,
                  quality_seeds=range(quality_seeds), log=(lambda m: None) if json_ else typer.echo)
     typer.echo(json.dumps(result) if json_ else json.dumps(result, indent=2))
@@ -599,7 +471,8 @@ def evaluate(
                                                        "e.g. RUN/best/generator.keras.")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Preprocessed real data (default: the run's).")] = None,
     samples: Annotated[int, typer.Option(min=2, help="Generated images to score (FID needs 2048+).")] = 10_000,
-    metrics: Annotated[str, typer.Option(callback=_metrics_option, help="Comma-separated: fid, kid.")] = "fid,kid",
+    metrics: Annotated[str, typer.Option(callback=_metrics_option, help=f"Comma-separated: {', '.join(METRICS)}.")
+                       ] = ",".join(METRICS),
     inception_weights: Annotated[Optional[Path], typer.Option(
         help="Local copy of Keras' InceptionV3 no-top ImageNet weights, for machines without internet "
              "(or $DCGAN_INCEPTION_WEIGHTS; default: Keras' cache).", show_default=False)] = None,
@@ -625,21 +498,11 @@ def evaluate(
 
     from dcgan_cli import evaluate as ev
 
-    if run is not None and model is not None:
-        raise typer.BadParameter("give either --run or --model, not both", param_hint="'--model'")
     opts = ev.EvalOptions(samples=samples, metrics=tuple(metrics.split(",")), extractor=extractor,
                           weights=str(inception_weights) if inception_weights else None, seed=seed,
                           batch_size=batch_size, real_samples=real_samples)
     say = lambda m: typer.echo(m, err=True)  # noqa: E731 - stdout is for the result
-    generator, facts, run_dir, run_data = ev.load_target(run, model, ema=not no_ema, runs_dir=runs_dir, log=say)
-    if data is None and run_data is None:
-        raise DcganError(f"{model} is not inside a run directory, so its data is unknown; pass --data DIR")
-    if data is None and not (Path(run_data) / "manifest.json").exists():
-        raise DcganError(f"the run's data {run_data} is not there (moved?); pass --data DIR")
-    data = data or Path(run_data)
-    result = {**facts, **ev.evaluate_generator(generator, data, opts, log=say)}
-    if run_dir is not None:
-        ev.append_to_metrics(run_dir, result)
+    result = ev.evaluate_target(run, model, data, opts, ema=not no_ema, runs_dir=runs_dir, log=say)
     typer.echo(json.dumps(result) if json_ else ev.format_table(result))
 
 

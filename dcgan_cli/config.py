@@ -10,14 +10,18 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from dcgan_cli.errors import DcganError
+from dcgan_cli.shards import check_size
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
-IMAGE_SIZES = (28, 16, 32, 64, 128, 256)
+# The command line's choices, built from the tuples above so its help and these checks cannot drift.
+Precision = Enum("Precision", {p: p for p in PRECISIONS}, type=str)
+Strategy = Enum("Strategy", {s: s for s in STRATEGIES}, type=str)
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+Preset = Enum("Preset", {p: p for p in PRESETS}, type=str)
+
+
 def preset(name: str, **overrides: Any) -> TrainConfig:
     """The preset's config with `overrides` (None values are ignored)."""
     if name not in PRESETS:
@@ -154,9 +161,7 @@ def validate(c: TrainConfig) -> None:
     def bad(msg: str) -> None:
         raise DcganError(msg)
 
-    if c.image_size not in IMAGE_SIZES:
-        bad(f"image size {c.image_size} is not supported; use 28 or a power of two from 16 to 256 "
-            f"(re-run `dcgan preprocess ... --size 64`)")
+    check_size(c.image_size, "re-run `dcgan preprocess ... --size 64`")
     if c.channels not in (1, 3):
         bad(f"{c.channels} channels is not supported; preprocess with --channels 3 or 1")
     for name in ("latent_dim", "g_filters", "d_filters", "batch_size", "epochs", "keep_checkpoints", "num_samples"):

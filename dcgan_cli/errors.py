@@ -8,3 +8,14 @@ Anything else escaping is a bug and keeps its traceback.
 
 class DcganError(Exception):
     """A problem the user can fix; the message names the fix."""
+
+
+class UsageError(DcganError):
+    """Options that contradict each other or are malformed: `cli.py` reports it as a usage error (exit 2).
+
+    `option` names the command-line option at fault (e.g. "--seeds"), for the message.
+    """
+
+    def __init__(self, message: str, option: str):
+        super().__init__(message)
+        self.option = option

@@ -1,10 +1,11 @@
-"""FID and KID of a generator against preprocessed data, and the best checkpoint.
+"""FID and KID of a generator against preprocessed data.
 
 `evaluate_generator()` is the whole evaluation: it embeds the data set's
 images once (cached beside its manifest.json), embeds generated images in
 batches, and scores them. `dcgan evaluate` calls it on a run or a model file;
-the trainer calls `maybe_evaluate_during_training()` every `--eval-every`
-epochs, which also keeps the best checkpoint in RUN/best/.
+the trainer calls it every `--eval-every` epochs (and keeps RUN/best/ itself,
+see `training.evaluate_epoch`). This module only scores: it reads runs through
+`rundir` and never imports the trainer.
 
 The pitfalls this avoids (documented by pytorch-fid, clean-fid and StyleGAN's
 metrics): FID on fewer samples than feature dimensions is refused, not
@@ -17,24 +18,23 @@ mistaken for comparable ones.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
-from dcgan_cli.errors import DcganError
-from dcgan_cli.fsutil import append_line, atomic_path, write_bytes, write_json
+from dcgan_cli import rundir
+from dcgan_cli.errors import DcganError, UsageError
+from dcgan_cli.fsutil import write_bytes
 from dcgan_cli.metrics import extractors
 from dcgan_cli.metrics.stats import KID_SUBSETS, FeatureStats, frechet_distance, kernel_inception_distance
+from dcgan_cli.shards import MANIFEST
 
-METRICS = ("fid", "kid")
-BEST_DIR = "best"
-BEST_FILE = "best.json"
+METRICS = ("fid", "kid")  # `dcgan evaluate --metrics` takes a comma-separated subset; its help is built from this
 STATS_PREFIX = "eval-stats-"
 # Bump when the cached arrays or the way they are computed change.
 CACHE_VERSION = 1
@@ -111,48 +111,6 @@ def plan(opts: EvalOptions, count: int) -> tuple[tuple[str, ...], str | None, in
 
 
 # ----------------------------------------------------------------------------
-# progress
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, console=None) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
-    """Yields `task(description, total) -> advance(n)`; a no-op when disabled.
-
-    Uses `console` (the trainer's, whose live bar it nests in) or stderr, so
-    `--json` output on stdout stays one clean object.
-    """
-    if not enabled:
-        yield lambda description, total: (lambda n: None)
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
-                        console=console or Console(stderr=True))
-
-    def task(description: str, total: int) -> Callable[[int], None]:
-        t0, done = time.perf_counter(), [0]
-        tid = progress.add_task(description, total=total, rate="")
-
-        def advance(n: int) -> None:
-            done[0] += n
-            rate = done[0] / max(time.perf_counter() - t0, 1e-9)
-            progress.update(tid, advance=n, rate=f"{rate:.1f} img/s")
-        return advance
-
-    try:
-        progress.start()
-    except Exception:  # rich < 14 cannot nest live displays: go without a bar
-        yield lambda description, total: (lambda n: None)
-        return
-    try:
-        yield task
-    finally:
-        progress.stop()
-
-
-# ----------------------------------------------------------------------------
 # real statistics, cached beside manifest.json
 
 
@@ -224,7 +182,7 @@ def real_statistics(data_dir: str | Path, manifest: dict, extractor, n_real: int
     rng = np.random.default_rng(_SUBSET_SEED)
     chosen = np.sort(rng.choice(count, n_real, replace=False)) if n_real < count else None
     stats = FeatureStats(extractor.spec.dim, n_real, seed=_SUBSET_SEED)
-    advance = task("embedding real images", n_real)
+    bar = task("embedding real images", n_real)
     # Fixed file and record order (no shuffle), so a subset is the same images every time.
     ds = make_dataset(data_dir, extractor.batch_size, shuffle=False, repeat=False, seed=0, drop_remainder=False)
     offset = 0
@@ -235,7 +193,7 @@ def real_statistics(data_dir: str | Path, manifest: dict, extractor, n_real: int
             offset, batch = offset + len(batch), batch[chosen[lo:hi] - offset]
         if len(batch):
             stats.update(extractor(batch))
-            advance(len(batch))
+            bar.advance(len(batch))
     if stats.n != n_real:
         raise DcganError(f"{data_dir} yielded {stats.n} images but its manifest promises {n_real}; "
                          f"re-run `dcgan preprocess ... --force`")
@@ -249,18 +207,17 @@ def real_statistics(data_dir: str | Path, manifest: dict, extractor, n_real: int
 
 def generated_statistics(generator, n: int, extractor, seed: int, task) -> FeatureStats:
     """Stream n generated images through the extractor; only features are kept."""
-    from dcgan_cli.images import to_uint8
+    from dcgan_cli.sampling import Sampler
 
-    latent_dim = generator.input_shape[-1]
+    run = Sampler(generator, extractor.batch_size)
     rng = np.random.default_rng(seed)
     stats = FeatureStats(extractor.spec.dim, n, seed=_SUBSET_SEED + 1)
-    advance = task("embedding generated images", n)
+    bar = task("embedding generated images", n)
     for i in range(0, n, extractor.batch_size):
-        z = rng.standard_normal((min(extractor.batch_size, n - i), latent_dim)).astype(np.float32)
-        # The same uint8 step as a saved PNG, so generated images take the real images' path.
-        images = to_uint8(np.asarray(generator(z, training=False)))
-        stats.update(extractor(images))
-        advance(len(z))
+        z = rng.standard_normal((min(extractor.batch_size, n - i), run.latent_dim)).astype(np.float32)
+        # uint8, like a saved PNG, so generated images take the real images' path.
+        stats.update(extractor(run(z)))
+        bar.advance(len(z))
     return stats
 
 
@@ -275,7 +232,10 @@ def check_shapes(generator, manifest: dict, data_dir) -> None:
 def evaluate_generator(generator, data_dir: str | Path, opts: EvalOptions = EvalOptions(), *,
                        progress: bool = True, console=None, log: Callable[[str], None] = print) -> dict:
     """Score `generator` against the preprocessed data in `data_dir`; returns a JSON-able dict."""
-    from dcgan_cli.pipeline import load_manifest
+    from rich.console import Console
+
+    from dcgan_cli.shards import load_manifest
+    from dcgan_cli.progress import Bars
 
     manifest = load_manifest(data_dir)
     metrics, fid_note, n_real = plan(opts, manifest["count"])
@@ -283,10 +243,11 @@ def evaluate_generator(generator, data_dir: str | Path, opts: EvalOptions = Eval
     extractor = extractors.get_extractor(opts.extractor, opts.weights, opts.batch_size)
 
     t0 = time.perf_counter()
-    with _progress(progress, console) as task:
-        real, from_cache = real_statistics(data_dir, manifest, extractor, n_real, task, log)
+    # On `console` (the trainer's, whose live bar it nests in) or stderr, so `--json` stdout stays clean.
+    with Bars(progress, console=console or Console(stderr=True)) as bars:
+        real, from_cache = real_statistics(data_dir, manifest, extractor, n_real, bars.task, log)
         t1 = time.perf_counter()
-        fake = generated_statistics(generator, opts.samples, extractor, opts.seed, task)
+        fake = generated_statistics(generator, opts.samples, extractor, opts.seed, bars.task)
     t2 = time.perf_counter()
 
     result: dict = {}
@@ -344,57 +305,51 @@ def summary(result: dict) -> str:
 
 def append_to_metrics(run_dir: str | Path, result: dict) -> None:
     """One {"eval": {...}} line; rows with "d_loss" are the per-epoch training ones."""
-    from dcgan_cli.training import METRICS_FILE
-
-    append_line(Path(run_dir) / METRICS_FILE, json.dumps({"eval": result}))
+    rundir.append_metrics(run_dir, {"eval": result})
 
 
 # ----------------------------------------------------------------------------
 # what `dcgan evaluate` evaluates
 
 
-def _run_of(path: Path) -> Path | None:
-    """The run directory a model file sits in (RUN/generator.keras, RUN/best/generator.keras)."""
-    from dcgan_cli.training import CONFIG_FILE
-
-    for parent in (path.parent, path.parent.parent):
-        if (parent / CONFIG_FILE).exists():
-            return parent
-    return None
+def evaluate_target(run: Path | None, model: Path | None, data: Path | None, opts: EvalOptions = EvalOptions(), *,
+                    ema: bool = True, runs_dir: Path = Path("runs"), log: Callable[[str], None] = print) -> dict:
+    """What `dcgan evaluate` does: score a run (default: the newest) or a model file, against `data`
+    (default: the run's), and append the result to the run's metrics.jsonl."""
+    if run is not None and model is not None:
+        raise UsageError("give either --run or --model, not both", "--model")
+    generator, facts, run_dir, run_data = load_target(run, model, ema=ema, runs_dir=runs_dir, log=log)
+    if data is None and run_data is None:
+        raise DcganError(f"{model} is not inside a run directory, so its data is unknown; pass --data DIR")
+    if data is None and not (Path(run_data) / MANIFEST).exists():
+        raise DcganError(f"the run's data {run_data} is not there (moved?); pass --data DIR")
+    data = data or Path(run_data)
+    result = {**facts, **evaluate_generator(generator, data, opts, log=log)}
+    if run_dir is not None:
+        append_to_metrics(run_dir, result)
+    return result
 
 
 def load_target(run: Path | None, model: Path | None, *, ema: bool = True, runs_dir: Path = Path("runs"),
                 log: Callable[[str], None] = print) -> tuple[object, dict, Path | None, str | None]:
-    """(generator, facts for the result, run dir to append to or None, the run's data dir or None)."""
-    import tensorflow as tf
+    """(generator, facts for the result, run dir to append to or None, the run's data dir or None).
 
-    from dcgan_cli.config import TrainConfig
-    from dcgan_cli.training import CKPT_DIR, CONFIG_FILE, latest_run
-
+    "checkpoint" in the facts names the checkpoint really restored (an older one
+    when the newest could not be read).
+    """
     if model is not None:
-        import keras
-
-        if not model.is_file():
-            raise DcganError(f"no model file at {model}; give a generator saved as .keras (e.g. RUN/generator.keras)")
-        try:
-            g = keras.saving.load_model(model, compile=False)
-        except Exception as e:  # Keras raises several types for foreign files
-            raise DcganError(f"cannot load {model} as a Keras model ({type(e).__name__}); "
-                             f"give a generator saved by `dcgan train` (RUN/generator.keras)") from None
-        run_dir = _run_of(model)
-        data = TrainConfig.load(run_dir / CONFIG_FILE).data if run_dir else None
+        g = rundir.load_generator_file(model)
+        run_dir = rundir.run_of(model)
+        data = rundir.load_config(run_dir).data if run_dir else None
         return g, {"model": str(model)}, run_dir, data
 
-    from dcgan_cli.sampling import load_generator
-
     if run is None:
-        run = latest_run(runs_dir)
+        run = rundir.latest_run(runs_dir)
         log(f"Using the newest run: {run}")
-    g, cfg = load_generator(run, ema=ema)
-    latest = tf.train.latest_checkpoint(str(run / CKPT_DIR))
-    facts = {"run": str(run), "checkpoint": Path(latest).name if latest else None,
-             "generator": "ema" if ema and cfg.ema > 0 else "raw"}
-    return g, facts, run, cfg.data
+    restored = rundir.restore(run, ema=ema, warn=lambda m: log(f"Warning: {m}"))
+    facts = {"run": str(run), "checkpoint": restored.checkpoint_name,
+             "generator": "ema" if restored.ema else "raw"}
+    return restored.model, facts, run, restored.config.data
 
 
 # ----------------------------------------------------------------------------
@@ -403,7 +358,7 @@ def load_target(run: Path | None, model: Path | None, *, ema: bool = True, runs_
 
 def preflight_training(cfg, weights: str | None = None, log: Callable[[str], None] = print) -> None:
     """Fail before training, not after its first epochs, when evaluation cannot run; say what it will score."""
-    from dcgan_cli.pipeline import load_manifest
+    from dcgan_cli.shards import load_manifest
 
     if not cfg.eval_every:
         return
@@ -418,56 +373,3 @@ def preflight_training(cfg, weights: str | None = None, log: Callable[[str], Non
     note = fid_refusal(cfg.eval_samples, load_manifest(cfg.data)["count"], extractors.spec("inception_v3").dim)
     if note:
         log(f"Note: every {cfg.eval_every} epoch(s) only KID is computed and picks RUN/best/: {note}")
-
-
-def _read_best(best_dir: Path) -> dict | None:
-    try:
-        return json.loads((best_dir / BEST_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def maybe_evaluate_during_training(cfg, gan, ckpt, run_dir: str | Path, epoch: int, step: int,
-                                   log: Callable[[str], None] = print, *, tb=None, quiet: bool = False) -> dict | None:
-    """Every `cfg.eval_every` epochs: score `gan.sampler`, log it, keep the best checkpoint.
-
-    The score that decides "best" is FID, or KID when FID is refused (fewer
-    than 2,048 samples or real images); lower is better. RUN/best/ holds a
-    tf.train.CheckpointManager(max_to_keep=1) checkpoint of the whole training
-    state, the generator as best/generator.keras, and best.json (which score,
-    epoch and step).
-    """
-    if not cfg.eval_every or epoch % cfg.eval_every:
-        return None
-    import tensorflow as tf
-    from rich import get_console
-
-    run_dir = Path(run_dir)
-    opts = EvalOptions(samples=cfg.eval_samples, seed=cfg.seed)
-    log(f"evaluating epoch {epoch}: {cfg.eval_samples:,} samples")
-    result = evaluate_generator(gan.sampler, cfg.data, opts, progress=not quiet, console=get_console(), log=log)
-    metric = "fid" if result.get("fid") is not None else "kid"
-    score = result[metric]
-
-    best_dir = run_dir / BEST_DIR
-    best = _read_best(best_dir)
-    improved = best is None or best.get("metric") != metric or score < best["value"]
-    if improved:
-        manager = tf.train.CheckpointManager(ckpt, str(best_dir), max_to_keep=1)
-        path = manager.save(checkpoint_number=step)
-        with atomic_path(best_dir / "generator.keras") as tmp:
-            gan.sampler.save(tmp)
-        write_json(best_dir / BEST_FILE, {"metric": metric, "value": score, "epoch": epoch, "step": step,
-                                          "checkpoint": Path(path).name})  # last: names a complete best/
-    result.update(epoch=epoch, step=step, best=improved)
-    append_to_metrics(run_dir, result)
-    if tb is not None:
-        with tb.as_default(step=step):
-            for k in ("fid", "kid"):
-                if result.get(k) is not None:
-                    tf.summary.scalar(f"eval/{k}", result[k])
-        tb.flush()
-    skipped = f" (no FID: under {extractors.spec(opts.extractor).dim:,} images)" if "fid_skipped" in result else ""
-    log(f"eval epoch {epoch} step {step}: {summary(result)}{skipped}, {result['seconds']:.0f}s"
-        + (f"; new best -> {best_dir}" if improved else f"; best is still epoch {best['epoch']}"))
-    return result

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from dcgan_cli.errors import DcganError
 
 
 @contextmanager
@@ -42,9 +45,25 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
 
 
 def current_umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it; put it straight back
+    """The process's umask, read without changing it where the OS allows (Linux)."""
+    try:  # thread-safe: setting and restoring it could race with another thread creating a file
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0)  # elsewhere the only way to read it is to set it; put it straight back
     os.umask(mask)
     return mask
+
+
+def check_space(where: str | os.PathLike, needed: int, what: str) -> None:
+    """A one-line error when the disk holding `where` has less than `needed` bytes free for `what`."""
+    free = shutil.disk_usage(where).free
+    if needed > free:
+        raise DcganError(f"{what} needs {needed / 1e9:.2f} GB, only {free / 1e9:.2f} GB free on {where}; "
+                         f"free some space or use --data-dir")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

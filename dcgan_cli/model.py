@@ -24,6 +24,8 @@ import math
 import keras
 from keras import layers
 
+from dcgan_cli.shards import SIZE_RULE, SIZES
+
 # PyTorch's BatchNorm2d defaults, which the paper's reference code used.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
@@ -113,11 +115,10 @@ class PatchGradConv2DTranspose(layers.Conv2DTranspose):
 
 def _base_and_blocks(image_size: int) -> tuple[int, int]:
     """(side of the first feature map, number of 2x resamplings) for a size."""
+    if image_size not in SIZES:
+        raise ValueError(f"unsupported image size {image_size}: use {SIZE_RULE}")
     base = 7 if image_size == 28 else 4
-    n = math.log2(image_size / base)
-    if n < 1 or n != int(n):
-        raise ValueError(f"unsupported image size {image_size}: use 28 or a power of two from 16 to 256")
-    return base, int(n)
+    return base, int(math.log2(image_size // base))
 
 
 def _batch_norm(init_std: float, dtype, sync_bn: bool, fast: bool):

@@ -1,12 +1,7 @@
 """Preprocessed shards -> batches of uint8 images, as a `tf.data` pipeline.
 
-Format written by `dcgan preprocess` (see preprocess.py):
-  DIR/manifest.json     format "dcgan-shards-v1", count, size, channels, crop,
-                        source, ..., shards [{file, count, sha256, bytes}]
-  DIR/shard-TAG-NNNNN.tfrecord   tf.train.Example records, one per image,
-                        feature "image": raw uint8 bytes of (size, size, channels)
-  DIR/skipped.txt, DIR/small.txt   what preprocess skipped or treated specially
-The manifest is written last; only the shards it lists belong to the data.
+The format (manifest.json listing tf.train.Example shards, one image each) is
+`shards.py`'s; `load_manifest` here is that module's reader.
 
 Batches stay uint8 here; the train step scales them to [-1, 1] on the device,
 which keeps the input pipeline's CPU cost to copying bytes.
@@ -14,48 +9,15 @@ which keeps the input pipeline's CPU cost to copying bytes.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-from dcgan_cli.errors import DcganError
+from dcgan_cli.shards import load_manifest, parse_images, shard_paths
+
+__all__ = ["load_manifest", "make_dataset"]
 
 log = logging.getLogger(__name__)
 _warned: set[tuple[str, int]] = set()
-
-MANIFEST = "manifest.json"
-FORMAT = "dcgan-shards-v1"
-
-
-def load_manifest(data_dir: str | Path) -> dict:
-    """Read and check `manifest.json`; errors name `dcgan preprocess` as the fix."""
-    import tensorflow as tf  # gfile: local paths and gs:// alike
-
-    data_dir = str(data_dir)
-    path = f"{data_dir.rstrip('/')}/{MANIFEST}"
-    hint = "make it with `dcgan preprocess SOURCE --out DIR` (e.g. `dcgan preprocess celeba`)"
-    if not tf.io.gfile.exists(data_dir):
-        raise DcganError(f"data directory {data_dir} does not exist; {hint}")
-    if not tf.io.gfile.exists(path):
-        raise DcganError(f"{data_dir} has no {MANIFEST}, so it is not (completely) preprocessed data; {hint}")
-    try:
-        with tf.io.gfile.GFile(path) as f:
-            m = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DcganError(f"{path} is corrupt ({e}); re-run `dcgan preprocess ... --force`") from None
-    if m.get("format") != FORMAT or not m.get("shards"):
-        raise DcganError(f"{path} is not a {FORMAT} manifest; re-run `dcgan preprocess ... --force`")
-    if m.get("count", 0) < 1:
-        raise DcganError(f"{data_dir} holds no images; preprocess a folder that has some")
-    missing = [s["file"] for s in m["shards"] if not tf.io.gfile.exists(f"{data_dir.rstrip('/')}/{s['file']}")]
-    if missing:
-        raise DcganError(f"{data_dir} is missing {len(missing)} of its {len(m['shards'])} shards ({missing[0]}, ...); "
-                         f"re-run `dcgan preprocess ... --force`")
-    return m
-
-
-def shard_paths(data_dir: str | Path, manifest: dict) -> list[str]:
-    return [f"{str(data_dir).rstrip('/')}/{s['file']}" for s in manifest["shards"]]
 
 
 def make_dataset(
@@ -160,9 +122,7 @@ def make_dataset(
 
     # Vectorised parse and decode: one op call per batch, not per image.
     def parse(serialized):
-        feats = tf.io.parse_example(serialized, {"image": tf.io.FixedLenFeature([], tf.string)})
-        pixels = tf.io.decode_raw(feats["image"], tf.uint8)
-        return tf.reshape(pixels, [-1, size, size, channels])
+        return parse_images(serialized, size, channels)
 
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     options = tf.data.Options()

@@ -13,8 +13,12 @@ Reproducibility rests on three rules:
   of a batch cannot leak into an image.
 
 A run's generator is rebuilt from its `config.json` and restored from the
-newest checkpoint (the EMA weights when the run kept them), so sampling works
-mid-training as well as after it.
+newest checkpoint (the EMA weights when the run kept them; see `rundir.restore`),
+so sampling works mid-training as well as after it.
+
+`Sampler` is the one generator runner: the trainer's per-epoch grids,
+evaluation and `dcgan sample` all go through it. `SampleRequest` is what
+`dcgan sample` asks for, checked as a whole before any model loads.
 """
 
 from __future__ import annotations
@@ -24,18 +28,22 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from statistics import NormalDist
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from dcgan_cli.config import TrainConfig
-from dcgan_cli.errors import DcganError
+from dcgan_cli import rundir
+from dcgan_cli.errors import DcganError, UsageError
 
 DEFAULT_BATCH = 64
+DEFAULT_COUNT = 16
+DEFAULT_FRAMES = 24
 EXPORT_FORMATS = ("keras", "savedmodel")
+ExportFormat = Enum("ExportFormat", {f: f for f in EXPORT_FORMATS}, type=str)
 _UNIT_NORMAL = NormalDist()
 
 
@@ -150,99 +158,6 @@ def walk_latents(keys: np.ndarray, frames: int, start: int, stop: int) -> np.nda
 def seed_file_name(seed: int) -> str:
     """seed-0007.png: zero-padded so `ls` sorts them, named by the seed (not the position)."""
     return f"seed-{seed:04d}.png"
-
-
-# ----------------------------------------------------------------------------
-# loading generators
-
-
-@dataclass
-class RunGenerator:
-    """A generator restored from a run, and what it is (for the messages)."""
-
-    model: object
-    config: TrainConfig
-    run_dir: Path
-    checkpoint: str
-    ema: bool  # True when these are the EMA weights
-
-    @property
-    def step(self) -> int | None:
-        m = re.search(r"ckpt-(\d+)$", self.checkpoint)
-        return int(m.group(1)) if m else None
-
-    def describe(self) -> str:
-        weights = "EMA weights" if self.ema else "raw weights"
-        return f"{self.run_dir} at step {self.step} ({weights})"
-
-
-def restore_run(run_dir: str | Path, ema: bool = True) -> RunGenerator:
-    """The generator of a run's newest readable checkpoint; the EMA one when the run kept it and `ema`."""
-    import tensorflow as tf
-
-    from dcgan_cli.model import build_generator
-    from dcgan_cli.training import CKPT_DIR, CONFIG_FILE
-
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).exists():
-        raise DcganError(f"{run_dir} is not a run directory (no {CONFIG_FILE}); pass a folder under runs/")
-    cfg = TrainConfig.load(run_dir / CONFIG_FILE)
-    manager_dir = run_dir / CKPT_DIR
-    state = tf.train.get_checkpoint_state(str(manager_dir)) if manager_dir.is_dir() else None
-    paths = list(state.all_model_checkpoint_paths) if state else []
-    if not paths:
-        raise DcganError(f"{run_dir} has no checkpoint yet; train it (`dcgan train --resume {run_dir}`) first")
-    # Stock Keras layers (not training's FusedBatchNorm, which holds the same weights under the
-    # same names): inference is the same, and an exported .keras then loads without this package.
-    g = build_generator(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.g_filters, cfg.init_std, fast=False)
-    use_ema = ema and cfg.ema > 0
-    key = "g_ema" if use_ema else "generator"  # the names GAN.checkpoint() saves under
-    last_error = None
-    for path in reversed(paths):
-        try:
-            tf.train.Checkpoint(**{key: g}).restore(path).expect_partial().assert_existing_objects_matched()
-            return RunGenerator(g, cfg, run_dir, path, use_ema)
-        except Exception as e:  # a corrupt newest checkpoint: fall back to the previous one
-            last_error = e
-    raise DcganError(f"no checkpoint of {run_dir} could be read ({type(last_error).__name__}); "
-                     f"the run's checkpoints are damaged")
-
-
-def load_generator(run_dir: str | Path, ema: bool = True):
-    """(generator, config) from a run directory's newest checkpoint."""
-    run = restore_run(run_dir, ema)
-    return run.model, run.config
-
-
-def load_model_file(path: str | Path):
-    """A generator saved as .keras (a run's generator.keras or `dcgan export`), checked to be one."""
-    path = Path(path)
-    if not path.is_file():
-        raise DcganError(f"no model file at {path}; pass a run's generator.keras or one from `dcgan export`")
-    if path.suffix != ".keras":
-        raise DcganError(f"{path.name} is not a .keras file; pass a generator saved as .keras "
-                         f"(a run's generator.keras, or `dcgan export RUN OUT.keras`)")
-    import keras
-
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as e:  # a zip that is not a Keras archive, or one from an unknown Keras: several types
-        first_line = (str(e).strip().splitlines() or [""])[0][:160]
-        raise DcganError(f"cannot read {path} as a Keras model ({type(e).__name__}: {first_line}); "
-                         f"pass a generator saved by `dcgan train` or `dcgan export`") from None
-    check_generator(model, path)
-    return model
-
-
-def check_generator(model, where) -> None:
-    """A generator maps (None, latent_dim) to (None, H, W, 1 or 3); refuse anything else by name."""
-    ins = [tuple(t.shape) for t in getattr(model, "inputs", None) or []]
-    outs = [tuple(t.shape) for t in getattr(model, "outputs", None) or []]
-    if len(ins) == 1 and len(ins[0]) == 2 and len(outs) == 1 and len(outs[0]) == 4 and outs[0][-1] in (1, 3):
-        return
-    shapes = f"it maps {', '.join(map(str, ins)) or 'nothing'} to {', '.join(map(str, outs)) or 'nothing'}"
-    raise DcganError(f"{where} is not a generator ({shapes}); a generator maps latents (None, latent_dim) "
-                     f"to images (None, H, W, C): pass a run's generator.keras")
 
 
 # ----------------------------------------------------------------------------
@@ -394,6 +309,149 @@ def interpolate(
 
 
 # ----------------------------------------------------------------------------
+# what `dcgan sample` asks for
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """One `dcgan sample`: where the generator comes from, which seeds, what to write.
+
+    Checked as a whole on creation, before any model loads; a contradiction or a
+    malformed value raises `UsageError` naming the option at fault. `seeds`
+    (the resolved `Seeds`), `psi` and `frames_per_leg` are derived.
+
+    Attributes:
+        out: the grid image, or the .gif of an interpolation.
+        n: number of images (default 16; with `seed_list`, must agree with it).
+        run / model: a run directory or a generator .keras file (neither: the newest run under runs_dir).
+        seed: image k uses seed `seed + k`. seed_list: exact seeds, "0-99,120".
+        nrow: images per grid row. truncation: psi in (0, 1].
+        individual: a folder for one PNG per seed.
+        interpolate: K key latents of a looping walk; frames: frames per leg; fps: of the GIF.
+        ema: the EMA weights of a run (when it kept them).
+        batch_size: latents per generator call.
+    """
+
+    out: Path | None = None
+    n: int | None = None
+    run: Path | None = None
+    model: Path | None = None
+    seed: int | None = None
+    seed_list: str | None = None
+    nrow: int | None = None
+    truncation: float | None = None
+    individual: Path | None = None
+    interpolate: int | None = None
+    frames: int | None = None
+    fps: float = 25.0
+    ema: bool = True
+    batch_size: int = DEFAULT_BATCH
+    runs_dir: Path = Path("runs")
+    seeds: Seeds = field(init=False, repr=False)
+    psi: float = field(init=False, repr=False)
+    frames_per_leg: int = field(init=False, repr=False)
+
+    def __post_init__(self):
+        from dcgan_cli.images import IMAGE_FORMATS
+
+        out = Path(self.out) if self.out is not None else None
+        if self.run is not None and self.model is not None:
+            raise UsageError("give --run or --model, not both", "--model")
+        if self.model is not None and not self.ema:
+            raise UsageError("a .keras file holds one set of weights; --no-ema applies to --run", "--no-ema")
+        if self.seed is not None and self.seed_list is not None:
+            raise UsageError("give --seed or --seeds, not both", "--seeds")
+        for option, value, least in (("-n", self.n, 1), ("--seed", self.seed, 0), ("--nrow", self.nrow, 1),
+                                     ("--interpolate", self.interpolate, 2), ("--frames", self.frames, 1),
+                                     ("--batch-size", self.batch_size, 1)):
+            if value is not None and value < least:
+                raise UsageError(f"{value} is less than the minimum of {least}", option)
+        if not 1 <= self.fps <= 100:
+            raise UsageError(f"{self.fps} is not in the range 1 to 100", "--fps")
+        try:
+            if self.truncation is not None:
+                check_truncation(self.truncation)
+        except DcganError as e:
+            raise UsageError(str(e), "--truncation") from None
+        try:
+            chosen = Seeds.parse(self.seed_list) if self.seed_list is not None else None
+        except DcganError as e:
+            raise UsageError(str(e), "--seeds") from None
+        if self.frames is not None and self.interpolate is None:
+            raise UsageError("--frames applies to --interpolate K", "--frames")
+
+        if self.interpolate is not None:
+            for option, value in (("-n", self.n), ("--individual", self.individual), ("--nrow", self.nrow)):
+                if value is not None:
+                    raise UsageError("does not apply to --interpolate (the walk is K x --frames frames of one face)",
+                                     option)
+            if out is None or out.suffix.lower() != ".gif":
+                raise UsageError("--interpolate writes an animated GIF: name the output .gif", "OUT")
+            if chosen is not None and len(chosen) != self.interpolate:
+                raise UsageError(f"--seeds lists {len(chosen)} seeds but --interpolate asks for {self.interpolate} "
+                                 f"key latents", "--seeds")
+            chosen = chosen or Seeds.count(self.seed or 0, self.interpolate)
+        else:
+            if out is None and self.individual is None:
+                raise UsageError("give an output image, --individual DIR, or both", "OUT")
+            if out is not None and out.suffix.lower() not in IMAGE_FORMATS:
+                gif = " (.gif is for --interpolate)" if out.suffix.lower() == ".gif" else ""
+                raise UsageError(f"cannot write {out.name}: use one of {', '.join(IMAGE_FORMATS)}{gif}", "OUT")
+            if chosen is not None and self.n is not None and self.n != len(chosen):
+                raise UsageError(f"-n {self.n} but --seeds lists {len(chosen)} seeds; drop -n or make them agree",
+                                 "-n")
+            chosen = chosen or Seeds.count(self.seed or 0, self.n or DEFAULT_COUNT)
+        object.__setattr__(self, "seeds", chosen)
+        object.__setattr__(self, "psi", self.truncation if self.truncation is not None else 1.0)
+        object.__setattr__(self, "frames_per_leg", self.frames or DEFAULT_FRAMES)
+
+
+def fulfil(req: SampleRequest, *, say: Callable[[str], None] = print, progress: bool = True) -> str:
+    """Write what `req` asks for; returns the one-line summary. `say` gets where the faces come from.
+
+    The cheap checks of where the output goes come before the model loads; the
+    grid limits right after (they need the image shape). `progress`: a bar on
+    stderr, when it is a terminal and the work is more than one batch.
+    """
+    from rich.console import Console
+
+    from dcgan_cli.progress import Bars
+
+    if req.out is not None:
+        check_writable(req.out)
+    if req.individual is not None:
+        check_writable(req.individual, "dir")
+    if req.model is not None:
+        generator = rundir.load_generator_file(req.model)
+        source = f"Sampling from {req.model}"
+    else:
+        run = req.run if req.run is not None else rundir.latest_run(req.runs_dir)
+        restored = rundir.restore(run, ema=req.ema, warn=lambda m: say(f"Warning: {m}"))
+        generator = restored.model
+        source = f"{'Using the newest run' if req.run is None else 'Sampling from'}: {restored.describe()}"
+    sampler = Sampler(generator, req.batch_size)
+    if req.interpolate is None:
+        check_outputs(sampler, len(req.seeds), req.out, req.individual, req.nrow)
+    say(source)
+
+    interpolating = req.interpolate is not None
+    total = req.interpolate * req.frames_per_leg if interpolating else len(req.seeds)
+    unit = "frames" if interpolating else "images"
+    with Bars(progress and total > req.batch_size, console=Console(stderr=True), transient=True,
+              only_on_terminal=True) as bars:
+        bar = bars.task(unit, total)
+        if interpolating:
+            count = interpolate(sampler, list(req.seeds), req.frames_per_leg, req.out, truncation=req.psi,
+                                fps=req.fps, on_progress=bar.advance)
+            return (f"Wrote a walk through seeds {req.seeds}: {count} frames ({req.frames_per_leg} per leg) "
+                    f"to {req.out}")
+        count = sample(sampler, req.seeds, req.out, req.individual, nrow=req.nrow, truncation=req.psi,
+                       on_progress=bar.advance)
+    places = ([str(req.out)] if req.out else []) + ([f"{req.individual}/ (one PNG per seed)"] if req.individual else [])
+    return f"Wrote {count} images (seeds {req.seeds}) to {' and '.join(places)}"
+
+
+# ----------------------------------------------------------------------------
 # export
 
 
@@ -421,15 +479,12 @@ def check_export_target(out: str | Path, fmt: str | None = None, force: bool = F
     return fmt
 
 
-def export(run: RunGenerator, out: str | Path, fmt: str | None = None, force: bool = False) -> tuple[Path, str]:
+def export(run: rundir.RunGenerator, out: str | Path, fmt: str | None = None, force: bool = False) -> tuple[Path, str]:
     """Write a run's generator as a .keras file or a TF SavedModel; returns (path, format)."""
     out = Path(out)
     fmt = check_export_target(out, fmt, force)
     if fmt == "keras":
-        from dcgan_cli.fsutil import atomic_path
-
-        with atomic_path(out) as tmp:
-            run.model.save(tmp)
+        rundir.save_generator(run.model, out)
     else:
         _write_savedmodel(run.model, out)
     return out, fmt
@@ -470,9 +525,9 @@ def _write_savedmodel(generator, out: Path) -> None:
     module = savedmodel_module(generator)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    umask = os.umask(0)  # read by setting; put straight back
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would hide the model from a serving user
+    from dcgan_cli.fsutil import current_umask
+
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide the model from a serving user
     old = None
     try:
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.__call__.get_concrete_function()})

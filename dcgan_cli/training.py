@@ -12,7 +12,6 @@ checkpoint is therefore the whole RNG state.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import time
@@ -24,13 +23,8 @@ import numpy as np
 
 from dcgan_cli.config import TrainConfig
 from dcgan_cli.errors import DcganError
-from dcgan_cli.fsutil import append_line, atomic_path, write_text
-
-CONFIG_FILE = "config.json"
-CKPT_DIR = "checkpoints"
-SAMPLES_DIR = "samples"
-METRICS_FILE = "metrics.jsonl"
-GENERATOR_FILE = "generator.keras"
+from dcgan_cli import rundir
+from dcgan_cli.fsutil import atomic_path
 
 # Stream ids folded into the per-step seed, one per kind of randomness.
 _Z, _LABELS, _NOISE_STD, _NOISE, _FLIP = range(5)
@@ -75,34 +69,6 @@ DTYPE_POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_floa
 
 
 # ----------------------------------------------------------------------------
-# run directories
-
-
-def new_run_dir(runs_dir: str | Path, name: str) -> Path:
-    """runs/00003-NAME: numbered so `ls` sorts them; never reuses a number."""
-    runs_dir = Path(runs_dir)
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    ids = [int(m.group(1)) for p in runs_dir.iterdir() if (m := re.match(r"(\d{5})-", p.name))]
-    n = max(ids, default=-1) + 1
-    while True:
-        path = runs_dir / f"{n:05d}-{name}"
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            n += 1
-
-
-def latest_run(runs_dir: str | Path) -> Path:
-    runs_dir = Path(runs_dir)
-    runs = sorted(p for p in runs_dir.glob("[0-9]" * 5 + "-*") if (p / CONFIG_FILE).exists()) if runs_dir.is_dir() else []
-    if not runs:
-        raise DcganError(f"no training runs under {runs_dir}/; train one with `dcgan train --data DIR` "
-                         f"or name one with --run")
-    return runs[-1]
-
-
-# ----------------------------------------------------------------------------
 # models and state
 
 
@@ -120,8 +86,8 @@ class GAN:
     fixed_z: object  # tf.Variable: the noise of the per-epoch grids
 
     @property
-    def sampler(self):
-        """The generator samples come from: the EMA one when on."""
+    def output_generator(self):
+        """The generator the run's outputs (grids, scores, generator.keras) come from: the EMA one when on."""
         return self.g_ema if self.g_ema is not None else self.generator
 
     def checkpoint(self):
@@ -337,19 +303,6 @@ def standing_statistics(generator, seed: int, samples: int = STANDING_STATS_SAMP
 # checkpoints
 
 
-def restore_latest(manager, ckpt, warn: Callable[[str], None]) -> str | None:
-    """Restore the newest readable checkpoint; a corrupt one falls back to the one before."""
-    for path in reversed(manager.checkpoints):
-        try:
-            ckpt.restore(path).assert_existing_objects_matched()
-            return path
-        except Exception as e:  # truncated or unreadable files: tf raises several types
-            warn(f"checkpoint {path} could not be read ({type(e).__name__}); trying the previous one")
-    if manager.checkpoints:
-        raise DcganError(f"no checkpoint in {manager.directory} could be read; start a new run")
-    return None
-
-
 def all_finite(variables) -> bool:
     import tensorflow as tf
 
@@ -358,14 +311,6 @@ def all_finite(variables) -> bool:
 
 # ----------------------------------------------------------------------------
 # per-epoch outputs
-
-
-def generate(generator, z, batch_size: int = 256) -> np.ndarray:
-    """uint8 images of the generator for latents z, in inference mode."""
-    from dcgan_cli.images import to_uint8
-
-    out = [generator(z[i:i + batch_size], training=False) for i in range(0, len(z), batch_size)]
-    return to_uint8(np.concatenate([np.asarray(o) for o in out]))
 
 
 def plot_losses(metrics_path: Path, out: Path) -> None:
@@ -415,18 +360,30 @@ def train(
 ) -> Path:
     """Train `cfg` into `run_dir` (a new numbered one when None); returns the run dir.
 
-    With `resume`, `run_dir` must hold a checkpoint; training continues at its
-    exact step and epoch. `max_steps` stops early (benchmarks, tests).
+    With `resume`, `run_dir` must hold a checkpoint and `cfg` may differ from
+    its saved config only in `rundir.RESUMABLE` fields (and the data's place);
+    training continues at its exact step and epoch. With `cfg.eval_every`, what
+    evaluation needs is checked before any training. `max_steps` stops early
+    (benchmarks, tests).
     """
     import tensorflow as tf
 
     from dcgan_cli import distribute
+    from dcgan_cli.evaluate import preflight_training
     from dcgan_cli.images import make_grid, save_image
-    from dcgan_cli.pipeline import load_manifest, make_dataset
+    from dcgan_cli.pipeline import make_dataset
+    from dcgan_cli.shards import load_manifest
+    from dcgan_cli.progress import Bars
+    from dcgan_cli.sampling import Sampler
 
-    # -- setup ---------------------------------------------------------------
+    # -- setup: every rule checked before anything is written ---------------
+    if resume:
+        if run_dir is None:
+            raise DcganError("resuming needs the run directory to continue; pass it (`dcgan train --resume RUN`)")
+        rundir.check_resume(run_dir, cfg)
     manifest = load_manifest(cfg.data)
     check_data(cfg, manifest)
+    preflight_training(cfg, log=log)
     strategy = distribute.make_strategy(cfg.strategy)
     chief = distribute.is_chief(strategy)
     several_workers = distribute.num_workers(strategy) > 1  # decided once, not per step
@@ -439,23 +396,24 @@ def train(
         data_name = Path(str(cfg.data).rstrip("/")).name or "data"
         run_name = "-".join(filter(None, [data_name, cfg.preset, cfg.run_name]))
         # The chief numbers the run; the other workers learn its path (distribute.py).
-        run_dir = distribute.shared_run_dir(strategy, lambda: new_run_dir(cfg.runs_dir, run_name))
+        run_dir = distribute.shared_run_dir(strategy, lambda: rundir.new_run_dir(cfg.runs_dir, run_name))
     run_dir = Path(run_dir)
     # Non-chief workers write to a scratch dir (the multi-worker guide's rule).
     out_dir = distribute.output_dir(strategy, run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if chief:
-        write_text(run_dir / CONFIG_FILE, cfg.to_json())
-        (run_dir / SAMPLES_DIR).mkdir(exist_ok=True)
+        rundir.save_config(run_dir, cfg)
+        (run_dir / rundir.SAMPLES_DIR).mkdir(exist_ok=True)
 
     with strategy.scope():
         gan = build_gan(cfg, precision)
     ckpt = gan.checkpoint()
-    manager = tf.train.CheckpointManager(ckpt, str(out_dir / CKPT_DIR), max_to_keep=cfg.keep_checkpoints)
+    manager = tf.train.CheckpointManager(ckpt, str(out_dir / rundir.CKPT_DIR), max_to_keep=cfg.keep_checkpoints)
     # Every worker resumes from the chief's checkpoints (non-chief ones only save to scratch).
     source = manager if chief or not resume else tf.train.CheckpointManager(
-        ckpt, str(distribute.checkpoint_dir_to_restore(run_dir, CKPT_DIR)), max_to_keep=None)
-    restored = restore_latest(source, ckpt, warn=lambda m: log(f"Warning: {m}")) if resume else None
+        ckpt, str(distribute.checkpoint_dir_to_restore(run_dir, rundir.CKPT_DIR)), max_to_keep=None)
+    restored = rundir.restore_first_readable(ckpt, source.checkpoints, source.directory,
+                                             warn=lambda m: log(f"Warning: {m}")) if resume else None
     if resume and restored is None:
         raise DcganError(f"{run_dir} has no checkpoint to resume from; start a new run without --resume")
     # The config is the truth: a checkpoint restores the optimizers' learning rates too.
@@ -484,7 +442,8 @@ def train(
         return iter(strategy.distribute_datasets_from_function(fn))
 
     train_step = make_train_step(cfg, gan, strategy, precision)
-    tb = tf.summary.create_file_writer(str(out_dir / "tensorboard"))
+    tb = tf.summary.create_file_writer(str(out_dir / rundir.TENSORBOARD_DIR))
+    grid_runner = Sampler(gan.output_generator, batch_size=cfg.num_samples)  # one trace for every epoch's grid
 
     stop_signal: list[int] = []
 
@@ -507,7 +466,7 @@ def train(
 
     # -- loop ----------------------------------------------------------------
     try:
-        progress = None if quiet else _Progress()
+        progress = Bars(not quiet).start()
         data = batches(start_epoch, step0 - start_epoch * steps_per_epoch) if step0 < total_steps else None
         for epoch in range(start_epoch, cfg.epochs):
             step_in_epoch = int(gan.step.numpy()) - epoch * steps_per_epoch
@@ -515,8 +474,7 @@ def train(
                 continue
             sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0}
             n, t0 = 0, time.perf_counter()
-            if progress:
-                progress.start_epoch(epoch + 1, cfg.epochs, steps_per_epoch, step_in_epoch)
+            bar = progress.task(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch, step_in_epoch)
             for _ in range(step_in_epoch, steps_per_epoch):
                 out = {k: float(v) for k, v in train_step(next(data)).items()}
                 step = int(gan.step.numpy())
@@ -524,12 +482,12 @@ def train(
                     raise NonFiniteLoss(
                         f"loss became {'NaN' if np.isnan(out['d_loss'] + out['g_loss']) else 'Inf'} at step {step} "
                         f"(epoch {epoch + 1}); stopped without checkpointing. The last good checkpoint is in "
-                        f"{out_dir / CKPT_DIR}; lower the learning rates (--lr-d/--lr-g) and `--resume` it")
+                        f"{out_dir / rundir.CKPT_DIR}; lower the learning rates (--lr-d/--lr-g) and `--resume` it")
                 for k in sums:
                     sums[k] += out[k]
                 n += 1
-                if progress:
-                    progress.update(out, cfg.batch_size * n / (time.perf_counter() - t0))
+                bar.advance(1, f"d {out['d_loss']:.3f} g {out['g_loss']:.3f} D(x) {out['d_real']:.2f} "
+                               f"D(G(z)) {out['d_fake']:.2f} {cfg.batch_size * n / (time.perf_counter() - t0):.0f} img/s")
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step % steps_per_epoch:
                     save_checkpoint("periodic")
                 # A signal on any worker stops every worker after the same step.
@@ -537,8 +495,7 @@ def train(
                     stop_signal.append(signal.SIGTERM)  # it came to another worker
                 if stop_signal or (max_steps is not None and step >= max_steps):
                     break
-            if progress:
-                progress.end_epoch()
+            bar.remove()  # the epoch's summary line replaces its bar
             seconds = time.perf_counter() - t0
             step = int(gan.step.numpy())
             epoch_done = step % steps_per_epoch == 0 and step > 0
@@ -559,24 +516,22 @@ def train(
             row = {"epoch": epoch + 1, "step": step, **{k: v / max(n, 1) for k, v in sums.items()},
                    "img_per_s": round(cfg.batch_size * n / seconds, 2), "seconds": round(seconds, 3)}
             if chief:
-                pixels = generate(gan.sampler, gan.fixed_z.numpy())
-                grid = make_grid(pixels)
-                save_image(run_dir / SAMPLES_DIR / f"epoch-{epoch + 1:04d}.png", grid)
-                append_line(run_dir / METRICS_FILE, json.dumps(row))
-                plot_losses(run_dir / METRICS_FILE, run_dir / "losses.png")
+                grid = make_grid(grid_runner(gan.fixed_z.numpy()))
+                save_image(rundir.sample_grid_path(run_dir, epoch + 1), grid)
+                rundir.append_metrics(run_dir, row)
+                plot_losses(run_dir / rundir.METRICS_FILE, run_dir / rundir.LOSSES_FILE)
                 with tb.as_default(step=step):
                     for k in sums:
                         tf.summary.scalar(k, row[k])
                     tf.summary.scalar("img_per_s", row["img_per_s"])
                     tf.summary.image("samples", grid[None], max_outputs=1)
                 tb.flush()
-            (progress.log if progress else log)(
+            progress.print(
                 f"epoch {epoch + 1}/{cfg.epochs} step {step} d_loss {row['d_loss']:.4f} "
                 f"g_loss {row['g_loss']:.4f} D(x) {row['d_real']:.3f} D(G(z)) {row['d_fake']:.3f} "
-                f"{row['img_per_s']:.1f} img/s {seconds:.1f}s")
-            if chief:  # every --eval-every epochs: FID/KID and RUN/best/ (see evaluate.py)
-                from dcgan_cli.evaluate import maybe_evaluate_during_training
-                maybe_evaluate_during_training(cfg, gan, ckpt, run_dir, epoch + 1, step, log, tb=tb, quiet=quiet)
+                f"{row['img_per_s']:.1f} img/s {seconds:.1f}s", fallback=log)
+            if chief and cfg.eval_every and (epoch + 1) % cfg.eval_every == 0:
+                evaluate_epoch(cfg, gan, ckpt, run_dir, epoch + 1, step, log, tb=tb, quiet=quiet)
             if max_steps is not None and step >= max_steps:
                 break
     except Exception as e:
@@ -587,43 +542,56 @@ def train(
     finally:
         for s, h in old_handlers.items():
             signal.signal(s, h)
-        if "progress" in locals() and progress:
-            progress.close()
+        if "progress" in locals():
+            progress.stop()
         distribute.remove_scratch(out_dir, run_dir)
 
     # -- the end: a generator that loads without this package --------------
     if chief and int(gan.step.numpy()) >= total_steps:
-        from dcgan_cli.model import portable
-
-        with atomic_path(run_dir / GENERATOR_FILE) as tmp:
-            portable(gan.sampler, dtype="float32").save(tmp)
+        rundir.save_generator(gan.output_generator, run_dir / rundir.GENERATOR_FILE)
     return run_dir
 
 
-class _Progress:
-    """A rich progress bar per epoch: step, losses, img/s, ETA."""
+# ----------------------------------------------------------------------------
+# evaluation during training: the score, and RUN/best/
 
-    def __init__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self._p = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), transient=False)
-        self._p.start()
-        self._task = None
+def evaluate_epoch(cfg: TrainConfig, gan: GAN, ckpt, run_dir: str | Path, epoch: int, step: int,
+                   log: Callable[[str], None] = print, *, tb=None, quiet: bool = False) -> dict:
+    """Score `gan.output_generator` (evaluate.py), log it, and keep the best checkpoint in RUN/best/.
 
-    def start_epoch(self, epoch, epochs, total, done):
-        self._task = self._p.add_task("", total=total, completed=done, epoch=f"{epoch}/{epochs}", stats="")
+    The score that decides "best" is FID, or KID when FID is refused (fewer
+    than 2,048 samples or real images); lower is better. RUN/best/ holds a
+    checkpoint of the whole training state, the generator as best/generator.keras
+    (stock layers, like RUN/generator.keras) and best.json (which score, epoch, step).
+    """
+    import tensorflow as tf
+    from rich import get_console
 
-    def log(self, line: str):
-        self._p.console.print(line, markup=False, highlight=False, soft_wrap=True)
+    from dcgan_cli.evaluate import EvalOptions, evaluate_generator, summary
+    from dcgan_cli.metrics import extractors
 
-    def update(self, out, img_s):
-        self._p.update(self._task, advance=1, stats=(
-            f"d {out['d_loss']:.3f} g {out['g_loss']:.3f} D(x) {out['d_real']:.2f} "
-            f"D(G(z)) {out['d_fake']:.2f} {img_s:.0f} img/s"))
+    opts = EvalOptions(samples=cfg.eval_samples, seed=cfg.seed)
+    log(f"evaluating epoch {epoch}: {cfg.eval_samples:,} samples")
+    result = evaluate_generator(gan.output_generator, cfg.data, opts, progress=not quiet, console=get_console(),
+                                log=log)
+    metric = "fid" if result.get("fid") is not None else "kid"
+    score = result[metric]
 
-    def end_epoch(self):
-        self._p.remove_task(self._task)  # the epoch's summary line replaces its bar
-
-    def close(self):
-        self._p.stop()
+    best = rundir.read_best(run_dir)
+    improved = best is None or best.get("metric") != metric or score < best["value"]
+    if improved:
+        best_dir = rundir.save_best(run_dir, ckpt, gan.output_generator,
+                                    {"metric": metric, "value": score, "epoch": epoch, "step": step}, step)
+    result.update(epoch=epoch, step=step, best=improved)
+    rundir.append_metrics(run_dir, {"eval": result})
+    if tb is not None:
+        with tb.as_default(step=step):
+            for k in ("fid", "kid"):
+                if result.get(k) is not None:
+                    tf.summary.scalar(f"eval/{k}", result[k])
+        tb.flush()
+    skipped = f" (no FID: under {extractors.spec(opts.extractor).dim:,} images)" if "fid_skipped" in result else ""
+    log(f"eval epoch {epoch} step {step}: {summary(result)}{skipped}, {result['seconds']:.0f}s"
+        + (f"; new best -> {best_dir}" if improved else f"; best is still epoch {best['epoch']}"))
+    return result

@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -261,7 +264,8 @@ def test_eval_every_scores_epochs_and_keeps_the_best_checkpoint(data16, tmp_path
     import keras
     import tensorflow as tf
 
-    from dcgan_cli.evaluate import BEST_DIR, preflight_training
+    from dcgan_cli.evaluate import preflight_training
+    from dcgan_cli.rundir import BEST_DIR
     from dcgan_cli.metrics.extractors import WEIGHTS_ENV
     from dcgan_cli.training import train
 
@@ -286,8 +290,31 @@ def test_eval_every_scores_epochs_and_keeps_the_best_checkpoint(data16, tmp_path
     assert len(list((run / BEST_DIR).glob("ckpt-*.index"))) == 1
     g = keras.saving.load_model(run / BEST_DIR / "generator.keras", compile=False)
     assert g.output_shape == (None, 16, 16, 3)
+    # best/generator.keras holds the best checkpoint's generator.
+    from dcgan_cli.rundir import restore
+
+    best_g = restore(run, best=True)
+    assert best_g.step == winner["step"] and best_g.best
+    z = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(g(z, training=False)), np.asarray(best_g.model(z, training=False)),
+                               atol=1e-5)
     assert any("eval epoch 2 step 4: KID" in m and "no FID: under 2,048 images" in m for m in logs)
     assert (run / "losses.png").exists()
+
+
+    # Both generator files load as users load them: a fresh process with Keras alone, which never imports
+    # dcgan_cli (so none of its training layers are registered). best/generator.keras used to fail here.
+    code = textwrap.dedent(f"""
+        import sys, keras
+        for path in sys.argv[1:]:
+            m = keras.saving.load_model(path)
+            print(m.input_shape, m.output_shape)
+        assert not any(name.startswith("dcgan_cli") for name in sys.modules)
+        """)
+    proc = subprocess.run([sys.executable, "-c", code, str(run / BEST_DIR / "generator.keras"),
+                           str(run / "generator.keras")], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-2:] == ["(None, 8) (None, 16, 16, 3)"] * 2
 
 
 def test_train_flags_reach_the_config_and_may_be_turned_on_when_resuming(data16, tmp_path, trained_run):
@@ -302,9 +329,6 @@ def test_train_flags_reach_the_config_and_may_be_turned_on_when_resuming(data16,
 
 
 def test_evaluate_help_has_an_example_and_does_not_import_tensorflow():
-    import subprocess
-    import sys
-
     code = ("import sys; from dcgan_cli.cli import app; sys.argv=['dcgan','evaluate','--help']\n"
             "try: app()\nexcept SystemExit as e: assert e.code in (0, None), e.code\n"
             "print('TF-LOADED' if 'tensorflow' in sys.modules else 'TF-NOT-LOADED')")

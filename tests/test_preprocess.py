@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from dcgan_cli.cli import app
 from dcgan_cli.errors import DcganError
-from dcgan_cli.preprocess import PreprocessConfig, crop_box, preprocess, serialize_example
+from dcgan_cli.preprocess import PreprocessConfig, crop_box, preprocess
 
 runner = CliRunner()
 
@@ -218,16 +218,6 @@ def test_zip_input_matches_the_folder(mixed, mixed_out, tmp_path):
     # Same images in the same order: byte-identical shards.
     assert [s["sha256"] for s in m["shards"]] == [s["sha256"] for s in m_dir["shards"]]
     assert f"{len(good)} images ({len(bad)} skipped" in r.output
-
-
-def test_example_bytes_equal_tensorflow_serialisation():
-    import tensorflow as tf
-
-    for n in (0, 1, 127, 128, 784, 16 * 16 * 3, 64 * 64 * 3, 256 * 256 * 3):
-        data = bytes(range(256)) * (n // 256) + bytes(n % 256)
-        ex = tf.train.Example(features=tf.train.Features(feature={
-            "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))}))
-        assert serialize_example(data) == ex.SerializeToString(), n
 
 
 def write_celeba(data_dir, n=6):

@@ -38,9 +38,10 @@ def trained(data16, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sampler(trained):
-    from dcgan_cli.sampling import Sampler, restore_run
+    from dcgan_cli.rundir import restore
+    from dcgan_cli.sampling import Sampler
 
-    return Sampler(restore_run(trained).model, batch_size=8)
+    return Sampler(restore(trained).model, batch_size=8)
 
 
 def sample(*args):

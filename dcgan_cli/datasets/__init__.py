@@ -23,6 +23,9 @@ from urllib.parse import unquote, urlparse
 from dcgan_cli.datasets import drive
 from dcgan_cli.errors import DcganError
 
+# The image files a data set holds: what `download` counts and `dcgan preprocess` reads.
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("DCGAN_DATA_DIR") or "data")

@@ -20,9 +20,11 @@ import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from dcgan_cli.datasets import IMAGE_EXTS
 from dcgan_cli.datasets.drive import looks_like_html
 from dcgan_cli.datasets.progress import Ui
 from dcgan_cli.errors import DcganError
+from dcgan_cli.fsutil import check_space
 
 CHUNK = 1 << 20
 
@@ -92,7 +94,7 @@ def _extract_zip(archive: Path, dest: Path, ui: Ui) -> int:
                 if os.path.isabs(link) or not _inside(dest, target.parent / link):
                     raise _unsafe(archive, info.filename, f"is a link to {link!r}, outside the data set")
             plan.append((info, target, link))
-        _check_space(archive, dest, sum(info.file_size for info, _, _ in plan))
+        check_space(dest, sum(info.file_size for info, _, _ in plan), f"extracting {archive.name}")
         made = set()  # folders already created: 202,599 files share one
 
         def parent(path: Path) -> None:
@@ -125,7 +127,7 @@ def _extract_tar(archive: Path, dest: Path, ui: Ui) -> int:
                 tarfile.data_filter(m, str(dest))
             except tarfile.FilterError as e:
                 raise _unsafe(archive, m.name, _filter_reason(e)) from None
-        _check_space(archive, dest, sum(m.size for m in members if m.isfile()))
+        check_space(dest, sum(m.size for m in members if m.isfile()), f"extracting {archive.name}")
         with ui.bar(f"extracting {archive.name}", total=len(members), unit="files") as bar:
             for m in members:
                 tf.extract(m, dest, filter="data")
@@ -143,17 +145,8 @@ def _filter_reason(e: tarfile.FilterError) -> str:
     return "would be written outside the data set"
 
 
-def _check_space(archive: Path, dest: Path, needed: int) -> None:
-    free = shutil.disk_usage(dest).free
-    if needed > free:
-        raise DcganError(f"extracting {archive.name} needs {needed / 1e9:.2f} GB, only {free / 1e9:.2f} GB free "
-                         f"on {dest}; free some space or use --data-dir")
-
-
 def count_images(folder: Path) -> int:
     """Image files anywhere under `folder` (the extensions `dcgan preprocess` reads)."""
-    from dcgan_cli.preprocess import IMAGE_EXTS
-
     if not folder.is_dir():
         return 0
     return sum(1 for _, _, files in os.walk(folder) for f in files if os.path.splitext(f)[1].lower() in IMAGE_EXTS)

@@ -27,17 +27,16 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from dcgan_cli import __version__
 from dcgan_cli.datasets import RemoteFile, drive
-from dcgan_cli.datasets.progress import Bar, Ui
+from dcgan_cli.datasets.progress import Ui
 from dcgan_cli.datasets.verify import CHUNK, Digests, hash_file, mismatch
 from dcgan_cli.errors import DcganError
-from dcgan_cli.fsutil import write_json
+from dcgan_cli.fsutil import check_space, write_json
 
 BACKOFF_SECONDS = 1.0  # first retry delay; doubles per retry (tests shrink it)
 MAX_BACKOFF_SECONDS = 60.0
@@ -213,7 +212,7 @@ def _receive(session, resp, mirror, spec, part, bar) -> str | None:
     if total is not None and spec.size is not None and total != spec.size:
         raise MirrorFailed(f"serves {total:,} bytes, expected {spec.size:,}")
     if total is not None:
-        _check_space(part.path, total - part.size)
+        check_space(part.path.parent, total - part.size, f"the rest of {part.path.name[:-5]}")
     bar.update(completed=part.size, total=total if total is not None else spec.size)
 
     with open(part.path, "ab") as f:
@@ -271,13 +270,6 @@ def _content_range(value: str) -> tuple[int | None, int | None]:
     if not m:
         return None, None
     return (int(m.group(1)) if m.group(1) else None), (int(m.group(2)) if m.group(2) != "*" else None)
-
-
-def _check_space(path: Path, needed: int) -> None:
-    free = shutil.disk_usage(path.parent).free
-    if needed > free:
-        raise DcganError(f"not enough disk space for {path.name[:-5]}: {needed / 1e9:.2f} GB more needed, "
-                         f"{free / 1e9:.2f} GB free on {path.parent}; free some space or use --data-dir")
 
 
 def _describe(e: Exception) -> str:

@@ -1,0 +1,347 @@
+"""The resumable driver: images -> shards + manifest, once, safely (pipeline.py reads them).
+
+How a run goes:
+  1. Resolve SOURCE (a known data set, a folder searched recursively, or a zip)
+     and list its image files, sorted (sources.py).
+  2. Decode in worker processes (decoding.py), a chunk of files at a time, with
+     at most a few chunks in flight: memory stays flat whatever the data set size.
+  3. The main process appends each image (as a ready-serialised
+     `tf.train.Example`) to the current shard; every closed shard is recorded in
+     `.progress.json`, so an interrupted run resumes from the last closed shard.
+  4. `manifest.json` is written last, atomically (shards.py owns its format). It
+     is the commit point: the output is complete exactly when the manifest is
+     there, and it lists the shards that belong to it. A previous complete
+     output stays valid until the new manifest replaces it (shard names carry a
+     per-run tag, so old and new shards never collide); only then are the old
+     shards deleted.
+
+Nothing here renames directories, so the same steps work on `gs://` paths
+through `tf.io.gfile`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import secrets
+import sys
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Iterator
+
+from dcgan_cli import __version__
+from dcgan_cli.datasets import IMAGE_EXTS
+from dcgan_cli.errors import DcganError
+from dcgan_cli.preprocess.config import PreprocessConfig
+from dcgan_cli.preprocess.decoding import process_chunk, strict_bombs, worker_init
+from dcgan_cli.preprocess.sources import Listing, describe_other, list_images, train_split
+from dcgan_cli.shards import (FORMAT, MANIFEST, ShardWriter, is_local, is_shard_name, join, load_manifest,
+                              make_manifest, write_manifest, write_text)
+
+PROGRESS = ".progress.json"
+SKIPPED = "skipped.txt"
+SMALL = "small.txt"
+# Decoded bytes per chunk handed to a worker: big enough that inter-process
+# overhead is noise, small enough that a few chunks in flight stay ~10s of MB.
+CHUNK_BYTES = 4 << 20
+
+
+def _fingerprint(cfg: PreprocessConfig, source: Path, listing: Listing) -> str:
+    """What makes two runs' outputs identical: pixel settings, source and file names."""
+    h = hashlib.sha256()
+    settings = dict(format=FORMAT, version=__version__, size=cfg.size, crop=cfg.crop, box=cfg.box_side,
+                    channels=cfg.channels, split=cfg.split, limit=cfg.limit, source=str(source.resolve()))
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    for name in listing.items:
+        h.update(name.encode("utf-8", "surrogateescape") + b"\0")
+    return h.hexdigest()
+
+
+def _read_json(path: str) -> dict | None:
+    """A JSON file of ours (the progress record), or None when it is missing or unreadable."""
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(path):
+        return None
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def _existing_manifest(out: str) -> dict | None:
+    """The complete output already in `out` (a sound manifest of our format), or None."""
+    try:
+        return load_manifest(out, check_shards=False)
+    except DcganError:
+        return None
+
+
+class _Lock:
+    """An exclusive lock on a local output dir, so two runs never share one.
+
+    flock on the directory itself: no lock file to leave behind, and the
+    kernel drops it when the process dies, however it dies.
+    """
+
+    def __init__(self, out: str):
+        self.fd = None
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; run one preprocess per output there
+            return
+        if is_local(out):
+            self.fd = os.open(out, os.O_RDONLY)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(self.fd)
+                raise DcganError(f"another `dcgan preprocess` is writing {out}; wait for it or stop it") from None
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _clean_stale(out: str, keep: set[str], also: tuple[str, ...] = ()) -> None:
+    """Delete our own shard files not in `keep` (never anything else)."""
+    import tensorflow as tf
+
+    for name in tf.io.gfile.listdir(out):
+        name = name.rstrip("/")
+        if (is_shard_name(name) and name not in keep) or name in also:
+            tf.io.gfile.remove(join(out, name))
+
+
+def _check_out(out: str, cfg: PreprocessConfig, fingerprint: str) -> dict | None:
+    """Decide what an existing output means; returns an up-to-date manifest to reuse."""
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(out):
+        return None
+    if not tf.io.gfile.isdir(out):
+        raise DcganError(f"{out} is a file, not a directory; choose another --out")
+    names = [n.rstrip("/") for n in tf.io.gfile.listdir(out)]
+    manifest = _existing_manifest(out) if MANIFEST in names else None
+    if manifest is not None:
+        intact = all(tf.io.gfile.exists(join(out, s["file"])) for s in manifest.get("shards", []))
+        if manifest.get("fingerprint") == fingerprint and not cfg.force:
+            return manifest if intact else None  # shards lost: nothing left to protect, rebuild
+        if cfg.force:
+            return None
+        raise DcganError(
+            f"{out} already holds preprocessed data ({manifest.get('count')} images at {manifest.get('size')}x"
+            f"{manifest.get('size')}, crop {manifest.get('crop')}, from {manifest.get('source')}) made with other "
+            f"settings or files; pass --force to replace it (it stays in place until the new output is complete), "
+            f"or choose another --out")
+    ours = {PROGRESS, SKIPPED, SMALL}
+    foreign = [n for n in names if n not in ours and not is_shard_name(n) and not n.startswith(".")]
+    if foreign:
+        raise DcganError(f"{out} exists and holds other files ({', '.join(sorted(foreign)[:3])}"
+                         f"{', ...' if len(foreign) > 3 else ''}); choose an empty or new --out")
+    return None
+
+
+def _chunks(items: list[str], size: int, start: int) -> Iterator[tuple[int, list[str]]]:
+    for i in range(start, len(items), size):
+        yield i, items[i:i + size]
+
+
+def _run_chunks(listing: Listing, cfg: PreprocessConfig, start: int, workers: int) -> Iterator[list]:
+    """Processed chunks in file order; at most 2 * workers + 1 chunks in flight."""
+    chunk = max(8, min(256, CHUNK_BYTES // cfg.image_bytes))
+    jobs = ((listing.kind, listing.root, names, cfg) for _, names in _chunks(listing.items, chunk, start))
+    if workers <= 1:
+        with warnings.catch_warnings():
+            strict_bombs()
+            for job in jobs:
+                yield process_chunk(job)
+        return
+    import multiprocessing as mp
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    # spawn, not fork: the main process has TensorFlow loaded (threads), which
+    # a fork would copy in an undefined state.
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=worker_init)
+    pending = deque()
+    try:
+        for job in jobs:
+            pending.append(pool.submit(process_chunk, job))
+            if len(pending) > 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    except BrokenProcessPool:
+        _stop(pool)
+        raise DcganError("a decoding process died (out of memory, or a crash in an image decoder); "
+                         "re-run the same command to resume, with fewer --workers if memory is short") from None
+    except BaseException:  # Ctrl-C, or an error while writing: do not wait for the workers
+        _stop(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _stop(pool) -> None:
+    """End the workers now: one may be stuck on a file that never finishes reading."""
+    if hasattr(pool, "terminate_workers"):  # Python 3.14+
+        pool.terminate_workers()
+        return
+    for p in list((getattr(pool, "_processes", None) or {}).values()):
+        p.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | None = None,
+               log: Callable[[str], None] | None = None) -> dict:
+    """Run `cfg`; returns the manifest (plus "up_to_date": True when nothing needed doing).
+
+    `progress(done, total)` is called after each chunk; `log(line)` gets
+    what the user should know (resuming, discarding an old partial run).
+    """
+    log = log or (lambda line: print(line, file=sys.stderr))
+    source = Path(cfg.source)
+    if not source.exists():
+        raise DcganError(f"{source} does not exist; pass a folder of images, a .zip of images or a data set name")
+    listing = list_images(source)
+    found = len(listing.items)
+    if not listing.items:
+        raise DcganError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTS)}) in {source}: found "
+                         f"{describe_other(listing.other)}; point SOURCE at the folder that holds the images")
+    split_note = ""
+    if cfg.split == "train":
+        train, where = train_split(listing)
+        listing.items = [n for n in listing.items if n.rsplit("/", 1)[-1] in train]
+        split_note = f" (train split from {where})"
+        if not listing.items:
+            raise DcganError(f"none of the {found} images in {source} is in the train split of {where}; "
+                             f"is it the partition file of these images? Use --split all to take every image")
+    if cfg.limit:
+        listing.items = listing.items[:cfg.limit]
+
+    import tensorflow as tf
+
+    out = str(cfg.out)
+    fingerprint = _fingerprint(cfg, source, listing)
+    current = _check_out(out, cfg, fingerprint)
+    if current is not None:
+        return {**current, "up_to_date": True}
+    try:
+        tf.io.gfile.makedirs(out)
+    except (OSError, tf.errors.OpError) as e:
+        raise DcganError(f"cannot create {out} ({getattr(e, 'message', e)}); choose a writable --out") from None
+    lock = _Lock(out)
+    writer = None
+    try:
+        state = _resume_or_start(out, fingerprint, log)
+        old = _existing_manifest(out) or {}  # a previous complete output stays valid till the end
+        _clean_stale(out, {s["file"] for s in state["shards"] + old.get("shards", [])})  # half-written shards
+        write_text(join(out, PROGRESS), json.dumps(state))
+
+        # -- decode and write ------------------------------------------------
+        total, done = len(listing.items), state["next"]
+        workers = min(cfg.workers or default_workers(), max(1, math.ceil((total - done) / 64)))
+        writer = ShardWriter(out, state["tag"], int(cfg.shard_mb * (1 << 20)), len(state["shards"]))
+        index = done
+        # closing(): if writing fails, the workers stop now, not when the generator is collected
+        with contextlib.closing(_run_chunks(listing, cfg, done, workers)) as chunks:
+            for results in chunks:
+                for status, record, text in results:
+                    name = listing.items[index]
+                    index += 1
+                    if status:
+                        state["skipped"].append(f"{name}\t{text}")
+                        continue
+                    if text:
+                        state["small"].append(f"{name}\t{text}")
+                    closed = writer.add(record)
+                    if closed:
+                        closed.update(end=index, skipped=len(state["skipped"]), small=len(state["small"]))
+                        state["shards"].append(closed)
+                        state["next"] = index
+                        write_text(join(out, PROGRESS), json.dumps(state))
+                if progress:
+                    progress(index, total)
+        closed = writer.close()
+        if closed:
+            closed.update(end=index, skipped=len(state["skipped"]), small=len(state["small"]))
+            state["shards"].append(closed)
+
+        count = sum(s["count"] for s in state["shards"])
+        if count == 0:
+            _clean_stale(out, {s["file"] for s in old.get("shards", [])}, also=(PROGRESS,))
+            reasons = Counter(line.split("\t", 1)[1] for line in state["skipped"])
+            summary = "; ".join(f"{n}x {r}" for r, n in reasons.most_common(3))
+            raise DcganError(f"none of the {total} image files in {source} could be used ({summary}); "
+                             f"check that the folder holds real images")
+
+        # -- commit: reports, then the manifest, then clean up -------------
+        write_text(join(out, SKIPPED), "".join(line + "\n" for line in state["skipped"]))
+        write_text(join(out, SMALL), "".join(line + "\n" for line in state["small"]))
+        manifest = make_manifest(
+            size=cfg.size, channels=cfg.channels, crop=cfg.crop, crop_size=cfg.box_side, split=cfg.split,
+            limit=cfg.limit, source=str(source.resolve()), source_images=total, skipped=len(state["skipped"]),
+            small=len(state["small"]), tool_version=__version__, fingerprint=fingerprint,
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), shards=state["shards"])
+        write_manifest(out, manifest)  # the commit point
+        _clean_stale(out, {s["file"] for s in manifest["shards"]}, also=(PROGRESS,))
+        if split_note:
+            log(f"Used {total} of {found} images{split_note}")
+        return manifest
+    except (OSError, tf.errors.OpError) as e:  # disk full, permissions, a bucket gone: the user can fix these
+        raise DcganError(f"writing {out} failed ({getattr(e, 'message', None) or e}); fix that (space, "
+                         f"permissions) and run the same command again to resume") from None
+    finally:
+        if writer is not None:
+            writer.abandon()
+        lock.release()
+
+
+def _resume_or_start(out: str, fingerprint: str, log: Callable[[str], None]) -> dict:
+    """The progress of an interrupted run with the same fingerprint, or a fresh one.
+
+    Shards are resumed up to the first one that is missing or has the wrong
+    size; everything after it (and the skip/small lines it did not reach) is redone.
+    """
+    state = _read_json(join(out, PROGRESS))
+    if state and state.get("fingerprint") == fingerprint:
+        state["shards"] = _valid_prefix(out, state["shards"])
+        last = state["shards"][-1] if state["shards"] else {"end": 0, "skipped": 0, "small": 0}
+        state.update(next=last["end"], skipped=state["skipped"][:last["skipped"]], small=state["small"][:last["small"]])
+        if state["shards"]:
+            log(f"Resuming: {sum(s['count'] for s in state['shards'])} images already in "
+                f"{len(state['shards'])} shards of an interrupted run in {out}")
+        return state
+    if state:
+        log(f"Discarding an unfinished run in {out} that used other settings or files")
+    return {"fingerprint": fingerprint, "tag": secrets.token_hex(3), "shards": [], "next": 0, "skipped": [],
+            "small": []}
+
+
+def _valid_prefix(out: str, shards: list[dict]) -> list[dict]:
+    """The recorded shards that are still on disk with their recorded size."""
+    import tensorflow as tf
+
+    good = []
+    for s in shards:
+        path = join(out, s["file"])
+        if not tf.io.gfile.exists(path) or tf.io.gfile.stat(path).length != s["bytes"]:
+            break
+        good.append(s)
+    return good
+

@@ -1,0 +1,142 @@
+"""The run directory: restore() and its fall-back, the resume rule, and what the trainer enforces itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import tiny_config
+from dcgan_cli import rundir
+from dcgan_cli.cli import app
+from dcgan_cli.errors import DcganError, UsageError
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def two_epoch_run(data16, tmp_path):
+    """A finished tiny run with checkpoints ckpt-3 and ckpt-6."""
+    from dcgan_cli.training import train
+
+    return train(tiny_config(data16, tmp_path / "runs", epochs=2, ema=0.9), quiet=True, log=lambda m: None)
+
+
+def _corrupt_newest(run: Path) -> str:
+    import tensorflow as tf
+
+    newest = tf.train.latest_checkpoint(str(run / rundir.CKPT_DIR))
+    data_file = Path(newest + ".data-00000-of-00001")
+    data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 3])  # truncated by a crash
+    return Path(newest).name
+
+
+def test_restore_reports_the_checkpoint_it_really_used_after_a_corrupt_newest_one(two_epoch_run):
+    restored = rundir.restore(two_epoch_run)
+    assert restored.checkpoint_name == "ckpt-6" and restored.step == 6 and restored.ema
+
+    assert _corrupt_newest(two_epoch_run) == "ckpt-6"
+    warnings = []
+    restored = rundir.restore(two_epoch_run, warn=warnings.append)
+    assert restored.checkpoint_name == "ckpt-3" and restored.step == 3
+    assert len(warnings) == 1 and "ckpt-6 could not be read" in warnings[0]
+    assert "at step 3" in restored.describe()
+
+    # `dcgan evaluate --run` names the checkpoint it scored, not the newest one on disk.
+    r = runner.invoke(app, ["evaluate", "--run", str(two_epoch_run), "--extractor", "tiny-random",
+                            "--samples", "20", "--metrics", "kid", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["checkpoint"] == "ckpt-3"
+    assert "ckpt-6 could not be read" in r.stderr
+
+
+def test_restore_of_a_run_whose_checkpoints_are_all_damaged_is_one_error(two_epoch_run):
+    import tensorflow as tf
+
+    for path in tf.train.get_checkpoint_state(str(two_epoch_run / rundir.CKPT_DIR)).all_model_checkpoint_paths:
+        Path(path + ".data-00000-of-00001").write_bytes(b"")
+    with pytest.raises(DcganError, match="no checkpoint in .* could be read.*damaged"):
+        rundir.restore(two_epoch_run)
+    with pytest.raises(DcganError, match="no best checkpoint.*--eval-every"):
+        rundir.restore(two_epoch_run, best=True)
+
+
+def test_the_trainer_enforces_the_resume_rule_for_every_caller(two_epoch_run):
+    from dcgan_cli.training import train
+
+    saved = rundir.load_config(two_epoch_run)
+    # A Python caller (or bench) cannot slip a different model past --resume.
+    with pytest.raises(DcganError, match="cannot change --g-filters, --lr-g when resuming"):
+        train(saved.replace(epochs=3, lr_g=1e-3, g_filters=16), two_epoch_run, resume=True, quiet=True,
+              log=lambda m: None)
+    with pytest.raises(DcganError, match="needs the run directory"):
+        train(saved, None, resume=True, quiet=True, log=lambda m: None)
+    assert rundir.load_config(two_epoch_run) == saved, "a refused resume leaves the run as it was"
+    # What may change does: epochs, checkpointing, precision...
+    rundir.check_resume(two_epoch_run, saved.replace(epochs=9, checkpoint_every=2, precision="bf16", data="moved"))
+    assert rundir.resume_config(two_epoch_run, epochs=4, lr_g=None).epochs == 4
+    # The command line goes through the same rule.
+    r = runner.invoke(app, ["train", "--resume", str(two_epoch_run), "--lr-g", "0.1", "--dry-run"])
+    assert r.exit_code == 1 and "cannot change --lr-g" in r.output
+
+
+def test_the_trainer_checks_eval_every_before_writing_anything(data16, tmp_path):
+    from dcgan_cli.training import train
+
+    cfg = tiny_config(data16, tmp_path / "runs", eval_every=1, strategy="multiworker")
+    with pytest.raises(DcganError, match="not supported with several workers"):
+        train(cfg, quiet=True, log=lambda m: None)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_numbers_sort_and_the_newest_run_is_found(tmp_path):
+    runs = tmp_path / "runs"
+    with pytest.raises(DcganError, match="no training runs"):
+        rundir.latest_run(runs)
+    first, second = rundir.new_run_dir(runs, "a"), rundir.new_run_dir(runs, "b")
+    assert (first.name, second.name) == ("00000-a", "00001-b")
+    for run in (first, second):
+        rundir.save_config(run, tiny_config("data", runs))
+    assert rundir.latest_run(runs) == second
+    assert rundir.run_of(second / rundir.BEST_DIR / rundir.GENERATOR_FILE) == second
+    assert rundir.run_of(tmp_path / "loose.keras") is None
+
+
+# ----------------------------------------------------------------------------
+# sampling.SampleRequest: the sample command's rules, without a model
+
+
+def test_a_sample_request_resolves_its_seeds_and_defaults():
+    from dcgan_cli.sampling import SampleRequest
+
+    req = SampleRequest(out=Path("o.png"), seed=5, n=3)
+    assert list(req.seeds) == [5, 6, 7] and req.psi == 1.0
+    walk = SampleRequest(out=Path("w.gif"), interpolate=3, seed_list="4,9,2", truncation=0.7)
+    assert list(walk.seeds) == [4, 9, 2] and walk.frames_per_leg == 24 and walk.psi == 0.7
+    assert len(SampleRequest(individual=Path("faces")).seeds) == 16
+
+
+@pytest.mark.parametrize("kwargs, option", [
+    (dict(out="o.png", run="r", model="m.keras"), "--model"),
+    (dict(out="o.png", model="m.keras", ema=False), "--no-ema"),
+    (dict(out="o.png", seed=1, seed_list="1-3"), "--seeds"),
+    (dict(out="o.png", seed_list="9-2"), "--seeds"),
+    (dict(out="o.png", truncation=0.0), "--truncation"),
+    (dict(out="o.png", frames=4), "--frames"),
+    (dict(out="o.png", n=5, seed_list="0-9"), "-n"),
+    (dict(out="o.bmp"), "OUT"),
+    (dict(), "OUT"),
+    (dict(out="w.gif", interpolate=3, nrow=2), "--nrow"),
+    (dict(out="w.png", interpolate=3), "OUT"),
+    (dict(out="w.gif", interpolate=3, seed_list="1-2"), "--seeds"),
+    (dict(out="o.png", n=0), "-n"),
+])
+def test_a_contradictory_sample_request_names_the_option_at_fault(kwargs, option):
+    from dcgan_cli.sampling import SampleRequest
+
+    kwargs = {k: Path(v) if k in ("out", "run", "model") else v for k, v in kwargs.items()}
+    with pytest.raises(UsageError) as err:
+        SampleRequest(**kwargs)
+    assert err.value.option == option
