@@ -253,6 +253,9 @@ def train(
     g_filters: Annotated[Optional[int], typer.Option(min=1, help="Generator width (ngf).")] = None,
     d_filters: Annotated[Optional[int], typer.Option(min=1, help="Discriminator width (ndf).")] = None,
     ema: Annotated[Optional[float], typer.Option(help="EMA decay of G's weights, e.g. 0.999 (0: off).")] = None,
+    alternate: Annotated[Optional[bool], typer.Option("--alternate/--shared-step", help=(
+        "Update D, then G through the updated D (better samples; dcgan preset), or both from one "
+        "forward pass (about 10% faster)."), show_default=False)] = None,
     label_smoothing: Annotated[Optional[float], typer.Option(help="Real labels ~ U(1-s, 1).")] = None,
     instance_noise: Annotated[Optional[float], typer.Option(help="Noise on real images, std ~ U(0, s).")] = None,
     flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips.",
@@ -288,7 +291,7 @@ def train(
 
     overrides = dict(
         epochs=epochs, batch_size=batch_size, steps_per_epoch=steps_per_epoch, lr_g=lr_g, lr_d=lr_d, beta1=beta1,
-        latent_dim=latent_dim, g_filters=g_filters, d_filters=d_filters, ema=ema, label_smoothing=label_smoothing,
+        latent_dim=latent_dim, g_filters=g_filters, d_filters=d_filters, ema=ema, alternate=alternate, label_smoothing=label_smoothing,
         instance_noise=instance_noise, flip=flip, seed=seed, precision=precision and precision.value, xla=xla,
         strategy=strategy and strategy.value,
         sync_bn=sync_bn, checkpoint_every=checkpoint_every, cache=cache, eval_every=eval_every,

@@ -131,7 +131,9 @@ class TrainConfig:
 # paper's). Command-line flags override the preset.
 PRESETS: dict[str, dict[str, Any]] = {
     # Radford et al. 2015: batch 128, Adam 2e-4 / beta1 0.5, BCE on logits.
-    "dcgan": dict(batch_size=128, epochs=25, lr_g=2e-4, lr_d=2e-4, beta1=0.5),
+    # Plus (issue 12, measured by `dcgan bench --parts quality`): D updated first and G
+    # through the updated D (the PyTorch example's order), and a ramped 0.999 EMA of G.
+    "dcgan": dict(batch_size=128, epochs=25, lr_g=2e-4, lr_d=2e-4, beta1=0.5, alternate=True, ema=0.999),
     # The DCGAN face-generator article's 128x128 recipe: slower D, one-sided
     # label smoothing U(0.9, 1.0) and instance noise sigma ~ U(0, 0.1).
     "face128": dict(
