@@ -11,7 +11,7 @@ DEMO_RUNS := runs
 help:
 	@echo "make demo   - set up .venv, train on 100 offline faces, write a sample grid"
 	@echo "make test   - set up .venv with test deps and run the test suite"
-	@echo "make bench  - print training, loop and input-pipeline throughput"
+	@echo "make bench  - print training, loop and input-pipeline throughput, and sample quality vs a reference"
 
 $(VENV)/.installed-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,8 @@ PEERS := $(wildcard ../shared/bench/peer_keras.py)
 TORCH_PY := $(wildcard /tmp/torchenv/bin/python)
 
 bench: $(VENV)/.installed-test
-	$(DCGAN) bench $(if $(PEERS),--peers ../shared/bench) $(if $(TORCH_PY),--torch-python $(TORCH_PY))
+	$(DCGAN) bench --parts step,loop,input,preprocess,quality $(if $(PEERS),--peers ../shared/bench) \
+		$(if $(TORCH_PY),--torch-python $(TORCH_PY))
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,4 +1,5 @@
-"""`dcgan bench`: how fast the step, the whole loop and the input pipeline run.
+"""`dcgan bench`: how fast the step, the whole loop and the input pipeline run (and, with the
+`quality` part, how good the samples are: bench_quality.py).
 
 Figures are img/s. Shared machines drift by tens of percent from minute to
 minute, so speed claims are ratios against reference steps timed in the same
@@ -110,13 +111,13 @@ def bench_loop_epochs(data: str | Path, batch_size: int = 128, precision: str = 
 
 
 def _end_of_epoch_seconds(cfg) -> float:
-    """Time checkpoint + grid + metrics + plot as the trainer does them."""
+    """Time (EMA statistics +) checkpoint + grid + metrics + plot as the trainer does them."""
     import tensorflow as tf
 
     from dcgan_cli.fsutil import append_line
     from dcgan_cli.images import make_grid, save_image
     from dcgan_cli.sampling import Sampler
-    from dcgan_cli.training import build_gan, plot_losses, resolve_precision
+    from dcgan_cli.training import build_gan, plot_losses, resolve_precision, standing_statistics
 
     gan = build_gan(cfg, resolve_precision(cfg.precision))
     with tempfile.TemporaryDirectory() as d:
@@ -125,6 +126,8 @@ def _end_of_epoch_seconds(cfg) -> float:
         manager.save(0)  # warm
         row = {"epoch": 1, "d_loss": 1.0, "g_loss": 1.0}
         t = time.perf_counter()
+        if gan.g_ema is not None:  # the EMA's own batch-norm statistics, before every checkpoint
+            standing_statistics(gan.g_ema, cfg.seed)
         manager.save(1)
         grids = Sampler(gan.output_generator, batch_size=cfg.num_samples)  # built once per run, like the trainer's
         save_image(d / "grid.png", make_grid(grids(gan.fixed_z.numpy())))
@@ -228,9 +231,12 @@ def run_peer(cmd: list[str]) -> float | None:
     return None
 
 
+PARTS = ("step", "loop", "input", "preprocess", "quality", "stylize", "identity")
+
+
 def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=False, peers=None,
           torch_python=None, log=print, parts=("step", "loop", "input", "preprocess"), face_images=600,
-          stylize_size=256) -> dict:
+          stylize_size=256, quality_steps=None, quality_seeds=None) -> dict:
     result: dict = {"size": size, "batch": batch_size, "device": _device()}
     ref: dict = {}
     if peers:
@@ -311,6 +317,13 @@ def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=Fa
             log(f"loop (end of epoch amortised over 2,000 steps): {result['loop_img_per_s']} img/s")
             if "step_img_per_s" in result:
                 result["loop_vs_step"] = round(result["loop_img_per_s"] / result["step_img_per_s"], 3)
+    if "quality" in parts:
+        # Its own data (digits), size (32) and batch (the preset's): see bench_quality.py.
+        from dcgan_cli import bench_quality
+
+        result["quality"] = bench_quality.bench_quality(
+            steps=quality_steps or bench_quality.DEFAULT_STEPS,
+            seeds=tuple(quality_seeds or bench_quality.DEFAULT_SEEDS), log=log)
     return result
 
 

@@ -188,20 +188,40 @@ def make_train_step(cfg: TrainConfig, gan: GAN, strategy, precision: str) -> Cal
         real_labels = 1.0 - rand(_LABELS, [B, 1], tf.random.stateless_uniform,
                                  minval=0.0, maxval=cfg.label_smoothing)[lo:lo + b]
 
-        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            fake = G(z, training=True)  # one generator forward serves both losses
-            real_logits = D(real, training=True)
-            fake_logits = D(fake, training=True)
-            per_example_d = bce(real_labels, real_logits) + bce(tf.zeros_like(fake_logits), fake_logits)
-            d_loss = tf.nn.compute_average_loss(per_example_d, global_batch_size=B)
-            # Non-saturating generator loss: -log D(G(z)).
-            g_loss = tf.nn.compute_average_loss(bce(tf.ones_like(fake_logits), fake_logits), global_batch_size=B)
-            if fp16:
-                d_scaled, g_scaled = d_opt.scale_loss(d_loss), g_opt.scale_loss(g_loss)
-        d_grads = d_tape.gradient(d_scaled if fp16 else d_loss, D.trainable_variables)
-        g_grads = g_tape.gradient(g_scaled if fp16 else g_loss, G.trainable_variables)
-        d_opt.apply(d_grads, D.trainable_variables)
-        g_opt.apply(g_grads, G.trainable_variables)
+        def d_loss_of(real_logits, fake_logits):
+            per_example = bce(real_labels, real_logits) + bce(tf.zeros_like(fake_logits), fake_logits)
+            return tf.nn.compute_average_loss(per_example, global_batch_size=B)
+
+        def g_loss_of(fake_logits):  # non-saturating: -log D(G(z))
+            return tf.nn.compute_average_loss(bce(tf.ones_like(fake_logits), fake_logits), global_batch_size=B)
+
+        if cfg.alternate:
+            # D first; then G's loss through the D just updated on this batch (the
+            # PyTorch example's order): one more D forward than the shared step.
+            with tf.GradientTape() as g_tape:
+                fake = G(z, training=True)
+                with g_tape.stop_recording():
+                    with tf.GradientTape() as d_tape:
+                        real_logits = D(real, training=True)
+                        fake_logits = D(tf.stop_gradient(fake), training=True)
+                        d_loss = d_loss_of(real_logits, fake_logits)
+                        d_scaled = d_opt.scale_loss(d_loss) if fp16 else d_loss
+                    d_opt.apply(d_tape.gradient(d_scaled, D.trainable_variables), D.trainable_variables)
+                g_loss = g_loss_of(D(fake, training=True))
+                g_scaled = g_opt.scale_loss(g_loss) if fp16 else g_loss
+            g_opt.apply(g_tape.gradient(g_scaled, G.trainable_variables), G.trainable_variables)
+        else:
+            with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+                fake = G(z, training=True)  # one generator forward serves both losses
+                real_logits = D(real, training=True)
+                fake_logits = D(fake, training=True)
+                d_loss, g_loss = d_loss_of(real_logits, fake_logits), g_loss_of(fake_logits)
+                if fp16:
+                    d_scaled, g_scaled = d_opt.scale_loss(d_loss), g_opt.scale_loss(g_loss)
+            d_grads = d_tape.gradient(d_scaled if fp16 else d_loss, D.trainable_variables)
+            g_grads = g_tape.gradient(g_scaled if fp16 else g_loss, G.trainable_variables)
+            d_opt.apply(d_grads, D.trainable_variables)
+            g_opt.apply(g_grads, G.trainable_variables)
         inv_b = 1.0 / B
         return {
             "d_loss": d_loss,
@@ -210,10 +230,9 @@ def make_train_step(cfg: TrainConfig, gan: GAN, strategy, precision: str) -> Cal
             "d_fake": tf.reduce_sum(tf.sigmoid(fake_logits)) * inv_b,  # mean D(G(z))
         }
 
-    ema_pairs = []
-    if gan.g_ema is not None:
-        ema_pairs = list(zip(gan.g_ema.trainable_variables, G.trainable_variables))
-        copy_pairs = list(zip(gan.g_ema.non_trainable_variables, G.non_trainable_variables))
+    # The EMA averages the weights only; its batch-norm statistics are its own,
+    # recomputed before every use (`standing_statistics`), not the live model's.
+    ema_pairs = list(zip(gan.g_ema.trainable_variables, G.trainable_variables)) if gan.g_ema is not None else []
     replica_fn = tf.function(replica_step, jit_compile=cfg.xla) if cfg.xla else replica_step
 
     @tf.function
@@ -221,15 +240,70 @@ def make_train_step(cfg: TrainConfig, gan: GAN, strategy, precision: str) -> Cal
         out = strategy.run(replica_fn, args=(batch, gan.step.read_value()))
         out = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in out.items()}
         if ema_pairs:
-            decay = cfg.ema
+            decay = ema_decay(cfg.ema, gan.step)
             for e, w in ema_pairs:
                 e.assign(decay * e + (1.0 - decay) * tf.cast(w, e.dtype))
-            for e, w in copy_pairs:  # batch-norm moving statistics follow the live model
-                e.assign(w)
         gan.step.assign_add(1)
         return out
 
     return train_step
+
+
+# ----------------------------------------------------------------------------
+# the averaged generator
+
+# Latents whose forward passes give the EMA generator its batch-norm statistics.
+STANDING_STATS_SAMPLES = 4096
+STANDING_STATS_BATCH = 256
+_STANDING_SEED = 0x57A7
+
+
+def ema_decay(decay: float, step):
+    """The EMA decay at `step`, ramped up: min(decay, (1 + t) / (10 + t)).
+
+    TensorFlow's ExponentialMovingAverage(num_updates=t) rule: early on the
+    average forgets its random start within a few steps instead of holding
+    on to it for ~1/(1 - decay) steps, so a 0.999 average is useful after
+    1,000 steps too, not only after 10,000 (it then averages about the last
+    tenth of training).
+    """
+    import tensorflow as tf
+
+    t = tf.cast(step, tf.float32)
+    return tf.minimum(tf.constant(decay, tf.float32), (1.0 + t) / (10.0 + t))
+
+
+def standing_statistics(generator, seed: int, samples: int = STANDING_STATS_SAMPLES,
+                        batch_size: int = STANDING_STATS_BATCH) -> None:
+    """Set the batch-norm moving statistics of `generator` from its own forward passes.
+
+    Averaged weights never ran forward during training, so the live model's
+    moving statistics do not fit them: an EMA generator with copied statistics
+    draws washed-out, low-contrast images (issue 12). Here every batch-norm
+    layer's moving mean and variance become the plain average of its batch
+    statistics over ceil(samples / batch_size) training-mode batches
+    ("standing statistics", BigGAN); a batch norm of a conv layer averages over
+    batch x height x width values, so the batch size barely matters and larger
+    batches keep this to a few forward passes. The latents come from `seed`
+    alone, so the same weights always get the same statistics.
+    """
+    import keras
+    import tensorflow as tf
+
+    norms = [x for x in generator.layers if isinstance(x, keras.layers.BatchNormalization)]
+    if not norms:
+        return
+    latent_dim = generator.input_shape[-1]
+    momenta = [x.momentum for x in norms]
+    try:
+        for i in range(max(1, -(-samples // batch_size))):
+            for x in norms:  # moving = (i * moving + batch) / (i + 1): a running mean, not an EMA
+                x.momentum = i / (i + 1)
+            z = tf.random.stateless_normal([batch_size, latent_dim], seed=[seed, _STANDING_SEED + i])
+            generator(z, training=True)
+    finally:
+        for x, m in zip(norms, momenta):
+            x.momentum = m
 
 
 # ----------------------------------------------------------------------------
@@ -487,12 +561,23 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, saved: TrainConfig | None, ma
 
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
+    ema_stats_at = [-1]  # the step whose EMA batch-norm statistics are current
+
+    def refresh_ema_statistics() -> None:
+        """Batch-norm statistics that fit the EMA weights, before anything reads them (once a step)."""
+        if gan.g_ema is not None and ema_stats_at[0] != int(gan.step.numpy()):
+            standing_statistics(gan.g_ema, cfg.seed)
+            ema_stats_at[0] = int(gan.step.numpy())
+
     def save_checkpoint(reason: str) -> str:
         step = int(gan.step.numpy())
         problem = weight_problem([m for m in (gan.generator, gan.discriminator, gan.g_ema) if m is not None])
         if problem:
             raise NonFiniteLoss(f"not checkpointing step {step}: {problem}; "
                                 f"{recovery_advice(cfg, run_dir, manager.latest_checkpoint)}")
+        # Every checkpoint holds EMA statistics that fit the EMA weights, so generator.keras,
+        # best/, `sample`, `evaluate` and `export` all see them.
+        refresh_ema_statistics()
         existed = f"{ckpt_dir}/ckpt-{step}" in manager.checkpoints
         try:
             return manager.save(checkpoint_number=step)
@@ -565,6 +650,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, saved: TrainConfig | None, ma
                 rundir.append_metrics(run_dir, row)
                 sample = last or (epoch + 1) % cfg.sample_every == 0
                 if sample:
+                    refresh_ema_statistics()  # a grid may fall between two checkpoints
                     grid = make_grid(grid_runner(gan.fixed_z.numpy()))
                     save_image(rundir.sample_grid_path(run_dir, epoch + 1), grid)
                     plot_losses(run_dir / rundir.METRICS_FILE, run_dir / rundir.LOSSES_FILE)
@@ -580,6 +666,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, saved: TrainConfig | None, ma
                 f"g_loss {row['g_loss']:.4f} D(x) {row['d_real']:.3f} D(G(z)) {row['d_fake']:.3f} "
                 f"{row['img_per_s']:.1f} img/s {seconds:.1f}s", fallback=log)
             if chief and cfg.eval_every and (epoch + 1) % cfg.eval_every == 0:
+                refresh_ema_statistics()
                 evaluate_epoch(cfg, gan, ckpt, run_dir, epoch + 1, step, log, tb=tb, quiet=quiet)
             if max_steps is not None and step >= max_steps:
                 break
@@ -603,6 +690,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, saved: TrainConfig | None, ma
 
     # -- the end: a generator that loads without this package --------------
     if chief and int(gan.step.numpy()) >= total_steps:
+        refresh_ema_statistics()
         try:
             rundir.save_generator(gan.output_generator, run_dir / rundir.GENERATOR_FILE)
         except OSError as e:

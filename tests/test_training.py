@@ -116,6 +116,59 @@ def test_training_writes_per_epoch_files_and_moves_the_weights(data16, tmp_path)
     np.testing.assert_allclose(np.asarray(g(z, training=False)), np.asarray(gan.g_ema(z, training=False)), atol=1e-5)
 
 
+def test_ema_decay_ramps_up_to_the_configured_one():
+    from dcgan_cli.training import ema_decay
+
+    assert float(ema_decay(0.999, 0)) == pytest.approx(0.1)
+    assert float(ema_decay(0.999, 90)) == pytest.approx(0.91)
+    assert float(ema_decay(0.999, 100_000)) == pytest.approx(0.999)
+    assert float(ema_decay(0.5, 3)) == pytest.approx(4 / 13) and float(ema_decay(0.5, 30)) == 0.5
+
+
+def test_ema_leaves_its_random_start_within_a_few_steps(data16, tmp_path):
+    """With decay 0.999 and no ramp-up, six steps would leave the EMA at 0.6% of the way from the init."""
+    from dcgan_cli.training import build_gan, train
+
+    cfg = tiny_config(data16, tmp_path, epochs=2, ema=0.999)
+    gan = _weights(train(cfg, quiet=True, log=lambda m: None))
+    init = build_gan(cfg, "fp32")
+
+    def dist(a, b):
+        return np.sqrt(sum(float(np.sum((x.numpy() - y.numpy()) ** 2)) for x, y in zip(a, b)))
+
+    live_moved = dist(gan.generator.trainable_variables, init.generator.trainable_variables)
+    ema_moved = dist(gan.g_ema.trainable_variables, init.generator.trainable_variables)
+    assert 0.5 * live_moved < ema_moved < live_moved
+
+
+def test_ema_batch_norm_statistics_come_from_its_own_forward_passes(data16, tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from dcgan_cli.training import (STANDING_STATS_BATCH, STANDING_STATS_SAMPLES, _STANDING_SEED,
+                                    standing_statistics, train)
+
+    cfg = tiny_config(data16, tmp_path, epochs=1, ema=0.9)
+    gan = _weights(train(cfg, quiet=True, log=lambda m: None))
+    ema_bn, live_bn = gan.g_ema.get_layer("project_bn"), gan.generator.get_layer("project_bn")
+    saved = [ema_bn.moving_mean.numpy(), ema_bn.moving_variance.numpy()]
+    # Not the live model's statistics (which the EMA used to copy) ...
+    assert not np.allclose(saved[0], live_bn.moving_mean.numpy(), atol=1e-4)
+    # ... but the batch statistics of the EMA's own layer input, averaged over the seeded batches.
+    before_bn = keras.Model(gan.g_ema.input, gan.g_ema.get_layer("project").output)
+    b, n = STANDING_STATS_BATCH, STANDING_STATS_SAMPLES // STANDING_STATS_BATCH
+    batches = [before_bn(tf.random.stateless_normal([b, cfg.latent_dim], seed=[cfg.seed, _STANDING_SEED + i]))
+               for i in range(n)]
+    means = np.mean([np.mean(b.numpy(), axis=(0, 1, 2)) for b in batches], axis=0)
+    variances = np.mean([np.var(b.numpy(), axis=(0, 1, 2)) for b in batches], axis=0)
+    np.testing.assert_allclose(saved[0], means, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(saved[1], variances, rtol=2e-3)  # biased or Bessel-corrected: n = 4,096 a batch
+    # Deterministic: recomputing gives the same statistics, and the layer keeps its momentum.
+    standing_statistics(gan.g_ema, cfg.seed)
+    np.testing.assert_allclose(ema_bn.moving_mean.numpy(), saved[0], rtol=1e-6, atol=1e-7)
+    assert ema_bn.momentum == live_bn.momentum
+
+
 def test_resume_equals_uninterrupted_training(data16, tmp_path):
     from dcgan_cli.training import train
 

@@ -1,0 +1,323 @@
+"""`dcgan bench --parts quality`: are the samples good, measured against a plain-Keras reference?
+
+The data ship with scikit-learn, so this runs offline: its 1,797 hand-written
+digits (8x8, 17 grey levels) are written out as PNG files and go through
+`dcgan preprocess --size 32 --channels 1 --crop none`, exactly as a user's
+folder would. Then, for each seed:
+
+- ours: the `dcgan` preset trained by `training.train()` (the code path of
+  `dcgan train`) for a fixed number of steps, sampled the way `dcgan sample`
+  does (the EMA generator when the preset keeps one; the live one is scored too);
+- the reference: a plain-Keras DCGAN of the same architecture (stock layers,
+  float32, the PyTorch example's step), same data, batch, steps and seed.
+
+Both are scored on the same latents by `score()`:
+- FD and KID on the penultimate features of a small classifier trained here,
+  seeded, on the real digits (a held-out fifth gives its accuracy): Fréchet
+  and kernel distances of `metrics/stats.py`, computed the way FID/KID are but
+  on features that know what a digit is;
+- class coverage: the share of the 10 classes that get at least a quarter of
+  their fair share of samples, and balance, exp(entropy) / 10 of the predicted
+  class histogram (1.0: every class equally often);
+- nn: the median distance (RMS over pixels in [0, 1]) from a sample to its
+  nearest training image, and `copies`, the share of samples closer to a
+  training image than 99% of the training images are to their nearest other
+  one. Low FD with many copies is memorising, not drawing: `copied` flags it.
+
+The figure of merit is FD ours / FD reference, per seed, and its mean and
+spread over seeds. Ratios, not absolute values, carry over between machines.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from dcgan_cli.metrics.stats import frechet_distance, kernel_inception_distance
+
+DEFAULT_STEPS = 300
+DEFAULT_SEEDS = (0, 1, 2)
+SAMPLES = 2000  # generated images scored per model (FD needs more than the 64 feature dims)
+SIZE = 32
+NUM_CLASSES = 10
+COPY_QUANTILE = 0.01  # a sample nearer a training image than this quantile of real-to-real distances is a copy
+COPY_FLAG = 0.05  # more copies than this share (about 1% by chance) flags memorising
+_Z_SEED = 0x5A4D  # the scored latents: the same for ours and the reference
+
+
+# ----------------------------------------------------------------------------
+# the data, through the project's own preprocess
+
+
+@dataclass
+class QualitySet:
+    name: str
+    data_dir: Path  # preprocessed shards + manifest, for `dcgan train`
+    images: np.ndarray  # uint8 (N, SIZE, SIZE, 1), as the trainer reads them
+    labels: np.ndarray  # int (N,)
+
+
+def digits_set(workdir: Path, log: Callable[[str], None] = lambda m: None) -> QualitySet:
+    """sklearn's digits as PNG files -> `preprocess` -> shards, read back with their labels."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from dcgan_cli.pipeline import make_dataset
+    from dcgan_cli.preprocess import PreprocessConfig, preprocess
+
+    digits = load_digits()
+    raw = np.rint(digits.images * (255 / 16)).astype(np.uint8)  # (N, 8, 8), 0..16 -> 0..255
+    src = workdir / "digits-png"
+    src.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(raw):
+        Image.fromarray(img, "L").save(src / f"{i:04d}.png")
+    out = workdir / "digits-32"
+    preprocess(PreprocessConfig(source=str(src), out=str(out), size=SIZE, crop="none", channels=1, workers=1),
+               log=log)
+    ds = make_dataset(out, 512, shuffle=False, repeat=False, seed=0, drop_remainder=False)
+    images = np.concatenate([b.numpy() for b in ds])
+    # Labels by matching each 32x32 image, pooled back to 8x8, to its source digit:
+    # correct whatever order the shards hold the images in.
+    pooled = images.reshape(-1, 8, 4, 8, 4).mean(axis=(2, 4)).reshape(len(images), -1)
+    src_flat = raw.reshape(len(raw), -1).astype(np.float32)
+    nearest = np.argmin(_sq_dists(pooled.astype(np.float32), src_flat), axis=1)
+    return QualitySet("digits", out, images, digits.target[nearest].astype(np.int64))
+
+
+def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances (len(a), len(b)), float32 matmul form, clipped at 0."""
+    d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+    return np.maximum(d, 0.0)
+
+
+# ----------------------------------------------------------------------------
+# the feature extractor: a small classifier of the real images
+
+
+def train_classifier(images: np.ndarray, labels: np.ndarray, seed: int = 0, epochs: int = 15):
+    """(classifier, features model, held-out accuracy): a seeded CNN; features = its penultimate layer.
+
+    Trained on four fifths of the images; the last fifth measures its accuracy
+    (so a broken extractor shows), then the model is used as it is.
+    """
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    n = len(images)
+    order = np.random.default_rng(seed).permutation(n)
+    train_idx, test_idx = order[: n * 4 // 5], order[n * 4 // 5:]
+    x = keras.Input(images.shape[1:])
+    h = layers.Rescaling(1 / 127.5, -1.0)(x)
+    for f in (32, 64, 128):
+        h = layers.Conv2D(f, 3, padding="same", activation="relu")(h)
+        h = layers.MaxPooling2D()(h)
+    h = layers.Flatten()(h)  # not pooled: where the strokes are is what tells digits apart
+    feats = layers.Dense(64, activation="relu", name="features")(h)
+    logits = layers.Dense(NUM_CLASSES, name="logits")(feats)
+    model = keras.Model(x, logits)
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(images[train_idx], labels[train_idx], batch_size=64, epochs=epochs, verbose=0, shuffle=True)
+    acc = float(np.mean(np.argmax(model.predict(images[test_idx], verbose=0), 1) == labels[test_idx]))
+    return model, keras.Model(x, [feats, logits]), acc
+
+
+@dataclass
+class Reals:
+    """What the scores compare samples against, computed once per data set."""
+
+    features: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # uint8 images -> (features, class ids)
+    mu: np.ndarray
+    sigma: np.ndarray
+    feats: np.ndarray
+    pixels: np.ndarray  # (N, H*W*C) float32 in [0, 1]
+    copy_threshold: float  # COPY_QUANTILE of real-to-nearest-other-real distances
+    accuracy: float
+
+
+def prepare_reals(qs: QualitySet, seed: int = 0) -> Reals:
+    _, feature_model, acc = train_classifier(qs.images, qs.labels, seed)
+    scale = [1.0]
+
+    def features(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        f, logits = feature_model.predict(images, batch_size=256, verbose=0)
+        return f.astype(np.float64) / scale[0], np.argmax(logits, 1)
+
+    # Features scaled to unit RMS on the real images, so KID's cubic kernel sees O(1) dot products.
+    scale[0] = float(np.sqrt(np.mean(features(qs.images)[0] ** 2)))
+    feats, _ = features(qs.images)
+    pixels = _pixels(qs.images)
+    d = _sq_dists(pixels, pixels)
+    np.fill_diagonal(d, np.inf)
+    loo = np.sqrt(d.min(1) / pixels.shape[1])
+    return Reals(features, feats.mean(0), np.cov(feats, rowvar=False), feats, pixels,
+                 float(np.quantile(loo, COPY_QUANTILE)), acc)
+
+
+def _pixels(images: np.ndarray) -> np.ndarray:
+    return images.reshape(len(images), -1).astype(np.float32) / 255.0
+
+
+def score(images: np.ndarray, reals: Reals) -> dict:
+    """FD, KID, class coverage and balance, nearest-training-image distance of uint8 samples."""
+    feats, classes = reals.features(images)
+    fd = frechet_distance(feats.mean(0), np.cov(feats, rowvar=False), reals.mu, reals.sigma)
+    kid, _, _ = kernel_inception_distance(reals.feats, feats, subsets=50, subset_size=min(1000, len(feats)))
+    counts = np.bincount(classes, minlength=NUM_CLASSES)
+    p = counts / counts.sum()
+    entropy = -np.sum(p[p > 0] * np.log(p[p > 0]))
+    nn = np.sqrt(_sq_dists(_pixels(images), reals.pixels).min(1) / reals.pixels.shape[1])
+    copies = float(np.mean(nn <= reals.copy_threshold))
+    return {"fd": fd, "kid": kid,
+            "coverage": float(np.mean(counts >= len(images) / (4 * NUM_CLASSES))),
+            "balance": float(np.exp(entropy) / NUM_CLASSES),
+            "nn": float(np.median(nn)), "copies": copies, "copied": copies > COPY_FLAG}
+
+
+def sample(generator, n: int = SAMPLES, batch_size: int = 250) -> np.ndarray:
+    """uint8 images of `generator` (inference mode) for the fixed scoring latents."""
+    from dcgan_cli.images import to_uint8
+
+    z = np.random.default_rng(_Z_SEED).standard_normal((n, generator.input_shape[-1])).astype(np.float32)
+    return np.concatenate([to_uint8(np.asarray(generator(z[i:i + batch_size], training=False)))
+                           for i in range(0, n, batch_size)])
+
+
+# ----------------------------------------------------------------------------
+# the two contestants
+
+
+def our_config(qs: QualitySet, seed: int, steps: int, runs_dir: Path, **overrides):
+    """The `dcgan` preset on this data, `steps` steps in about five epochs (fewer per-epoch outputs)."""
+    from dcgan_cli.config import preset
+
+    per_epoch = max(1, math.ceil(steps / 5))
+    return preset("dcgan", data=str(qs.data_dir), image_size=SIZE, channels=1, seed=seed, runs_dir=str(runs_dir),
+                  steps_per_epoch=per_epoch, epochs=math.ceil(steps / per_epoch), **overrides)
+
+
+def train_ours(cfg, run_dir: Path) -> tuple[object, object | None]:
+    """(sampled generator, live generator or None): trained as `dcgan train` trains, restored as `dcgan sample` does."""
+    from dcgan_cli.rundir import restore
+    from dcgan_cli.training import train
+
+    train(cfg, run_dir, quiet=True, log=lambda m: None)
+    sampled = restore(run_dir, ema=True)
+    live = restore(run_dir, ema=False).model if sampled.ema else None
+    return sampled.model, live
+
+
+def train_reference(images: np.ndarray, seed: int, steps: int, batch_size: int = 128, nz: int = 100,
+                    ngf: int = 64, ndf: int = 64):
+    """A plain-Keras DCGAN (Radford et al.): stock layers, float32, the PyTorch example's step.
+
+    The layers and initialisation of model.py's (fast=False) at this size; D is
+    updated on real and detached fake images, then G through the updated D.
+    """
+    import keras
+    import tensorflow as tf
+    from keras import layers
+
+    if keras.mixed_precision.global_policy().name != "float32":
+        raise RuntimeError("the reference runs in float32: reset keras.mixed_precision's global policy first")
+    keras.utils.set_random_seed(seed)
+    size, ch, n = images.shape[1], images.shape[3], int(math.log2(images.shape[1] / 4))
+    init, gamma = keras.initializers.RandomNormal(0, 0.02), keras.initializers.RandomNormal(1, 0.02)
+
+    def bn():
+        return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, gamma_initializer=gamma)
+
+    G = keras.Sequential([keras.Input((nz,)), layers.Reshape((1, 1, nz)),
+                          layers.Conv2DTranspose(ngf * 2 ** (n - 1), 4, 1, "valid", use_bias=False,
+                                                 kernel_initializer=init), bn(), layers.ReLU()])
+    for i in range(n - 2, -1, -1):
+        G.add(layers.Conv2DTranspose(ngf * 2 ** i, 4, 2, "same", use_bias=False, kernel_initializer=init))
+        G.add(bn())
+        G.add(layers.ReLU())
+    G.add(layers.Conv2DTranspose(ch, 4, 2, "same", use_bias=False, kernel_initializer=init, activation="tanh"))
+    D = keras.Sequential([keras.Input((size, size, ch)),
+                          layers.Conv2D(ndf, 4, 2, "same", use_bias=False, kernel_initializer=init),
+                          layers.LeakyReLU(0.2)])
+    for i in range(1, n):
+        D.add(layers.Conv2D(ndf * 2 ** i, 4, 2, "same", use_bias=False, kernel_initializer=init))
+        D.add(bn())
+        D.add(layers.LeakyReLU(0.2))
+    D.add(layers.Conv2D(1, 4, 1, "valid", use_bias=False, kernel_initializer=init))
+    D.add(layers.Flatten())
+    bce = keras.losses.BinaryCrossentropy(from_logits=True)
+    g_opt, d_opt = keras.optimizers.Adam(2e-4, beta_1=0.5), keras.optimizers.Adam(2e-4, beta_1=0.5)
+
+    @tf.function
+    def step(real):
+        real = tf.cast(real, tf.float32) / 127.5 - 1.0
+        z = tf.random.normal((batch_size, nz))
+        with tf.GradientTape() as g_tape:
+            fake = G(z, training=True)
+            with tf.GradientTape() as d_tape:
+                r, f = D(real, training=True), D(tf.stop_gradient(fake), training=True)
+                d_loss = bce(tf.ones_like(r), r) + bce(tf.zeros_like(f), f)
+            d_opt.apply_gradients(zip(d_tape.gradient(d_loss, D.trainable_weights), D.trainable_weights))
+            f = D(fake, training=True)
+            g_loss = bce(tf.ones_like(f), f)
+        g_opt.apply_gradients(zip(g_tape.gradient(g_loss, G.trainable_weights), G.trainable_weights))
+
+    data = tf.data.Dataset.from_tensor_slices(images).shuffle(len(images), seed=seed).repeat()
+    for batch in data.batch(batch_size, drop_remainder=True).take(steps):
+        step(batch)
+    return G
+
+
+# ----------------------------------------------------------------------------
+# the benchmark
+
+
+def _fmt(s: dict) -> str:
+    return f"FD {s['fd']:.2f} KID {s['kid']:.4f} cov {s['coverage']:.2f} bal {s['balance']:.2f} nn {s['nn']:.3f}" + (
+        " COPIED" if s["copied"] else "")
+
+
+def bench_quality(steps: int = DEFAULT_STEPS, seeds=DEFAULT_SEEDS, log: Callable[[str], None] = print,
+                  workdir: str | Path | None = None, **overrides) -> dict:
+    """Train ours and the reference for `steps` steps per seed; score both; FD ratios. `overrides` go to our config."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(workdir or tmp)
+        qs = digits_set(work)
+        reals = prepare_reals(qs)
+        half = len(qs.images) // 2
+        floor = score(qs.images[:half], reals)["fd"]  # real vs real: how low FD can go
+        noise = np.random.default_rng(0).integers(0, 256, qs.images.shape, dtype=np.uint8)
+        log(f"quality data: {qs.name} {len(qs.images)} images {SIZE}x{SIZE}x1; classifier held-out accuracy "
+            f"{reals.accuracy:.3f}; FD real half vs all {floor:.2f}, uniform noise {score(noise, reals)['fd']:.1f}")
+        rows = []
+        for seed in seeds:
+            cfg = our_config(qs, seed, steps, work / "runs", **overrides)
+            t = time.perf_counter()
+            ours, live = train_ours(cfg, work / "runs" / f"ours-{seed}")
+            t_ours = time.perf_counter() - t
+            t = time.perf_counter()
+            ref = train_reference(qs.images, seed, steps, batch_size=cfg.batch_size)
+            t_ref = time.perf_counter() - t
+            row = {"seed": seed, "ours": score(sample(ours), reals), "reference": score(sample(ref), reals),
+                   "seconds_ours": round(t_ours, 1), "seconds_reference": round(t_ref, 1)}
+            if live is not None:
+                row["ours_live"] = score(sample(live), reals)
+            row["fd_ratio"] = row["ours"]["fd"] / row["reference"]["fd"]
+            rows.append(row)
+            live_note = f" (live FD {row['ours_live']['fd']:.2f})" if live is not None else ""
+            log(f"quality seed {seed}: ours {_fmt(row['ours'])}{live_note} | reference {_fmt(row['reference'])} "
+                f"| ratio {row['fd_ratio']:.2f}")
+        ratios = np.array([r["fd_ratio"] for r in rows])
+        std = float(ratios.std(ddof=1)) if len(ratios) > 1 else 0.0
+        log(f"quality FD ratio ours/reference: {ratios.mean():.2f} +- {std:.2f} over {len(rows)} seeds "
+            f"({steps} steps, batch {cfg.batch_size}, precision {cfg.precision}, ema {cfg.ema})")
+        return {"set": qs.name, "steps": steps, "seeds": list(seeds), "samples": SAMPLES,
+                "classifier_accuracy": reals.accuracy, "fd_real_floor": floor, "per_seed": rows,
+                "fd_ratio_mean": float(ratios.mean()), "fd_ratio_std": std,
+                "config": {k: getattr(cfg, k) for k in ("precision", "ema", "batch_size", "lr_g", "lr_d", "beta1")}}

@@ -1,0 +1,92 @@
+"""The quality benchmark: its data, its metrics and its reference behave, and the CLI part runs end to end.
+
+Real data (scikit-learn's digits through `preprocess`), a real classifier, real
+training on a tiny budget; the figures themselves are judged by `dcgan bench`,
+not here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dcgan_cli import bench_quality as bq
+from dcgan_cli.cli import app
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    qs = bq.digits_set(tmp_path_factory.mktemp("quality"))
+    return qs, bq.prepare_reals(qs)
+
+
+def test_digits_go_through_preprocess_with_their_labels(digits):
+    from sklearn.datasets import load_digits
+
+    from dcgan_cli.pipeline import load_manifest
+
+    qs, reals = digits
+    assert qs.images.shape == (1797, 32, 32, 1) and qs.images.dtype == np.uint8
+    manifest = load_manifest(qs.data_dir)
+    assert (manifest["count"], manifest["size"], manifest["channels"]) == (1797, 32, 1)
+    assert np.array_equal(np.bincount(qs.labels), np.bincount(load_digits().target))
+    # A classifier that cannot tell the digits apart would make every score meaningless.
+    assert reals.accuracy > 0.9
+
+
+def test_metrics_tell_real_from_noise_and_flag_copies(digits):
+    qs, reals = digits
+    rng = np.random.default_rng(0)
+    real_half = qs.images[rng.permutation(len(qs.images))[:900]]
+    noise = rng.integers(0, 256, (900, 32, 32, 1), dtype=np.uint8)
+    blank = np.zeros((900, 32, 32, 1), np.uint8)  # one image over and over: collapsed
+    s_real, s_noise, s_blank = bq.score(real_half, reals), bq.score(noise, reals), bq.score(blank, reals)
+    for s in (s_real, s_noise, s_blank):
+        assert all(math.isfinite(s[k]) for k in ("fd", "kid", "coverage", "balance", "nn", "copies"))
+    assert s_real["fd"] * 50 < s_noise["fd"] and s_real["fd"] * 50 < s_blank["fd"]
+    assert abs(s_real["kid"]) * 50 < s_noise["kid"]
+    assert s_real["coverage"] == 1.0 and s_real["balance"] > 0.95
+    assert s_blank["coverage"] == 0.1 and s_blank["balance"] == pytest.approx(0.1)
+    # Training images themselves: distance 0 to the training set, and flagged as copies.
+    assert s_real["nn"] == 0.0 and s_real["copies"] == 1.0 and s_real["copied"]
+    # Slightly moved training images are not copies any more.
+    shifted = np.roll(real_half, 1, axis=2)
+    s_shift = bq.score(shifted, reals)
+    assert s_shift["nn"] > 0.05 and not s_shift["copied"]
+    assert not s_noise["copied"]
+
+
+def test_reference_has_the_architecture_of_model_py(digits):
+    import keras
+
+    from dcgan_cli.model import build_generator
+
+    qs, _ = digits
+    g = bq.train_reference(qs.images[:256], seed=0, steps=2)
+    ours = build_generator(32, 1, 100, 64, fast=False)
+    assert [tuple(w.shape) for w in g.weights] == [tuple(w.shape) for w in ours.weights]
+    assert g.count_params() == ours.count_params()
+    assert all(w.dtype == "float32" for w in g.weights)
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+@pytest.mark.slow
+def test_bench_quality_part_prints_seed_lines_ratio_and_json():
+    r = CliRunner().invoke(app, ["bench", "--parts", "quality", "--quality-steps", "3", "--quality-seeds", "2"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    seed_lines = [x for x in lines if x.startswith("quality seed ")]
+    assert len(seed_lines) == 2 and all("| reference FD " in x and "| ratio " in x for x in seed_lines)
+    assert any(x.startswith("quality FD ratio ours/reference: ") and "over 2 seeds" in x for x in lines)
+    out = json.loads("\n".join(lines[next(i for i, x in enumerate(lines) if x.startswith("{")):]))["quality"]
+    assert out["seeds"] == [0, 1] and out["steps"] == 3 and len(out["per_seed"]) == 2
+    for row in out["per_seed"]:
+        for who in ("ours", "reference"):
+            assert math.isfinite(row[who]["fd"]) and row[who]["fd"] > 0 and math.isfinite(row[who]["kid"])
+            assert 0 <= row[who]["coverage"] <= 1 and 0 < row[who]["balance"] <= 1
+        assert row["fd_ratio"] == pytest.approx(row["ours"]["fd"] / row["reference"]["fd"])
+    assert math.isfinite(out["fd_ratio_mean"]) and out["fd_ratio_std"] >= 0
