@@ -878,8 +878,10 @@ def evaluate(
     no_ema: Annotated[bool, typer.Option("--no-ema", help="Score the raw generator, not its EMA.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Images generated and embedded at a time.")] = 64,
     runs_dir: RunsDir = Path("runs"),
-    extractor: Annotated[str, typer.Option(hidden=True, help="Feature extractor (tests use tiny-random).")]
-    = "inception_v3",
+    extractor: Annotated[str, typer.Option(help="Feature extractor: inception_v3, or any Keras model as "
+                                                "FILE.keras (its penultimate layer) or FILE.keras:LAYER, e.g. a "
+                                                "classifier of your own data, on machines without the Inception "
+                                                "weights.")] = "inception_v3",
     verification: Annotated[bool, typer.Option("--verification", help="Score an embedding model instead (--model: "
                                                "RUN/embedding.keras or its run): the LFW protocol on its held-out "
                                                "identities; stores the threshold with the model.")] = False,

@@ -49,7 +49,7 @@ class EvalOptions:
     Attributes:
         samples: generated images to embed.
         metrics: any of "fid", "kid".
-        extractor: a name in `metrics.extractors.EXTRACTORS`.
+        extractor: a name in `metrics.extractors.EXTRACTORS`, or a model file FILE.keras[:LAYER].
         weights: InceptionV3 weights file (None: $DCGAN_INCEPTION_WEIGHTS, then Keras' cache).
         seed: seeds the latents of the generated images.
         batch_size: images generated and embedded at a time.

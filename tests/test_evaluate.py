@@ -211,6 +211,71 @@ def test_cli_evaluate_prints_a_table_or_json_and_appends_to_metrics(trained_run)
     assert json.loads(r.stdout)["model"].endswith("generator.keras")
 
 
+def _classifier_file(path, data, seed=0, grey=False):
+    """A small Keras classifier trained on the run's real images (labels: brighter than the median), saved."""
+    import keras
+
+    from dcgan_cli.pipeline import make_dataset
+
+    images = np.concatenate([b.numpy() for b in make_dataset(data, 8, shuffle=False, repeat=False, seed=0,
+                                                             drop_remainder=False)])
+    x = images.astype("float32") / 127.5 - 1.0
+    if grey:
+        x = x.mean(axis=-1, keepdims=True)
+    y = (x.mean(axis=(1, 2, 3)) > np.median(x.mean(axis=(1, 2, 3)))).astype("int32")
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Conv2D(4, 3, 2, activation="relu", name="conv"),
+                              keras.layers.Flatten(), keras.layers.Dense(6, activation="relu", name="features"),
+                              keras.layers.Dense(2, name="logits")])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    model.save(path)
+    return path
+
+
+def test_evaluate_takes_any_keras_model_as_the_extractor_and_keys_the_cache_by_it(trained_run, tmp_path):
+    data = trained_run.parent.parent / "faces-16"
+    clf = _classifier_file(tmp_path / "clf.keras", data)
+    args = ["evaluate", "--run", str(trained_run), "--samples", "24", "--metrics", "kid", "--json"]
+    r = runner.invoke(app, args + ["--extractor", str(clf)])
+    assert r.exit_code == 0, r.output
+    first = json.loads(r.stdout)
+    assert first["extractor"] == str(clf) and first["weights"].startswith("sha256:") and "features" in first["weights"]
+    assert first["real_stats"] == "computed" and np.isfinite(first["kid"])
+    caches = sorted(p.name for p in data.glob("eval-stats-keras-*.npz"))
+    assert len(caches) == 1, caches  # the penultimate layer ("features", 6-d), keyed by the file's hash
+
+    # The same model again: the real statistics come from the cache.
+    r = runner.invoke(app, args + ["--extractor", str(clf)])
+    assert r.exit_code == 0 and json.loads(r.stdout)["real_stats"] == "cache", r.output
+    # Another layer, or other weights under the same name: other features, never the cached ones.
+    r = runner.invoke(app, args + ["--extractor", f"{clf}:conv"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["real_stats"] == "computed", r.output
+    _classifier_file(clf, data, seed=1)
+    r = runner.invoke(app, args + ["--extractor", str(clf)])
+    assert r.exit_code == 0 and json.loads(r.stdout)["real_stats"] == "computed", r.output
+    assert len(list(data.glob("eval-stats-keras-*.npz"))) == 3
+
+    # A grey network scores RGB data (the mean of R, G and B reaches it).
+    grey = _classifier_file(tmp_path / "grey.keras", data, grey=True)
+    r = runner.invoke(app, args + ["--extractor", str(grey)])
+    assert r.exit_code == 0 and np.isfinite(json.loads(r.stdout)["kid"]), r.output
+
+
+@pytest.mark.parametrize("what, says", [("missing.keras", "no feature extractor model at"),
+                                        ("notes.keras", "cannot load"),
+                                        ("clf.keras:nope", "has no layer 'nope'")])
+def test_a_bad_extractor_file_is_a_one_line_error(trained_run, tmp_path, what, says):
+    data = trained_run.parent.parent / "faces-16"
+    (tmp_path / "notes.keras").write_text("not a model")
+    _classifier_file(tmp_path / "clf.keras", data)
+    r = runner.invoke(app, ["evaluate", "--run", str(trained_run), "--samples", "8", "--metrics", "kid",
+                            "--extractor", str(tmp_path / what)])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    (line,) = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
+    assert says in line
+
+
 def test_cli_refuses_fid_on_few_samples_in_one_line(trained_run):
     r = runner.invoke(app, ["evaluate", "--run", str(trained_run), "--samples", "100", "--metrics", "fid"])
     assert r.exit_code == 1

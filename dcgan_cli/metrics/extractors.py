@@ -47,6 +47,7 @@ class ExtractorSpec:
     size: int  # input side the images are resized to
     build: Callable[[str | None], tuple[object, str]]  # weights file or None -> (keras model, weights id)
     description: str
+    channels: int = 3  # the network's input channels: 3 (grey is repeated) or 1 (RGB is averaged)
 
 
 # ----------------------------------------------------------------------------
@@ -139,9 +140,86 @@ EXTRACTORS: dict[str, ExtractorSpec] = {
 }
 
 
+# ----------------------------------------------------------------------------
+# any Keras model the user gives: FILE.keras or FILE.keras:LAYER
+
+
+def is_model_file(name: str) -> bool:
+    return name.split(":", 1)[0].endswith(".keras")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+_FILE_SPECS: dict[tuple, ExtractorSpec] = {}  # by (name, the file's size and mtime): a rewritten file is read again
+
+
+def _file_spec(name: str) -> ExtractorSpec:
+    """FILE.keras[:LAYER]: the named layer's output (default: the layer before the last), pooled to a vector.
+
+    Images reach it at the model's own input side, in [-1, 1] (as they do
+    InceptionV3); its `name` in results and cache files is `keras-<sha256[:12]>[-LAYER]`,
+    so other weights or another layer never reuse cached statistics.
+    """
+    file, _, layer = name.partition(":")
+    path = Path(file).expanduser()
+    if not path.is_file():
+        raise DcganError(f"no feature extractor model at {path}; pass a Keras model saved as .keras "
+                         f"(FILE.keras, or FILE.keras:LAYER to pick a layer)")
+    stat = path.stat()
+    memo = (name, stat.st_size, stat.st_mtime_ns)
+    if memo in _FILE_SPECS:
+        return _FILE_SPECS[memo]
+    import keras
+
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # not a zip, custom layers, another Keras: several types
+        raise DcganError(f"cannot load {path} as a Keras model ({type(e).__name__}: "
+                         f"{(str(e).splitlines() or [''])[0][:160]}); save it with model.save('x.keras') using "
+                         f"built-in layers") from None
+    shape = tuple(model.inputs[0].shape) if getattr(model, "inputs", None) else ()
+    if len(shape) != 4 or shape[1] is None or shape[1] != shape[2] or shape[3] not in (1, 3):
+        raise DcganError(f"{path} takes inputs of shape {shape}; a feature extractor takes square images "
+                         f"(batch, H, H, 1 or 3)")
+    layers = [lay for lay in model.layers if not isinstance(lay, keras.layers.InputLayer)]
+    if layer:
+        try:
+            chosen = model.get_layer(layer)
+        except ValueError:
+            raise DcganError(f"{path} has no layer {layer!r}; its layers are "
+                             f"{', '.join(lay.name for lay in layers)}") from None
+    elif len(layers) >= 2:
+        chosen = layers[-2]  # the penultimate layer: the features a classifier's last layer reads
+    else:
+        raise DcganError(f"{path} has a single layer; name the features with {path}:LAYER")
+    out = chosen.output
+    if len(out.shape) == 4:  # a feature map: average over positions
+        out = keras.layers.GlobalAveragePooling2D()(out)
+    elif len(out.shape) != 2:
+        raise DcganError(f"layer {chosen.name!r} of {path} gives {tuple(out.shape)}; pick a layer whose output "
+                         f"is a vector or a feature map")
+    features = keras.Model(model.inputs, out, name="extractor")
+    digest = _sha256(path)
+    label = f"keras-{digest[:12]}" + (f"-{layer}" if layer else "")
+    built = (features, f"sha256:{digest}:{chosen.name}")
+    s = ExtractorSpec(label, int(out.shape[-1]), int(shape[1]), lambda _weights: built,
+                      f"{path} ({chosen.name}, {int(out.shape[-1])}-d at {shape[1]}x{shape[1]})", int(shape[3]))
+    _FILE_SPECS[memo] = s
+    return s
+
+
 def spec(name: str) -> ExtractorSpec:
+    if is_model_file(name):
+        return _file_spec(name)
     if name not in EXTRACTORS:
-        raise DcganError(f"unknown feature extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")
+        raise DcganError(f"unknown feature extractor {name!r}; choose one of {', '.join(EXTRACTORS)}, "
+                         f"or a model file FILE.keras[:LAYER]")
     return EXTRACTORS[name]
 
 
@@ -182,8 +260,10 @@ class Extractor:
         images = np.asarray(images)
         if images.dtype != np.uint8:
             raise TypeError(f"the extractor takes uint8 images, got {images.dtype}")
-        if images.shape[-1] == 1:  # grey: the same value in R, G and B
+        if images.shape[-1] == 1 and self.spec.channels == 3:  # grey: the same value in R, G and B
             images = np.repeat(images, 3, axis=-1)
+        elif images.shape[-1] == 3 and self.spec.channels == 1:  # a grey network: the mean of R, G and B
+            images = np.round(images.mean(axis=-1, keepdims=True)).astype(np.uint8)
         out = []
         for i in range(0, len(images), self.batch_size):
             chunk = images[i:i + self.batch_size]
@@ -202,7 +282,7 @@ def get_extractor(name: str = "inception_v3", weights: str | os.PathLike | None 
                   batch_size: int = 64) -> Extractor:
     """The named extractor, built and traced once per process (training evaluates every few epochs)."""
     s = spec(name)
-    key = (name, str(weights or os.environ.get(WEIGHTS_ENV) or ""), batch_size)
+    key = (name, s.name, str(weights or os.environ.get(WEIGHTS_ENV) or ""), batch_size)  # s.name: a file's hash
     if key not in _BUILT:
         model, weights_id = s.build(str(weights) if weights else None)
         _BUILT[key] = Extractor(s, model, weights_id, batch_size)
