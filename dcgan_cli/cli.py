@@ -403,6 +403,8 @@ def sample(
                                                   show_default=False)] = None,
     fps: Annotated[float, typer.Option(min=1, max=100, help="Frames per second of the GIF.")] = 25.0,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="Use the raw generator, not its EMA.")] = False,
+    best: Annotated[bool, typer.Option("--best", help="The run's best-scoring checkpoint (RUN/best/, kept by "
+                                                      "train --eval-every), not its newest.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Latents per generator call (memory vs speed).")] = 64,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing OUT (and seed files in "
                                         "--individual DIR).")] = False,
@@ -419,7 +421,7 @@ def sample(
 
     request = sampling.SampleRequest(  # every cross-option check, before any model loads (usage errors)
         out=out, n=n, run=run, model=model, seed=seed, seed_list=seeds, nrow=nrow, truncation=truncation,
-        individual=individual, interpolate=interpolate, frames=frames, fps=fps, ema=not no_ema,
+        individual=individual, interpolate=interpolate, frames=frames, fps=fps, ema=not no_ema, best=best,
         batch_size=batch_size, runs_dir=runs_dir, force=force)
     typer.echo(sampling.fulfil(request, say=lambda m: typer.echo(m, err=True)))
 
@@ -571,6 +573,8 @@ def export(
     format_: Annotated[Optional[ExportFormat], typer.Option(
         "--format", help="Default: keras for a name ending in .keras, else savedmodel.", show_default=False)] = None,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="Export the raw generator, not its EMA.")] = False,
+    best: Annotated[bool, typer.Option("--best", help="The run's best-scoring checkpoint (RUN/best/, kept by "
+                                                      "train --eval-every), not its newest.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing export at OUT.")] = False,
 ):
     """Export a run's generator as a .keras file or a TensorFlow SavedModel.
@@ -587,7 +591,8 @@ def export(
     from dcgan_cli import rundir
 
     sampling.check_export_target(out, format_, force)  # before the slow part
-    restored = rundir.restore(run_dir, ema=not no_ema, warn=lambda m: typer.echo(f"Warning: {m}", err=True))
+    restored = rundir.restore(run_dir, ema=not no_ema, best=best,
+                              warn=lambda m: typer.echo(f"Warning: {m}", err=True))
     path, fmt = sampling.export(restored, out, format_, force=force)
     cfg = restored.config
     nz, h, w, c = cfg.latent_dim, cfg.image_size, cfg.image_size, cfg.channels

@@ -329,6 +329,7 @@ class SampleRequest:
         individual: a folder for one PNG per seed.
         interpolate: K key latents of a looping walk; frames: frames per leg; fps: of the GIF.
         ema: the EMA weights of a run (when it kept them).
+        best: the run's best checkpoint (RUN/best/, kept by --eval-every), not its newest.
         batch_size: latents per generator call.
         force: replace an existing OUT (or seed files in `individual`); without it they are refused.
     """
@@ -346,6 +347,7 @@ class SampleRequest:
     frames: int | None = None
     fps: float = 25.0
     ema: bool = True
+    best: bool = False
     batch_size: int = DEFAULT_BATCH
     runs_dir: Path = Path("runs")
     force: bool = False
@@ -361,6 +363,9 @@ class SampleRequest:
             raise UsageError("give --run or --model, not both", "--model")
         if self.model is not None and not self.ema:
             raise UsageError("a .keras file holds one set of weights; --no-ema applies to --run", "--no-ema")
+        if self.model is not None and self.best:
+            raise UsageError("--best picks a run's best checkpoint; give --run (or the file RUN/best/generator.keras "
+                             "as --model)", "--best")
         if self.seed is not None and self.seed_list is not None:
             raise UsageError("give --seed or --seeds, not both", "--seeds")
         for option, value, least in (("-n", self.n, 1), ("--seed", self.seed, 0), ("--nrow", self.nrow, 1),
@@ -432,7 +437,7 @@ def fulfil(req: SampleRequest, *, say: Callable[[str], None] = print, progress: 
         source = f"Sampling from {req.model}"
     else:
         run = req.run if req.run is not None else rundir.latest_run(req.runs_dir)
-        restored = rundir.restore(run, ema=req.ema, warn=lambda m: say(f"Warning: {m}"))
+        restored = rundir.restore(run, ema=req.ema, best=req.best, warn=lambda m: say(f"Warning: {m}"))
         generator = restored.model
         source = f"{'Using the newest run' if req.run is None else 'Sampling from'}: {restored.describe()}"
     check_sampling_memory(generator, req.batch_size)

@@ -363,9 +363,16 @@ def test_eval_every_scores_epochs_and_keeps_the_best_checkpoint(data16, tmp_path
     z = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
     np.testing.assert_allclose(np.asarray(g(z, training=False)), np.asarray(best_g.model(z, training=False)),
                                atol=1e-5)
+    # sample --best and export --best read the same checkpoint.
+    r = runner.invoke(app, ["export", str(run), str(tmp_path / "best.keras"), "--best"])
+    assert r.exit_code == 0 and "best checkpoint" in r.output, r.output
+    exported = keras.saving.load_model(tmp_path / "best.keras", compile=False)
+    np.testing.assert_allclose(np.asarray(exported(z, training=False)), np.asarray(best_g.model(z, training=False)),
+                               atol=1e-5)
+    r = runner.invoke(app, ["sample", "-n", "4", str(tmp_path / "best.png"), "--run", str(run), "--best"])
+    assert r.exit_code == 0 and "best checkpoint" in r.output and (tmp_path / "best.png").exists(), r.output
     assert any("eval epoch 2 step 4: KID" in m and "no FID: under 2,048 images" in m for m in logs)
     assert (run / "losses.png").exists()
-
 
     # Both generator files load as users load them: a fresh process with Keras alone, which never imports
     # dcgan_cli (so none of its training layers are registered). best/generator.keras used to fail here.
@@ -380,6 +387,17 @@ def test_eval_every_scores_epochs_and_keeps_the_best_checkpoint(data16, tmp_path
                            str(run / "generator.keras")], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-2:] == ["(None, 8) (None, 16, 16, 3)"] * 2
+
+
+def test_best_needs_a_best_checkpoint_and_a_run(trained_run, tmp_path):
+    for args in (["sample", "-n", "2", str(tmp_path / "a.png"), "--run", str(trained_run), "--best"],
+                 ["export", str(trained_run), str(tmp_path / "a.keras"), "--best"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1 and "has no best checkpoint" in r.output and "--eval-every" in r.output, r.output
+        assert not list(tmp_path.iterdir())
+    r = runner.invoke(app, ["sample", "-n", "2", str(tmp_path / "a.png"), "--best",
+                            "--model", str(trained_run / "generator.keras")])
+    assert r.exit_code == 2 and "--best" in r.output
 
 
 def test_train_flags_reach_the_config_and_may_be_turned_on_when_resuming(data16, tmp_path, trained_run):
