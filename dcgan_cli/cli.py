@@ -462,6 +462,9 @@ def stylize(
     seeds: Annotated[Optional[str], typer.Option(help="With --run/--model: the faces' seeds (default 0-15).",
                                                  show_default=False)] = None,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="With --run: the raw generator, not its EMA.")] = False,
+    identity_model: Annotated[Optional[Path], typer.Option(
+        help="With --run/--model: an identity model (embedding.keras or its run, from `dcgan identity train`): "
+             "count the stylised faces that still verify as their original.", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ):
     """Neural style transfer (Gatys et al.): paint CONTENT in the style of STYLE.
@@ -491,6 +494,8 @@ def stylize(
         raise bad("--no-ema applies to --run", "'--no-ema'")
     if seeds is not None and not faces:
         raise bad("--seeds picks generated faces: use it with --run or --model", "'--seeds'")
+    if identity_model is not None and not faces:
+        raise bad("--identity-model checks generated faces: use it with --run or --model", "'--identity-model'")
     if save_every and faces:
         raise bad("--save-every applies to one CONTENT image, not to a grid of faces", "'--save-every'")
     layers = parse_style_layers(style_layers) if style_layers is not None else ()  # UsageError: exit 2
@@ -524,6 +529,11 @@ def stylize(
     from dcgan_cli.stylize import check_output, faces_plan, stylize_faces
 
     check_output(out)  # before the generator loads
+    verifier = None
+    if identity_model is not None:
+        from dcgan_cli.identity.verification import resolve_model, same_person_check
+
+        verifier = same_person_check(resolve_model(identity_model))  # before the long part: a bad file fails now
     if model is not None:
         generator = rundir.load_generator_file(model)
         say(f"Generating faces with {model}")
@@ -534,7 +544,8 @@ def stylize(
     _, batches = faces_plan(generator, len(chosen), size)
     try:
         with _loss_bar(steps * batches, quiet) as on_step:
-            r = stylize_faces(generator, chosen, images[0], out, options, on_step=on_step, log=say)
+            r = stylize_faces(generator, chosen, images[0], out, options, on_step=on_step, log=say,
+                              verifier=verifier)
     except KeyboardInterrupt:
         typer.echo(f"Interrupted: {out} was not written.", err=True)
         raise typer.Exit(130) from None

@@ -49,12 +49,11 @@ the style targets are computed once, and Adam and the convolutions run the
 same ops in the same order on each step, so the same seed, inputs and machine
 give the same bytes (tests check it).
 
-Extension point, identity check: the face-verification issue will add an
-identity model. `stylize_faces(..., verifier=...)` accepts any callable
+Identity check: `stylize_faces(..., verifier=...)` accepts any callable
 `verifier(originals, styled) -> sequence of bool` (uint8 batches, one verdict
 per pair: still the same person?) and reports how many faces still verify.
-Until that model exists nothing passes a verifier and nothing is reported: no
-number is made up.
+`dcgan stylize --identity-model M` passes `identity.verification.same_person_check(M)`;
+without it nothing is reported.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -279,3 +280,29 @@ def test_a_class_label_serves_as_identity_when_there_is_no_person_label(tmp_path
     shards.write_manifest(tmp_path, manifest)
     images, ids, _ = load_identities(tmp_path)
     assert ids.tolist() == [0, 1, 2, 0, 1, 2] and images[4, 0, 0, 0] == 4
+
+
+def test_stylize_counts_the_faces_that_still_verify_with_an_identity_model(trained, digits, tmp_path):
+    from dcgan_cli.identity.verification import same_person_check
+    from dcgan_cli.model import build_generator
+    from dcgan_cli.rundir import save_generator
+
+    gen = save_generator(build_generator(16, 1, latent_dim=8, filters=8), tmp_path / "g.keras")
+    style = digit_png(digits, 3, 0)
+    args = ["stylize", "--model", str(gen), "--seeds", "0-3", str(style), "-o", str(tmp_path / "grid.png"),
+            "--steps", "1", "--size", "32", "--identity-model", str(trained)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    # One Adam step from the content image changes little: each face is still its own person.
+    assert "4 of 4 still verify as their original" in r.stdout, r.stdout
+
+    # The check itself: an image is its own person; the same faces in another order are compared pairwise.
+    check = same_person_check(trained / "embedding.keras")
+    images = np.stack([np.asarray(Image.open(digit_png(digits, d, 0))) for d in (3, 5)])[..., None]
+    assert check(images, images).tolist() == [True, True]
+
+    r = runner.invoke(app, ["stylize", str(style), str(style), "-o", str(tmp_path / "x.png"),
+                            "--identity-model", str(trained)])
+    assert r.exit_code == 2 and "--identity-model" in r.output
+    r = runner.invoke(app, args[:-1] + [str(tmp_path)])
+    assert r.exit_code == 1 and "has no embedding.keras" in r.output and "Traceback" not in r.output

@@ -365,6 +365,32 @@ def verify(a: str | Path, b: str | Path, model_path: str | Path, threshold: floa
             "distance_metric": "euclidean_l2", "img1": str(a), "img2": str(b)}
 
 
+def same_person_check(model_path: str | Path, threshold: float | None = None) -> Callable:
+    """`check(originals, others) -> bool per pair`: does each image still show its original's person?
+
+    For `dcgan stylize --identity-model`: uint8 batches of any side and 1 or 3
+    channels are resized (antialiased) and converted to what the embedding
+    model takes, embedded, and compared with the model's stored threshold.
+    """
+    import tensorflow as tf
+
+    model, meta = load_model(model_path)
+    t = _threshold(meta, threshold, model_path)
+    embed = Embedder(model, 64)
+    side, channels = embed.shape[0], embed.shape[-1]
+
+    def to_model(images: np.ndarray) -> np.ndarray:
+        x = tf.image.resize(tf.cast(images, tf.float32), (side, side), method="bilinear", antialias=True)
+        if x.shape[-1] != channels:
+            x = tf.reduce_mean(x, -1, keepdims=True) if channels == 1 else tf.repeat(x, 3, axis=-1)
+        return np.clip(np.round(x.numpy()), 0, 255).astype(np.uint8)
+
+    def check(originals: np.ndarray, others: np.ndarray) -> np.ndarray:
+        return distances(embed(to_model(originals)), embed(to_model(others))) < t
+
+    return check
+
+
 def gallery_files(gallery: str | Path) -> list[tuple[str, Path]]:
     """(person, photo) for a gallery: one photo per person, as files (named by person) or sub-folders."""
     from dcgan_cli.datasets import IMAGE_EXTS
