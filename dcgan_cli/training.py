@@ -447,6 +447,11 @@ def train(
         except OSError as e:
             raise DcganError(describe_os_error(e, f"cannot create a run directory under {cfg.runs_dir}")) from None
     run_dir = Path(run_dir)
+    if not resume and chief:  # a caller's own fresh run dir (benchmarks, Python users) is made here
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DcganError(describe_os_error(e, f"cannot create the run directory {run_dir}")) from None
     # One writer per run: a second `train --resume` of it is refused, naming this process.
     lock = rundir.lock_run(run_dir) if chief else None
     try:
