@@ -7,6 +7,7 @@ the new one, never a truncated mix.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -238,3 +239,12 @@ def describe_os_error(e: OSError, doing: str) -> str:
     else:
         fix = "fix that and try again"
     return f"{doing}{f' ({where})' if where else ''}: {reason.lower()}; {fix}"
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """The hex digest of a local file, read a MiB at a time (model files, weights)."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -58,7 +58,6 @@ without it nothing is reported.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import time
@@ -69,6 +68,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from dcgan_cli.errors import DcganError, UsageError
+from dcgan_cli.fsutil import file_digest
 
 DEFAULT_SIZE = 256
 DEFAULT_STEPS = 300
@@ -385,7 +385,7 @@ def load_vgg19(path: Path):
                          f"(download it from {VGG19_URL} on a machine with internet)")
     if not path.name.endswith(".h5"):
         raise DcganError(f"{path.name} is not a .h5 weights file; pass Keras' {VGG19_FILE}")
-    md5 = _md5(path)
+    md5 = file_digest(path, "md5")
     try:
         model = keras.applications.VGG19(weights=str(path), include_top=False, input_shape=(None, None, 3))
     except Exception as e:  # another network's file: ValueError; not HDF5 at all: OSError; ...
@@ -395,13 +395,6 @@ def load_vgg19(path: Path):
     which = "Keras' ImageNet file" if md5 == VGG19_MD5 else f"md5 {md5[:12]}, not Keras' published file"
     return model, f"VGG19 from {path.name} ({which})"
 
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from dcgan_cli.errors import DcganError
-from dcgan_cli.fsutil import write_bytes
+from dcgan_cli.fsutil import file_digest, write_bytes
 
 CACHE_PREFIX = "audit-embeddings-"
 CACHE_VERSION = 1
@@ -97,16 +97,9 @@ def nearest(queries: np.ndarray, base: np.ndarray, *, metric: str = "embedding",
 # the training set's embeddings, cached
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def cache_key(manifest: dict, model_path: Path) -> str:
-    ident = {"version": CACHE_VERSION, "count": manifest["count"], "thumb": THUMB, "model": _sha256(model_path),
+    ident = {"version": CACHE_VERSION, "count": manifest["count"], "thumb": THUMB, "model": file_digest(model_path),
              "shards": [s.get("sha256", s["file"]) for s in manifest["shards"]]}
     return hashlib.sha256(repr(sorted(ident.items())).encode()).hexdigest()
 
@@ -154,8 +147,7 @@ def audit(model_path: str | Path, *, run: Path | None = None, generator: Path | 
     """Audit a run's generator (`run`), a generator .keras file (`generator`) or image files (`images`)."""
     from rich.console import Console
 
-    from dcgan_cli.identity.data import IDENTITY
-    from dcgan_cli.identity.verification import Embedder, face_pixels, load_model
+    from dcgan_cli.identity.verification import Embedder, load_model
     from dcgan_cli.images import make_grid, save_image
     from dcgan_cli.progress import Bars
     from dcgan_cli.shards import load_manifest

@@ -17,7 +17,6 @@ input side -> [-1, 1] -> the network's pooled features.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from dcgan_cli.errors import DcganError
+from dcgan_cli.fsutil import file_digest
 
 WEIGHTS_ENV = "DCGAN_INCEPTION_WEIGHTS"
 # Where and what keras.applications.InceptionV3(weights="imagenet", include_top=False) fetches.
@@ -54,13 +54,6 @@ class ExtractorSpec:
 # InceptionV3
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def resolve_inception_weights(path: str | os.PathLike | None = None, flag: bool = True) -> tuple[Path, str]:
     """(local weights file, id) from `path`, $DCGAN_INCEPTION_WEIGHTS, or Keras' cache.
@@ -77,7 +70,7 @@ def resolve_inception_weights(path: str | os.PathLike | None = None, flag: bool 
             source = WEIGHTS_ENV if os.environ.get(WEIGHTS_ENV) == str(path) else "--inception-weights"
             raise DcganError(f"InceptionV3 weights file {path} (from {source}) does not exist; give the path of "
                              f"Keras' {WEIGHTS_FILE} (download it from {WEIGHTS_URL})")
-        md5 = _md5(path)
+        md5 = file_digest(path, "md5")
         return path, "imagenet" if md5 == WEIGHTS_MD5 else f"md5:{md5}"
 
     import contextlib
@@ -148,13 +141,6 @@ def is_model_file(name: str) -> bool:
     return name.split(":", 1)[0].endswith(".keras")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 _FILE_SPECS: dict[tuple, ExtractorSpec] = {}  # by (name, the file's size and mtime): a rewritten file is read again
 
@@ -205,7 +191,7 @@ def _file_spec(name: str) -> ExtractorSpec:
         raise DcganError(f"layer {chosen.name!r} of {path} gives {tuple(out.shape)}; pick a layer whose output "
                          f"is a vector or a feature map")
     features = keras.Model(model.inputs, out, name="extractor")
-    digest = _sha256(path)
+    digest = file_digest(path)
     label = f"keras-{digest[:12]}" + (f"-{layer}" if layer else "")
     built = (features, f"sha256:{digest}:{chosen.name}")
     s = ExtractorSpec(label, int(out.shape[-1]), int(shape[1]), lambda _weights: built,
