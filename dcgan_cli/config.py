@@ -28,8 +28,21 @@ Strategy = Enum("Strategy", {s: s for s in STRATEGIES}, type=str)
 GActivation = Enum("GActivation", {a: a for a in G_ACTIVATIONS}, type=str)
 
 
+class FrozenConfig:
+    """What every frozen config dataclass offers: a changed copy, a dict, the JSON saved in its run dir."""
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(FrozenConfig):
     """Everything that decides a training run.
 
     Attributes:
@@ -112,14 +125,6 @@ class TrainConfig:
     def __post_init__(self) -> None:
         validate(self)
 
-    def replace(self, **changes: Any) -> "TrainConfig":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def epoch_steps(self, n_images: int) -> int:
         """Steps per epoch on a data set of `n_images`."""

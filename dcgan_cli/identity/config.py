@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
-from typing import Any
 
+from dcgan_cli.config import FrozenConfig
 from dcgan_cli.errors import DcganError
 from dcgan_cli.shards import check_size
 
@@ -23,7 +22,7 @@ _PLACES = frozenset({"data", "runs_dir", "run_name"})
 
 
 @dataclass(frozen=True)
-class IdentityConfig:
+class IdentityConfig(FrozenConfig):
     """Everything that decides an identity training run.
 
     Attributes:
@@ -106,15 +105,6 @@ class IdentityConfig:
     @property
     def batch_size(self) -> int:
         return self.p_identities * self.k_images
-
-    def replace(self, **changes: Any) -> "IdentityConfig":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2) + "\n"
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "IdentityConfig":
