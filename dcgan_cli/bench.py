@@ -236,7 +236,7 @@ PARTS = ("step", "loop", "input", "preprocess", "quality", "stylize", "identity"
 
 def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=False, peers=None,
           torch_python=None, log=print, parts=("step", "loop", "input", "preprocess"), face_images=600,
-          stylize_size=256, quality_steps=None, quality_seeds=None) -> dict:
+          stylize_size=256, quality_steps=None, quality_seeds=None, quality_sets=None) -> dict:
     result: dict = {"size": size, "batch": batch_size, "device": _device()}
     ref: dict = {}
     if peers:
@@ -318,12 +318,13 @@ def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=Fa
             if "step_img_per_s" in result:
                 result["loop_vs_step"] = round(result["loop_img_per_s"] / result["step_img_per_s"], 3)
     if "quality" in parts:
-        # Its own data (digits), size (32) and batch (the preset's): see bench_quality.py.
+        # Its own data (digits, faces), size (32) and batch: see bench_quality.py.
         from dcgan_cli import bench_quality
 
         result["quality"] = bench_quality.bench_quality(
             steps=quality_steps or bench_quality.DEFAULT_STEPS,
-            seeds=tuple(quality_seeds or bench_quality.DEFAULT_SEEDS), log=log)
+            seeds=tuple(quality_seeds or bench_quality.DEFAULT_SEEDS),
+            sets=tuple(quality_sets or bench_quality.SETS), log=log)
     return result
 
 

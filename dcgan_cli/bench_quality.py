@@ -1,9 +1,15 @@
 """`dcgan bench --parts quality`: are the samples good, measured against a plain-Keras reference?
 
-The data ship with scikit-learn, so this runs offline: its 1,797 hand-written
-digits (8x8, 17 grey levels) are written out as PNG files and go through
-`dcgan preprocess --size 32 --channels 1 --crop none`, exactly as a user's
-folder would. Then, for each seed:
+The data ship with the packages, so this runs offline. Two sets, each written
+out as PNG files that go through `dcgan preprocess --size 32 --channels 1
+--crop none`, exactly as a user's folder would:
+
+- digits: scikit-learn's 1,797 hand-written digits (8x8, 17 grey levels, 10
+  classes); the figure of merit;
+- faces: scikit-image's 100 LFW faces (25x25 grey; `dcgan download
+  lfw-sample`), the demo's data: a set so small that copying shows.
+
+Then, for each seed:
 
 - ours: the `dcgan` preset trained by `training.train()` (the code path of
   `dcgan train`) for a fixed number of steps, sampled the way `dcgan sample`
@@ -13,19 +19,23 @@ folder would. Then, for each seed:
 
 Both are scored on the same latents by `score()`:
 - FD and KID on the penultimate features of a small classifier trained here,
-  seeded, on the real digits (a held-out fifth gives its accuracy): Fréchet
-  and kernel distances of `metrics/stats.py`, computed the way FID/KID are but
-  on features that know what a digit is;
-- class coverage: the share of the 10 classes that get at least a quarter of
-  their fair share of samples, and balance, exp(entropy) / 10 of the predicted
-  class histogram (1.0: every class equally often);
+  seeded, on the real images of the set (a held-out fifth gives its accuracy):
+  Fréchet and kernel distances of `metrics/stats.py`, computed the way FID/KID
+  are but on features that know what a digit (or a face) is. The digits'
+  classifier tells the 10 digits apart; the faces' tells the 100 faces from
+  lfw_subset's 100 non-faces (with flips and shifts, so 160 images train it);
+- digits: class coverage, the share of the 10 classes that get at least a
+  quarter of their fair share of samples, and balance, exp(entropy) / 10 of
+  the predicted class histogram (1.0: every class equally often);
+- faces: the share of samples the classifier calls a face;
 - nn: the median distance (RMS over pixels in [0, 1]) from a sample to its
   nearest training image, and `copies`, the share of samples closer to a
   training image than 99% of the training images are to their nearest other
   one. Low FD with many copies is memorising, not drawing: `copied` flags it.
 
 The figure of merit is FD ours / FD reference, per seed, and its mean and
-spread over seeds. Ratios, not absolute values, carry over between machines.
+spread over seeds (the faces' FD rests on 100 real images, so its KID ratio
+is printed too). Ratios, not absolute values, carry over between machines.
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ from dcgan_cli.metrics.stats import frechet_distance, kernel_inception_distance
 
 DEFAULT_STEPS = 300
 DEFAULT_SEEDS = (0, 1, 2)
+SETS = ("digits", "faces")
+FACES_BATCH = 64  # the faces set has 100 images: the preset's 128 would repeat some in every batch
 SAMPLES = 2000  # generated images scored per model (FD needs more than the 64 feature dims)
 SIZE = 32
 NUM_CLASSES = 10
@@ -60,16 +72,15 @@ class QualitySet:
     name: str
     data_dir: Path  # preprocessed shards + manifest, for `dcgan train`
     images: np.ndarray  # uint8 (N, SIZE, SIZE, 1), as the trainer reads them
-    labels: np.ndarray  # int (N,)
+    labels: np.ndarray | None  # int (N,): the digits' classes; None for faces
+    negatives: np.ndarray | None = None  # uint8 images of non-faces, for the faces' classifier
+    batch_size: int = 128  # of both contestants: the preset's, or FACES_BATCH
 
 
 def digits_set(workdir: Path, log: Callable[[str], None] = lambda m: None) -> QualitySet:
     """sklearn's digits as PNG files -> `preprocess` -> shards, read back with their labels."""
     from PIL import Image
     from sklearn.datasets import load_digits
-
-    from dcgan_cli.pipeline import make_dataset
-    from dcgan_cli.preprocess import PreprocessConfig, preprocess
 
     digits = load_digits()
     raw = np.rint(digits.images * (255 / 16)).astype(np.uint8)  # (N, 8, 8), 0..16 -> 0..255
@@ -78,16 +89,47 @@ def digits_set(workdir: Path, log: Callable[[str], None] = lambda m: None) -> Qu
     for i, img in enumerate(raw):
         Image.fromarray(img, "L").save(src / f"{i:04d}.png")
     out = workdir / "digits-32"
-    preprocess(PreprocessConfig(source=str(src), out=str(out), size=SIZE, crop="none", channels=1, workers=1),
-               log=log)
-    ds = make_dataset(out, 512, shuffle=False, repeat=False, seed=0, drop_remainder=False)
-    images = np.concatenate([b.numpy() for b in ds])
+    images = _preprocessed(src, out, log)
     # Labels by matching each 32x32 image, pooled back to 8x8, to its source digit:
     # correct whatever order the shards hold the images in.
     pooled = images.reshape(-1, 8, 4, 8, 4).mean(axis=(2, 4)).reshape(len(images), -1)
     src_flat = raw.reshape(len(raw), -1).astype(np.float32)
     nearest = np.argmin(_sq_dists(pooled.astype(np.float32), src_flat), axis=1)
     return QualitySet("digits", out, images, digits.target[nearest].astype(np.int64))
+
+
+def faces_set(workdir: Path, log: Callable[[str], None] = lambda m: None) -> QualitySet:
+    """lfw_subset's 100 faces as `dcgan download lfw-sample` writes them -> `preprocess` -> shards;
+    its 100 non-faces through the same preprocess, as the negatives of the faces' classifier."""
+    from PIL import Image
+    from skimage.data import lfw_subset
+
+    from dcgan_cli.datasets.lfw_sample import N_FACES, write_lfw_sample
+
+    faces = _preprocessed(write_lfw_sample(workdir / "faces-png"), workdir / "faces-32", log)
+    src = workdir / "nonfaces-png"
+    src.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(lfw_subset()[N_FACES:]):
+        Image.fromarray(np.round(img * 255).astype(np.uint8), "L").save(src / f"nonface-{i:03d}.png")
+    negatives = _preprocessed(src, workdir / "nonfaces-32", log)
+    return QualitySet("faces", workdir / "faces-32", faces, None, negatives, FACES_BATCH)
+
+
+def _preprocessed(src: Path, out: Path, log) -> np.ndarray:
+    """`dcgan preprocess SRC --size 32 --channels 1 --crop none` into `out`; the images read back (uint8)."""
+    from dcgan_cli.pipeline import make_dataset
+    from dcgan_cli.preprocess import PreprocessConfig, preprocess
+
+    preprocess(PreprocessConfig(source=str(src), out=str(out), size=SIZE, crop="none", channels=1, workers=1),
+               log=log)
+    ds = make_dataset(out, 512, shuffle=False, repeat=False, seed=0, drop_remainder=False)
+    return np.concatenate([b.numpy() for b in ds])
+
+
+def quality_set(name: str, workdir: Path, log: Callable[[str], None] = lambda m: None) -> QualitySet:
+    if name not in SETS:
+        raise ValueError(f"unknown quality set {name!r}: use {', '.join(SETS)}")
+    return (digits_set if name == "digits" else faces_set)(workdir / name, log)
 
 
 def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -100,11 +142,13 @@ def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # the feature extractor: a small classifier of the real images
 
 
-def train_classifier(images: np.ndarray, labels: np.ndarray, seed: int = 0, epochs: int = 15):
+def train_classifier(images: np.ndarray, labels: np.ndarray, seed: int = 0, epochs: int = 15,
+                     num_classes: int = NUM_CLASSES, augment: bool = False):
     """(classifier, features model, held-out accuracy): a seeded CNN; features = its penultimate layer.
 
     Trained on four fifths of the images; the last fifth measures its accuracy
-    (so a broken extractor shows), then the model is used as it is.
+    (so a broken extractor shows), then the model is used as it is. `augment`:
+    random flips and shifts of up to 10% while it trains (a set of 200 images).
     """
     import keras
     from keras import layers
@@ -115,12 +159,15 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, seed: int = 0, epoc
     train_idx, test_idx = order[: n * 4 // 5], order[n * 4 // 5:]
     x = keras.Input(images.shape[1:])
     h = layers.Rescaling(1 / 127.5, -1.0)(x)
+    if augment:  # active in fit() only
+        h = layers.RandomFlip("horizontal", seed=seed)(h)
+        h = layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed)(h)
     for f in (32, 64, 128):
         h = layers.Conv2D(f, 3, padding="same", activation="relu")(h)
         h = layers.MaxPooling2D()(h)
     h = layers.Flatten()(h)  # not pooled: where the strokes are is what tells digits apart
     feats = layers.Dense(64, activation="relu", name="features")(h)
-    logits = layers.Dense(NUM_CLASSES, name="logits")(feats)
+    logits = layers.Dense(num_classes, name="logits")(feats)
     model = keras.Model(x, logits)
     model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
@@ -140,10 +187,18 @@ class Reals:
     pixels: np.ndarray  # (N, H*W*C) float32 in [0, 1]
     copy_threshold: float  # COPY_QUANTILE of real-to-nearest-other-real distances
     accuracy: float
+    classes: int = NUM_CLASSES  # 10 digits; 2 for faces (0: not a face, 1: a face)
 
 
 def prepare_reals(qs: QualitySet, seed: int = 0) -> Reals:
-    _, feature_model, acc = train_classifier(qs.images, qs.labels, seed)
+    if qs.labels is not None:
+        _, feature_model, acc = train_classifier(qs.images, qs.labels, seed)
+        classes = NUM_CLASSES
+    else:  # faces: told from non-faces
+        both = np.concatenate([qs.images, qs.negatives])
+        is_face = np.r_[np.ones(len(qs.images)), np.zeros(len(qs.negatives))].astype(np.int64)
+        _, feature_model, acc = train_classifier(both, is_face, seed, epochs=60, num_classes=2, augment=True)
+        classes = 2
     scale = [1.0]
 
     def features(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +213,7 @@ def prepare_reals(qs: QualitySet, seed: int = 0) -> Reals:
     np.fill_diagonal(d, np.inf)
     loo = np.sqrt(d.min(1) / pixels.shape[1])
     return Reals(features, feats.mean(0), np.cov(feats, rowvar=False), feats, pixels,
-                 float(np.quantile(loo, COPY_QUANTILE)), acc)
+                 float(np.quantile(loo, COPY_QUANTILE)), acc, classes)
 
 
 def _pixels(images: np.ndarray) -> np.ndarray:
@@ -166,19 +221,21 @@ def _pixels(images: np.ndarray) -> np.ndarray:
 
 
 def score(images: np.ndarray, reals: Reals) -> dict:
-    """FD, KID, class coverage and balance, nearest-training-image distance of uint8 samples."""
+    """FD, KID, nearest-training-image distance of uint8 samples; class coverage and balance
+    (digits) or the share the classifier calls a face (faces)."""
     feats, classes = reals.features(images)
     fd = frechet_distance(feats.mean(0), np.cov(feats, rowvar=False), reals.mu, reals.sigma)
     kid, _, _ = kernel_inception_distance(reals.feats, feats, subsets=50, subset_size=min(1000, len(feats)))
-    counts = np.bincount(classes, minlength=NUM_CLASSES)
-    p = counts / counts.sum()
-    entropy = -np.sum(p[p > 0] * np.log(p[p > 0]))
     nn = np.sqrt(_sq_dists(_pixels(images), reals.pixels).min(1) / reals.pixels.shape[1])
     copies = float(np.mean(nn <= reals.copy_threshold))
-    return {"fd": fd, "kid": kid,
-            "coverage": float(np.mean(counts >= len(images) / (4 * NUM_CLASSES))),
-            "balance": float(np.exp(entropy) / NUM_CLASSES),
-            "nn": float(np.median(nn)), "copies": copies, "copied": copies > COPY_FLAG}
+    out = {"fd": fd, "kid": kid, "nn": float(np.median(nn)), "copies": copies, "copied": copies > COPY_FLAG}
+    if reals.classes == 2:
+        return {**out, "faces": float(np.mean(classes == 1))}
+    counts = np.bincount(classes, minlength=reals.classes)
+    p = counts / counts.sum()
+    entropy = -np.sum(p[p > 0] * np.log(p[p > 0]))
+    return {**out, "coverage": float(np.mean(counts >= len(images) / (4 * reals.classes))),
+            "balance": float(np.exp(entropy) / reals.classes)}
 
 
 def sample(generator, n: int = SAMPLES, batch_size: int = 250) -> np.ndarray:
@@ -279,45 +336,61 @@ def train_reference(images: np.ndarray, seed: int, steps: int, batch_size: int =
 
 
 def _fmt(s: dict) -> str:
-    return f"FD {s['fd']:.2f} KID {s['kid']:.4f} cov {s['coverage']:.2f} bal {s['balance']:.2f} nn {s['nn']:.3f}" + (
-        " COPIED" if s["copied"] else "")
+    kind = f"faces {s['faces']:.2f}" if "faces" in s else f"cov {s['coverage']:.2f} bal {s['balance']:.2f}"
+    return f"FD {s['fd']:.2f} KID {s['kid']:.4f} {kind} nn {s['nn']:.3f}" + (" COPIED" if s["copied"] else "")
+
+
+def _mean_std(values) -> tuple[float, float]:
+    v = np.asarray(values, np.float64)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
 def bench_quality(steps: int = DEFAULT_STEPS, seeds=DEFAULT_SEEDS, log: Callable[[str], None] = print,
-                  workdir: str | Path | None = None, **overrides) -> dict:
-    """Train ours and the reference for `steps` steps per seed; score both; FD ratios. `overrides` go to our config."""
+                  workdir: str | Path | None = None, sets=SETS, **overrides) -> dict:
+    """Each set of `sets`: ours and the reference trained `steps` steps per seed, both scored; FD ratios.
+
+    `overrides` go to our config. Returns {set name: its figures}.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(workdir or tmp)
-        qs = digits_set(work)
-        reals = prepare_reals(qs)
-        half = len(qs.images) // 2
-        floor = score(qs.images[:half], reals)["fd"]  # real vs real: how low FD can go
-        noise = np.random.default_rng(0).integers(0, 256, qs.images.shape, dtype=np.uint8)
-        log(f"quality data: {qs.name} {len(qs.images)} images {SIZE}x{SIZE}x1; classifier held-out accuracy "
-            f"{reals.accuracy:.3f}; FD real half vs all {floor:.2f}, uniform noise {score(noise, reals)['fd']:.1f}")
-        rows = []
-        for seed in seeds:
-            cfg = our_config(qs, seed, steps, work / "runs", **overrides)
-            t = time.perf_counter()
-            ours, live = train_ours(cfg, work / "runs" / f"ours-{seed}")
-            t_ours = time.perf_counter() - t
-            t = time.perf_counter()
-            ref = train_reference(qs.images, seed, steps, batch_size=cfg.batch_size)
-            t_ref = time.perf_counter() - t
-            row = {"seed": seed, "ours": score(sample(ours), reals), "reference": score(sample(ref), reals),
-                   "seconds_ours": round(t_ours, 1), "seconds_reference": round(t_ref, 1)}
-            if live is not None:
-                row["ours_live"] = score(sample(live), reals)
-            row["fd_ratio"] = row["ours"]["fd"] / row["reference"]["fd"]
-            rows.append(row)
-            live_note = f" (live FD {row['ours_live']['fd']:.2f})" if live is not None else ""
-            log(f"quality seed {seed}: ours {_fmt(row['ours'])}{live_note} | reference {_fmt(row['reference'])} "
-                f"| ratio {row['fd_ratio']:.2f}")
-        ratios = np.array([r["fd_ratio"] for r in rows])
-        std = float(ratios.std(ddof=1)) if len(ratios) > 1 else 0.0
-        log(f"quality FD ratio ours/reference: {ratios.mean():.2f} +- {std:.2f} over {len(rows)} seeds "
-            f"({steps} steps, batch {cfg.batch_size}, precision {cfg.precision}, ema {cfg.ema})")
-        return {"set": qs.name, "steps": steps, "seeds": list(seeds), "samples": SAMPLES,
-                "classifier_accuracy": reals.accuracy, "fd_real_floor": floor, "per_seed": rows,
-                "fd_ratio_mean": float(ratios.mean()), "fd_ratio_std": std,
-                "config": {k: getattr(cfg, k) for k in ("precision", "ema", "batch_size", "lr_g", "lr_d", "beta1")}}
+        return {name: bench_quality_set(quality_set(name, work), steps, seeds, log, work / "runs" / name, **overrides)
+                for name in sets}
+
+
+def bench_quality_set(qs: QualitySet, steps: int, seeds, log: Callable[[str], None], runs: Path,
+                      reals: Reals | None = None, **overrides) -> dict:
+    """One set's figures (`reals`: its prepared scorer, when the caller has it already)."""
+    reals = reals or prepare_reals(qs)
+    half = len(qs.images) // 2
+    floor = score(qs.images[:half], reals)["fd"]  # real vs real: how low FD can go
+    noise = np.random.default_rng(0).integers(0, 256, qs.images.shape, dtype=np.uint8)
+    log(f"quality data: {qs.name} {len(qs.images)} images {SIZE}x{SIZE}x1; classifier held-out accuracy "
+        f"{reals.accuracy:.3f}; FD real half vs all {floor:.2f}, uniform noise {score(noise, reals)['fd']:.1f}")
+    rows = []
+    for seed in seeds:
+        cfg = our_config(qs, seed, steps, runs, **{"batch_size": qs.batch_size, **overrides})
+        t = time.perf_counter()
+        ours, live = train_ours(cfg, runs / f"ours-{seed}")
+        t_ours = time.perf_counter() - t
+        t = time.perf_counter()
+        ref = train_reference(qs.images, seed, steps, batch_size=cfg.batch_size)
+        t_ref = time.perf_counter() - t
+        row = {"seed": seed, "ours": score(sample(ours), reals), "reference": score(sample(ref), reals),
+               "seconds_ours": round(t_ours, 1), "seconds_reference": round(t_ref, 1)}
+        if live is not None:
+            row["ours_live"] = score(sample(live), reals)
+        row["fd_ratio"] = row["ours"]["fd"] / row["reference"]["fd"]
+        row["kid_ratio"] = row["ours"]["kid"] / row["reference"]["kid"]
+        rows.append(row)
+        live_note = f" (live FD {row['ours_live']['fd']:.2f})" if live is not None else ""
+        log(f"quality {qs.name} seed {seed}: ours {_fmt(row['ours'])}{live_note} | reference "
+            f"{_fmt(row['reference'])} | ratio {row['fd_ratio']:.2f}")
+    fd_mean, fd_std = _mean_std([r["fd_ratio"] for r in rows])
+    kid_mean, kid_std = _mean_std([r["kid_ratio"] for r in rows])
+    log(f"quality {qs.name} FD ratio ours/reference: {fd_mean:.2f} +- {fd_std:.2f} over {len(rows)} seeds "
+        f"(KID ratio {kid_mean:.2f} +- {kid_std:.2f}; {steps} steps, batch {cfg.batch_size}, "
+        f"precision {cfg.precision}, ema {cfg.ema})")
+    return {"set": qs.name, "images": len(qs.images), "steps": steps, "seeds": list(seeds), "samples": SAMPLES,
+            "classifier_accuracy": reals.accuracy, "fd_real_floor": floor, "per_seed": rows,
+            "fd_ratio_mean": fd_mean, "fd_ratio_std": fd_std, "kid_ratio_mean": kid_mean, "kid_ratio_std": kid_std,
+            "config": {k: getattr(cfg, k) for k in ("precision", "ema", "batch_size", "lr_g", "lr_d", "beta1")}}

@@ -637,6 +637,9 @@ def bench(
     quality_steps: Annotated[int, typer.Option(min=1, help="Training steps per model and seed of the quality "
                                                            "part (longer runs: more steps).")] = 300,
     quality_seeds: Annotated[int, typer.Option(min=1, help="Seeds of the quality part (0, 1, ...).")] = 3,
+    quality_sets: Annotated[str, typer.Option(help="Comma-separated data sets of the quality part: digits "
+                                                   "(sklearn's, the figure of merit), faces (skimage's 100 LFW "
+                                                   "faces).")] = "digits,faces",
     peers: Annotated[Optional[Path], typer.Option(help="Folder with peer_keras.py / peer_torch.py: time them "
                                                        "back to back and report ratios.")] = None,
     torch_python: Annotated[Optional[Path], typer.Option(help="A Python with torch, to run peer_torch.py.")] = None,
@@ -648,8 +651,9 @@ def bench(
     `--parts quality`, the sample quality of the `dcgan` preset against a plain-Keras reference
     (and s/step of stylize, img/s of the identity network, when asked).
 
-    The quality part trains both on scikit-learn's digits (32x32 grey) for
-    --quality-steps steps per seed and prints FD, KID, class coverage and the
+    The quality part trains both on scikit-learn's digits and on scikit-image's
+    100 LFW faces (32x32 grey) for --quality-steps steps per seed and prints FD,
+    KID, class coverage (digits) or the share of faces, and the
     nearest-training-image distance of each, and the FD ratio ours/reference.
 
     Example: dcgan bench --steps 20 --peers ../shared/bench --json
@@ -661,12 +665,18 @@ def bench(
     from dcgan_cli.bench import PARTS
     from dcgan_cli.bench import bench as run
 
+    from dcgan_cli.bench_quality import SETS
+
     wanted = tuple(p.strip() for p in parts.split(",") if p.strip())
     if not wanted or set(wanted) - set(PARTS):
         raise typer.BadParameter(f"use a comma-separated subset of {', '.join(PARTS)}", param_hint="'--parts'")
+    sets = tuple(x.strip() for x in quality_sets.split(",") if x.strip())
+    if not sets or set(sets) - set(SETS):
+        raise typer.BadParameter(f"use a comma-separated subset of {', '.join(SETS)}", param_hint="'--quality-sets'")
     result = run(size=size, batch_size=batch_size, steps=steps, data=data, precision=precision.value, xla=xla,
                  peers=peers, torch_python=torch_python, parts=wanted, face_images=face_images,
                  stylize_size=stylize_size, quality_steps=quality_steps, quality_seeds=range(quality_seeds),
+                 quality_sets=sets,
                  log=(lambda m: None) if json_ else typer.echo)
     typer.echo(json.dumps(result) if json_ else json.dumps(result, indent=2))
 

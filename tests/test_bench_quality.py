@@ -60,6 +60,31 @@ def test_metrics_tell_real_from_noise_and_flag_copies(digits):
     assert not s_noise["copied"]
 
 
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    qs = bq.faces_set(tmp_path_factory.mktemp("quality-faces"))
+    return qs, bq.prepare_reals(qs)
+
+
+def test_faces_are_the_demo_set_through_preprocess_and_their_classifier_tells_faces(faces):
+    from dcgan_cli.pipeline import load_manifest
+
+    qs, reals = faces
+    assert qs.images.shape == (100, 32, 32, 1) and qs.negatives.shape == (100, 32, 32, 1)
+    assert load_manifest(qs.data_dir)["count"] == 100 and qs.labels is None
+    assert qs.batch_size == bq.FACES_BATCH < len(qs.images)
+    assert reals.classes == 2 and reals.accuracy >= 0.8
+    s_faces, s_non = bq.score(qs.images, reals), bq.score(qs.negatives, reals)
+    assert s_faces["faces"] > 0.9 and s_non["faces"] < 0.3
+    assert "coverage" not in s_faces
+    # The training faces are copies of themselves; mirrored ones are not, and are farther in FD than
+    # the faces themselves but nearer than the non-faces.
+    assert s_faces["copied"] and s_faces["nn"] < 1e-3  # 0 up to float32 rounding
+    mirrored = bq.score(qs.images[:, :, ::-1], reals)
+    assert not mirrored["copied"] and mirrored["faces"] > 0.8
+    assert s_faces["fd"] < mirrored["fd"] < s_non["fd"]
+
+
 def test_reference_has_the_architecture_of_model_py(digits):
     import keras
 
@@ -74,19 +99,45 @@ def test_reference_has_the_architecture_of_model_py(digits):
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
+def _check_set_figures(out: dict, name: str, lines: list[str]) -> None:
+    seed_lines = [x for x in lines if x.startswith(f"quality {name} seed ")]
+    assert len(seed_lines) == 2 and all("| reference FD " in x and "| ratio " in x for x in seed_lines)
+    assert any(x.startswith(f"quality {name} FD ratio ours/reference: ") and "over 2 seeds" in x for x in lines)
+    assert out["seeds"] == [0, 1] and len(out["per_seed"]) == 2
+    assert out["config"]["batch_size"] == (128 if name == "digits" else bq.FACES_BATCH)
+    for row in out["per_seed"]:
+        for who in ("ours", "ours_live", "reference"):
+            assert math.isfinite(row[who]["fd"]) and row[who]["fd"] > 0 and math.isfinite(row[who]["kid"])
+            if name == "digits":
+                assert 0 <= row[who]["coverage"] <= 1 and 0 < row[who]["balance"] <= 1
+            else:
+                assert 0 <= row[who]["faces"] <= 1
+        assert row["fd_ratio"] == pytest.approx(row["ours"]["fd"] / row["reference"]["fd"])
+        assert row["kid_ratio"] == pytest.approx(row["ours"]["kid"] / row["reference"]["kid"])
+    assert math.isfinite(out["fd_ratio_mean"]) and out["fd_ratio_std"] >= 0
+
+
+@pytest.mark.slow
+def test_digits_figures_per_seed_and_their_ratio(digits, tmp_path):
+    qs, reals = digits
+    lines: list[str] = []
+    out = bq.bench_quality_set(qs, 2, (0, 1), lines.append, tmp_path, reals=reals)
+    assert out["set"] == "digits" and out["steps"] == 2
+    _check_set_figures(out, "digits", lines)
+
+
 @pytest.mark.slow
 def test_bench_quality_part_prints_seed_lines_ratio_and_json():
-    r = CliRunner().invoke(app, ["bench", "--parts", "quality", "--quality-steps", "3", "--quality-seeds", "2"])
+    r = CliRunner().invoke(app, ["bench", "--parts", "quality", "--quality-sets", "faces", "--quality-steps", "3",
+                                 "--quality-seeds", "2"])
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
-    seed_lines = [x for x in lines if x.startswith("quality seed ")]
-    assert len(seed_lines) == 2 and all("| reference FD " in x and "| ratio " in x for x in seed_lines)
-    assert any(x.startswith("quality FD ratio ours/reference: ") and "over 2 seeds" in x for x in lines)
-    out = json.loads("\n".join(lines[next(i for i, x in enumerate(lines) if x.startswith("{")):]))["quality"]
-    assert out["seeds"] == [0, 1] and out["steps"] == 3 and len(out["per_seed"]) == 2
-    for row in out["per_seed"]:
-        for who in ("ours", "reference"):
-            assert math.isfinite(row[who]["fd"]) and row[who]["fd"] > 0 and math.isfinite(row[who]["kid"])
-            assert 0 <= row[who]["coverage"] <= 1 and 0 < row[who]["balance"] <= 1
-        assert row["fd_ratio"] == pytest.approx(row["ours"]["fd"] / row["reference"]["fd"])
-    assert math.isfinite(out["fd_ratio_mean"]) and out["fd_ratio_std"] >= 0
+    quality = json.loads("\n".join(lines[next(i for i, x in enumerate(lines) if x.startswith("{")):]))["quality"]
+    assert list(quality) == ["faces"] and quality["faces"]["steps"] == 3
+    _check_set_figures(quality["faces"], "faces", lines)
+
+
+def test_bench_refuses_an_unknown_quality_set():
+    r = CliRunner().invoke(app, ["bench", "--parts", "quality", "--quality-sets", "digits,cats"],
+                           env={"COLUMNS": "200"})
+    assert r.exit_code == 2 and "'--quality-sets'" in r.output and "subset of digits, faces" in r.output
