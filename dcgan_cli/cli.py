@@ -630,7 +630,8 @@ def bench(
     xla: Annotated[bool, typer.Option("--xla", help="Compile the step with XLA.")] = False,
     parts: Annotated[str, typer.Option(help="Comma-separated: step, loop, input, preprocess, quality "
                                             "(trains on offline digits: minutes), stylize (style transfer), "
-                                            "identity (the face-embedding network); the last three run only "
+                                            "identity (the face-embedding network: img/s, and one-shot "
+                                            "accuracy on unseen digits: minutes); the last three run only "
                                             "when asked.")] = (
         "step,loop,input,preprocess"),
     stylize_size: Annotated[int, typer.Option(min=32, help="Image side of the stylize part.")] = 256,
@@ -646,7 +647,7 @@ def bench(
 ):
     """Measure img/s of the train step, the whole loop and the input pipeline; with
     `--parts quality`, the sample quality of the `dcgan` preset against a plain-Keras reference
-    (and s/step of stylize, img/s of the identity network, when asked).
+    (and s/step of stylize, img/s and one-shot accuracy of the identity network, when asked).
 
     The quality part trains both on scikit-learn's digits (32x32 grey) for
     --quality-steps steps per seed and prints FD, KID, class coverage and the
