@@ -264,6 +264,10 @@ def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=Fa
         log(f"identity ({size}x{size}x3, fp32): embedding {result['identity_embed_img_per_s']} img/s; training "
             f"triplet {result['identity_train_triplet_img_per_s']} img/s, arcface "
             f"{result['identity_train_arcface_img_per_s']} img/s (P=16 x K=4)")
+        # And how good: one-shot verification on digit classes it never saw, against raw pixels.
+        from dcgan_cli.identity.bench import bench_one_shot
+
+        result["identity_one_shot"] = bench_one_shot(log=lambda m: log(f"identity {m}"))
     if "stylize" in parts:
         st = bench_stylize(stylize_size, steps)
         result.update(st)

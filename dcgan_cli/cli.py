@@ -18,7 +18,7 @@ import typer
 from dcgan_cli.config import GActivation, Precision, Preset, Strategy
 from dcgan_cli.errors import DcganError, UsageError
 from dcgan_cli.evaluate import METRICS
-from dcgan_cli.identity.config import Loss, Mining
+from dcgan_cli.identity.config import ClassAugment, Loss, Mining
 from dcgan_cli.preprocess.decoding import CROP_HELP, Crop
 from dcgan_cli.preprocess.labels import LabelMode
 from dcgan_cli.preprocess.sources import Split
@@ -630,7 +630,8 @@ def bench(
     xla: Annotated[bool, typer.Option("--xla", help="Compile the step with XLA.")] = False,
     parts: Annotated[str, typer.Option(help="Comma-separated: step, loop, input, preprocess, quality "
                                             "(trains on offline digits: minutes), stylize (style transfer), "
-                                            "identity (the face-embedding network); the last three run only "
+                                            "identity (the face-embedding network: img/s, and one-shot "
+                                            "accuracy on unseen digits: minutes); the last three run only "
                                             "when asked.")] = (
         "step,loop,input,preprocess"),
     stylize_size: Annotated[int, typer.Option(min=32, help="Image side of the stylize part.")] = 256,
@@ -649,7 +650,7 @@ def bench(
 ):
     """Measure img/s of the train step, the whole loop and the input pipeline; with
     `--parts quality`, the sample quality of the `dcgan` preset against a plain-Keras reference
-    (and s/step of stylize, img/s of the identity network, when asked).
+    (and s/step of stylize, img/s and one-shot accuracy of the identity network, when asked).
 
     The quality part trains both on scikit-learn's digits and on scikit-image's
     100 LFW faces (32x32 grey) for --quality-steps steps per seed and prints FD,
@@ -693,8 +694,9 @@ app.add_typer(identity_app, name="identity")
 def identity_train(
     data: Annotated[Optional[Path], typer.Option(help="Preprocessed data with identities (`dcgan preprocess celeba`, "
                                                       "or a folder with --labels folders).")] = None,
-    loss: Annotated[Optional[Loss], typer.Option(help="triplet (online mining) or arcface (additive angular "
-                                                      "margin); default triplet, the better on our measurement.",
+    loss: Annotated[Optional[Loss], typer.Option(help="arcface (additive angular margin; the default) or "
+                                                      "triplet (online mining). Measured one-shot on unseen digits, "
+                                                      "5 seeds: arcface 82.8%, triplet 80.1%, raw pixels 77.6%.",
                                                  show_default=False)] = None,
     mining: Annotated[Optional[Mining], typer.Option(help="Triplets for --loss triplet (default batch-hard).",
                                                      show_default=False)] = None,
@@ -724,6 +726,10 @@ def identity_train(
                                                  "off for digits or text).", show_default=False)] = None,
     augment: Annotated[Optional[float], typer.Option(help="Random shifts/zooms up to this share of the side "
                                                           "(default 0.1; 0: none).", show_default=False)] = None,
+    class_augment: Annotated[Optional[ClassAugment], typer.Option(
+        help="dihedral: each identity's images turned by 90/180/270 degrees and mirrored count as 7 more "
+             "identities, and an epoch is 8x longer (for digits or characters with few classes, never faces; "
+             "needs --no-flip). Default none.", show_default=False)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the weights and batches.", show_default=False)] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(min=0, help="Also checkpoint every N steps.",
                                                             show_default=False)] = None,
@@ -748,7 +754,8 @@ def identity_train(
     given = dict(loss=loss and loss.value, mining=mining and mining.value, margin=margin, arc_margin=arc_margin,
                  arc_scale=arc_scale, epochs=epochs, steps_per_epoch=steps_per_epoch, p_identities=p_identities,
                  k_images=k_images, lr=lr, width=width, embedding_dim=embedding_dim, holdout=holdout, flip=flip,
-                 augment=augment, seed=seed, checkpoint_every=checkpoint_every)
+                 augment=augment, class_augment=class_augment and class_augment.value, seed=seed,
+                 checkpoint_every=checkpoint_every)
     given = {k: v for k, v in given.items() if v is not None}
     if resume is not None:
         cfg = resume_config(resume, **given, data=str(data) if data else None)

@@ -238,7 +238,11 @@ CASES = [
                                    "--size", "32", "--steps", "1"], setup=_ro_dir, mounts=("ro:ro",)),
     Case("stylize-size-absurd", ["stylize", "faces/img-000.png", "faces/img-001.png", "-o", "out.png",
                                  "--size", "100000"]),
-    # -- verify, identify, audit (the identity network) -------------------------------
+    # -- identity train, verify, identify, audit (the identity network) ----------------
+    Case("identity-train-dihedral-with-flips", ["identity", "train", "--data", "data", "--class-augment", "dihedral",
+                                                "--runs-dir", "runs"], says="add --no-flip", code=(1,)),
+    Case("identity-train-unknown-class-augment", ["identity", "train", "--data", "data", "--class-augment", "rot13"],
+         says="--class-augment", code=(2,)),
     Case("verify-model-missing", ["verify", "a.png", "b.png", "--model", "nowhere.keras"], says="no model at"),
     Case("identify-gan-run-as-model", ["identify", "a.png", "--gallery", "faces", "--model", "run"],
          says="has no embedding.keras"),

@@ -13,8 +13,10 @@ from dcgan_cli.shards import check_size
 
 LOSSES = ("arcface", "triplet")
 MININGS = ("semi-hard", "batch-hard")
+CLASS_AUGMENTS = ("none", "dihedral")
 Loss = Enum("Loss", {x: x for x in LOSSES}, type=str)
 Mining = Enum("Mining", [(x.replace("-", "_"), x) for x in MININGS], type=str)
+ClassAugment = Enum("ClassAugment", {x: x for x in CLASS_AUGMENTS}, type=str)
 CONFIG_FILE = "identity_config.json"  # not rundir's config.json: `dcgan sample` never mistakes this run for a GAN
 # What --resume may change: how long it trains, never what.
 RESUMABLE = frozenset({"epochs", "checkpoint_every"})
@@ -42,6 +44,10 @@ class IdentityConfig(FrozenConfig):
         flip: random horizontal flips (faces: yes; digits: no).
         augment: random shifts and zooms of up to this share of the side, rotations of up to half
             that many turns (0: none).
+        class_augment: none | dihedral: each training identity's images turned by 90, 180 and 270
+            degrees and mirrored become 7 new identities (Omniglot's class augmentation, as in
+            Vinyals et al. 2016): more classes to learn from when there are few. For digits or
+            characters, never for faces (a mirrored face is the same person); needs flip off.
         seed: seeds the weights and the batches; the held-out identities do not depend on it.
         checkpoint_every: also checkpoint every N steps (0: per epoch only).
         keep_checkpoints: how many recent checkpoints to keep.
@@ -52,7 +58,7 @@ class IdentityConfig(FrozenConfig):
     run_name: str = ""
     image_size: int = 64
     channels: int = 3
-    loss: str = "triplet"
+    loss: str = "arcface"
     mining: str = "batch-hard"
     margin: float = 0.2
     arc_margin: float = 0.3
@@ -67,6 +73,7 @@ class IdentityConfig(FrozenConfig):
     holdout: float = 0.1
     flip: bool = True
     augment: float = 0.1
+    class_augment: str = "none"
     seed: int = 0
     checkpoint_every: int = 0
     keep_checkpoints: int = 3
@@ -82,6 +89,11 @@ class IdentityConfig(FrozenConfig):
             bad(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.mining not in MININGS:
             bad(f"--mining must be one of {', '.join(MININGS)}, got {self.mining!r}")
+        if self.class_augment not in CLASS_AUGMENTS:
+            bad(f"--class-augment must be one of {', '.join(CLASS_AUGMENTS)}, got {self.class_augment!r}")
+        if self.class_augment == "dihedral" and self.flip:
+            bad("--class-augment dihedral makes mirror images new identities, which random flips would undo; "
+                "add --no-flip")
         for name in ("embedding_dim", "width", "p_identities", "epochs", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 bad(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")

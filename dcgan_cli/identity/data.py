@@ -63,6 +63,30 @@ def check_disjoint(train, heldout, what: str = "held-out") -> None:
                          f"held-out identities")
 
 
+DIHEDRAL = 8  # the square's symmetries: 0, 1, 2 or 3 quarter turns, each plain or mirrored
+
+
+def dihedral(images: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """(N, S, S, C) images, each under its symmetry t in [0, 8): t % 4 quarter turns, of the mirror image if t >= 4."""
+    out = np.empty_like(images)
+    for i, (img, k) in enumerate(zip(images, np.asarray(t))):
+        out[i] = np.rot90(img[:, ::-1] if k >= 4 else img, int(k) % 4)
+    return out
+
+
+def view_identities(ids: np.ndarray, views: int) -> np.ndarray:
+    """Class augmentation's labels: sample i * views + t is image i under symmetry t, of identity
+    ids[i] * views + t (a turned or mirrored digit is another class; views 1: the identities as they are)."""
+    return (np.asarray(ids)[:, None] * views + np.arange(views)).ravel()
+
+
+def view_batch(images: np.ndarray, samples: np.ndarray, views: int) -> np.ndarray:
+    """The images of `samples` (indices into view_identities' samples), turned and mirrored as they say.
+    Drawn per batch: no copy of the whole data set is made."""
+    x = images[samples // views]
+    return dihedral(x, samples % views) if views > 1 else x
+
+
 class PKSampler:
     """Batch for step s: P identities (with >= 2 images) x K images each, drawn from (seed, s) alone.
 

@@ -28,7 +28,8 @@ from dcgan_cli import rundir
 from dcgan_cli.errors import DcganError
 from dcgan_cli.fsutil import write_json, write_text
 from dcgan_cli.identity.config import CONFIG_FILE, IdentityConfig
-from dcgan_cli.identity.data import PKSampler, load_identities, split_identities
+from dcgan_cli.identity.data import (DIHEDRAL, PKSampler, load_identities, split_identities, view_batch,
+                                    view_identities)
 from dcgan_cli.identity.verification import (META_FORMAT, MODEL_FILE, PAIRS, evaluate_verification, save_model,
                                              write_meta)
 
@@ -120,9 +121,12 @@ def train_identity(cfg: IdentityConfig, run_dir: str | Path | None = None, *, re
     train_ids, heldout_ids = split_identities(ids, cfg.holdout)
     in_train = np.isin(ids, train_ids)
     images, ids = images[in_train], ids[in_train]
-    classes = np.searchsorted(train_ids, ids)  # ArcFace's class index of each image
-    sampler = PKSampler(ids, cfg.p_identities, cfg.k_images, cfg.seed)
-    steps_per_epoch = cfg.steps_per_epoch or max(1, len(ids) // sampler.batch_size)
+    # --class-augment dihedral: each image 8 times, each time another identity (data.view_identities).
+    views = DIHEDRAL if cfg.class_augment == "dihedral" else 1
+    sample_ids = view_identities(ids, views)
+    classes = np.searchsorted(np.unique(sample_ids), sample_ids)  # ArcFace's class index of each sample
+    sampler = PKSampler(sample_ids, cfg.p_identities, cfg.k_images, cfg.seed)
+    steps_per_epoch = cfg.steps_per_epoch or max(1, len(sample_ids) // sampler.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
 
     split = {"train_identities": train_ids.tolist(), "heldout_identities": heldout_ids.tolist()}
@@ -138,10 +142,11 @@ def train_identity(cfg: IdentityConfig, run_dir: str | Path | None = None, *, re
                              f"same data (--data)")
     write_text(run_dir / CONFIG_FILE, cfg.to_json())
     write_json(run_dir / SPLIT_FILE, split)
-    log(f"{len(train_ids):,} training identities ({len(ids):,} images), {len(heldout_ids):,} held out; "
-        f"batches of {sampler.p} x {sampler.k}, {steps_per_epoch} steps per epoch")
+    log(f"{len(train_ids):,} training identities ({len(ids):,} images)"
+        + (f", x{views} by turning and mirroring: {len(train_ids) * views:,} classes" if views > 1 else "")
+        + f"; {len(heldout_ids):,} held out; batches of {sampler.p} x {sampler.k}, {steps_per_epoch} steps per epoch")
 
-    model, centres, opt, step_var = build_state(cfg, len(train_ids), total_steps)
+    model, centres, opt, step_var = build_state(cfg, len(train_ids) * views, total_steps)
     # The dropout's and augmentation's random states too (Keras keeps them in variables the
     # checkpoint would not otherwise see), so a resumed run draws what an uninterrupted one would.
     augment = make_augment(cfg)
@@ -168,11 +173,11 @@ def train_identity(cfg: IdentityConfig, run_dir: str | Path | None = None, *, re
 
     def batch(step: int):
         idx = sampler.batch(step)
-        x = images[idx]
+        x = view_batch(images, idx, views)
         if cfg.flip:
             flip = np.random.default_rng([cfg.seed, step, 1]).random(len(idx)) < 0.5
             x = np.where(flip[:, None, None, None], x[:, :, ::-1], x)
-        return x, (classes[idx] if cfg.loss == "arcface" else ids[idx])
+        return x, (classes[idx] if cfg.loss == "arcface" else sample_ids[idx])
 
     progress = Bars(not quiet).start()
     try:
