@@ -326,7 +326,7 @@ def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=Fa
         from dcgan_cli import bench_quality
 
         result["quality"] = bench_quality.bench_quality(
-            steps=quality_steps or bench_quality.DEFAULT_STEPS,
+            steps=quality_steps,  # None: each set's own budget
             seeds=tuple(quality_seeds or bench_quality.DEFAULT_SEEDS),
             sets=tuple(quality_sets or bench_quality.SETS), log=log)
     return result

@@ -33,6 +33,7 @@ def test_digits_go_through_preprocess_with_their_labels(digits):
     assert qs.images.shape == (1797, 32, 32, 1) and qs.images.dtype == np.uint8
     manifest = load_manifest(qs.data_dir)
     assert (manifest["count"], manifest["size"], manifest["channels"]) == (1797, 32, 1)
+    assert qs.steps == bq.DEFAULT_STEPS and qs.batch_size == 128
     assert np.array_equal(np.bincount(qs.labels), np.bincount(load_digits().target))
     # A classifier that cannot tell the digits apart would make every score meaningless.
     assert reals.accuracy > 0.9
@@ -73,6 +74,7 @@ def test_faces_are_the_demo_set_through_preprocess_and_their_classifier_tells_fa
     assert qs.images.shape == (100, 32, 32, 1) and qs.negatives.shape == (100, 32, 32, 1)
     assert load_manifest(qs.data_dir)["count"] == 100 and qs.labels is None
     assert qs.batch_size == bq.FACES_BATCH < len(qs.images)
+    assert qs.steps == bq.FACES_STEPS > bq.DEFAULT_STEPS  # its own budget unless --quality-steps
     assert reals.classes == 2 and reals.accuracy >= 0.8
     s_faces, s_non = bq.score(qs.images, reals), bq.score(qs.negatives, reals)
     assert s_faces["faces"] > 0.9 and s_non["faces"] < 0.3
@@ -115,6 +117,10 @@ def _check_set_figures(out: dict, name: str, lines: list[str]) -> None:
         assert row["fd_ratio"] == pytest.approx(row["ours"]["fd"] / row["reference"]["fd"])
         assert row["kid_ratio"] == pytest.approx(row["ours"]["kid"] / row["reference"]["kid"])
     assert math.isfinite(out["fd_ratio_mean"]) and out["fd_ratio_std"] >= 0
+    # The live generator's ratio sits beside the EMA's, from the same runs and references.
+    live = [r["ours_live"]["fd"] / r["reference"]["fd"] for r in out["per_seed"]]
+    assert out["live_fd_ratio_mean"] == pytest.approx(sum(live) / len(live))
+    assert f"live generator {out['live_fd_ratio_mean']:.2f};" in next(x for x in lines if " FD ratio " in x)
 
 
 @pytest.mark.slow

