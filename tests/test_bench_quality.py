@@ -124,15 +124,6 @@ def _check_set_figures(out: dict, name: str, lines: list[str]) -> None:
 
 
 @pytest.mark.slow
-def test_digits_figures_per_seed_and_their_ratio(digits, tmp_path):
-    qs, reals = digits
-    lines: list[str] = []
-    out = bq.bench_quality_set(qs, 2, (0, 1), lines.append, tmp_path, reals=reals)
-    assert out["set"] == "digits" and out["steps"] == 2
-    _check_set_figures(out, "digits", lines)
-
-
-@pytest.mark.slow
 def test_bench_quality_part_prints_seed_lines_ratio_and_json():
     r = CliRunner().invoke(app, ["bench", "--parts", "quality", "--quality-sets", "faces", "--quality-steps", "3",
                                  "--quality-seeds", "2"])
