@@ -342,7 +342,7 @@ def train_reference(images: np.ndarray, seed: int, steps: int, batch_size: int =
 
 def _fmt(s: dict) -> str:
     kind = f"faces {s['faces']:.2f}" if "faces" in s else f"cov {s['coverage']:.2f} bal {s['balance']:.2f}"
-    return f"FD {s['fd']:.2f} KID {s['kid']:.4f} {kind} nn {s['nn']:.3f}" + (" COPIED" if s["copied"] else "")
+    return f"FD {s['fd']:.3g} KID {s['kid']:.4f} {kind} nn {s['nn']:.3f}" + (" COPIED" if s["copied"] else "")
 
 
 def _mean_std(values) -> tuple[float, float]:
@@ -374,7 +374,7 @@ def bench_quality_set(qs: QualitySet, steps: int, seeds, log: Callable[[str], No
     floor = score(qs.images[:half], reals)["fd"]  # real vs real: how low FD can go
     noise = np.random.default_rng(0).integers(0, 256, qs.images.shape, dtype=np.uint8)
     log(f"quality data: {qs.name} {len(qs.images)} images {SIZE}x{SIZE}x1; classifier held-out accuracy "
-        f"{reals.accuracy:.3f}; FD real half vs all {floor:.2f}, uniform noise {score(noise, reals)['fd']:.1f}")
+        f"{reals.accuracy:.3f}; FD real half vs all {floor:.3g}, uniform noise {score(noise, reals)['fd']:.1f}")
     rows = []
     for seed in seeds:
         cfg = our_config(qs, seed, steps, runs, **{"batch_size": qs.batch_size, **overrides})
@@ -389,19 +389,24 @@ def bench_quality_set(qs: QualitySet, steps: int, seeds, log: Callable[[str], No
         if live is not None:
             row["ours_live"] = score(sample(live), reals)
         row["fd_ratio"] = row["ours"]["fd"] / row["reference"]["fd"]
-        row["kid_ratio"] = row["ours"]["kid"] / row["reference"]["kid"]
+        # KID is unbiased, so near 0 it can be negative: a ratio to such a reference means nothing.
+        ref_kid = row["reference"]["kid"]
+        row["kid_ratio"] = row["ours"]["kid"] / ref_kid if ref_kid > 0 else None
         rows.append(row)
-        live_note = f" (live FD {row['ours_live']['fd']:.2f})" if live is not None else ""
+        live_note = f" (live FD {row['ours_live']['fd']:.3g})" if live is not None else ""
         log(f"quality {qs.name} seed {seed}: ours {_fmt(row['ours'])}{live_note} | reference "
             f"{_fmt(row['reference'])} | ratio {row['fd_ratio']:.2f}")
     fd_mean, fd_std = _mean_std([r["fd_ratio"] for r in rows])
-    kid_mean, kid_std = _mean_std([r["kid_ratio"] for r in rows])
+    kids = [r["kid_ratio"] for r in rows]
+    kid_mean, kid_std = _mean_std(kids) if None not in kids else (None, None)
+    kid_note = (f"KID ratio {kid_mean:.2f} +- {kid_std:.2f}" if kid_mean is not None
+                else "KID ratio n/a: a reference KID is <= 0, at its noise floor")
     # The live generator of the same runs against the same references: EMA must not lose to it.
     live = [r["ours_live"]["fd"] / r["reference"]["fd"] for r in rows if "ours_live" in r]
     live_mean = _mean_std(live)[0] if live else None
     live_note = f"; live generator {live_mean:.2f}" if live else ""
     log(f"quality {qs.name} FD ratio ours/reference: {fd_mean:.2f} +- {fd_std:.2f} over {len(rows)} seeds "
-        f"(KID ratio {kid_mean:.2f} +- {kid_std:.2f}{live_note}; {steps} steps, batch {cfg.batch_size}, "
+        f"({kid_note}{live_note}; {steps} steps, batch {cfg.batch_size}, "
         f"lr G {cfg.lr_g:g} D {cfg.lr_d:g}, precision {cfg.precision}, ema {cfg.ema})")
     return {"set": qs.name, "images": len(qs.images), "steps": steps, "seeds": list(seeds), "samples": SAMPLES,
             "classifier_accuracy": reals.accuracy, "fd_real_floor": floor, "per_seed": rows,
