@@ -629,7 +629,8 @@ def bench(
     precision: Annotated[Precision, typer.Option(help="Compute precision (auto: by hardware).")] = Precision.auto,
     xla: Annotated[bool, typer.Option("--xla", help="Compile the step with XLA.")] = False,
     parts: Annotated[str, typer.Option(help="Comma-separated: step, loop, input, preprocess, quality "
-                                            "(trains on offline digits: minutes), stylize (style transfer), "
+                                            "(trains on offline digits and faces: about half an hour on 2 "
+                                            "cores), stylize (style transfer), "
                                             "identity (the face-embedding network: img/s, and one-shot "
                                             "accuracy on unseen digits: minutes); the last three run only "
                                             "when asked.")] = (
