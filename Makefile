@@ -27,7 +27,7 @@ demo: $(VENV)/.installed-demo
 	@echo "Grid written: $(DEMO_RUNS)/demo-samples.png (per-epoch grids under the run's samples/)"
 
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile  # two processes: most tests keep one core busy; a module stays in one
 
 PEERS := $(wildcard ../shared/bench/peer_keras.py)
 TORCH_PY := $(wildcard /tmp/torchenv/bin/python)
