@@ -98,12 +98,12 @@ def bench_loop_epochs(data: str | Path, batch_size: int = 128, precision: str = 
         wall = stamps[-1] - stamps[0]
         return batch_size * spe * timed_epochs / wall, sum(r["seconds"] for r in rows[1:]) / wall
 
-    cadence = max(auto.checkpoint_epochs, auto.sample_every)
+    cadence = max(auto.checkpoint_every_epochs, auto.sample_every_epochs)
     step = bench_step(m["size"], batch_size, steps, precision, channels=m["channels"])["step_img_per_s"]
     loop_auto, share_auto = loop(auto, max(cadence, 2))
-    loop_every, share_every = loop(auto.replace(checkpoint_epochs=1, sample_every=1), 4)
+    loop_every, share_every = loop(auto.replace(checkpoint_every_epochs=1, sample_every_epochs=1), 4)
     return {"data": str(data), "data_images": m["count"], "steps_per_epoch": spe,
-            "checkpoint_epochs": auto.checkpoint_epochs, "sample_every": auto.sample_every,
+            "checkpoint_every_epochs": auto.checkpoint_every_epochs, "sample_every_epochs": auto.sample_every_epochs,
             "step_img_per_s": step, "loop_img_per_s": round(loop_auto, 1), "steps_share": round(share_auto, 3),
             "loop_vs_step": round(loop_auto / step, 3),
             "loop_every_epoch_img_per_s": round(loop_every, 1), "steps_share_every_epoch": round(share_every, 3),
@@ -312,7 +312,7 @@ def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=Fa
             result["loop_real_epochs"] = loop
             result["loop_img_per_s"], result["loop_vs_step"] = loop["loop_img_per_s"], loop["loop_vs_step"]
             log(f"loop on {loop['data_images']:,} images ({loop['steps_per_epoch']} steps an epoch; checkpoint every "
-                f"{loop['checkpoint_epochs']}, grid every {loop['sample_every']} epochs): {loop['loop_img_per_s']} "
+                f"{loop['checkpoint_every_epochs']}, grid every {loop['sample_every_epochs']} epochs): {loop['loop_img_per_s']} "
                 f"img/s = {loop['loop_vs_step']}x the step ({loop['step_img_per_s']} img/s), "
                 f"{loop['steps_share']:.1%} of it in steps; with the end-of-epoch work every epoch: "
                 f"{loop['loop_every_epoch_vs_step']}x, {loop['steps_share_every_epoch']:.1%} in steps")

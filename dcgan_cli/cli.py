@@ -38,7 +38,7 @@ class _App(typer.Typer):
         def decorator(f):
             @functools.wraps(f)
             def wrapper(*a, **kw):
-                from dcgan_cli.training import TrainingInterrupted
+                from dcgan_cli.errors import TrainingInterrupted
 
                 if name_needs_tf(f.__name__):
                     import_tensorflow()
@@ -310,16 +310,16 @@ def train(
     strategy: Annotated[Optional[Strategy], typer.Option(help="tf.distribute strategy.", show_default=False)] = None,
     sync_bn: Annotated[Optional[bool], typer.Option("--sync-bn/--no-sync-bn", help="Synchronised batch norm.",
                                                     show_default=False)] = None,
-    checkpoint_every: Annotated[Optional[int], typer.Option(min=0, help="Also checkpoint every N steps.")] = None,
-    checkpoint_epochs: Annotated[Optional[int], typer.Option(
-        min=0, help="Checkpoint at the end of every N epochs (0: auto, every epoch unless epochs are under "
+    checkpoint_every_steps: Annotated[Optional[int], typer.Option("--checkpoint-every-steps", "--checkpoint-every", min=0, help="Also checkpoint every N steps.")] = None,
+    checkpoint_every_epochs: Annotated[Optional[int], typer.Option(
+        "--checkpoint-every-epochs", "--checkpoint-epochs", min=0, help="Checkpoint at the end of every N epochs (0: auto, every epoch unless epochs are under "
                     "200 steps; the last epoch and Ctrl-C always checkpoint).", show_default=False)] = None,
-    sample_every: Annotated[Optional[int], typer.Option(
-        min=0, help="Write the sample grid and loss plot every N epochs (0: auto, like --checkpoint-epochs; "
+    sample_every_epochs: Annotated[Optional[int], typer.Option(
+        "--sample-every-epochs", "--sample-every", min=0, help="Write the sample grid and loss plot every N epochs (0: auto, like --checkpoint-every-epochs; "
                     "the last epoch always does).", show_default=False)] = None,
     cache: Annotated[Optional[bool], typer.Option("--cache/--no-cache", help="Keep the data in memory.",
                                                   show_default=False)] = None,
-    eval_every: Annotated[Optional[int], typer.Option(min=0, help="Score FID/KID every N epochs and keep the "
+    eval_every_epochs: Annotated[Optional[int], typer.Option("--eval-every-epochs", "--eval-every", min=0, help="Score FID/KID every N epochs and keep the "
                                                                   "best checkpoint in RUN/best/ (0: never).")] = None,
     eval_samples: Annotated[Optional[int], typer.Option(min=2, help="Generated images per evaluation "
                                                                     "(FID needs 2048 or more).")] = None,
@@ -347,8 +347,8 @@ def train(
         label_smoothing=label_smoothing, g_activation=g_activation and g_activation.value,
         instance_noise=instance_noise, flip=flip, seed=seed, precision=precision and precision.value, xla=xla,
         strategy=strategy and strategy.value,
-        sync_bn=sync_bn, checkpoint_every=checkpoint_every, checkpoint_epochs=checkpoint_epochs,
-        sample_every=sample_every, cache=cache, eval_every=eval_every,
+        sync_bn=sync_bn, checkpoint_every_steps=checkpoint_every_steps, checkpoint_every_epochs=checkpoint_every_epochs,
+        sample_every_epochs=sample_every_epochs, cache=cache, eval_every_epochs=eval_every_epochs,
         eval_samples=eval_samples)
     given = {k: v for k, v in overrides.items() if v is not None}
 
@@ -370,7 +370,7 @@ def train(
         return
     from dcgan_cli.training import train as run
 
-    run_dir = run(cfg, resume, resume=resume is not None, quiet=quiet,  # checks resume and --eval-every itself
+    run_dir = run(cfg, resume, resume=resume is not None, quiet=quiet,  # checks resume and --eval-every-epochs itself
                   verify_data=verify_data)
     typer.echo(f"Run directory: {run_dir}")
 
@@ -404,7 +404,7 @@ def sample(
     fps: Annotated[float, typer.Option(min=1, max=100, help="Frames per second of the GIF.")] = 25.0,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="Use the raw generator, not its EMA.")] = False,
     best: Annotated[bool, typer.Option("--best", help="The run's best-scoring checkpoint (RUN/best/, kept by "
-                                                      "train --eval-every), not its newest.")] = False,
+                                                      "train --eval-every-epochs), not its newest.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Latents per generator call (memory vs speed).")] = 64,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing OUT (and seed files in "
                                         "--individual DIR).")] = False,
@@ -585,7 +585,7 @@ def export(
         "--format", help="Default: keras for a name ending in .keras, else savedmodel.", show_default=False)] = None,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="Export the raw generator, not its EMA.")] = False,
     best: Annotated[bool, typer.Option("--best", help="The run's best-scoring checkpoint (RUN/best/, kept by "
-                                                      "train --eval-every), not its newest.")] = False,
+                                                      "train --eval-every-epochs), not its newest.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing export at OUT.")] = False,
 ):
     """Export a run's generator as a .keras file or a TensorFlow SavedModel.
@@ -734,7 +734,7 @@ def identity_train(
              "identities, and an epoch is 8x longer (for digits or characters with few classes, never faces; "
              "needs --no-flip). Default none.", show_default=False)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the weights and batches.", show_default=False)] = None,
-    checkpoint_every: Annotated[Optional[int], typer.Option(min=0, help="Also checkpoint every N steps.",
+    checkpoint_every_steps: Annotated[Optional[int], typer.Option("--checkpoint-every-steps", "--checkpoint-every", min=0, help="Also checkpoint every N steps.",
                                                             show_default=False)] = None,
     runs_dir: RunsDir = Path("runs"),
     name: Annotated[str, typer.Option(help="Suffix for the run directory's name.")] = "",
@@ -758,7 +758,7 @@ def identity_train(
                  arc_scale=arc_scale, epochs=epochs, steps_per_epoch=steps_per_epoch, p_identities=p_identities,
                  k_images=k_images, lr=lr, width=width, embedding_dim=embedding_dim, holdout=holdout, flip=flip,
                  augment=augment, class_augment=class_augment and class_augment.value, seed=seed,
-                 checkpoint_every=checkpoint_every)
+                 checkpoint_every_steps=checkpoint_every_steps)
     given = {k: v for k, v in given.items() if v is not None}
     if resume is not None:
         cfg = resume_config(resume, **given, data=str(data) if data else None)

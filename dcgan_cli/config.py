@@ -28,6 +28,18 @@ Strategy = Enum("Strategy", {s: s for s in STRATEGIES}, type=str)
 GActivation = Enum("GActivation", {a: a for a in G_ACTIVATIONS}, type=str)
 
 
+# Settings renamed so that a count of steps or of epochs says which (0.1 names on the left): a
+# config.json written before still loads, its old keys read as the new ones.
+RENAMED_KEYS = {"checkpoint_every": "checkpoint_every_steps", "checkpoint_epochs": "checkpoint_every_epochs",
+                "sample_every": "sample_every_epochs", "eval_every": "eval_every_epochs"}
+
+
+def upgrade_keys(d: dict[str, Any]) -> dict[str, Any]:
+    """A saved config's keys under today's names (RENAMED_KEYS); a new name wins over an old one."""
+    return {**{RENAMED_KEYS.get(k, k): v for k, v in d.items() if k in RENAMED_KEYS},
+            **{k: v for k, v in d.items() if k not in RENAMED_KEYS}}
+
+
 class FrozenConfig:
     """What every frozen config dataclass offers: a changed copy, a dict, the JSON saved in its run dir."""
 
@@ -73,15 +85,15 @@ class TrainConfig(FrozenConfig):
         xla: compile the train step with XLA (`jit_compile`).
         strategy: auto | default | mirrored | multiworker | tpu.
         sync_bn: synchronise batch-norm statistics across replicas.
-        checkpoint_every: also checkpoint every N steps, mid-epoch (0 = at epoch ends only).
-        checkpoint_epochs: checkpoint at the end of every N epochs (0 = auto, see `with_cadence`);
+        checkpoint_every_steps: also checkpoint every N steps, mid-epoch (0 = at epoch ends only).
+        checkpoint_every_epochs: checkpoint at the end of every N epochs (0 = auto, see `with_cadence`);
             the last epoch, Ctrl-C/SIGTERM and `max_steps` always checkpoint.
-        sample_every: write the grid, the loss plot and TensorBoard's image every N epochs
+        sample_every_epochs: write the grid, the loss plot and TensorBoard's image every N epochs
             (0 = auto); the last epoch always does. Losses are logged every epoch.
         keep_checkpoints: how many recent checkpoints to keep.
         num_samples: images in the fixed-noise grid written each epoch.
         cache: keep the decoded data set in memory after the first epoch.
-        eval_every: evaluate FID/KID every N epochs (0 = never).
+        eval_every_epochs: evaluate FID/KID every N epochs (0 = never).
         eval_samples: generated images per evaluation.
     """
 
@@ -113,13 +125,13 @@ class TrainConfig(FrozenConfig):
     xla: bool = False
     strategy: str = "auto"
     sync_bn: bool = False
-    checkpoint_every: int = 0
-    checkpoint_epochs: int = 0
-    sample_every: int = 0
+    checkpoint_every_steps: int = 0
+    checkpoint_every_epochs: int = 0
+    sample_every_epochs: int = 0
     keep_checkpoints: int = 3
     num_samples: int = 64
     cache: bool = False
-    eval_every: int = 0
+    eval_every_epochs: int = 0
     eval_samples: int = 10000
 
     def __post_init__(self) -> None:
@@ -131,7 +143,7 @@ class TrainConfig(FrozenConfig):
         return self.steps_per_epoch or max(1, n_images // self.batch_size)
 
     def with_cadence(self, n_images: int) -> "TrainConfig":
-        """This config with `checkpoint_epochs` and `sample_every` resolved (0 = auto) for `n_images`.
+        """This config with `checkpoint_every_epochs` and `sample_every_epochs` resolved (0 = auto) for `n_images`.
 
         Auto: every epoch when an epoch has AUTO_CADENCE_STEPS steps or more, else
         every ceil(AUTO_CADENCE_STEPS / steps) epochs. A small data set's epoch is
@@ -141,12 +153,13 @@ class TrainConfig(FrozenConfig):
         and on resume, and saved in config.json.
         """
         auto = math.ceil(AUTO_CADENCE_STEPS / self.epoch_steps(n_images))
-        return self.replace(checkpoint_epochs=self.checkpoint_epochs or auto, sample_every=self.sample_every or auto)
+        return self.replace(checkpoint_every_epochs=self.checkpoint_every_epochs or auto, sample_every_epochs=self.sample_every_epochs or auto)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         if not isinstance(d, dict):
             raise DcganError(f"a config is a JSON object of settings, got {type(d).__name__}")
+        d = upgrade_keys(d)
         known = {f.name for f in fields(cls)}
         # config.json also carries the run's "history" (rundir.py writes it); it is not a setting.
         unknown = sorted(set(d) - known - {"history"})
@@ -259,7 +272,7 @@ def validate(c: TrainConfig) -> None:
     for name in ("latent_dim", "g_filters", "d_filters", "batch_size", "epochs", "keep_checkpoints", "num_samples"):
         if getattr(c, name) < 1:
             bad(f"{name.replace('_', '-')} must be at least 1, got {getattr(c, name)}")
-    for name in ("steps_per_epoch", "checkpoint_every", "checkpoint_epochs", "sample_every", "eval_every"):
+    for name in ("steps_per_epoch", "checkpoint_every_steps", "checkpoint_every_epochs", "sample_every_epochs", "eval_every_epochs"):
         if getattr(c, name) < 0:
             bad(f"{name.replace('_', '-')} must be 0 or more, got {getattr(c, name)}")
     for name in ("lr_g", "lr_d", "init_std"):

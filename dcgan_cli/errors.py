@@ -19,3 +19,10 @@ class UsageError(DcganError):
     def __init__(self, message: str, option: str):
         super().__init__(message)
         self.option = option
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C / SIGTERM stopped a trainer after a checkpoint; the message says how to resume (exit 130).
+
+    Not a DcganError: nothing went wrong, and the CLI prints it without "Error:".
+    """

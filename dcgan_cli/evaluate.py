@@ -3,7 +3,7 @@
 `evaluate_generator()` is the whole evaluation: it embeds the data set's
 images once (cached beside its manifest.json), embeds generated images in
 batches, and scores them. `dcgan evaluate` calls it on a run or a model file;
-the trainer calls it every `--eval-every` epochs (and keeps RUN/best/ itself,
+the trainer calls it every `--eval-every-epochs` epochs (and keeps RUN/best/ itself,
 see `training.evaluate_epoch`). This module only scores: it reads runs through
 `rundir` and never imports the trainer.
 
@@ -360,16 +360,16 @@ def preflight_training(cfg, weights: str | None = None, log: Callable[[str], Non
     """Fail before training, not after its first epochs, when evaluation cannot run; say what it will score."""
     from dcgan_cli.shards import load_manifest
 
-    if not cfg.eval_every:
+    if not cfg.eval_every_epochs:
         return
     from dcgan_cli import distribute
 
     if cfg.strategy == "multiworker" or (cfg.strategy == "auto" and distribute.has_cluster()):
         # The chief alone would evaluate and save best/, while a checkpoint save
         # under MultiWorkerMirroredStrategy wants every worker: it could hang.
-        raise DcganError("--eval-every is not supported with several workers; train without it and score "
+        raise DcganError("--eval-every-epochs is not supported with several workers; train without it and score "
                          "the chief's run with `dcgan evaluate --run RUN_DIR`")
     extractors.resolve_inception_weights(weights, flag=False)
     note = fid_refusal(cfg.eval_samples, load_manifest(cfg.data)["count"], extractors.spec("inception_v3").dim)
     if note:
-        log(f"Note: every {cfg.eval_every} epoch(s) only KID is computed and picks RUN/best/: {note}")
+        log(f"Note: every {cfg.eval_every_epochs} epoch(s) only KID is computed and picks RUN/best/: {note}")

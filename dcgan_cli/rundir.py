@@ -8,7 +8,7 @@
       losses.png           the loss curves so far
       tensorboard/         event files
       generator.keras      the final generator (stock Keras layers: loads without this package)
-      best/                with --eval-every: the best-scoring checkpoint, its generator.keras and best.json
+      best/                with --eval-every-epochs: the best-scoring checkpoint, its generator.keras and best.json
       last-good/           the newest end-of-epoch checkpoint (hard links), which periodic saves never rotate out
       .dcgan.lock          while a process writes the run: its PID (`lock_run`)
 
@@ -49,8 +49,8 @@ HISTORY_KEY = "history"  # config.json's list of what changed on each --resume (
 # them: they change what D is taught (the recipe), not how big the steps are.
 OPTIMISER = frozenset({"lr_g", "lr_d", "beta1", "beta2"})
 # The config fields `--resume` may change: how long and how it trains, never what it trains.
-RESUMABLE = frozenset({"epochs", "checkpoint_every", "precision", "xla", "strategy", "cache", "eval_every",
-                       "eval_samples", "checkpoint_epochs", "sample_every"}) | OPTIMISER
+RESUMABLE = frozenset({"epochs", "checkpoint_every_steps", "precision", "xla", "strategy", "cache", "eval_every_epochs",
+                       "eval_samples", "checkpoint_every_epochs", "sample_every_epochs"}) | OPTIMISER
 # Fields that name where things are rather than what is trained (data may move; the run dir is given).
 _PLACES = frozenset({"data", "runs_dir", "run_name"})
 
@@ -304,7 +304,7 @@ def keep_last_good(run_dir: str | Path, path: str) -> Path:
     """Make RUN/last-good/ hold the checkpoint `path` (hard links: no copy, no extra space).
 
     The trainer calls this after each end-of-epoch save, once the weights passed
-    `training`'s sanity check; periodic saves (--checkpoint-every) rotate the
+    `training`'s sanity check; periodic saves (--checkpoint-every-steps) rotate the
     checkpoints/ folder but never this one, and a NaN never writes anything.
     """
     good = Path(run_dir) / LAST_GOOD_DIR
@@ -396,7 +396,7 @@ def restore(run_dir: str | Path, *, ema: bool = True, best: bool = False,
         paths = checkpoint_paths(directory, warn)
     if not paths:
         if best:
-            raise DcganError(f"{run_dir} has no best checkpoint; train it with --eval-every N to keep one")
+            raise DcganError(f"{run_dir} has no best checkpoint; train it with --eval-every-epochs N to keep one")
         raise DcganError(f"{run_dir} has no checkpoint yet; train it (`dcgan train --resume {run_dir}`) first")
     g = build_generator(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.g_filters, cfg.init_std, fast=False,
                         activation=cfg.g_activation)

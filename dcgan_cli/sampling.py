@@ -329,7 +329,7 @@ class SampleRequest:
         individual: a folder for one PNG per seed.
         interpolate: K key latents of a looping walk; frames: frames per leg; fps: of the GIF.
         ema: the EMA weights of a run (when it kept them).
-        best: the run's best checkpoint (RUN/best/, kept by --eval-every), not its newest.
+        best: the run's best checkpoint (RUN/best/, kept by --eval-every-epochs), not its newest.
         batch_size: latents per generator call.
         force: replace an existing OUT (or seed files in `individual`); without it they are refused.
     """

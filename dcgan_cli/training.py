@@ -23,16 +23,12 @@ from typing import Callable
 import numpy as np
 
 from dcgan_cli.config import TrainConfig
-from dcgan_cli.errors import DcganError
+from dcgan_cli.errors import DcganError, TrainingInterrupted
 from dcgan_cli import rundir
 from dcgan_cli.fsutil import atomic_path, describe_os_error
 
 # Stream ids folded into the per-step seed, one per kind of randomness.
 _Z, _LABELS, _NOISE_STD, _NOISE, _FLIP = range(5)
-
-
-class TrainingInterrupted(Exception):
-    """Ctrl-C / SIGTERM: a checkpoint was written; the message says how to resume."""
 
 
 class NonFiniteLoss(DcganError):
@@ -407,7 +403,7 @@ def train(
     With `resume`, `run_dir` must hold a checkpoint and `cfg` may differ from
     its saved config only in `rundir.RESUMABLE` fields (and the data's place);
     training continues at its exact step and epoch, and what changed goes into
-    config.json's history. With `cfg.eval_every`, what evaluation needs is
+    config.json's history. With `cfg.eval_every_epochs`, what evaluation needs is
     checked before any training. The shards are checked against their manifest
     first (hashes too with `verify_data`, or when they changed since the last
     check), and the run directory is locked while training. `max_steps` stops
@@ -619,7 +615,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, saved: TrainConfig | None, ma
                 n += 1
                 bar.advance(1, f"d {out['d_loss']:.3f} g {out['g_loss']:.3f} D(x) {out['d_real']:.2f} "
                                f"D(G(z)) {out['d_fake']:.2f} {cfg.batch_size * n / (time.perf_counter() - t0):.0f} img/s")
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step % steps_per_epoch:
+                if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 and step % steps_per_epoch:
                     save_checkpoint("periodic")
                 # A signal on any worker stops every worker after the same step.
                 if several_workers and distribute.any_worker(strategy, bool(stop_signal)) and not stop_signal:
@@ -642,10 +638,10 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, saved: TrainConfig | None, ma
                 break
 
             # -- end of epoch: metrics and TensorBoard scalars every epoch; checkpoint,
-            # grid and loss plot every cfg.checkpoint_epochs / cfg.sample_every epochs and at the end
+            # grid and loss plot every cfg.checkpoint_every_epochs / cfg.sample_every_epochs epochs and at the end
             gan.epoch.assign(epoch + 1)
             last = epoch + 1 == cfg.epochs or (max_steps is not None and step >= max_steps)
-            if last or (epoch + 1) % cfg.checkpoint_epochs == 0:
+            if last or (epoch + 1) % cfg.checkpoint_every_epochs == 0:
                 saved_path = save_checkpoint("epoch")
                 if chief:  # checked sane by save_checkpoint: the one periodic saves never rotate out
                     rundir.keep_last_good(run_dir, saved_path)
@@ -653,7 +649,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, saved: TrainConfig | None, ma
                    "img_per_s": round(cfg.batch_size * n / seconds, 2), "seconds": round(seconds, 3)}
             if chief:
                 rundir.append_metrics(run_dir, row)
-                sample = last or (epoch + 1) % cfg.sample_every == 0
+                sample = last or (epoch + 1) % cfg.sample_every_epochs == 0
                 if sample:
                     refresh_ema_statistics()  # a grid may fall between two checkpoints
                     grid = make_grid(grid_runner(gan.fixed_z.numpy()))
@@ -670,7 +666,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, saved: TrainConfig | None, ma
                 f"epoch {epoch + 1}/{cfg.epochs} step {step} d_loss {row['d_loss']:.4f} "
                 f"g_loss {row['g_loss']:.4f} D(x) {row['d_real']:.3f} D(G(z)) {row['d_fake']:.3f} "
                 f"{row['img_per_s']:.1f} img/s {seconds:.1f}s", fallback=log)
-            if chief and cfg.eval_every and (epoch + 1) % cfg.eval_every == 0:
+            if chief and cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0:
                 refresh_ema_statistics()
                 evaluate_epoch(cfg, gan, ckpt, run_dir, epoch + 1, step, log, tb=tb, quiet=quiet)
             if max_steps is not None and step >= max_steps:

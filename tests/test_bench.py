@@ -30,7 +30,7 @@ def test_bench_loop_on_given_data_uses_its_real_epochs(data16):
     out = bench(data=str(data16), batch_size=8, steps=2, precision="fp32", parts=("loop",), log=lambda m: None)
     loop = out["loop_real_epochs"]
     assert loop["data_images"] == 24 and loop["steps_per_epoch"] == 3
-    assert loop["checkpoint_epochs"] == loop["sample_every"] == 67  # auto: about 200 steps
+    assert loop["checkpoint_every_epochs"] == loop["sample_every_epochs"] == 67  # auto: about 200 steps
     assert 0 < loop["steps_share"] <= 1 and 0 < loop["steps_share_every_epoch"] <= 1
     assert out["loop_vs_step"] == loop["loop_vs_step"] > 0
 

@@ -337,7 +337,7 @@ def test_eval_every_scores_epochs_and_keeps_the_best_checkpoint(data16, tmp_path
     from dcgan_cli.training import train
 
     monkeypatch.setenv(WEIGHTS_ENV, str(random_inception_weights))
-    cfg = tiny_config(data16, tmp_path, epochs=2, steps_per_epoch=2, eval_every=1, eval_samples=16)
+    cfg = tiny_config(data16, tmp_path, epochs=2, steps_per_epoch=2, eval_every_epochs=1, eval_samples=16)
     notes = []
     preflight_training(cfg, log=notes.append)  # the weights resolve; FID will be skipped, and it says so
     assert "only KID" in notes[0]
@@ -407,10 +407,10 @@ def test_train_flags_reach_the_config_and_may_be_turned_on_when_resuming(data16,
                             "--eval-samples", "2048", "--dry-run"])
     assert r.exit_code == 0, r.output
     cfg = json.loads(r.stdout)
-    assert (cfg["eval_every"], cfg["eval_samples"]) == (5, 2048)
+    assert (cfg["eval_every_epochs"], cfg["eval_samples"]) == (5, 2048)
     r = runner.invoke(app, ["train", "--resume", str(trained_run), "--eval-every", "2", "--dry-run"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["eval_every"] == 2
+    assert json.loads(r.stdout)["eval_every_epochs"] == 2
 
 
 def test_evaluate_help_has_an_example_and_does_not_import_tensorflow():
@@ -425,6 +425,6 @@ def test_evaluate_help_has_an_example_and_does_not_import_tensorflow():
 def test_eval_every_is_refused_for_several_workers(data16, tmp_path):
     from dcgan_cli.evaluate import preflight_training
 
-    cfg = tiny_config(data16, tmp_path, eval_every=1, strategy="multiworker")
+    cfg = tiny_config(data16, tmp_path, eval_every_epochs=1, strategy="multiworker")
     with pytest.raises(DcganError, match="not supported with several workers.*dcgan evaluate --run"):
         preflight_training(cfg)

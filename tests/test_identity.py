@@ -246,7 +246,7 @@ def test_resume_after_ctrl_c_trains_what_an_uninterrupted_run_would(digits, tmp_
     import signal
 
     from dcgan_cli.identity.train import train_identity
-    from dcgan_cli.training import TrainingInterrupted
+    from dcgan_cli.errors import TrainingInterrupted
 
     # With every random thing on: dropout, flips, shifts, rotations, zooms.
     cfg = IdentityConfig(data=str(digits), runs_dir=str(tmp_path), epochs=2, steps_per_epoch=3,

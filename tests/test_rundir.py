@@ -75,7 +75,7 @@ def test_the_trainer_enforces_the_resume_rule_for_every_caller(two_epoch_run):
         train(saved, None, resume=True, quiet=True, log=lambda m: None)
     assert rundir.load_config(two_epoch_run) == saved, "a refused resume leaves the run as it was"
     # What may change does: epochs, checkpointing, precision...
-    rundir.check_resume(two_epoch_run, saved.replace(epochs=9, checkpoint_every=2, precision="bf16", data="moved",
+    rundir.check_resume(two_epoch_run, saved.replace(epochs=9, checkpoint_every_steps=2, precision="bf16", data="moved",
                                                      lr_g=1e-5, lr_d=1e-5, beta1=0.0, beta2=0.9))
     assert rundir.resume_config(two_epoch_run, epochs=4, lr_g=None).epochs == 4
     # The command line goes through the same rule.
@@ -86,7 +86,7 @@ def test_the_trainer_enforces_the_resume_rule_for_every_caller(two_epoch_run):
 def test_the_trainer_checks_eval_every_before_writing_anything(data16, tmp_path):
     from dcgan_cli.training import train
 
-    cfg = tiny_config(data16, tmp_path / "runs", eval_every=1, strategy="multiworker")
+    cfg = tiny_config(data16, tmp_path / "runs", eval_every_epochs=1, strategy="multiworker")
     with pytest.raises(DcganError, match="not supported with several workers"):
         train(cfg, quiet=True, log=lambda m: None)
     assert not (tmp_path / "runs").exists()

@@ -311,7 +311,7 @@ def test_kill_9_leaves_a_loadable_checkpoint(data16, tmp_path):
 
     cfg = TrainConfig.load(run / "config.json")
     target = (step // 3 + 1) * 3
-    train(cfg.replace(epochs=target // 3, checkpoint_every=0), run, resume=True, quiet=True, log=lambda m: None)
+    train(cfg.replace(epochs=target // 3, checkpoint_every_steps=0), run, resume=True, quiet=True, log=lambda m: None)
     assert int(_weights(run).step.numpy()) == target
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
 
-from dcgan_cli.config import FrozenConfig
+from dcgan_cli.config import FrozenConfig, upgrade_keys
 from dcgan_cli.errors import DcganError
 from dcgan_cli.shards import check_size
 
@@ -19,7 +19,7 @@ Mining = Enum("Mining", [(x.replace("-", "_"), x) for x in MININGS], type=str)
 ClassAugment = Enum("ClassAugment", {x: x for x in CLASS_AUGMENTS}, type=str)
 CONFIG_FILE = "identity_config.json"  # not rundir's config.json: `dcgan sample` never mistakes this run for a GAN
 # What --resume may change: how long it trains, never what.
-RESUMABLE = frozenset({"epochs", "checkpoint_every"})
+RESUMABLE = frozenset({"epochs", "checkpoint_every_steps"})
 _PLACES = frozenset({"data", "runs_dir", "run_name"})
 
 
@@ -49,7 +49,7 @@ class IdentityConfig(FrozenConfig):
             Vinyals et al. 2016): more classes to learn from when there are few. For digits or
             characters, never for faces (a mirrored face is the same person); needs flip off.
         seed: seeds the weights and the batches; the held-out identities do not depend on it.
-        checkpoint_every: also checkpoint every N steps (0: per epoch only).
+        checkpoint_every_steps: also checkpoint every N steps (0: per epoch only).
         keep_checkpoints: how many recent checkpoints to keep.
     """
 
@@ -75,7 +75,7 @@ class IdentityConfig(FrozenConfig):
     augment: float = 0.1
     class_augment: str = "none"
     seed: int = 0
-    checkpoint_every: int = 0
+    checkpoint_every_steps: int = 0
     keep_checkpoints: int = 3
 
     def __post_init__(self) -> None:
@@ -101,7 +101,7 @@ class IdentityConfig(FrozenConfig):
             bad(f"--k-images must be at least 2 (a positive pair needs two images of one person), got {self.k_images}")
         if self.p_identities < 2:
             bad(f"--p-identities must be at least 2 (a negative needs another person), got {self.p_identities}")
-        for name in ("steps_per_epoch", "checkpoint_every"):
+        for name in ("steps_per_epoch", "checkpoint_every_steps"):
             if getattr(self, name) < 0:
                 bad(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
         for name in ("margin", "lr", "arc_scale"):
@@ -128,6 +128,7 @@ class IdentityConfig(FrozenConfig):
                              f"`dcgan identity train`") from None
         except json.JSONDecodeError as e:
             raise DcganError(f"{path} is not valid JSON ({e}); restore it or start a new run") from None
+        d = upgrade_keys(d)
         unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
             raise DcganError(f"{path} has unknown keys {unknown}; was it written by a newer dcgan?")

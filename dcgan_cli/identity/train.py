@@ -109,7 +109,7 @@ def train_identity(cfg: IdentityConfig, run_dir: str | Path | None = None, *, re
     import tensorflow as tf
 
     from dcgan_cli.progress import Bars
-    from dcgan_cli.training import TrainingInterrupted
+    from dcgan_cli.errors import TrainingInterrupted
 
     if resume:
         if run_dir is None or not rundir.checkpoint_paths(Path(run_dir) / rundir.CKPT_DIR):
@@ -195,7 +195,7 @@ def train_identity(cfg: IdentityConfig, run_dir: str | Path | None = None, *, re
                                      f"checkpoint (`dcgan identity train --resume {run_dir}`)")
                 total, n = total + loss, n + 1
                 bar.advance(1, f"loss {loss:.4f} {len(x) * n / (time.perf_counter() - t0):.0f} img/s")
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0:
                     manager.save(checkpoint_number=step)
                 if stop_signal or (max_steps is not None and step >= max_steps):
                     break
