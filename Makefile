@@ -36,5 +36,10 @@ bench: $(VENV)/.installed-test
 	$(DCGAN) bench --parts step,loop,input,preprocess,quality $(if $(PEERS),--peers ../shared/bench) \
 		$(if $(TORCH_PY),--torch-python $(TORCH_PY))
 
+# docs/commands.md is the CLI's --help, generated (tests/test_docs.py fails when it is stale).
+.PHONY: docs
+docs: $(VENV)/.installed-test
+	$(PY) scripts/gen_commands.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
