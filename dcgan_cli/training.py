@@ -1,7 +1,10 @@
 """The DCGAN training loop: GradientTape steps, checkpoints, per-epoch outputs.
 
-Reads top to bottom: `train()` sets up (strategy, data, models, checkpoint),
-then loops over epochs and steps; the step itself is `make_train_step()`.
+Reads top to bottom: `train()` checks everything and places the run, then
+`_train_locked()` runs the phases: `_restore_or_init`, the epochs (`_train_epoch`,
+the step loop; `_end_of_epoch`), `_export`. The step itself is `make_train_step()`.
+What the identity trainer does alike (the run's lock, signals, checkpoints and
+last-good/, the resume rule and bookkeeping, metrics lines) is in lifecycle.py.
 
 Randomness is stateless and keyed by (seed, step): the noise z, label
 smoothing, instance noise and flips of step k are the same whether the run was
