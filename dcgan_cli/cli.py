@@ -370,8 +370,7 @@ def train(
         return
     from dcgan_cli.training import train as run
 
-    run_dir = run(cfg, resume, resume=resume is not None, quiet=quiet,  # checks resume and --eval-every-epochs itself
-                  verify_data=verify_data)
+    run_dir = run(cfg, resume=resume, quiet=quiet, verify_data=verify_data)  # checks resume and --eval-every-epochs itself
     typer.echo(f"Run directory: {run_dir}")
 
 
@@ -772,8 +771,7 @@ def identity_train(
         return
     from dcgan_cli.identity.train import train_identity
 
-    run_dir = train_identity(cfg, resume, resume=resume is not None, quiet=quiet,
-                             log=lambda m: typer.echo(m, err=True))
+    run_dir = train_identity(cfg, resume=resume, quiet=quiet, log=lambda m: typer.echo(m, err=True))
     typer.echo(f"Run directory: {run_dir}")
 
 

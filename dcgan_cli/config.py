@@ -40,8 +40,23 @@ def upgrade_keys(d: dict[str, Any]) -> dict[str, Any]:
             **{k: v for k, v in d.items() if k not in RENAMED_KEYS}}
 
 
+# config.json's list of what changed on each start and --resume (rundir.save_config writes it); not a setting.
+HISTORY_KEY = "history"
+
+
 class FrozenConfig:
-    """What every frozen config dataclass offers: a changed copy, a dict, the JSON saved in its run dir."""
+    """What every frozen config dataclass offers: a changed copy, a dict, its file in the run dir, the resume rule.
+
+    A subclass names its file in the run directory (FILE), the command that writes such runs
+    (COMMAND, for the messages) and the fields a --resume may change (RESUMABLE): how long and
+    how it trains, never what it trains. The PLACES name where things are, not what is trained
+    (the data may move; the run dir is given), so a resume may change them too.
+    """
+
+    FILE = "config.json"
+    COMMAND = "dcgan train"
+    RESUMABLE: frozenset = frozenset()
+    PLACES = frozenset({"data", "runs_dir", "run_name"})
 
     def replace(self, **changes: Any):
         return dataclasses.replace(self, **changes)
@@ -51,6 +66,56 @@ class FrozenConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        if not isinstance(d, dict):
+            raise DcganError(f"a config is a JSON object of settings, got {type(d).__name__}")
+        d = upgrade_keys(d)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known - {HISTORY_KEY})
+        if unknown:
+            raise DcganError(f"config has unknown keys {unknown}; was it written by a newer dcgan?")
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @classmethod
+    def load(cls, path: str | Path):
+        """The config saved at `path`: a JSON file, or a run directory (its FILE)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / cls.FILE
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise DcganError(f"no config at {path}; is this a run directory written by `{cls.COMMAND}`?") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DcganError(f"{path} is not valid JSON ({e}); restore it or start a new run") from None
+        except DcganError as e:
+            raise DcganError(f"{path}: {e}; fix it by hand (see `{cls.COMMAND} --dry-run` for a valid one) "
+                             f"or start a new run") from None
+        except OSError as e:
+            raise DcganError(f"cannot read {path} ({e.strerror or e}); check its permissions") from None
+
+    @classmethod
+    def of_run(cls, run_dir: str | Path):
+        """The frozen config of the run in `run_dir`; a folder without one is not such a run."""
+        if not (Path(run_dir) / cls.FILE).exists():
+            raise DcganError(f"{run_dir} is not a run directory (no {cls.FILE}); pass a folder made by "
+                             f"`{cls.COMMAND}` (under --runs-dir)")
+        return cls.load(Path(run_dir) / cls.FILE)
+
+    def resumed(self, run_dir: str | Path, **changes: Any):
+        """This saved config with `changes` (None values ignored), for a --resume of `run_dir`.
+
+        The resume rule: only RESUMABLE fields and the PLACES may differ; anything else is refused
+        in one line naming the flags, because it would be another model or another recipe.
+        """
+        given = {k: v for k, v in changes.items() if v is not None}
+        fixed = sorted(k for k, v in given.items() if k not in self.RESUMABLE | self.PLACES and v != getattr(self, k))
+        if fixed:
+            raise DcganError(f"cannot change {', '.join('--' + k.replace('_', '-') for k in fixed)} when resuming "
+                             f"{run_dir}; start a new run for a different setup")
+        return self.replace(**given)
 
 
 @dataclass(frozen=True)
@@ -96,6 +161,14 @@ class TrainConfig(FrozenConfig):
         eval_every_epochs: evaluate FID/KID every N epochs (0 = never).
         eval_samples: generated images per evaluation.
     """
+
+    # Optimiser-only knobs: a resume may change them (lowering the rates is how a NaN is recovered from);
+    # the change is recorded in config.json's history. Label smoothing and instance noise are not among
+    # them: they change what D is taught (the recipe), not how big the steps are.
+    OPTIMISER = frozenset({"lr_g", "lr_d", "beta1", "beta2"})
+    RESUMABLE = frozenset({"epochs", "checkpoint_every_steps", "precision", "xla", "strategy", "cache",
+                           "eval_every_epochs", "eval_samples", "checkpoint_every_epochs",
+                           "sample_every_epochs"}) | OPTIMISER
 
     data: str = ""
     runs_dir: str = "runs"
@@ -154,33 +227,6 @@ class TrainConfig(FrozenConfig):
         """
         auto = math.ceil(AUTO_CADENCE_STEPS / self.epoch_steps(n_images))
         return self.replace(checkpoint_every_epochs=self.checkpoint_every_epochs or auto, sample_every_epochs=self.sample_every_epochs or auto)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        if not isinstance(d, dict):
-            raise DcganError(f"a config is a JSON object of settings, got {type(d).__name__}")
-        d = upgrade_keys(d)
-        known = {f.name for f in fields(cls)}
-        # config.json also carries the run's "history" (rundir.py writes it); it is not a setting.
-        unknown = sorted(set(d) - known - {"history"})
-        if unknown:
-            raise DcganError(f"config has unknown keys {unknown}; was it written by a newer dcgan?")
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-    @classmethod
-    def load(cls, path: str | Path) -> "TrainConfig":
-        path = Path(path)
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except FileNotFoundError:
-            raise DcganError(f"no config at {path}; is this a run directory written by `dcgan train`?") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DcganError(f"{path} is not valid JSON ({e}); restore it or start a new run") from None
-        except DcganError as e:
-            raise DcganError(f"{path}: {e}; fix it by hand (see `dcgan train --dry-run` for a valid one) "
-                             f"or start a new run") from None
-        except OSError as e:
-            raise DcganError(f"cannot read {path} ({e.strerror or e}); check its permissions") from None
 
 
 # End-of-epoch work happens about once per this many steps at least (see TrainConfig.with_cadence):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from dcgan_cli.config import TrainConfig
+from dcgan_cli.config import HISTORY_KEY, FrozenConfig, TrainConfig
 from dcgan_cli.errors import DcganError
 from dcgan_cli.fsutil import DirLock, append_line, atomic_path, write_json, write_text
 
@@ -42,17 +42,10 @@ GENERATOR_FILE = "generator.keras"
 BEST_DIR = "best"
 BEST_FILE = "best.json"
 LAST_GOOD_DIR = "last-good"
-HISTORY_KEY = "history"  # config.json's list of what changed on each --resume (TrainConfig ignores it)
-
-# Optimiser-only knobs: a resume may change them (lowering the rates is how a NaN is recovered from);
-# the change is recorded in config.json's history. Label smoothing and instance noise are not among
-# them: they change what D is taught (the recipe), not how big the steps are.
-OPTIMISER = frozenset({"lr_g", "lr_d", "beta1", "beta2"})
-# The config fields `--resume` may change: how long and how it trains, never what it trains.
-RESUMABLE = frozenset({"epochs", "checkpoint_every_steps", "precision", "xla", "strategy", "cache", "eval_every_epochs",
-                       "eval_samples", "checkpoint_every_epochs", "sample_every_epochs"}) | OPTIMISER
-# Fields that name where things are rather than what is trained (data may move; the run dir is given).
-_PLACES = frozenset({"data", "runs_dir", "run_name"})
+# The names a GAN checkpoint holds its two generators under: training.GAN.checkpoint() writes them,
+# `restore` (sample, export, evaluate, stylize) reads one back out. Renaming one orphans every run.
+GENERATOR_SLOT = "generator"
+EMA_SLOT = "g_ema"
 
 
 # ----------------------------------------------------------------------------
@@ -108,32 +101,33 @@ def run_of(path: str | Path) -> Path | None:
 
 
 def load_config(run_dir: str | Path) -> TrainConfig:
-    """The run's frozen config; a folder without one is not a run."""
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).exists():
-        raise DcganError(f"{run_dir} is not a run directory (no {CONFIG_FILE}); pass a folder under runs/")
-    return TrainConfig.load(run_dir / CONFIG_FILE)
+    """The GAN run's frozen config; a folder without one is not a run."""
+    return TrainConfig.of_run(run_dir)
 
 
-def read_history(run_dir: str | Path) -> list[dict]:
-    """config.json's history: one entry per start or resume ({"event", "step", "time", "changed", "data"})."""
+def read_history(run_dir: str | Path, file: str = CONFIG_FILE) -> list[dict]:
+    """The run config's history: one entry per start or resume ({"event", "step", "time", "changed", "data"})."""
     try:
-        history = json.loads((Path(run_dir) / CONFIG_FILE).read_text()).get(HISTORY_KEY, [])
+        history = json.loads((Path(run_dir) / file).read_text()).get(HISTORY_KEY, [])
     except (OSError, ValueError, AttributeError):
         return []
     return history if isinstance(history, list) else []
 
 
-def save_config(run_dir: str | Path, cfg: TrainConfig, event: dict | None = None) -> None:
-    """Write config.json: `cfg`, and the history so far plus `event` (when given), atomically."""
-    history = read_history(run_dir) + ([{"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **event}] if event else [])
-    write_text(Path(run_dir) / CONFIG_FILE,
+def save_config(run_dir: str | Path, cfg: FrozenConfig, event: dict | None = None) -> None:
+    """Write the run's config file (config.json, identity_config.json: `cfg.FILE`) with its history, atomically.
+
+    The file holds `cfg`, and the history so far plus `event` (when given).
+    """
+    history = read_history(run_dir, cfg.FILE) + ([{"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **event}]
+                                                 if event else [])
+    write_text(Path(run_dir) / cfg.FILE,
                json.dumps({**cfg.to_dict(), **({HISTORY_KEY: history} if history else {})}, indent=2) + "\n")
 
 
-def resume_changes(saved: TrainConfig, cfg: TrainConfig) -> dict:
+def resume_changes(saved: FrozenConfig, cfg: FrozenConfig) -> dict:
     """{field: [old, new]} for the RESUMABLE fields (and the data's place) that a resume changes."""
-    return {k: [getattr(saved, k), getattr(cfg, k)] for k in sorted(RESUMABLE | {"data"})
+    return {k: [getattr(saved, k), getattr(cfg, k)] for k in sorted(saved.RESUMABLE | {"data"})
             if getattr(saved, k) != getattr(cfg, k)}
 
 
@@ -180,30 +174,21 @@ def forget_metrics_after(run_dir: str | Path, step: int) -> int:
 # the resume rule
 
 
-def check_resume(run_dir: str | Path, cfg: TrainConfig) -> None:
-    """Refuse to resume `run_dir` with `cfg` unless it has a checkpoint and only RESUMABLE fields change.
+def check_resume(run_dir: str | Path, cfg: FrozenConfig) -> None:
+    """Refuse to resume `run_dir` with `cfg` unless it has a checkpoint and the resume rule allows `cfg`.
 
+    Either trainer's runs (the rule is `FrozenConfig.resumed`, with each config's RESUMABLE fields).
     The data may move (the trainer checks its shape against the config).
     """
     run_dir = Path(run_dir)
-    if not checkpoint_paths(run_dir / CKPT_DIR) and not checkpoint_paths(run_dir / LAST_GOOD_DIR):
+    if not resume_checkpoints(run_dir / CKPT_DIR, run_dir)[0]:
         raise DcganError(f"{run_dir} has no checkpoint to resume from; start a new run without --resume")
-    _refuse_fixed_changes(run_dir, load_config(run_dir), cfg.to_dict())
+    type(cfg).of_run(run_dir).resumed(run_dir, **cfg.to_dict())
 
 
 def resume_config(run_dir: str | Path, **changes) -> TrainConfig:
-    """The run's saved config with `changes` (None values ignored), under the same rule as `check_resume`."""
-    saved = load_config(run_dir)
-    given = {k: v for k, v in changes.items() if v is not None}
-    _refuse_fixed_changes(Path(run_dir), saved, given)
-    return saved.replace(**given)
-
-
-def _refuse_fixed_changes(run_dir: Path, saved: TrainConfig, values: dict) -> None:
-    fixed = sorted(k for k, v in values.items() if k not in RESUMABLE | _PLACES and v != getattr(saved, k))
-    if fixed:
-        raise DcganError(f"cannot change {', '.join('--' + k.replace('_', '-') for k in fixed)} when resuming "
-                         f"{run_dir}; start a new run for a different setup")
+    """The GAN run's saved config with `changes` (None values ignored), under the resume rule."""
+    return load_config(run_dir).resumed(run_dir, **changes)
 
 
 # ----------------------------------------------------------------------------
@@ -300,6 +285,20 @@ def remove_partial_checkpoint(directory: str | Path, step: int) -> None:
         p.unlink(missing_ok=True)
 
 
+def resume_checkpoints(directory: str | Path, run_dir: str | Path,
+                       warn: Callable[[str], None] | None = None) -> tuple[list[str], Path]:
+    """(the checkpoints to restore, oldest first; the folder they are in).
+
+    Those of `directory` (RUN/checkpoints/, or the chief's for another worker); when it
+    has none (lost, emptied), RUN/last-good/'s: the newest end-of-epoch checkpoint,
+    which periodic saves never rotate out.
+    """
+    paths = checkpoint_paths(directory, warn)
+    if paths:
+        return paths, Path(directory)
+    return checkpoint_paths(Path(run_dir) / LAST_GOOD_DIR, warn), Path(run_dir) / LAST_GOOD_DIR
+
+
 def keep_last_good(run_dir: str | Path, path: str) -> Path:
     """Make RUN/last-good/ hold the checkpoint `path` (hard links: no copy, no extra space).
 
@@ -389,11 +388,11 @@ def restore(run_dir: str | Path, *, ema: bool = True, best: bool = False,
 
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)
-    directory = run_dir / (BEST_DIR if best else CKPT_DIR)
-    paths = checkpoint_paths(directory, warn)
-    if not paths and not best:  # checkpoints/ lost: the last end-of-epoch one may still be there
-        directory = run_dir / LAST_GOOD_DIR
+    if best:
+        directory = run_dir / BEST_DIR
         paths = checkpoint_paths(directory, warn)
+    else:
+        paths, directory = resume_checkpoints(run_dir / CKPT_DIR, run_dir, warn)
     if not paths:
         if best:
             raise DcganError(f"{run_dir} has no best checkpoint; train it with --eval-every-epochs N to keep one")
@@ -401,7 +400,7 @@ def restore(run_dir: str | Path, *, ema: bool = True, best: bool = False,
     g = build_generator(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.g_filters, cfg.init_std, fast=False,
                         activation=cfg.g_activation)
     use_ema = ema and cfg.ema > 0
-    key = "g_ema" if use_ema else "generator"  # the names training.GAN.checkpoint() saves under
+    key = EMA_SLOT if use_ema else GENERATOR_SLOT
     path = restore_first_readable(tf.train.Checkpoint(**{key: g}), paths, directory, partial=True, warn=warn)
     return RunGenerator(g, cfg, run_dir, path, use_ema, best)
 

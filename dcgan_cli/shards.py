@@ -463,3 +463,25 @@ def find_data(data_dir: str | Path, image_size: int | None = None, prefer: str |
                          f"(or any folder of images), or pass --data DIR")
     raise DcganError(f"several data sets under {processed}/ ({', '.join(p.name for p in sets)}); "
                      f"pick one with --data")
+
+
+# ----------------------------------------------------------------------------
+# The data's shape
+
+
+def check_shape(manifest: dict, image_size: int, channels: int, *, wanted_by: str = "the config",
+                fix: str | None = None) -> None:
+    """Refuse data whose images are not `image_size` x `image_size` x `channels`, in one line.
+
+    `wanted_by` says what wants that shape ("the config", "the generator"); the message ends
+    with `fix`, by default the `dcgan preprocess` flags that make data of the wanted shape.
+    """
+    size, have = manifest["size"], manifest["channels"]
+    if (size, have) == (image_size, channels):
+        return
+    if fix is None:
+        flags = [f"--size {image_size}"] if size != image_size else []
+        flags += [f"--channels {channels}"] if have != channels else []
+        fix = f"preprocess again with `dcgan preprocess SOURCE {' '.join(flags)}`"
+    raise DcganError(f"the data is {size}x{size}x{have} but {wanted_by} wants "
+                     f"{image_size}x{image_size}x{channels}; {fix}")

@@ -1,7 +1,10 @@
 """The DCGAN training loop: GradientTape steps, checkpoints, per-epoch outputs.
 
-Reads top to bottom: `train()` sets up (strategy, data, models, checkpoint),
-then loops over epochs and steps; the step itself is `make_train_step()`.
+Reads top to bottom: `train()` checks everything and places the run, then
+`_train_locked()` runs the phases: `_restore_or_init`, the epochs (`_train_epoch`,
+the step loop; `_end_of_epoch`), `_export`. The step itself is `make_train_step()`.
+What the identity trainer does alike (the run's lock, signals, checkpoints and
+last-good/, the resume rule and bookkeeping, metrics lines) is in lifecycle.py.
 
 Randomness is stateless and keyed by (seed, step): the noise z, label
 smoothing, instance noise and flips of step k are the same whether the run was
@@ -13,31 +16,21 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import signal
-import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from dcgan_cli import lifecycle, rundir
 from dcgan_cli.config import TrainConfig
-from dcgan_cli.errors import DcganError, TrainingInterrupted
-from dcgan_cli import rundir
+from dcgan_cli.errors import DcganError
 from dcgan_cli.fsutil import atomic_path, describe_os_error
+from dcgan_cli.lifecycle import NonFiniteLoss
 
 # Stream ids folded into the per-step seed, one per kind of randomness.
 _Z, _LABELS, _NOISE_STD, _NOISE, _FLIP = range(5)
-
-
-class NonFiniteLoss(DcganError):
-    """A loss became NaN/Inf, or the weights blew up; nothing is checkpointed, the last good checkpoint is kept."""
-
-
-# Trainable weights past this size are not a model any more (DCGAN's start at N(0, 0.02); Adam at a
-# sane rate moves each by about the rate per step): a checkpoint of them would only lead to NaN again.
-WEIGHT_LIMIT = 1e4
 
 
 # ----------------------------------------------------------------------------
@@ -100,10 +93,10 @@ class GAN:
         def adam(opt):
             return getattr(opt, "inner_optimizer", opt)
 
-        parts = dict(generator=self.generator, discriminator=self.discriminator, g_opt=adam(self.g_opt),
-                     d_opt=adam(self.d_opt), step=self.step, epoch=self.epoch, fixed_z=self.fixed_z)
+        parts = {rundir.GENERATOR_SLOT: self.generator, "discriminator": self.discriminator, "g_opt": adam(self.g_opt),
+                 "d_opt": adam(self.d_opt), "step": self.step, "epoch": self.epoch, "fixed_z": self.fixed_z}
         if self.g_ema is not None:
-            parts["g_ema"] = self.g_ema
+            parts[rundir.EMA_SLOT] = self.g_ema
         return tf.train.Checkpoint(**parts)
 
 
@@ -147,6 +140,36 @@ def build_gan(cfg: TrainConfig, precision: str = "fp32") -> GAN:
 # the step
 
 
+def _replica_inputs(cfg: TrainConfig, real_u8, step):
+    """This replica's share of step `step`: (z, the real images in [-1, 1] flipped and noised, the real labels).
+
+    Every random draw is keyed by (seed, kind, step), made for the global batch and then
+    sliced to this replica's rows: identical whatever the number of replicas.
+    """
+    import tensorflow as tf
+
+    B, nz = cfg.batch_size, cfg.latent_dim
+    ctx = tf.distribute.get_replica_context()
+    b = tf.shape(real_u8)[0]
+    lo = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * b  # this replica's rows of the global batch
+
+    def rand(kind, shape, fn=tf.random.stateless_normal, **kw):
+        seed = tf.stack([tf.cast(cfg.seed, tf.int64) * 8 + kind, step])
+        return fn(shape, seed=seed, **kw)
+
+    z = rand(_Z, [B, nz])[lo:lo + b]
+    real = tf.cast(real_u8, tf.float32) / 127.5 - 1.0  # uint8 -> [-1, 1]
+    if cfg.flip:
+        flip = rand(_FLIP, [B], tf.random.stateless_uniform)[lo:lo + b] < 0.5
+        real = tf.where(flip[:, None, None, None], tf.reverse(real, axis=[2]), real)
+    if cfg.instance_noise > 0:
+        std = rand(_NOISE_STD, [], tf.random.stateless_uniform, minval=0.0, maxval=cfg.instance_noise)
+        real = real + std * rand(_NOISE, [B, cfg.image_size, cfg.image_size, cfg.channels])[lo:lo + b]
+    real_labels = 1.0 - rand(_LABELS, [B, 1], tf.random.stateless_uniform,
+                             minval=0.0, maxval=cfg.label_smoothing)[lo:lo + b]
+    return z, real, real_labels
+
+
 def make_train_step(cfg: TrainConfig, gan: GAN, strategy, precision: str) -> Callable:
     """One D and one G update per call, sharing the generator's forward pass.
 
@@ -156,7 +179,7 @@ def make_train_step(cfg: TrainConfig, gan: GAN, strategy, precision: str) -> Cal
     """
     import tensorflow as tf
 
-    B, nz = cfg.batch_size, cfg.latent_dim
+    B = cfg.batch_size
     G, D, g_opt, d_opt = gan.generator, gan.discriminator, gan.g_opt, gan.d_opt
     fp16 = precision == "fp16"
 
@@ -164,25 +187,7 @@ def make_train_step(cfg: TrainConfig, gan: GAN, strategy, precision: str) -> Cal
         return tf.reshape(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), [-1])
 
     def replica_step(real_u8, step):
-        ctx = tf.distribute.get_replica_context()
-        b = tf.shape(real_u8)[0]
-        lo = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * b  # this replica's rows of the global batch
-
-        def rand(kind, shape, fn=tf.random.stateless_normal, **kw):
-            # Drawn for the global batch, then sliced: identical across replica counts.
-            seed = tf.stack([tf.cast(cfg.seed, tf.int64) * 8 + kind, step])
-            return fn(shape, seed=seed, **kw)
-
-        z = rand(_Z, [B, nz])[lo:lo + b]
-        real = tf.cast(real_u8, tf.float32) / 127.5 - 1.0  # uint8 -> [-1, 1]
-        if cfg.flip:
-            flip = rand(_FLIP, [B], tf.random.stateless_uniform)[lo:lo + b] < 0.5
-            real = tf.where(flip[:, None, None, None], tf.reverse(real, axis=[2]), real)
-        if cfg.instance_noise > 0:
-            std = rand(_NOISE_STD, [], tf.random.stateless_uniform, minval=0.0, maxval=cfg.instance_noise)
-            real = real + std * rand(_NOISE, [B, cfg.image_size, cfg.image_size, cfg.channels])[lo:lo + b]
-        real_labels = 1.0 - rand(_LABELS, [B, 1], tf.random.stateless_uniform,
-                                 minval=0.0, maxval=cfg.label_smoothing)[lo:lo + b]
+        z, real, real_labels = _replica_inputs(cfg, real_u8, step)
 
         def d_loss_of(real_logits, fake_logits):
             per_example = bce(real_labels, real_logits) + bce(tf.zeros_like(fake_logits), fake_logits)
@@ -303,31 +308,7 @@ def standing_statistics(generator, seed: int, samples: int = STANDING_STATS_SAMP
 
 
 # ----------------------------------------------------------------------------
-# checkpoints
-
-
-def all_finite(variables) -> bool:
-    import tensorflow as tf
-
-    return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in variables if "float" in str(v.dtype))
-
-
-def weight_problem(models) -> str | None:
-    """Why these models' weights must not be saved (NaN/Inf anywhere, or a trainable |w| > WEIGHT_LIMIT), or None."""
-    import tensorflow as tf
-
-    for model in models:
-        trainable = {id(v) for v in model.trainable_variables}
-        for v in model.variables:
-            if "float" not in str(v.dtype):
-                continue
-            if not bool(tf.reduce_all(tf.math.is_finite(v))):
-                return f"{v.path} is not finite"
-            if id(v) in trainable:
-                biggest = float(tf.reduce_max(tf.abs(v)))
-                if biggest > WEIGHT_LIMIT:
-                    return f"{v.path} reached |w| = {biggest:.3g} (over {WEIGHT_LIMIT:g}: the weights are exploding)"
-    return None
+# after a NaN
 
 
 def _lower(lr: float) -> str:
@@ -374,54 +355,42 @@ def plot_losses(metrics_path: Path, out: Path) -> None:
 
 
 # ----------------------------------------------------------------------------
-# the loop
-
-
-def check_data(cfg: TrainConfig, manifest: dict) -> None:
-    """The data's shape must be the config's; the error names the flags that make such data."""
-    if (manifest["size"], manifest["channels"]) != (cfg.image_size, cfg.channels):
-        flags = [f"--size {cfg.image_size}"] if manifest["size"] != cfg.image_size else []
-        flags += [f"--channels {cfg.channels}"] if manifest["channels"] != cfg.channels else []
-        raise DcganError(
-            f"the data is {manifest['size']}x{manifest['size']}x{manifest['channels']} but the config wants "
-            f"{cfg.image_size}x{cfg.image_size}x{cfg.channels}; preprocess again with "
-            f"`dcgan preprocess SOURCE {' '.join(flags)}`")
+# the loop: train() checks and places the run, then restore-or-init, the epochs of steps, the export
 
 
 def train(
     cfg: TrainConfig,
     run_dir: str | Path | None = None,
     *,
-    resume: bool = False,
+    resume: str | Path | None = None,
     log: Callable[[str], None] = print,
     quiet: bool = False,
     max_steps: int | None = None,
     verify_data: bool = False,
 ) -> Path:
-    """Train `cfg` into `run_dir` (a new numbered one when None); returns the run dir.
+    """Train `cfg` into a new run, or continue the run `resume`; returns the run dir.
 
-    With `resume`, `run_dir` must hold a checkpoint and `cfg` may differ from
-    its saved config only in `rundir.RESUMABLE` fields (and the data's place);
-    training continues at its exact step and epoch, and what changed goes into
-    config.json's history. With `cfg.eval_every_epochs`, what evaluation needs is
-    checked before any training. The shards are checked against their manifest
-    first (hashes too with `verify_data`, or when they changed since the last
-    check), and the run directory is locked while training. `max_steps` stops
-    early (benchmarks, tests).
+    A new run goes into a new numbered folder under `cfg.runs_dir` (or into
+    `run_dir` when given). `resume` names a run directory holding a checkpoint;
+    `cfg` may differ from its saved config only in `TrainConfig.RESUMABLE`
+    fields (and the data's place); training continues at its exact step and
+    epoch, and what changed goes into config.json's history. With
+    `cfg.eval_every_epochs`, what evaluation needs is checked before any
+    training. The shards are checked against their manifest first (hashes too
+    with `verify_data`, or when they changed since the last check), and the
+    run directory is locked while training. `max_steps` stops early
+    (benchmarks, tests).
     """
     from dcgan_cli import distribute
     from dcgan_cli.evaluate import preflight_training
     from dcgan_cli.resources import check_training_memory
-    from dcgan_cli.shards import load_manifest, verify_shards
+    from dcgan_cli.shards import check_shape, load_manifest, verify_shards
 
+    lifecycle.check_call(run_dir, resume)
     # -- setup: every rule checked before anything is written ---------------
-    saved = None
-    if resume:
-        if run_dir is None:
-            raise DcganError("resuming needs the run directory to continue; pass it (`dcgan train --resume RUN`)")
-        saved = rundir.load_config(run_dir)  # refuses a folder that is not a run, before locking it
+    saved = rundir.load_config(resume) if resume is not None else None  # refuses a non-run before locking it
     manifest = load_manifest(cfg.data)
-    check_data(cfg, manifest)
+    check_shape(manifest, cfg.image_size, cfg.channels)
     verify_shards(cfg.data, manifest, full=verify_data, log=log)
     check_training_memory(cfg, log=log)
     cfg = cfg.with_cadence(manifest["count"])  # auto checkpoint/sample cadence -> epochs, saved in config.json
@@ -433,244 +402,218 @@ def train(
     if cfg.batch_size % n_rep:
         raise DcganError(f"batch size {cfg.batch_size} does not split over {n_rep} replicas; use a multiple of {n_rep}")
 
-    new_run = run_dir is None
-    if new_run:
-        data_name = Path(str(cfg.data).rstrip("/")).name or "data"
-        run_name = "-".join(filter(None, [data_name, cfg.preset, cfg.run_name]))
-        # The chief numbers the run; the other workers learn its path (distribute.py).
-        try:
-            run_dir = distribute.shared_run_dir(strategy, lambda: rundir.new_run_dir(cfg.runs_dir, run_name))
-        except OSError as e:
-            raise DcganError(describe_os_error(e, f"cannot create a run directory under {cfg.runs_dir}")) from None
-    run_dir = Path(run_dir)
-    if not resume and chief:  # a caller's own fresh run dir (benchmarks, Python users) is made here
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise DcganError(describe_os_error(e, f"cannot create the run directory {run_dir}")) from None
-    # One writer per run: a second `train --resume` of it is refused, naming this process.
-    lock = rundir.lock_run(run_dir) if chief else None
-    try:
-        try:
-            if resume:
-                if chief:  # a damaged index rebuilt from the files, a kill's ckpt-N_temp folders removed
-                    rundir.repair_checkpoints(run_dir / rundir.CKPT_DIR, warn=lambda m: log(f"Warning: {m}"))
-                rundir.check_resume(run_dir, cfg)
-            return _train_locked(cfg, run_dir, saved, manifest, log, quiet, max_steps, strategy, precision)
-        except OSError as e:  # config.json, a grid, metrics, the plot: the checkpoints written so far are intact
-            resumable = rundir.checkpoint_paths(run_dir / rundir.CKPT_DIR)
-            raise DcganError(describe_os_error(e, "writing the run failed")
-                             + (f"; then continue: dcgan train --resume {run_dir}" if resumable else "")) from None
-    except BaseException:
-        # A new run that failed before its first checkpoint holds nothing worth keeping.
-        if new_run and chief and not rundir.checkpoint_paths(run_dir / rundir.CKPT_DIR):
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    finally:
-        if lock is not None:
-            lock.release()
+    # -- the run directory: the chief numbers it, the other workers learn its path (distribute.py)
+    run_dir, new = lifecycle.place_run(cfg, lifecycle.run_name(cfg.data, cfg.preset, cfg.run_name), run_dir, resume,
+                                       chief=chief, share=lambda make: distribute.shared_run_dir(strategy, make))
+    with lifecycle.hold(run_dir, cfg, new=new, chief=chief):
+        if saved is not None:
+            lifecycle.reopen(run_dir, cfg, log, chief=chief)
+        return _train_locked(cfg, run_dir, saved, manifest, log, quiet, max_steps, strategy, precision)
+
+
+@dataclass
+class EmaStatistics:
+    """The EMA generator's batch-norm statistics, made to fit its weights once per step, before anything reads them."""
+
+    gan: GAN
+    seed: int
+    at: int = -1  # the step whose statistics are current
+
+    def refresh(self) -> None:
+        if self.gan.g_ema is not None and self.at != int(self.gan.step.numpy()):
+            standing_statistics(self.gan.g_ema, self.seed)
+            self.at = int(self.gan.step.numpy())
+
+
+@dataclass
+class Training:
+    """What the loop works with: the config, the models, the run, and the per-step machinery."""
+
+    cfg: TrainConfig
+    gan: GAN
+    run: lifecycle.Run
+    ema: EmaStatistics
+    train_step: Callable
+    share: Callable[[bool], bool] | None  # several workers: one signal stops them all (distribute.any_worker)
+    tb: object  # the TensorBoard writer
+    grid_runner: object  # one trace for every epoch's grid
+    log: Callable[[str], None]
+    quiet: bool
+
+    @property
+    def step(self) -> int:
+        return int(self.gan.step.numpy())
 
 
 def _train_locked(cfg: TrainConfig, run_dir: Path, saved: TrainConfig | None, manifest: dict, log, quiet: bool,
                   max_steps: int | None, strategy, precision: str) -> Path:
     """The training itself, holding the run's lock; `saved` is the run's config before a resume (None: new run)."""
-    import tensorflow as tf
-
     from dcgan_cli import distribute
-    from dcgan_cli.images import make_grid, save_image
-    from dcgan_cli.pipeline import make_dataset
     from dcgan_cli.progress import Bars
-    from dcgan_cli.sampling import Sampler
-    from dcgan_cli.shards import data_id
 
-    resume = saved is not None
-    chief = distribute.is_chief(strategy)
-    several_workers = distribute.num_workers(strategy) > 1  # decided once, not per step
     # Non-chief workers write to a scratch dir (the multi-worker guide's rule).
     out_dir = distribute.output_dir(strategy, run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    this_data = data_id(manifest)
-    if chief and not resume:
-        rundir.save_config(run_dir, cfg, {"event": "start", "data": cfg.data, "data_id": this_data})
-        (run_dir / rundir.SAMPLES_DIR).mkdir(exist_ok=True)
+    try:
+        t = _restore_or_init(cfg, run_dir, out_dir, saved, manifest, log, quiet, max_steps, strategy, precision)
+        with t.run.signals, Bars(not quiet) as progress, _loop_errors(strategy, run_dir):
+            data = _batches(cfg, strategy, t.run, t.step) if not t.run.finished(t.step) else None
+            for epoch in t.run.epochs_from(t.step):
+                meter = _train_epoch(t, epoch, data, progress)
+                if not t.run.epoch_ended(t.step):  # max_steps reached mid-epoch (checkpointed)
+                    break
+                _end_of_epoch(t, epoch, meter, progress)
+                if t.run.reached_max(t.step):
+                    break
+    finally:
+        distribute.remove_scratch(out_dir, run_dir)
+    _export(t)
+    return run_dir
 
+
+def _restore_or_init(cfg: TrainConfig, run_dir: Path, out_dir: Path, saved: TrainConfig | None, manifest: dict, log,
+                     quiet: bool, max_steps: int | None, strategy, precision: str) -> Training:
+    """The models built (and restored on resume), the run's bookkeeping written, the step and its writers made."""
+    import tensorflow as tf
+
+    from dcgan_cli import distribute
+    from dcgan_cli.sampling import Sampler
+    from dcgan_cli.shards import data_id
+
+    chief = distribute.is_chief(strategy)
+    this_data = data_id(manifest)
     with strategy.scope():
         gan = build_gan(cfg, precision)
-    ckpt = gan.checkpoint()
-    ckpt_dir = out_dir / rundir.CKPT_DIR
-    manager = tf.train.CheckpointManager(ckpt, str(ckpt_dir), max_to_keep=cfg.keep_checkpoints)
-    # Every worker resumes from the chief's checkpoints (non-chief ones only save to scratch).
-    restored = None
-    if resume:
-        source = ckpt_dir if chief else distribute.checkpoint_dir_to_restore(run_dir, rundir.CKPT_DIR)
-        paths = rundir.checkpoint_paths(source) or rundir.checkpoint_paths(run_dir / rundir.LAST_GOOD_DIR)
-        where = source if rundir.checkpoint_paths(source) else run_dir / rundir.LAST_GOOD_DIR
-        restored = rundir.restore_first_readable(ckpt, paths, where, warn=lambda m: log(f"Warning: {m}"))
-        if restored is None:
-            raise DcganError(f"{run_dir} has no checkpoint to resume from; start a new run without --resume")
+    ema = EmaStatistics(gan, cfg.seed)
+    resume = lifecycle.resume_command(cfg, run_dir)
+    # Every checkpoint holds EMA statistics that fit the EMA weights, so generator.keras, best/,
+    # `sample`, `evaluate` and `export` all see them.
+    checkpoints = lifecycle.Checkpoints(
+        gan.checkpoint(), out_dir / rundir.CKPT_DIR, run_dir, keep=cfg.keep_checkpoints, resume=resume,
+        models=[m for m in (gan.generator, gan.discriminator, gan.g_ema) if m is not None],
+        advice=lambda last: recovery_advice(cfg, run_dir, last), before_save=ema.refresh)
+    run = lifecycle.Run(run_dir, resume, cfg.epoch_steps(manifest["count"]), cfg.epochs, checkpoints, max_steps,
+                        chief, cfg.checkpoint_every_steps, cfg.checkpoint_every_epochs)
+    if saved is None:
+        lifecycle.record(run, cfg, {"event": "start", "data": cfg.data, "data_id": this_data})
+        if chief:
+            (run_dir / rundir.SAMPLES_DIR).mkdir(exist_ok=True)
+    else:  # every worker resumes from the chief's checkpoints (the others only save to scratch)
+        source = checkpoints.directory if chief else distribute.checkpoint_dir_to_restore(run_dir, rundir.CKPT_DIR)
+        restored = checkpoints.restore(source, log)
     # The config is the truth: a checkpoint restores the optimizers' learning rates too.
     for opt, lr in ((gan.g_opt, cfg.lr_g), (gan.d_opt, cfg.lr_d)):
         opt.learning_rate.assign(lr)
+    if saved is not None:
+        event = lifecycle.announce_resume(run, saved, cfg, restored, int(gan.step.numpy()), log)
+        lifecycle.record(run, cfg, {**event, **_data_change(cfg, run_dir, this_data, log)})
+    several_workers = distribute.num_workers(strategy) > 1  # decided once, not per step
+    return Training(cfg, gan, run, ema, make_train_step(cfg, gan, strategy, precision),
+                    (lambda flag: distribute.any_worker(strategy, flag)) if several_workers else None,
+                    tf.summary.create_file_writer(str(out_dir / rundir.TENSORBOARD_DIR)),
+                    Sampler(gan.output_generator, batch_size=cfg.num_samples), log, quiet)
 
-    steps_per_epoch = cfg.epoch_steps(manifest["count"])
-    total_steps = steps_per_epoch * cfg.epochs
-    step0 = int(gan.step.numpy())
-    start_epoch = step0 // steps_per_epoch
-    if restored:
-        where = (f"epoch {start_epoch + 1}/{cfg.epochs}" if step0 < total_steps
-                 else f"all {cfg.epochs} epochs done")
-        log(f"Resumed from {restored} at step {step0} ({where})")
-        changes = rundir.resume_changes(saved, cfg)
-        if changes:
-            log("Changed on resume (recorded in config.json's history): "
-                + ", ".join(f"{k.replace('_', '-')} {a} -> {b}" for k, a, b in
-                            ((k, *v) for k, v in changes.items())))
-        event = {"event": "resume", "step": step0, "changed": changes, "data_id": this_data}
-        before = rundir.recorded_data_id(run_dir)
-        if before is not None and before != this_data:
-            log(f"Warning: {cfg.data} is not the data this run trained on so far (same shape, other images: "
-                f"data id {this_data}, was {before}); training goes on with it, and config.json's history says so")
-            event["data_changed_from"] = before
-        if chief:
-            rundir.save_config(run_dir, cfg, event)
-            rundir.forget_metrics_after(run_dir, step0)  # epochs after the checkpoint are trained (and logged) again
-    if step0 >= total_steps:
-        log(f"Nothing to do: step {step0} already reaches {cfg.epochs} epochs; raise --epochs to train more")
 
-    def batches(first_epoch: int, skip: int):
-        # One pipeline for the rest of the run: epoch e shuffled by (seed, e), the
-        # steps already taken skipped, so a resumed run sees the same batches as
-        # an uninterrupted one; batches flow on across epoch ends.
-        def fn(ctx):
-            # One step takes one per-replica batch per local replica.
-            local = ctx.num_replicas_in_sync // ctx.num_input_pipelines
-            ds = make_dataset(cfg.data, cfg.batch_size, seed=cfg.seed * 100_003, cache=cfg.cache, input_context=ctx,
-                              epochs=(first_epoch, cfg.epochs), batches_per_epoch=steps_per_epoch * local)
-            return ds.skip(skip * local)
-        return iter(strategy.distribute_datasets_from_function(fn))
+def _data_change(cfg: TrainConfig, run_dir: Path, this_data: str, log) -> dict:
+    """The resume's data facts for config.json's history; a warning when the images are not the ones trained on."""
+    before = rundir.recorded_data_id(run_dir)
+    if before is None or before == this_data:
+        return {"data_id": this_data}
+    log(f"Warning: {cfg.data} is not the data this run trained on so far (same shape, other images: "
+        f"data id {this_data}, was {before}); training goes on with it, and config.json's history says so")
+    return {"data_id": this_data, "data_changed_from": before}
 
-    train_step = make_train_step(cfg, gan, strategy, precision)
-    tb = tf.summary.create_file_writer(str(out_dir / rundir.TENSORBOARD_DIR))
-    grid_runner = Sampler(gan.output_generator, batch_size=cfg.num_samples)  # one trace for every epoch's grid
 
-    stop_signal: list[int] = []
+def _batches(cfg: TrainConfig, strategy, run: lifecycle.Run, step: int):
+    """The batches of the rest of the run, from `step` on, distributed over the replicas.
 
-    def on_signal(signum, frame):
-        if stop_signal:  # a second Ctrl-C: leave now
-            raise KeyboardInterrupt
-        stop_signal.append(signum)
+    One pipeline: epoch e shuffled by (seed, e), the steps already taken skipped, so
+    a resumed run sees the same batches as an uninterrupted one; batches flow on
+    across epoch ends.
+    """
+    from dcgan_cli.pipeline import make_dataset
 
-    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    first_epoch = step // run.steps_per_epoch
+    skip = step - first_epoch * run.steps_per_epoch
 
-    ema_stats_at = [-1]  # the step whose EMA batch-norm statistics are current
+    def per_pipeline(ctx):
+        local = ctx.num_replicas_in_sync // ctx.num_input_pipelines  # a step takes a batch per local replica
+        ds = make_dataset(cfg.data, cfg.batch_size, seed=cfg.seed * 100_003, cache=cfg.cache, input_context=ctx,
+                          epochs=(first_epoch, cfg.epochs), batches_per_epoch=run.steps_per_epoch * local)
+        return ds.skip(skip * local)
 
-    def refresh_ema_statistics() -> None:
-        """Batch-norm statistics that fit the EMA weights, before anything reads them (once a step)."""
-        if gan.g_ema is not None and ema_stats_at[0] != int(gan.step.numpy()):
-            standing_statistics(gan.g_ema, cfg.seed)
-            ema_stats_at[0] = int(gan.step.numpy())
+    return iter(strategy.distribute_datasets_from_function(per_pipeline))
 
-    def save_checkpoint(reason: str) -> str:
-        step = int(gan.step.numpy())
-        problem = weight_problem([m for m in (gan.generator, gan.discriminator, gan.g_ema) if m is not None])
-        if problem:
-            raise NonFiniteLoss(f"not checkpointing step {step}: {problem}; "
-                                f"{recovery_advice(cfg, run_dir, manager.latest_checkpoint)}")
-        # Every checkpoint holds EMA statistics that fit the EMA weights, so generator.keras,
-        # best/, `sample`, `evaluate` and `export` all see them.
-        refresh_ema_statistics()
-        existed = f"{ckpt_dir}/ckpt-{step}" in manager.checkpoints
-        try:
-            return manager.save(checkpoint_number=step)
-        except (OSError, tf.errors.OpError) as e:  # disk full, read-only, quota: the earlier checkpoints stay
-            if not existed:
-                rundir.remove_partial_checkpoint(ckpt_dir, step)
-            reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
-            raise DcganError(f"writing checkpoint ckpt-{step} into {ckpt_dir} failed ({reason.splitlines()[0]}); "
-                             f"free some space there or make it writable, then continue from "
-                             f"{Path(manager.latest_checkpoint or 'no checkpoint').name}: "
-                             f"dcgan train --resume {run_dir}") from None
 
-    # -- loop ----------------------------------------------------------------
+_SCALARS = ("d_loss", "g_loss", "d_real", "d_fake")  # what a step returns, logged every epoch
+
+
+def _train_epoch(t: Training, epoch: int, data, progress) -> lifecycle.EpochMeter:
+    """The step loop of one epoch, until its end, a signal, or max_steps."""
+    cfg, run = t.cfg, t.run
+    meter = lifecycle.EpochMeter(_SCALARS, cfg.batch_size)
+    steps = run.steps_left(epoch, t.step)
+    bar = progress.task(f"epoch {epoch + 1}/{cfg.epochs}", run.steps_per_epoch, steps.start)
+    for _ in steps:
+        out = {k: float(v) for k, v in t.train_step(next(data)).items()}
+        step = t.step
+        if not (np.isfinite(out["d_loss"]) and np.isfinite(out["g_loss"])):
+            raise NonFiniteLoss(
+                f"loss became {'NaN' if np.isnan(out['d_loss'] + out['g_loss']) else 'Inf'} at step {step} "
+                f"(epoch {epoch + 1}); stopped without checkpointing: {run.checkpoints.recovery()}")
+        meter.add(out)
+        bar.advance(1, f"d {out['d_loss']:.3f} g {out['g_loss']:.3f} D(x) {out['d_real']:.2f} "
+                       f"D(G(z)) {out['d_fake']:.2f} {meter.img_per_s():.0f} img/s")
+        if run.after_step(step, t.share):  # a periodic checkpoint; a signal on any worker stops every worker
+            break
+    bar.remove()  # the epoch's summary line replaces its bar
+    meter.stop()
+    return meter
+
+
+def _end_of_epoch(t: Training, epoch: int, meter: lifecycle.EpochMeter, progress) -> None:
+    """Metrics and TensorBoard scalars every epoch; checkpoint, grid and loss plot at their cadence and at the end."""
+    import tensorflow as tf
+
+    from dcgan_cli.images import make_grid, save_image
+
+    cfg, gan, run = t.cfg, t.gan, t.run
+    step = t.step
+    gan.epoch.assign(epoch + 1)
+    run.checkpoint_epoch(epoch, step)
+    row = meter.row(epoch + 1, step)
+    run.log_epoch(row)
+    if run.chief:
+        grid = None
+        if run.last_epoch(epoch, step) or (epoch + 1) % cfg.sample_every_epochs == 0:
+            t.ema.refresh()  # a grid may fall between two checkpoints
+            grid = make_grid(t.grid_runner(gan.fixed_z.numpy()))
+            save_image(rundir.sample_grid_path(run.run_dir, epoch + 1), grid)
+            plot_losses(run.run_dir / rundir.METRICS_FILE, run.run_dir / rundir.LOSSES_FILE)
+        with t.tb.as_default(step=step):
+            for k in _SCALARS + ("img_per_s",):
+                tf.summary.scalar(k, row[k])
+            if grid is not None:
+                tf.summary.image("samples", grid[None], max_outputs=1)
+        t.tb.flush()
+    progress.print(
+        f"epoch {epoch + 1}/{cfg.epochs} step {step} d_loss {row['d_loss']:.4f} "
+        f"g_loss {row['g_loss']:.4f} D(x) {row['d_real']:.3f} D(G(z)) {row['d_fake']:.3f} "
+        f"{row['img_per_s']:.1f} img/s {meter.seconds:.1f}s", fallback=t.log)
+    if run.chief and cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0:
+        t.ema.refresh()
+        evaluate_epoch(cfg, gan, run.checkpoints.ckpt, run.run_dir, epoch + 1, step, t.log, tb=t.tb, quiet=t.quiet)
+
+
+@contextmanager
+def _loop_errors(strategy, run_dir: Path):
+    """What goes wrong in the loop, as one line naming the fix: damaged data, a lost worker."""
+    import tensorflow as tf
+
+    from dcgan_cli import distribute
+
     try:
-        progress = Bars(not quiet).start()
-        data = batches(start_epoch, step0 - start_epoch * steps_per_epoch) if step0 < total_steps else None
-        for epoch in range(start_epoch, cfg.epochs):
-            step_in_epoch = int(gan.step.numpy()) - epoch * steps_per_epoch
-            if step_in_epoch >= steps_per_epoch:
-                continue
-            sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0}
-            n, t0 = 0, time.perf_counter()
-            bar = progress.task(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch, step_in_epoch)
-            for _ in range(step_in_epoch, steps_per_epoch):
-                out = {k: float(v) for k, v in train_step(next(data)).items()}
-                step = int(gan.step.numpy())
-                if not (np.isfinite(out["d_loss"]) and np.isfinite(out["g_loss"])):
-                    raise NonFiniteLoss(
-                        f"loss became {'NaN' if np.isnan(out['d_loss'] + out['g_loss']) else 'Inf'} at step {step} "
-                        f"(epoch {epoch + 1}); stopped without checkpointing: "
-                        f"{recovery_advice(cfg, run_dir, manager.latest_checkpoint)}")
-                for k in sums:
-                    sums[k] += out[k]
-                n += 1
-                bar.advance(1, f"d {out['d_loss']:.3f} g {out['g_loss']:.3f} D(x) {out['d_real']:.2f} "
-                               f"D(G(z)) {out['d_fake']:.2f} {cfg.batch_size * n / (time.perf_counter() - t0):.0f} img/s")
-                if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 and step % steps_per_epoch:
-                    save_checkpoint("periodic")
-                # A signal on any worker stops every worker after the same step.
-                if several_workers and distribute.any_worker(strategy, bool(stop_signal)) and not stop_signal:
-                    stop_signal.append(signal.SIGTERM)  # it came to another worker
-                if stop_signal or (max_steps is not None and step >= max_steps):
-                    break
-            bar.remove()  # the epoch's summary line replaces its bar
-            seconds = time.perf_counter() - t0
-            step = int(gan.step.numpy())
-            epoch_done = step % steps_per_epoch == 0 and step > 0
-
-            if stop_signal:
-                path = save_checkpoint("interrupt")
-                name = signal.Signals(stop_signal[0]).name
-                raise TrainingInterrupted(
-                    f"{name} at step {step}: checkpoint written to {path}. "
-                    f"Continue with: dcgan train --resume {run_dir}")
-            if not epoch_done:  # max_steps reached mid-epoch
-                save_checkpoint("stop")
-                break
-
-            # -- end of epoch: metrics and TensorBoard scalars every epoch; checkpoint,
-            # grid and loss plot every cfg.checkpoint_every_epochs / cfg.sample_every_epochs epochs and at the end
-            gan.epoch.assign(epoch + 1)
-            last = epoch + 1 == cfg.epochs or (max_steps is not None and step >= max_steps)
-            if last or (epoch + 1) % cfg.checkpoint_every_epochs == 0:
-                saved_path = save_checkpoint("epoch")
-                if chief:  # checked sane by save_checkpoint: the one periodic saves never rotate out
-                    rundir.keep_last_good(run_dir, saved_path)
-            row = {"epoch": epoch + 1, "step": step, **{k: v / max(n, 1) for k, v in sums.items()},
-                   "img_per_s": round(cfg.batch_size * n / seconds, 2), "seconds": round(seconds, 3)}
-            if chief:
-                rundir.append_metrics(run_dir, row)
-                sample = last or (epoch + 1) % cfg.sample_every_epochs == 0
-                if sample:
-                    refresh_ema_statistics()  # a grid may fall between two checkpoints
-                    grid = make_grid(grid_runner(gan.fixed_z.numpy()))
-                    save_image(rundir.sample_grid_path(run_dir, epoch + 1), grid)
-                    plot_losses(run_dir / rundir.METRICS_FILE, run_dir / rundir.LOSSES_FILE)
-                with tb.as_default(step=step):
-                    for k in sums:
-                        tf.summary.scalar(k, row[k])
-                    tf.summary.scalar("img_per_s", row["img_per_s"])
-                    if sample:
-                        tf.summary.image("samples", grid[None], max_outputs=1)
-                tb.flush()
-            progress.print(
-                f"epoch {epoch + 1}/{cfg.epochs} step {step} d_loss {row['d_loss']:.4f} "
-                f"g_loss {row['g_loss']:.4f} D(x) {row['d_real']:.3f} D(G(z)) {row['d_fake']:.3f} "
-                f"{row['img_per_s']:.1f} img/s {seconds:.1f}s", fallback=log)
-            if chief and cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0:
-                refresh_ema_statistics()
-                evaluate_epoch(cfg, gan, ckpt, run_dir, epoch + 1, step, log, tb=tb, quiet=quiet)
-            if max_steps is not None and step >= max_steps:
-                break
+        yield
     except (DcganError, OSError):
         raise
     except tf.errors.DataLossError as e:  # a shard damaged after its check (or with the same size and time)
@@ -682,23 +625,20 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, saved: TrainConfig | None, ma
         if (lost := distribute.cluster_failure(e, strategy, run_dir)) is None:
             raise
         raise lost from None
-    finally:
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
-        if "progress" in locals():
-            progress.stop()
-        distribute.remove_scratch(out_dir, run_dir)
 
-    # -- the end: a generator that loads without this package --------------
-    if chief and int(gan.step.numpy()) >= total_steps:
-        refresh_ema_statistics()
-        try:
-            rundir.save_generator(gan.output_generator, run_dir / rundir.GENERATOR_FILE)
-        except OSError as e:
-            raise DcganError(describe_os_error(e, f"writing {run_dir / rundir.GENERATOR_FILE} failed")
-                             + f"; the checkpoints are intact, and `dcgan train --resume {run_dir}` writes it "
-                               f"again") from None
-    return run_dir
+
+def _export(t: Training) -> None:
+    """The end: a generator that loads without this package (the chief's, once all epochs are done)."""
+    run = t.run
+    if not (run.chief and run.finished(t.step)):
+        return
+    t.ema.refresh()
+    path = run.run_dir / rundir.GENERATOR_FILE
+    try:
+        rundir.save_generator(t.gan.output_generator, path)
+    except OSError as e:
+        raise DcganError(describe_os_error(e, f"writing {path} failed")
+                         + f"; the checkpoints are intact, and `{run.resume}` writes it again") from None
 
 
 # ----------------------------------------------------------------------------

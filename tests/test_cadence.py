@@ -73,7 +73,7 @@ def test_resume_from_an_older_checkpoint_retrains_exactly_and_logs_each_epoch_on
     for p in (crashed / "checkpoints").glob("ckpt-15.*"):  # lost: as if killed before epoch 5's checkpoint
         p.unlink()
     logs = []
-    train(TrainConfig.load(crashed / "config.json"), crashed, resume=True, quiet=True, log=logs.append)
+    train(TrainConfig.load(crashed / "config.json"), resume=crashed, quiet=True, log=logs.append)
     assert any("Resumed from" in m and "at step 9" in m for m in logs), logs
     assert [r["epoch"] for r in _rows(crashed)] == [1, 2, 3, 4, 5]
     for a, b in zip(_rows(straight), _rows(crashed)):

@@ -118,7 +118,8 @@ def test_a_nan_before_any_checkpoint_says_to_start_again_and_leaves_no_empty_run
 def test_weights_past_the_bound_are_never_checkpointed(run):
     import tensorflow as tf
 
-    from dcgan_cli.training import WEIGHT_LIMIT, build_gan, weight_problem
+    from dcgan_cli.lifecycle import WEIGHT_LIMIT, weight_problem
+    from dcgan_cli.training import build_gan
 
     gan = build_gan(rundir.load_config(run))
     assert weight_problem([gan.generator, gan.discriminator]) is None
@@ -346,7 +347,7 @@ def test_a_failed_generator_keras_write_is_one_line_and_leaves_no_temp_file(data
     run = next((tmp_path / "runs").iterdir())
     assert not list(run.glob(".generator*")) and not (run / rundir.GENERATOR_FILE).exists()
     monkeypatch.setattr(fsutil.os, "replace", real_replace)
-    train(rundir.load_config(run), run, resume=True, quiet=True, log=QUIET)  # writes it again
+    train(rundir.load_config(run), resume=run, quiet=True, log=QUIET)  # writes it again
     assert rundir.is_generator_file(run / rundir.GENERATOR_FILE)
 
 
@@ -443,7 +444,7 @@ def test_resuming_a_finished_run_or_on_other_data_says_so(run, tmp_path):
 
     cfg = rundir.load_config(run)
     logs = []
-    train(cfg, run, resume=True, quiet=True, log=logs.append)
+    train(cfg, resume=run, quiet=True, log=logs.append)
     assert any("at step 6 (all 2 epochs done)" in m for m in logs), logs
     assert not any("epoch 3/2" in m for m in logs)
 
@@ -451,7 +452,7 @@ def test_resuming_a_finished_run_or_on_other_data_says_so(run, tmp_path):
     preprocess(PreprocessConfig(source=str(write_faces(tmp_path / "faces2", seed=7)), out=str(other), size=16,
                                 crop="center"), log=QUIET)
     logs = []
-    train(cfg.replace(data=str(other), epochs=3), run, resume=True, quiet=True, log=logs.append)
+    train(cfg.replace(data=str(other), epochs=3), resume=run, quiet=True, log=logs.append)
     assert any("is not the data this run trained on so far" in m for m in logs), logs
     last = rundir.read_history(run)[-1]
     assert last["data_changed_from"] != last["data_id"] and last["changed"]["data"][1] == str(other)

@@ -267,7 +267,7 @@ def test_resume_after_ctrl_c_trains_what_an_uninterrupted_run_would(digits, tmp_
         resume_config(cut, loss="triplet")
     with pytest.raises(DcganError, match="cannot change --class-augment, --flip"):
         resume_config(cut, class_augment="dihedral", flip=False)
-    train_identity(cfg, cut, resume=True, quiet=True, log=lambda m: None)
+    train_identity(cfg, resume=cut, quiet=True, log=lambda m: None)
     import keras
 
     x = load_identities(digits)[0][:32].astype(np.float32)

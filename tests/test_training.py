@@ -179,9 +179,9 @@ def test_resume_equals_uninterrupted_training(data16, tmp_path):
     cfg_b = cfg.replace(runs_dir=str(tmp_path / "b"), epochs=1)
     run = train(cfg_b, quiet=True, log=lambda m: None, max_steps=2)  # stops mid-epoch 1, checkpointed
     assert int(_weights(run).step.numpy()) == 2
-    run = train(cfg_b, run, resume=True, quiet=True, log=lambda m: None)  # finishes epoch 1
+    run = train(cfg_b, resume=run, quiet=True, log=lambda m: None)  # finishes epoch 1
     logs = []
-    run = train(cfg_b.replace(epochs=3), run, resume=True, quiet=True, log=logs.append)  # --epochs raised
+    run = train(cfg_b.replace(epochs=3), resume=run, quiet=True, log=logs.append)  # --epochs raised
     assert any("Resumed from" in m and "step 3" in m for m in logs)
 
     a, b = _weights(straight), _weights(run)
@@ -206,7 +206,7 @@ def test_resume_refuses_data_of_another_size(data16, tmp_path, image_folder):
 
     cfg = TrainConfig.load(run / "config.json").replace(data=str(data32), epochs=2)
     with pytest.raises(DcganError, match=r"data is 32x32x3 .* wants 16x16x3.*--size 16"):
-        train(cfg, run, resume=True, quiet=True, log=lambda m: None)
+        train(cfg, resume=run, quiet=True, log=lambda m: None)
 
 
 def test_resume_without_checkpoint_is_an_error(data16, tmp_path):
@@ -215,12 +215,12 @@ def test_resume_without_checkpoint_is_an_error(data16, tmp_path):
     run = tmp_path / "00000-empty"
     run.mkdir()
     with pytest.raises(DcganError, match="is not a run directory"):
-        train(tiny_config(data16, tmp_path), run, resume=True, quiet=True, log=lambda m: None)
+        train(tiny_config(data16, tmp_path), resume=run, quiet=True, log=lambda m: None)
     from dcgan_cli import rundir
 
     rundir.save_config(run, tiny_config(data16, tmp_path))
     with pytest.raises(DcganError, match="no checkpoint to resume from"):
-        train(tiny_config(data16, tmp_path), run, resume=True, quiet=True, log=lambda m: None)
+        train(tiny_config(data16, tmp_path), resume=run, quiet=True, log=lambda m: None)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data16, tmp_path):
@@ -237,7 +237,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data16, tmp_path):
     bad = cfg.replace(epochs=5, lr_d=1e30, lr_g=1e30)
     (run / "config.json").write_text(bad.to_json())
     with pytest.raises(NonFiniteLoss, match=r"(NaN|Inf) at step \d+") as err:
-        train(bad, run, resume=True, quiet=True, log=lambda m: None)
+        train(bad, resume=run, quiet=True, log=lambda m: None)
     assert "last good checkpoint" in str(err.value)
     assert tf.train.latest_checkpoint(str(run / "checkpoints")) == good
     assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
@@ -256,7 +256,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(data16, tmp_path):
     data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 3])  # truncated by a crash
 
     logs = []
-    train(cfg.replace(epochs=3), run, resume=True, quiet=True, log=logs.append)
+    train(cfg.replace(epochs=3), resume=run, quiet=True, log=logs.append)
     assert any("could not be read" in m for m in logs)
     assert any("Resumed from" in m and "step 3" in m for m in logs)
     assert int(_weights(run).step.numpy()) == 9
@@ -311,7 +311,7 @@ def test_kill_9_leaves_a_loadable_checkpoint(data16, tmp_path):
 
     cfg = TrainConfig.load(run / "config.json")
     target = (step // 3 + 1) * 3
-    train(cfg.replace(epochs=target // 3, checkpoint_every_steps=0), run, resume=True, quiet=True, log=lambda m: None)
+    train(cfg.replace(epochs=target // 3, checkpoint_every_steps=0), resume=run, quiet=True, log=lambda m: None)
     assert int(_weights(run).step.numpy()) == target
 
 
@@ -367,7 +367,7 @@ def test_fp16_training_uses_loss_scaling_and_stays_finite(data16, tmp_path):
     assert int(gan.step.numpy()) == 3 and int(gan.g_opt.iterations.numpy()) == 3
     assert np.isfinite(_metrics(run)[0]["d_loss"])
     # A resume may switch precision (e.g. moving from a GPU to a CPU).
-    train(cfg.replace(epochs=2, precision="bf16"), run, resume=True, quiet=True, log=lambda m: None)
+    train(cfg.replace(epochs=2, precision="bf16"), resume=run, quiet=True, log=lambda m: None)
     assert int(_weights(run).step.numpy()) == 6
 
 

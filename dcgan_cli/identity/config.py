@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from dcgan_cli.config import FrozenConfig, upgrade_keys
+from dcgan_cli.config import FrozenConfig
 from dcgan_cli.errors import DcganError
 from dcgan_cli.shards import check_size
 
@@ -18,9 +17,6 @@ Loss = Enum("Loss", {x: x for x in LOSSES}, type=str)
 Mining = Enum("Mining", [(x.replace("-", "_"), x) for x in MININGS], type=str)
 ClassAugment = Enum("ClassAugment", {x: x for x in CLASS_AUGMENTS}, type=str)
 CONFIG_FILE = "identity_config.json"  # not rundir's config.json: `dcgan sample` never mistakes this run for a GAN
-# What --resume may change: how long it trains, never what.
-RESUMABLE = frozenset({"epochs", "checkpoint_every_steps"})
-_PLACES = frozenset({"data", "runs_dir", "run_name"})
 
 
 @dataclass(frozen=True)
@@ -52,6 +48,10 @@ class IdentityConfig(FrozenConfig):
         checkpoint_every_steps: also checkpoint every N steps (0: per epoch only).
         keep_checkpoints: how many recent checkpoints to keep.
     """
+
+    FILE = CONFIG_FILE
+    COMMAND = "dcgan identity train"
+    RESUMABLE = frozenset({"epochs", "checkpoint_every_steps"})  # how long it trains, never what
 
     data: str = ""
     runs_dir: str = "runs"
@@ -118,29 +118,7 @@ class IdentityConfig(FrozenConfig):
     def batch_size(self) -> int:
         return self.p_identities * self.k_images
 
-    @classmethod
-    def load(cls, run_dir: str | Path) -> "IdentityConfig":
-        path = Path(run_dir) / CONFIG_FILE
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise DcganError(f"{run_dir} is not an identity run (no {CONFIG_FILE}); pass a folder made by "
-                             f"`dcgan identity train`") from None
-        except json.JSONDecodeError as e:
-            raise DcganError(f"{path} is not valid JSON ({e}); restore it or start a new run") from None
-        d = upgrade_keys(d)
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise DcganError(f"{path} has unknown keys {unknown}; was it written by a newer dcgan?")
-        return cls(**d)
-
 
 def resume_config(run_dir: str | Path, **changes) -> IdentityConfig:
-    """The run's saved config with `changes` (None values ignored); only RESUMABLE fields may differ."""
-    saved = IdentityConfig.load(run_dir)
-    given = {k: v for k, v in changes.items() if v is not None}
-    fixed = sorted(k for k, v in given.items() if k not in RESUMABLE | _PLACES and v != getattr(saved, k))
-    if fixed:
-        raise DcganError(f"cannot change {', '.join('--' + k.replace('_', '-') for k in fixed)} when resuming "
-                         f"{run_dir}; start a new run for a different setup")
-    return saved.replace(**given)
+    """The identity run's saved config with `changes` (None values ignored), under the resume rule."""
+    return IdentityConfig.of_run(run_dir).resumed(run_dir, **changes)
