@@ -237,7 +237,7 @@ AUTO_CADENCE_STEPS = 200
 # paper's). Command-line flags override the preset.
 PRESETS: dict[str, dict[str, Any]] = {
     # Radford et al. 2015: batch 128, Adam / beta1 0.5, BCE on logits, D at 2e-4.
-    # Plus (issue 12, measured by `dcgan bench --parts quality`, README "Quality"): D updated
+    # Plus (measured by `dcgan bench --parts quality`, docs/quality.md): D updated
     # first and G through the updated D (the PyTorch example's order), a ramped 0.999 EMA of G,
     # and G at 3x D's rate: 6e-4 took the FD ratio to the plain-Keras reference from 0.96 to
     # 0.57 on the digits (300 steps, 3 seeds; 4e-4: 0.74), where a faster D (TTUR's usual
@@ -256,7 +256,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # MNIST / Fashion-MNIST, 28x28x1 from the model's 7x7 base: G 7x7x128 -> 14x14x64 -> 28x28x1,
     # D 64 -> 128 -> logit. The paper's optimiser at batch 64, with a generator EMA for the samples.
-    # MEASURED (README, "MNIST"): digits are clean after ~1,000 steps; 5 epochs of the 60,000
+    # MEASURED (docs/training.md, "MNIST and Fashion-MNIST"): digits are clean after ~1,000 steps; 5 epochs of the 60,000
     # training digits are ~4,700 steps, a few minutes on a 2-core CPU.
     "mnist": dict(
         image_size=28, channels=1, batch_size=64, g_filters=64, d_filters=64, lr_g=2e-4, lr_d=2e-4, beta1=0.5,

@@ -36,7 +36,7 @@ TIMEOUT_ENV = "DCGAN_COLLECTIVE_TIMEOUT"
 # Dead workers are found much sooner, by the coordination service's heartbeats.
 DEFAULT_COLLECTIVE_TIMEOUT = 1800.0
 TASK_TYPES = ("chief", "worker")
-README_HINT = "see the README's 'Several GPUs or machines'"
+README_HINT = "see docs/distributed.md, 'Several GPUs or machines'"
 
 
 # ----------------------------------------------------------------------------

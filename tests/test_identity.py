@@ -364,7 +364,7 @@ def test_the_default_setup_beats_raw_pixels_on_unseen_digits():
     """The offline bar, one seed (tests/bench_identity.py runs more): the default setup plus what digits
     need (identity/bench.py's DIGITS) on all 1,797 digits, the LFW protocol on the 3 never trained on.
 
-    The floor, 80% and 2.5 points over raw pixels (77.6%), is the README's bar: seed 0 scores 82.6%
+    The floor, 80% and 2.5 points over raw pixels (77.6%), is the bar in docs/identity.md: seed 0 scores 82.6%
     (5 seeds: 82.3-83.4%). What fails it: an untrained network of this shape (71.6-74.8%, 3 seeds),
     the old default (triplet, no class augmentation: 73.2% mean of 5), ArcFace without the class
     augmentation (74.1%), or the same 4 epochs with the class augmentation silently off (67.8%).
