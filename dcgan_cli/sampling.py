@@ -181,7 +181,7 @@ class Sampler:
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W, C) for float32 (N, latent_dim) latents, N of any size."""
-        from dcgan_cli.images import to_uint8
+        from dcgan_cli.pixels import to_uint8
 
         out = []
         for i in range(0, len(z), self.batch_size):
@@ -526,6 +526,8 @@ def savedmodel_module(generator):
     """
     import tensorflow as tf
 
+    from dcgan_cli.pixels import to_uint8_tensor
+
     nz = int(generator.input_shape[-1])
     h, w, c = (int(d) for d in generator.output_shape[1:])
 
@@ -540,7 +542,7 @@ def savedmodel_module(generator):
         @tf.function(input_signature=[tf.TensorSpec([None, nz], tf.float32, name="latent")])
         def __call__(self, latent):
             x = self.generator(latent, training=False)  # [-1, 1]
-            images = tf.cast(tf.clip_by_value(tf.round((x + 1.0) * 127.5), 0.0, 255.0), tf.uint8)
+            images = to_uint8_tensor(x)
             return {"images": images}
 
     return GeneratorServing()

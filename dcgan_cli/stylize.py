@@ -69,6 +69,7 @@ import numpy as np
 
 from dcgan_cli.errors import DcganError, UsageError
 from dcgan_cli.fsutil import file_digest
+from dcgan_cli.pixels import unit_to_uint8
 
 DEFAULT_SIZE = 256
 DEFAULT_STEPS = 300
@@ -129,7 +130,7 @@ class StyleOptions:
 
     def __post_init__(self):
         if self.size is not None:
-            check_size(self.size)
+            check_style_size(self.size)
         if self.steps < 1:
             raise UsageError(f"steps must be at least 1, got {self.steps}", "--steps")
         for name in ("content_weight", "style_weight", "tv_weight"):
@@ -146,7 +147,8 @@ class StyleOptions:
         parse_features(self.features)
 
 
-def check_size(size: int) -> None:
+def check_style_size(size: int) -> None:
+    """The side style transfer can work at (not the model's size rule, which is `shards.check_size`)."""
     if size < MIN_SIZE:
         raise DcganError(f"--size {size} is too small: the network pools the image 4 times; use {MIN_SIZE} or more")
     if size > MAX_SIZE:
@@ -518,15 +520,10 @@ class Transfer:
             if on_step:
                 on_step(step_offset + i, t)
             if on_save and o.save_every and i % o.save_every == 0 and i < o.steps:
-                on_save(i, to_uint8(image.numpy()))
+                on_save(i, unit_to_uint8(image.numpy()))
         seconds = time.perf_counter() - began
         final = as_floats(evaluate(image.value))
-        return StyleResult(to_uint8(image.numpy()), first, final, history, seconds, feats.description)
-
-
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    """Pixels in [0, 1] -> uint8, rounded half to even."""
-    return np.clip(np.rint(np.asarray(x, np.float32) * 255.0), 0, 255).astype(np.uint8)
+        return StyleResult(unit_to_uint8(image.numpy()), first, final, history, seconds, feats.description)
 
 
 def step_name(out: Path, step: int) -> Path:
@@ -591,7 +588,7 @@ FACES_MIN_SIZE = 64
 def faces_plan(generator, n: int, size: int | None = None) -> tuple[int, int]:
     """(side the faces are stylised at, number of batches) for n faces of `generator`."""
     side = size or max(FACES_MIN_SIZE, *(int(d) for d in generator.output_shape[1:3]))
-    check_size(side)
+    check_style_size(side)
     return side, -(-n // max(1, BATCH_PIXELS // (side * side)))
 
 
@@ -644,7 +641,7 @@ def stylize_faces(generator, seeds, style_path: str | Path, out: str | Path, opt
         totals.append(r)
         seconds += r.seconds
     styled = np.concatenate(styled)
-    originals = to_uint8(content)
+    originals = unit_to_uint8(content)
 
     n = len(seeds)
     cols = min(cols, n)
