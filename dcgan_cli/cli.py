@@ -225,7 +225,7 @@ def preprocess(
         metavar="SOURCE", help="A data set name under the data dir (celeba, mnist, fashion-mnist, lfw-sample), a "
                                "folder of images (searched recursively), a .zip of images, or a folder holding "
                                "an .npz (Keras' mnist.npz layout) or IDX files.")],
-    out: Annotated[Optional[str], typer.Option(help="Output dir, local or gs:// (default "
+    out: Annotated[Optional[str], typer.Option("-o", "--out", help="Output dir, local or gs:// (default "
                                                     "DATA_DIR/processed/SOURCE-SIZE).", show_default=False)] = None,
     size: Annotated[Optional[int], typer.Option(help=f"Output side: {SIZE_RULE}. Default: 64; an array data set's "
                                                      f"own side (28 for mnist).", show_default=False)] = None,
@@ -587,7 +587,7 @@ def bench(
     data: Annotated[Optional[Path], typer.Option(help="Preprocessed data for the loop and input figures "
                                                       "(default: temporary synthetic shards).")] = None,
     precision: Annotated[Precision, typer.Option(help="Compute precision (auto: by hardware).")] = Precision.auto,
-    xla: Annotated[bool, typer.Option("--xla", help="Compile the step with XLA.")] = False,
+    xla: Annotated[bool, typer.Option("--xla/--no-xla", help="Compile the step with XLA.")] = False,
     parts: Annotated[str, typer.Option(help="Comma-separated: step, loop, input, preprocess, quality "
                                             "(trains on offline digits and faces: about half an hour on 2 "
                                             "cores), stylize (style transfer), "
