@@ -300,9 +300,12 @@ def test_vgg19_features_load_keras_weights_file_and_run(pictures, tmp_path):
 @pytest.fixture(scope="module")
 def generator_file(tmp_path_factory):
     """A tiny generator (16x16 RGB, latent 8) saved as .keras, the way `dcgan export` writes one."""
+    import keras
+
     from dcgan_cli.model import build_generator
     from dcgan_cli.rundir import save_generator
 
+    keras.utils.set_random_seed(0)  # the same weights in every run, whatever ran before
     return save_generator(build_generator(16, 3, 8, 8, fast=False), tmp_path_factory.mktemp("gen") / "generator.keras")
 
 
@@ -346,7 +349,9 @@ def test_the_identity_check_extension_point_counts_the_verifiers_verdicts(genera
 
     def verifier(originals, styled):  # a stand-in rule, not an identity model: the darker half "verifies"
         seen["shapes"] = originals.shape, styled.shape
-        return [o.mean() < np.median(originals.mean(axis=(1, 2, 3))) for o in originals]
+        # By rank, not against the median: an untrained generator's faces can tie in brightness.
+        darker = set(np.argsort(originals.mean(axis=(1, 2, 3)), kind="stable")[:len(originals) // 2].tolist())
+        return [i in darker for i in range(len(originals))]
 
     options = StyleOptions(size=32, steps=2)
     r = stylize_faces(load_generator_file(generator_file), Seeds.parse("0-5"), pictures["stripes"],
