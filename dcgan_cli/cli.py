@@ -225,8 +225,9 @@ def preprocess(
         metavar="SOURCE", help="A data set name under the data dir (celeba, mnist, fashion-mnist, lfw-sample), a "
                                "folder of images (searched recursively), a .zip of images, or a folder holding "
                                "an .npz (Keras' mnist.npz layout) or IDX files.")],
-    out: Annotated[Optional[str], typer.Option("-o", "--out", help="Output dir, local or gs:// (default "
-                                                    "DATA_DIR/processed/SOURCE-SIZE).", show_default=False)] = None,
+    out: Annotated[Optional[str], typer.Option(
+        "-o", "--out", help="Output dir, local or gs:// (default DATA_DIR/processed/SOURCE-SIZE).",
+        show_default=False)] = None,
     size: Annotated[Optional[int], typer.Option(help=f"Output side: {SIZE_RULE}. Default: 64; an array data set's "
                                                      f"own side (28 for mnist).", show_default=False)] = None,
     crop: Annotated[Optional[Crop], typer.Option(help="; ".join(f"{k}: {v}" for k, v in CROP_HELP.items())

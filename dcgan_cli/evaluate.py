@@ -70,7 +70,8 @@ def parse_metrics(text: str) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(m.strip().lower() for m in text.split(",") if m.strip()))
     unknown = [m for m in names if m not in METRICS]
     if unknown or not names:
-        raise UsageError(f"unknown metric {', '.join(unknown) or '(none)'}; choose from {', '.join(METRICS)}", "--metrics")
+        raise UsageError(f"unknown metric {', '.join(unknown) or '(none)'}; choose from {', '.join(METRICS)}",
+                         "--metrics")
     return names
 
 

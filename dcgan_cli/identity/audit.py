@@ -163,8 +163,8 @@ def audit(identity_model: str | Path | None = None, *, run: Path | None = None, 
     model, meta = load_model(model_path)
     t = threshold if threshold is not None else meta.get("threshold_far_1e_3")
     if t is None:
-        raise DcganError(f"{model_path} has no FAR-0.1% threshold yet; run `dcgan evaluate --verification --identity-model "
-                         f"{model_path}` or pass --threshold")
+        raise DcganError(f"{model_path} has no FAR-0.1% threshold yet; run `dcgan evaluate --verification "
+                         f"--identity-model {model_path}` or pass --threshold")
 
     # -- what is audited, and against which training data --------------------
     files, sampler, facts, run_dir = None, None, {}, None
