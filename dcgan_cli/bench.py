@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from dcgan_cli.config import preset
+from dcgan_cli.errors import UsageError
 
 
 def bench_step(size: int = 64, batch_size: int = 128, steps: int = 20, precision: str = "auto",
@@ -232,6 +233,14 @@ def run_peer(cmd: list[str]) -> float | None:
 
 
 PARTS = ("step", "loop", "input", "preprocess", "quality", "stylize", "identity")
+
+
+def parse_choices(text: str, choices: tuple[str, ...], option: str) -> tuple[str, ...]:
+    """'step, loop' -> ("step", "loop"): a non-empty comma-separated subset of `choices`, else a usage error."""
+    wanted = tuple(p.strip() for p in text.split(",") if p.strip())
+    if not wanted or set(wanted) - set(choices):
+        raise UsageError(f"use a comma-separated subset of {', '.join(choices)}", option)
+    return wanted
 
 
 def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=False, peers=None,

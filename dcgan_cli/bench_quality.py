@@ -50,6 +50,7 @@ from typing import Callable
 import numpy as np
 
 from dcgan_cli.metrics.stats import frechet_distance, kernel_inception_distance
+from dcgan_cli.pixels import scaling_layer, to_signed
 
 DEFAULT_STEPS = 300  # the digits' budget: 21 epochs of 1,797 images at batch 128
 # 100 faces at batch 64: 300 steps is early in training for both models there (the reference's
@@ -163,7 +164,7 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, seed: int = 0, epoc
     order = np.random.default_rng(seed).permutation(n)
     train_idx, test_idx = order[: n * 4 // 5], order[n * 4 // 5:]
     x = keras.Input(images.shape[1:])
-    h = layers.Rescaling(1 / 127.5, -1.0)(x)
+    h = scaling_layer()(x)
     if augment:  # active in fit() only
         h = layers.RandomFlip("horizontal", seed=seed)(h)
         h = layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed)(h)
@@ -245,7 +246,7 @@ def score(images: np.ndarray, reals: Reals) -> dict:
 
 def sample(generator, n: int = SAMPLES, batch_size: int = 250) -> np.ndarray:
     """uint8 images of `generator` (inference mode) for the fixed scoring latents."""
-    from dcgan_cli.images import to_uint8
+    from dcgan_cli.pixels import to_uint8
 
     z = np.random.default_rng(_Z_SEED).standard_normal((n, generator.input_shape[-1])).astype(np.float32)
     return np.concatenate([to_uint8(np.asarray(generator(z[i:i + batch_size], training=False)))
@@ -318,7 +319,7 @@ def train_reference(images: np.ndarray, seed: int, steps: int, batch_size: int =
 
     @tf.function
     def step(real):
-        real = tf.cast(real, tf.float32) / 127.5 - 1.0
+        real = to_signed(tf.cast(real, tf.float32))
         z = tf.random.normal((batch_size, nz))
         with tf.GradientTape() as g_tape:
             fake = G(z, training=True)

@@ -1,9 +1,15 @@
 """The `dcgan` command line: parse, build a config, call the library, print.
 
-Kept thin on purpose: the work happens in the modules it calls. TensorFlow is
-imported inside the commands, never here, so `dcgan --help` answers at once.
-Library errors (`DcganError`) become one `Error: ...` line and exit code 1, in
-one place (`_App.command`); usage errors exit 2 (Typer's own).
+Kept thin on purpose: the rules live in the modules it calls (a cross-option
+rule raises `UsageError` there). TensorFlow is imported inside the commands,
+never here, so `dcgan --help` answers at once. Errors reach the user through one
+place, `_App.command`: `DcganError` -> `Error: ...` and exit 1, `UsageError` ->
+Typer's usage error and exit 2, Ctrl-C -> its resume hint and exit 130.
+
+One flag name per meaning across commands: --generator (a generator .keras
+file), --identity-model (the embedding network), --run, --runs-dir, --data,
+--data-dir, --seed, --seeds; step and epoch counts say which (-steps, -epochs).
+The old spellings still work for one release, hidden, through `_Command`.
 """
 
 from __future__ import annotations
@@ -11,51 +17,89 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
+from typer.core import TyperCommand, TyperOption
 
 from dcgan_cli.config import GActivation, Precision, Preset, Strategy
-from dcgan_cli.errors import DcganError, UsageError
+from dcgan_cli.errors import DcganError, Interrupted, UsageError, resume_hint
 from dcgan_cli.evaluate import METRICS
 from dcgan_cli.identity.config import ClassAugment, Loss, Mining
 from dcgan_cli.preprocess.decoding import CROP_HELP, Crop
 from dcgan_cli.preprocess.labels import LabelMode
 from dcgan_cli.preprocess.sources import Split
 from dcgan_cli.sampling import ExportFormat
-from dcgan_cli.shards import SIZE_RULE, SIZES
+from dcgan_cli.shards import SIZE_RULE
 
 # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 class _App(typer.Typer):
-    """A Typer app whose commands turn `DcganError` into a one-line error."""
+    """A Typer app whose commands report errors, interrupts and old flag spellings in one place.
 
-    def command(self, *args, **kwargs):
+    `DcganError` becomes one `Error: ...` line and exit 1; `UsageError` Typer's
+    usage error (exit 2, naming the option); `Interrupted` its message and exit
+    130, and a Ctrl-C anywhere else "Interrupted." and 130. `renamed` maps a
+    command's deprecated flag spellings to the current ones (see `_Command`).
+    """
+
+    def command(self, *args, renamed: dict[str, str | Callable[[list[str]], str]] | None = None, **kwargs):
+        if renamed:
+            kwargs["cls"] = type("Command", (_Command,), {"renamed": dict(renamed)})
         register = super().command(*args, **kwargs)
 
         def decorator(f):
             @functools.wraps(f)
             def wrapper(*a, **kw):
-                from dcgan_cli.errors import TrainingInterrupted
-
-                if name_needs_tf(f.__name__):
-                    import_tensorflow()
                 try:
-                    return f(*a, **kw)
+                    with resume_hint("Interrupted."):  # a Ctrl-C the library did not word itself
+                        if name_needs_tf(f.__name__):
+                            import_tensorflow()
+                        return f(*a, **kw)
                 except UsageError as e:
                     raise typer.BadParameter(str(e), param_hint=f"'{e.option}'") from None
                 except DcganError as e:
                     typer.echo(f"Error: {e}", err=True)
                     raise typer.Exit(1) from None
-                except TrainingInterrupted as e:
+                except Interrupted as e:
                     typer.echo(str(e), err=True)
                     raise typer.Exit(130) from None
 
             return register(wrapper)
 
         return decorator
+
+
+class _Command(TyperCommand):
+    """A command that still accepts its old flag spellings (`renamed`), hidden from --help, for one release.
+
+    Each old spelling is rewritten to the new one before parsing, with a note on
+    stderr. A value of `renamed` may be a function of the arguments, for a flag
+    whose new name depends on the others (evaluate's --model: --identity-model
+    with --verification, else --generator).
+    """
+
+    renamed: dict[str, str | Callable[[list[str]], str]] = {}
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        takes_value = {name for p in self.params if isinstance(p, TyperOption) and not p.is_flag and not p.count
+                       for name in (*p.opts, *p.secondary_opts)}
+        out, skip = [], False
+        for i, arg in enumerate(args):
+            if arg == "--":
+                out += args[i:]
+                break
+            flag, eq, value = arg.partition("=")
+            if not skip and flag in self.renamed:
+                new = self.renamed[flag]
+                new = new(args) if callable(new) else new
+                typer.echo(f"{flag} is deprecated, use {new}", err=True)
+                arg, flag = new + eq + value, new
+            out.append(arg)
+            skip = not skip and not eq and flag in takes_value  # the next token is this option's value
+        return super().parse_args(ctx, out)
 
 
 def name_needs_tf(command: str) -> bool:
@@ -81,6 +125,17 @@ DataDir = Annotated[
     typer.Option("--data-dir", help="Data root (default ./data, or $DCGAN_DATA_DIR).", show_default=False),
 ]
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where numbered run directories live.")]
+# A generator saved as .keras (a run's generator.keras, or `dcgan export`): --generator in every command.
+GeneratorFile = Annotated[Optional[Path], typer.Option(
+    "--generator", help="A generator .keras file instead of a run (e.g. RUN/best/generator.keras).",
+    show_default=False)]
+# The face-embedding network (RUN/embedding.keras or its identity run): --identity-model in every command.
+IdentityModel = Annotated[Optional[Path], typer.Option(
+    "--identity-model", help="An embedding model (RUN/embedding.keras) or its identity run directory (default: "
+                             "the newest under --runs-dir).", show_default=False)]
+# Old spellings (hidden, noted on stderr, for one release): see _Command.
+GENERATOR_RENAMED = {"--model": "--generator"}
+IDENTITY_RENAMED = {"--model": "--identity-model"}
 
 
 def _data_dir(data_dir: Optional[Path]) -> Path:
@@ -142,21 +197,11 @@ def download(
             typer.echo(f"{d.name:13s} {d.size:>8s}  {d.description}\n{'':24s}from {d.source}")
         typer.echo(f"{'URL':13s} {'':8s}  any http(s) zip/tar of images: dcgan download URL [--sha256 HEX] [--name NAME]")
         return
-    if datasets.is_url(dataset):
-        ds = datasets.from_url(dataset, name=name, sha256=sha256, md5=md5)
-    else:
-        if sha256 or md5 or name:
-            raise typer.BadParameter("--sha256, --md5 and --name apply to a URL; known data sets carry their own",
-                                     param_hint="DATASET")
-        ds = datasets.get(dataset)
+    ds = datasets.resolve(dataset, name=name, sha256=sha256, md5=md5)
     root = _data_dir(data_dir)
-    try:
-        http = HttpOptions(retries=retries, timeout=timeout, min_rate=min_rate, rate_window=rate_window)
-        result = datasets.fetch(ds, root, force=force, urls=url or (), archives=archive or (),
-                                no_checksum=no_checksum, http=http, ui=Ui(quiet=quiet))
-    except KeyboardInterrupt:
-        typer.echo("Interrupted: run the same command again to resume the download.", err=True)
-        raise typer.Exit(130) from None
+    http = HttpOptions(retries=retries, timeout=timeout, min_rate=min_rate, rate_window=rate_window)
+    result = datasets.fetch(ds, root, force=force, urls=url or (), archives=archive or (),
+                            no_checksum=no_checksum, http=http, ui=Ui(quiet=quiet))
     where = datasets.image_dir(ds.name, root) if ds.name in datasets.DATASETS else result.path
     count = f"{result.images:,} images in " if result.images is not None else ""
     if result.already:
@@ -180,8 +225,9 @@ def preprocess(
         metavar="SOURCE", help="A data set name under the data dir (celeba, mnist, fashion-mnist, lfw-sample), a "
                                "folder of images (searched recursively), a .zip of images, or a folder holding "
                                "an .npz (Keras' mnist.npz layout) or IDX files.")],
-    out: Annotated[Optional[str], typer.Option(help="Output dir, local or gs:// (default "
-                                                    "DATA_DIR/processed/SOURCE-SIZE).", show_default=False)] = None,
+    out: Annotated[Optional[str], typer.Option(
+        "-o", "--out", help="Output dir, local or gs:// (default DATA_DIR/processed/SOURCE-SIZE).",
+        show_default=False)] = None,
     size: Annotated[Optional[int], typer.Option(help=f"Output side: {SIZE_RULE}. Default: 64; an array data set's "
                                                      f"own side (28 for mnist).", show_default=False)] = None,
     crop: Annotated[Optional[Crop], typer.Option(help="; ".join(f"{k}: {v}" for k, v in CROP_HELP.items())
@@ -219,41 +265,19 @@ def preprocess(
 
     Example: dcgan preprocess ~/photos --crop face --min-face 48
     """
-    from dcgan_cli.datasets.arrays import native_shape
-    from dcgan_cli.preprocess import CELEBA_NAMES, PreprocessConfig, resolve_source
-    from dcgan_cli.preprocess import preprocess as run
+    from rich.console import Console
 
-    root = _data_dir(data_dir)
-    src, name = resolve_source(source, root)
-    native = native_shape(src)  # (side, channels) of an array data set, else None
-    size = size or (native[0] if native else 64)
-    channels = channels or (native[1] if native else 3)
-    if size not in SIZES:
-        raise typer.BadParameter(f"use {SIZE_RULE}", param_hint="'--size'")
-    if channels not in (3, 1):
-        raise typer.BadParameter("choose one of 3, 1", param_hint="'--channels'")
-    if crop_size and crop_size < size and not (crop and crop.value == "face"):
-        raise typer.BadParameter(f"{crop_size} is smaller than --size {size}, so every image would be upscaled",
-                                 param_hint="'--crop-size'")
+    from dcgan_cli.preprocess import preprocess as run, resolve_config
+    from dcgan_cli.progress import Bars
 
-    crop = crop.value if crop else ("celeba" if name in CELEBA_NAMES else "none" if native else "center")
-    out = out or str(root / "processed" / f"{name}{'-faces' if crop == 'face' else ''}-{size}")
-    cfg = PreprocessConfig(source=str(src), out=out, size=size, crop=crop, crop_size=crop_size, channels=channels,
-                           split=split.value, workers=workers, limit=limit, force=force, shard_mb=shard_mb,
-                           min_face=min_face, labels=labels.value)
-    log = functools.partial(typer.echo, err=True)
-    try:
-        from rich.console import Console
-
-        from dcgan_cli.progress import Bars
-
-        with Bars(console=Console(stderr=True), transient=True, only_on_terminal=True) as bars:
-            task = bars.task("preprocess", None)
-            m = run(cfg, progress=lambda done, total: task.update(completed=done, total=total), log=log)
-    except KeyboardInterrupt:
-        typer.echo(f"Interrupted. The shards written so far are kept in {out}; run the same command again "
-                   f"to resume.", err=True)
-        raise typer.Exit(130) from None
+    cfg = resolve_config(source, _data_dir(data_dir), out=out, size=size, crop=crop and crop.value, channels=channels,
+                         crop_size=crop_size, split=split.value, workers=workers, limit=limit, force=force,
+                         shard_mb=shard_mb, min_face=min_face, labels=labels.value)
+    out = cfg.out
+    with Bars(console=Console(stderr=True), transient=True, only_on_terminal=True) as bars:
+        task = bars.task("preprocess", None)
+        m = run(cfg, progress=lambda done, total: task.update(completed=done, total=total),
+                log=functools.partial(typer.echo, err=True))
     if m.get("up_to_date"):
         typer.echo(f"{out} is already up to date ({m['count']} images, same settings and files); "
                    f"pass --force to redo it")
@@ -276,7 +300,9 @@ def preprocess(
 # train
 
 
-@app.command()
+@app.command(renamed={"--checkpoint-every": "--checkpoint-every-steps",
+                      "--checkpoint-epochs": "--checkpoint-every-epochs",
+                      "--sample-every": "--sample-every-epochs", "--eval-every": "--eval-every-epochs"})
 def train(
     data: Annotated[Optional[Path], typer.Option(help="Preprocessed data dir (holds manifest.json).")] = None,
     preset: Annotated[Preset, typer.Option(help="Recipe to start from (flags override it).")] = Preset.dcgan,
@@ -310,17 +336,18 @@ def train(
     strategy: Annotated[Optional[Strategy], typer.Option(help="tf.distribute strategy.", show_default=False)] = None,
     sync_bn: Annotated[Optional[bool], typer.Option("--sync-bn/--no-sync-bn", help="Synchronised batch norm.",
                                                     show_default=False)] = None,
-    checkpoint_every_steps: Annotated[Optional[int], typer.Option("--checkpoint-every-steps", "--checkpoint-every", min=0, help="Also checkpoint every N steps.")] = None,
+    checkpoint_every_steps: Annotated[Optional[int], typer.Option(
+        min=0, help="Also checkpoint every N steps.")] = None,
     checkpoint_every_epochs: Annotated[Optional[int], typer.Option(
-        "--checkpoint-every-epochs", "--checkpoint-epochs", min=0, help="Checkpoint at the end of every N epochs (0: auto, every epoch unless epochs are under "
-                    "200 steps; the last epoch and Ctrl-C always checkpoint).", show_default=False)] = None,
+        min=0, help="Checkpoint at the end of every N epochs (0: auto, every epoch unless epochs are under 200 "
+                    "steps; the last epoch and Ctrl-C always checkpoint).", show_default=False)] = None,
     sample_every_epochs: Annotated[Optional[int], typer.Option(
-        "--sample-every-epochs", "--sample-every", min=0, help="Write the sample grid and loss plot every N epochs (0: auto, like --checkpoint-every-epochs; "
+        min=0, help="Write the sample grid and loss plot every N epochs (0: auto, like --checkpoint-every-epochs; "
                     "the last epoch always does).", show_default=False)] = None,
     cache: Annotated[Optional[bool], typer.Option("--cache/--no-cache", help="Keep the data in memory.",
                                                   show_default=False)] = None,
-    eval_every_epochs: Annotated[Optional[int], typer.Option("--eval-every-epochs", "--eval-every", min=0, help="Score FID/KID every N epochs and keep the "
-                                                                  "best checkpoint in RUN/best/ (0: never).")] = None,
+    eval_every_epochs: Annotated[Optional[int], typer.Option(
+        min=0, help="Score FID/KID every N epochs and keep the best checkpoint in RUN/best/ (0: never).")] = None,
     eval_samples: Annotated[Optional[int], typer.Option(min=2, help="Generated images per evaluation "
                                                                     "(FID needs 2048 or more).")] = None,
     runs_dir: RunsDir = Path("runs"),
@@ -337,8 +364,8 @@ def train(
 
     Example: dcgan train --data data/processed/celeba-64 --epochs 25
     """
-    from dcgan_cli.config import PRESET_DATA, PRESETS, preset as make_preset
-    from dcgan_cli.shards import find_data, load_manifest
+    from dcgan_cli.config import PRESETS, preset as make_preset
+    from dcgan_cli.shards import load_manifest, resolve_data
 
     overrides = dict(
         epochs=epochs, batch_size=batch_size, steps_per_epoch=steps_per_epoch, lr_g=lr_g, lr_d=lr_d, beta1=beta1,
@@ -358,7 +385,7 @@ def train(
         cfg = resume_config(resume, **given, data=str(data) if data else None)  # the resume rule
     else:
         preset = preset.value
-        data = data or find_data(_data_dir(data_dir), PRESETS[preset].get("image_size"), PRESET_DATA.get(preset))
+        data = resolve_data(data, data_dir, preset)
         manifest = load_manifest(data)
         shape = {"image_size": manifest["size"], "channels": manifest["channels"]}
         shape = {k: v for k, v in shape.items() if k not in PRESETS[preset]}
@@ -378,7 +405,7 @@ def train(
 # sample
 
 
-@app.command()
+@app.command(renamed=GENERATOR_RENAMED)
 def sample(
     out: Annotated[Optional[Path], typer.Argument(
         help="Grid image (.png, .jpg or .webp); an animated .gif with --interpolate. "
@@ -386,7 +413,7 @@ def sample(
     n: Annotated[Optional[int], typer.Option("-n", "--num", min=1, show_default=False,
                                              help="Number of images (default 16; with --seeds, how many it lists).")] = None,
     run: Annotated[Optional[Path], typer.Option(help="Run directory (default: the newest under --runs-dir).")] = None,
-    model: Annotated[Optional[Path], typer.Option(help="A generator .keras file instead of a run.")] = None,
+    generator: GeneratorFile = None,
     seed: Annotated[Optional[int], typer.Option(min=0, show_default=False,
                                                 help="Image k uses seed S+k (default 0): same seed, same image.")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Exact seeds, as ranges and lists: 0-99,120,200-210.")] = None,
@@ -419,7 +446,7 @@ def sample(
     from dcgan_cli import sampling
 
     request = sampling.SampleRequest(  # every cross-option check, before any model loads (usage errors)
-        out=out, n=n, run=run, model=model, seed=seed, seed_list=seeds, nrow=nrow, truncation=truncation,
+        out=out, n=n, run=run, generator=generator, seed=seed, seed_list=seeds, nrow=nrow, truncation=truncation,
         individual=individual, interpolate=interpolate, frames=frames, fps=fps, ema=not no_ema, best=best,
         batch_size=batch_size, runs_dir=runs_dir, force=force)
     typer.echo(sampling.fulfil(request, say=lambda m: typer.echo(m, err=True)))
@@ -429,13 +456,13 @@ def sample(
 # stylize
 
 
-@app.command()
+@app.command(renamed={**GENERATOR_RENAMED, "--save-every": "--save-every-steps"})
 def stylize(
     images: Annotated[list[Path], typer.Argument(
-        metavar="[CONTENT] STYLE", help="The content image and the style image; with --run or --model, the style "
-                                        "image alone.", show_default=False)],
+        metavar="[CONTENT] STYLE", help="The content image and the style image; with --run or --generator, the "
+                                        "style image alone.", show_default=False)],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output image (.png, .jpg or .webp); a grid with --run "
-                                                          "or --model.", show_default=False)],
+                                                          "or --generator.", show_default=False)],
     size: Annotated[Optional[int], typer.Option(
         help="Longer side of the output in pixels (default 256; generated faces: the generator's side, at "
              "least 64).",
@@ -455,103 +482,37 @@ def stylize(
              "block1..5_conv1, equal).", show_default=False)] = None,
     lr: Annotated[float, typer.Option(help="Adam's learning rate (pixels in [0, 1]).")] = 0.02,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the noise start and the random network.")] = 0,
-    save_every: Annotated[int, typer.Option(min=0, help="Also write OUT.step-NNNN.png every N steps (0: off).")] = 0,
+    save_every_steps: Annotated[int, typer.Option(min=0, help="Also write OUT.step-NNNN.png every N steps "
+                                                              "(0: off).")] = 0,
     run: Annotated[Optional[Path], typer.Option(help="Stylise faces generated by this run's generator.")] = None,
-    model: Annotated[Optional[Path], typer.Option(help="... or by this generator .keras file.")] = None,
-    seeds: Annotated[Optional[str], typer.Option(help="With --run/--model: the faces' seeds (default 0-15).",
+    generator: Annotated[Optional[Path], typer.Option(
+        "--generator", help="... or by this generator .keras file.", show_default=False)] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="With --run/--generator: the faces' seeds (default 0-15).",
                                                  show_default=False)] = None,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="With --run: the raw generator, not its EMA.")] = False,
     identity_model: Annotated[Optional[Path], typer.Option(
-        help="With --run/--model: an identity model (embedding.keras or its run, from `dcgan identity train`): "
-             "count the stylised faces that still verify as their original.", show_default=False)] = None,
+        "--identity-model", help="With --run/--generator: an identity model (embedding.keras or its run, from "
+                                 "`dcgan identity train`): count the stylised faces that still verify as their "
+                                 "original.", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ):
     """Neural style transfer (Gatys et al.): paint CONTENT in the style of STYLE.
 
     Gradient descent on the pixels minimises alpha * content + beta * style +
-    tv; the same seed and inputs give the same bytes. With --run or --model,
+    tv; the same seed and inputs give the same bytes. With --run or --generator,
     stylises generated faces and writes a grid: a row of faces, then the same
     faces stylised.
 
     Example: dcgan stylize face.png starry.jpg -o styled.png --steps 300
     """
-    from dcgan_cli.sampling import Seeds
-    from dcgan_cli.stylize import StyleOptions, parse_style_layers
+    from dcgan_cli import stylize as st
 
-    def bad(message, hint):
-        return typer.BadParameter(message, param_hint=hint)
-
-    faces = run is not None or model is not None
-    if run is not None and model is not None:
-        raise bad("give --run or --model, not both", "'--model'")
-    if faces and len(images) != 1:
-        raise bad(f"with --run or --model give the STYLE image alone (got {len(images)} images)", "'[CONTENT] STYLE'")
-    if not faces and len(images) != 2:
-        raise bad(f"give CONTENT and STYLE (got {len(images)} image{'s' if len(images) != 1 else ''}), or "
-                  f"--run/--model with STYLE", "'[CONTENT] STYLE'")
-    if no_ema and run is None:
-        raise bad("--no-ema applies to --run", "'--no-ema'")
-    if seeds is not None and not faces:
-        raise bad("--seeds picks generated faces: use it with --run or --model", "'--seeds'")
-    if identity_model is not None and not faces:
-        raise bad("--identity-model checks generated faces: use it with --run or --model", "'--identity-model'")
-    if save_every and faces:
-        raise bad("--save-every applies to one CONTENT image, not to a grid of faces", "'--save-every'")
-    layers = parse_style_layers(style_layers) if style_layers is not None else ()  # UsageError: exit 2
-    try:
-        chosen = Seeds.parse(seeds or "0-15")
-    except DcganError as e:
-        raise bad(str(e), "'--seeds'") from None
-    if size is None and not faces:
-        size = 256
-    options = StyleOptions(size=size, steps=steps, content_weight=content_weight, style_weight=style_weight,
-                           tv_weight=tv_weight, init=init, features=features, seed=seed, lr=lr,
-                           content_layer=content_layer, style_layers=layers, save_every=save_every)
-    say = lambda m: typer.echo(m, err=True)  # noqa: E731
-
-    if not faces:
-        from dcgan_cli.stylize import stylize_file
-
-        try:
-            with _loss_bar(steps, quiet) as on_step:
-                r = stylize_file(images[0], images[1], out, options, on_step=on_step, log=say)
-        except KeyboardInterrupt:
-            typer.echo(f"Interrupted: {out} was not written.", err=True)
-            raise typer.Exit(130) from None
-        h, w = r.pixels.shape[1:3]
-        typer.echo(f"Wrote {out} ({w}x{h}, {steps} steps in {r.seconds:.1f} s; features: {r.features}); "
-                   f"style loss {r.start['style']:.3g} -> {r.final['style']:.3g}, content loss "
-                   f"{r.final['content']:.3g}")
-        return
-
-    from dcgan_cli import rundir
-    from dcgan_cli.stylize import check_output, faces_plan, stylize_faces
-
-    check_output(out)  # before the generator loads
-    verifier = None
-    if identity_model is not None:
-        from dcgan_cli.identity.verification import resolve_model, same_person_check
-
-        verifier = same_person_check(resolve_model(identity_model))  # before the long part: a bad file fails now
-    if model is not None:
-        generator = rundir.load_generator_file(model)
-        say(f"Generating faces with {model}")
-    else:
-        restored = rundir.restore(run, ema=not no_ema, warn=lambda m: say(f"Warning: {m}"))
-        generator = restored.model
-        say(f"Generating faces with {restored.describe()}")
-    _, batches = faces_plan(generator, len(chosen), size)
-    try:
-        with _loss_bar(steps * batches, quiet) as on_step:
-            r = stylize_faces(generator, chosen, images[0], out, options, on_step=on_step, log=say,
-                              verifier=verifier)
-    except KeyboardInterrupt:
-        typer.echo(f"Interrupted: {out} was not written.", err=True)
-        raise typer.Exit(130) from None
-    verified = "" if r.verified is None else f"; {r.verified} of {r.count} still verify as their original"
-    typer.echo(f"Wrote {out}: {r.count} faces (seeds {chosen}) at {r.size} px, each above its stylised version "
-               f"({steps} steps in {r.seconds:.1f} s; features: {r.features}); mean style loss "
-               f"{r.start['style']:.3g} -> {r.final['style']:.3g}{verified}")
+    request = st.StylizeRequest(  # every cross-option check, before any image or model loads (usage errors)
+        images=tuple(images), out=out, run=run, generator=generator, seeds=seeds, ema=not no_ema,
+        identity_model=identity_model, size=size, steps=steps, content_weight=content_weight,
+        style_weight=style_weight, tv_weight=tv_weight, init=init, features=features, content_layer=content_layer,
+        style_layers=style_layers, lr=lr, seed=seed, save_every_steps=save_every_steps)
+    typer.echo(st.fulfil(request, bar=lambda total: _loss_bar(total, quiet), log=lambda m: typer.echo(m, err=True)))
 
 
 def _loss_bar(total: int, quiet: bool):
@@ -626,7 +587,7 @@ def bench(
     data: Annotated[Optional[Path], typer.Option(help="Preprocessed data for the loop and input figures "
                                                       "(default: temporary synthetic shards).")] = None,
     precision: Annotated[Precision, typer.Option(help="Compute precision (auto: by hardware).")] = Precision.auto,
-    xla: Annotated[bool, typer.Option("--xla", help="Compile the step with XLA.")] = False,
+    xla: Annotated[bool, typer.Option("--xla/--no-xla", help="Compile the step with XLA.")] = False,
     parts: Annotated[str, typer.Option(help="Comma-separated: step, loop, input, preprocess, quality "
                                             "(trains on offline digits and faces: about half an hour on 2 "
                                             "cores), stylize (style transfer), "
@@ -665,17 +626,12 @@ def bench(
     """
     import json
 
-    from dcgan_cli.bench import PARTS
+    from dcgan_cli.bench import PARTS, parse_choices
     from dcgan_cli.bench import bench as run
-
     from dcgan_cli.bench_quality import SETS
 
-    wanted = tuple(p.strip() for p in parts.split(",") if p.strip())
-    if not wanted or set(wanted) - set(PARTS):
-        raise typer.BadParameter(f"use a comma-separated subset of {', '.join(PARTS)}", param_hint="'--parts'")
-    sets = tuple(x.strip() for x in quality_sets.split(",") if x.strip())
-    if not sets or set(sets) - set(SETS):
-        raise typer.BadParameter(f"use a comma-separated subset of {', '.join(SETS)}", param_hint="'--quality-sets'")
+    wanted = parse_choices(parts, PARTS, "--parts")
+    sets = parse_choices(quality_sets, SETS, "--quality-sets")
     result = run(size=size, batch_size=batch_size, steps=steps, data=data, precision=precision.value, xla=xla,
                  peers=peers, torch_python=torch_python, parts=wanted, face_images=face_images,
                  stylize_size=stylize_size, quality_steps=quality_steps, quality_seeds=range(quality_seeds),
@@ -692,7 +648,7 @@ identity_app = _App(name="identity", help="Train the face-embedding network (ver
 app.add_typer(identity_app, name="identity")
 
 
-@identity_app.command("train")
+@identity_app.command("train", renamed={"--checkpoint-every": "--checkpoint-every-steps"})
 def identity_train(
     data: Annotated[Optional[Path], typer.Option(help="Preprocessed data with identities (`dcgan preprocess celeba`, "
                                                       "or a folder with --labels folders).")] = None,
@@ -733,8 +689,8 @@ def identity_train(
              "identities, and an epoch is 8x longer (for digits or characters with few classes, never faces; "
              "needs --no-flip). Default none.", show_default=False)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the weights and batches.", show_default=False)] = None,
-    checkpoint_every_steps: Annotated[Optional[int], typer.Option("--checkpoint-every-steps", "--checkpoint-every", min=0, help="Also checkpoint every N steps.",
-                                                            show_default=False)] = None,
+    checkpoint_every_steps: Annotated[Optional[int], typer.Option(
+        min=0, help="Also checkpoint every N steps.", show_default=False)] = None,
     runs_dir: RunsDir = Path("runs"),
     name: Annotated[str, typer.Option(help="Suffix for the run directory's name.")] = "",
     resume: Annotated[Optional[Path], typer.Option(help="Continue this identity run directory.")] = None,
@@ -751,7 +707,7 @@ def identity_train(
     Example: dcgan identity train --data data/processed/celeba-64 --epochs 10
     """
     from dcgan_cli.identity.config import IdentityConfig, resume_config
-    from dcgan_cli.shards import find_data, load_manifest
+    from dcgan_cli.shards import load_manifest, resolve_data
 
     given = dict(loss=loss and loss.value, mining=mining and mining.value, margin=margin, arc_margin=arc_margin,
                  arc_scale=arc_scale, epochs=epochs, steps_per_epoch=steps_per_epoch, p_identities=p_identities,
@@ -762,7 +718,7 @@ def identity_train(
     if resume is not None:
         cfg = resume_config(resume, **given, data=str(data) if data else None)
     else:
-        data = data or find_data(_data_dir(data_dir))
+        data = resolve_data(data, data_dir)
         m = load_manifest(data)
         cfg = IdentityConfig(data=str(data), runs_dir=str(runs_dir), run_name=name, image_size=m["size"],
                              channels=m["channels"], **given)
@@ -775,18 +731,15 @@ def identity_train(
     typer.echo(f"Run directory: {run_dir}")
 
 
-ModelOpt = Annotated[Optional[Path], typer.Option(
-    "--model", help="An embedding model (RUN/embedding.keras) or its identity run directory (default: the newest "
-                    "under --runs-dir).", show_default=False)]
 ThresholdOpt = Annotated[Optional[float], typer.Option(
     help="Distance threshold (default: the one stored with the model).", show_default=False)]
 
 
-@app.command()
+@app.command(renamed=IDENTITY_RENAMED)
 def verify(
     image_a: Annotated[Path, typer.Argument(metavar="A", help="A photo.")],
     image_b: Annotated[Path, typer.Argument(metavar="B", help="Another photo.")],
-    model: ModelOpt = None,
+    identity_model: IdentityModel = None,
     threshold: ThresholdOpt = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     runs_dir: RunsDir = Path("runs"),
@@ -802,7 +755,7 @@ def verify(
 
     from dcgan_cli.identity.verification import resolve_model, verify as run
 
-    r = run(image_a, image_b, resolve_model(model, runs_dir), threshold)
+    r = run(image_a, image_b, resolve_model(identity_model, runs_dir), threshold)
     if json_:
         typer.echo(json.dumps(r))
     else:
@@ -810,11 +763,11 @@ def verify(
                              for k in ("verified", "distance", "threshold", "model")))
 
 
-@app.command()
+@app.command(renamed=IDENTITY_RENAMED)
 def identify(
     face: Annotated[Path, typer.Argument(help="The photo of someone.")],
     gallery: Annotated[Path, typer.Option(help="A folder with one photo per person: NAME.jpg, or NAME/photo.jpg.")],
-    model: ModelOpt = None,
+    identity_model: IdentityModel = None,
     top: Annotated[int, typer.Option(min=1, help="How many nearest people to list.")] = 5,
     threshold: ThresholdOpt = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -828,7 +781,7 @@ def identify(
 
     from dcgan_cli.identity.verification import identify as run, resolve_model
 
-    r = run(face, gallery, resolve_model(model, runs_dir), top, threshold)
+    r = run(face, gallery, resolve_model(identity_model, runs_dir), top, threshold)
     if json_:
         typer.echo(json.dumps(r))
         return
@@ -837,16 +790,14 @@ def identify(
         typer.echo(f"  {m['distance']:.4f}  {m['identity']}{'' if m['match'] else '  (over the threshold)'}")
 
 
-@app.command()
+@app.command(renamed={**GENERATOR_RENAMED, "--model-id": "--identity-model"})
 def audit(
     run: Annotated[Optional[Path], typer.Option(help="The GAN run to audit (default: the newest under --runs-dir).",
                                                 show_default=False)] = None,
-    model: Annotated[Optional[Path], typer.Option("--model", help="A generator .keras file instead of a run.",
-                                                  show_default=False)] = None,
+    generator: GeneratorFile = None,
     images: Annotated[Optional[Path], typer.Option(help="Audit these image files instead of a generator "
                                                         "(needs --data).", show_default=False)] = None,
-    model_id: Annotated[Optional[Path], typer.Option("--model-id", help="The identity model (RUN/embedding.keras or "
-                                                     "its run; default: the newest).", show_default=False)] = None,
+    identity_model: IdentityModel = None,
     data: Annotated[Optional[Path], typer.Option(help="The training data (default: the run's).",
                                                  show_default=False)] = None,
     samples: Annotated[int, typer.Option(min=1, help="Generated images to audit.")] = 10_000,
@@ -870,11 +821,8 @@ def audit(
     import json
 
     from dcgan_cli.identity.audit import audit as run_audit, format_audit
-    from dcgan_cli.identity.verification import resolve_model
 
-    if sum(x is not None for x in (run, model, images)) > 1:
-        raise typer.BadParameter("audit one thing: --run, --model or --images", param_hint="'--images'")
-    r = run_audit(resolve_model(model_id, runs_dir), run=run, generator=model, images=images, data=data,
+    r = run_audit(identity_model, run=run, generator=generator, images=images, data=data,
                   samples=samples, seed=seed, threshold=threshold, pixel_rmse=pixel_rmse, grid=grid,
                   runs_dir=runs_dir, log=lambda m: typer.echo(m, err=True))
     typer.echo(json.dumps(r) if json_ else format_audit(r))
@@ -884,24 +832,18 @@ def audit(
 # evaluate
 
 
-def _metrics_option(value: str) -> str:
-    from dcgan_cli.evaluate import parse_metrics
-
-    try:
-        return ",".join(parse_metrics(value))
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
+def _evaluate_model_flag(args: list[str]) -> str:
+    """evaluate's old --model named the embedding network with --verification, else the generator."""
+    return "--identity-model" if "--verification" in args else "--generator"
 
 
-@app.command()
+@app.command(renamed={"--model": _evaluate_model_flag})
 def evaluate(
     run: Annotated[Optional[Path], typer.Option(help="Run directory (default: the newest under --runs-dir).")] = None,
-    model: Annotated[Optional[Path], typer.Option(help="A generator saved as .keras instead of a run, "
-                                                       "e.g. RUN/best/generator.keras.")] = None,
+    generator: GeneratorFile = None,
     data: Annotated[Optional[Path], typer.Option(help="Preprocessed real data (default: the run's).")] = None,
     samples: Annotated[int, typer.Option(min=2, help="Generated images to score (FID needs 2048+).")] = 10_000,
-    metrics: Annotated[str, typer.Option(callback=_metrics_option, help=f"Comma-separated: {', '.join(METRICS)}.")
-                       ] = ",".join(METRICS),
+    metrics: Annotated[str, typer.Option(help=f"Comma-separated: {', '.join(METRICS)}.")] = ",".join(METRICS),
     inception_weights: Annotated[Optional[Path], typer.Option(
         help="Local copy of Keras' InceptionV3 no-top ImageNet weights, for machines without internet "
              "(or $DCGAN_INCEPTION_WEIGHTS; default: Keras' cache).", show_default=False)] = None,
@@ -916,9 +858,10 @@ def evaluate(
                                                 "FILE.keras (its penultimate layer) or FILE.keras:LAYER, e.g. a "
                                                 "classifier of your own data, on machines without the Inception "
                                                 "weights.")] = "inception_v3",
-    verification: Annotated[bool, typer.Option("--verification", help="Score an embedding model instead (--model: "
-                                               "RUN/embedding.keras or its run): the LFW protocol on its held-out "
-                                               "identities; stores the threshold with the model.")] = False,
+    verification: Annotated[bool, typer.Option("--verification", help="Score an embedding model instead "
+                                               "(--identity-model): the LFW protocol on its held-out identities; "
+                                               "stores the threshold with the model.")] = False,
+    identity_model: IdentityModel = None,
     pairs: Annotated[int, typer.Option(min=20, help="With --verification: pairs, half same person (LFW: 6000).")
                      ] = 6000,
     roc: Annotated[Optional[Path], typer.Option(help="With --verification: where to write the ROC curve "
@@ -937,23 +880,21 @@ def evaluate(
     """
     import json
 
+    from dcgan_cli import evaluate as ev
+
+    ev.check_target(verification, run=run, generator=generator, identity_model=identity_model)
     if verification:
         from dcgan_cli.identity.verification import evaluate_verification, format_verification, resolve_model
 
-        if run is not None:
-            raise typer.BadParameter("--verification scores an embedding model: pass --model, not --run",
-                                     param_hint="'--run'")
-        result = evaluate_verification(resolve_model(model, runs_dir), data, pairs=pairs, roc=roc,
+        result = evaluate_verification(resolve_model(identity_model, runs_dir), data, pairs=pairs, roc=roc,
                                        log=lambda m: typer.echo(m, err=True))
         typer.echo(json.dumps(result) if json_ else format_verification(result))
         return
-    from dcgan_cli import evaluate as ev
-
-    opts = ev.EvalOptions(samples=samples, metrics=tuple(metrics.split(",")), extractor=extractor,
+    opts = ev.EvalOptions(samples=samples, metrics=ev.parse_metrics(metrics), extractor=extractor,
                           weights=str(inception_weights) if inception_weights else None, seed=seed,
                           batch_size=batch_size, real_samples=real_samples)
     say = lambda m: typer.echo(m, err=True)  # noqa: E731 - stdout is for the result
-    result = ev.evaluate_target(run, model, data, opts, ema=not no_ema, runs_dir=runs_dir, log=say)
+    result = ev.evaluate_target(run, generator, data, opts, ema=not no_ema, runs_dir=runs_dir, log=say)
     typer.echo(json.dumps(result) if json_ else ev.format_table(result))
 
 

@@ -1,9 +1,16 @@
-"""The one exception type a user sees.
+"""The exceptions a user sees, and the one place Ctrl-C becomes a message.
 
 Library code raises `DcganError` with a message that says what went wrong and
 what to do about it; `cli.py` prints it as a single `Error: ...` line and exits 1.
-Anything else escaping is a bug and keeps its traceback.
+`UsageError` (a contradiction between options) exits 2, `Interrupted` (Ctrl-C,
+with what was kept and how to go on) exits 130. All three are turned into output
+in one place, `cli._App`. Anything else escaping is a bug and keeps its traceback.
 """
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
 
 
 class DcganError(Exception):
@@ -21,8 +28,26 @@ class UsageError(DcganError):
         self.option = option
 
 
-class TrainingInterrupted(Exception):
-    """Ctrl-C / SIGTERM stopped a trainer after a checkpoint; the message says how to resume (exit 130).
+class Interrupted(Exception):
+    """Ctrl-C (or SIGTERM) stopped the work; the message says what was kept and how to resume (exit 130).
 
     Not a DcganError: nothing went wrong, and the CLI prints it without "Error:".
     """
+
+
+class TrainingInterrupted(Interrupted):
+    """A trainer stopped after a checkpoint; the message names the `--resume` command."""
+
+
+@contextmanager
+def resume_hint(message: str) -> Iterator[None]:
+    """Turn a KeyboardInterrupt inside the block into `Interrupted(message)`.
+
+    The one conversion of Ctrl-C: long operations wrap themselves in it with what
+    they keep on disk ("run the same command again to resume"), and the CLI wraps
+    every command in it with a plain "Interrupted." for the rest.
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(message) from None

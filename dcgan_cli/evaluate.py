@@ -66,10 +66,12 @@ class EvalOptions:
 
 
 def parse_metrics(text: str) -> tuple[str, ...]:
+    """'fid,kid' -> ("fid", "kid"); anything else is a usage error of --metrics."""
     names = tuple(dict.fromkeys(m.strip().lower() for m in text.split(",") if m.strip()))
     unknown = [m for m in names if m not in METRICS]
     if unknown or not names:
-        raise ValueError(f"unknown metric {', '.join(unknown) or '(none)'}; choose from {', '.join(METRICS)}")
+        raise UsageError(f"unknown metric {', '.join(unknown) or '(none)'}; choose from {', '.join(METRICS)}",
+                         "--metrics")
     return names
 
 
@@ -312,44 +314,39 @@ def append_to_metrics(run_dir: str | Path, result: dict) -> None:
 # what `dcgan evaluate` evaluates
 
 
-def evaluate_target(run: Path | None, model: Path | None, data: Path | None, opts: EvalOptions = EvalOptions(), *,
-                    ema: bool = True, runs_dir: Path = Path("runs"), log: Callable[[str], None] = print) -> dict:
-    """What `dcgan evaluate` does: score a run (default: the newest) or a model file, against `data`
+def check_target(verification: bool, *, run: Path | None = None, generator: Path | None = None,
+                 identity_model: Path | None = None) -> None:
+    """What `dcgan evaluate` scores: a generator (--run or --generator), or with --verification an embedding
+    model (--identity-model); the other kind's options are usage errors."""
+    if verification:
+        for option, value in (("--run", run), ("--generator", generator)):
+            if value is not None:
+                raise UsageError(f"--verification scores an embedding model: pass --identity-model, not {option}",
+                                 option)
+    elif identity_model is not None:
+        raise UsageError("--identity-model is scored with --verification; add it, or pass --run/--generator",
+                         "--identity-model")
+
+
+def evaluate_target(run: Path | None, generator: Path | None, data: Path | None, opts: EvalOptions = EvalOptions(),
+                    *, ema: bool = True, runs_dir: Path = Path("runs"), log: Callable[[str], None] = print) -> dict:
+    """What `dcgan evaluate` does: score a run (default: the newest) or a generator file, against `data`
     (default: the run's), and append the result to the run's metrics.jsonl."""
-    if run is not None and model is not None:
-        raise UsageError("give either --run or --model, not both", "--model")
-    generator, facts, run_dir, run_data = load_target(run, model, ema=ema, runs_dir=runs_dir, log=log)
+    from dcgan_cli.sampling import load_generator
+
+    loaded = load_generator(run, generator, ema=ema, runs_dir=runs_dir, warn=lambda m: log(f"Warning: {m}"))
+    if loaded.newest:
+        log(f"Using the newest run: {loaded.run_dir}")
+    run_data = loaded.training_data()
     if data is None and run_data is None:
-        raise DcganError(f"{model} is not inside a run directory, so its data is unknown; pass --data DIR")
+        raise DcganError(f"{generator} is not inside a run directory, so its data is unknown; pass --data DIR")
     if data is None and not (Path(run_data) / MANIFEST).exists():
         raise DcganError(f"the run's data {run_data} is not there (moved?); pass --data DIR")
     data = data or Path(run_data)
-    result = {**facts, **evaluate_generator(generator, data, opts, log=log)}
-    if run_dir is not None:
-        append_to_metrics(run_dir, result)
+    result = {**loaded.facts, **evaluate_generator(loaded.model, data, opts, log=log)}
+    if loaded.run_dir is not None:
+        append_to_metrics(loaded.run_dir, result)
     return result
-
-
-def load_target(run: Path | None, model: Path | None, *, ema: bool = True, runs_dir: Path = Path("runs"),
-                log: Callable[[str], None] = print) -> tuple[object, dict, Path | None, str | None]:
-    """(generator, facts for the result, run dir to append to or None, the run's data dir or None).
-
-    "checkpoint" in the facts names the checkpoint really restored (an older one
-    when the newest could not be read).
-    """
-    if model is not None:
-        g = rundir.load_generator_file(model)
-        run_dir = rundir.run_of(model)
-        data = rundir.load_config(run_dir).data if run_dir else None
-        return g, {"model": str(model)}, run_dir, data
-
-    if run is None:
-        run = rundir.latest_run(runs_dir)
-        log(f"Using the newest run: {run}")
-    restored = rundir.restore(run, ema=ema, warn=lambda m: log(f"Warning: {m}"))
-    facts = {"run": str(run), "checkpoint": restored.checkpoint_name,
-             "generator": "ema" if restored.ema else "raw"}
-    return restored.model, facts, run, restored.config.data
 
 
 # ----------------------------------------------------------------------------

@@ -181,7 +181,7 @@ class Sampler:
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W, C) for float32 (N, latent_dim) latents, N of any size."""
-        from dcgan_cli.images import to_uint8
+        from dcgan_cli.pixels import to_uint8
 
         out = []
         for i in range(0, len(z), self.batch_size):
@@ -309,6 +309,63 @@ def interpolate(
 
 
 # ----------------------------------------------------------------------------
+# which generator: a run's (newest checkpoint, or best/) or a .keras file
+
+
+def check_generator_source(run: Path | None, generator: Path | None, *, ema: bool = True, best: bool = False) -> None:
+    """The rules between --run, --generator, --no-ema and --best, before anything loads (UsageError)."""
+    if run is not None and generator is not None:
+        raise UsageError("give --run or --generator, not both", "--generator")
+    if generator is not None and not ema:
+        raise UsageError("a .keras file holds one set of weights; --no-ema applies to --run", "--no-ema")
+    if generator is not None and best:
+        raise UsageError("--best picks a run's best checkpoint; give --run (or the file RUN/best/generator.keras "
+                         "as --generator)", "--best")
+
+
+@dataclass
+class LoadedGenerator:
+    """A generator ready to run, and where it came from (for messages and results).
+
+    Attributes:
+        model: the Keras generator (latents -> images in [-1, 1]).
+        source: what was loaded, for a person: the file, or the run, step and weights.
+        facts: the same for a JSON result: {"model": FILE} or {"run", "checkpoint", "generator": ema|raw}.
+        run_dir: the run it belongs to (a file's run when it sits in one), else None.
+        newest: True when no run was named and the newest under runs_dir was taken.
+        restored: the run's `RunGenerator` (its config, checkpoint), None for a file.
+    """
+
+    model: object
+    source: str
+    facts: dict
+    run_dir: Path | None
+    newest: bool = False
+    restored: rundir.RunGenerator | None = None
+
+    def training_data(self) -> str | None:
+        """The data dir the generator's run trained on, or None for a file outside any run."""
+        if self.restored is not None:
+            return self.restored.config.data
+        return rundir.load_config(self.run_dir).data if self.run_dir is not None else None
+
+
+def load_generator(run: Path | None = None, generator: Path | None = None, *, ema: bool = True, best: bool = False,
+                   runs_dir: str | Path = "runs", warn: Callable[[str], None] | None = None) -> LoadedGenerator:
+    """The generator of `run` (its newest readable checkpoint, or RUN/best/), of the .keras file `generator`,
+    or, given neither, of the newest run under `runs_dir`: what sample, stylize, evaluate and audit load."""
+    check_generator_source(run, generator, ema=ema, best=best)
+    if generator is not None:
+        g = rundir.load_generator_file(generator)
+        return LoadedGenerator(g, str(generator), {"model": str(generator)}, rundir.run_of(generator))
+    newest = run is None
+    run = rundir.latest_run(runs_dir) if newest else Path(run)
+    restored = rundir.restore(run, ema=ema, best=best, warn=warn)
+    facts = {"run": str(run), "checkpoint": restored.checkpoint_name, "generator": "ema" if restored.ema else "raw"}
+    return LoadedGenerator(restored.model, restored.describe(), facts, run, newest, restored)
+
+
+# ----------------------------------------------------------------------------
 # what `dcgan sample` asks for
 
 
@@ -323,7 +380,7 @@ class SampleRequest:
     Attributes:
         out: the grid image, or the .gif of an interpolation.
         n: number of images (default 16; with `seed_list`, must agree with it).
-        run / model: a run directory or a generator .keras file (neither: the newest run under runs_dir).
+        run / generator: a run directory or a generator .keras file (neither: the newest run under runs_dir).
         seed: image k uses seed `seed + k`. seed_list: exact seeds, "0-99,120".
         nrow: images per grid row. truncation: psi in (0, 1].
         individual: a folder for one PNG per seed.
@@ -337,7 +394,7 @@ class SampleRequest:
     out: Path | None = None
     n: int | None = None
     run: Path | None = None
-    model: Path | None = None
+    generator: Path | None = None
     seed: int | None = None
     seed_list: str | None = None
     nrow: int | None = None
@@ -359,13 +416,7 @@ class SampleRequest:
         from dcgan_cli.images import IMAGE_FORMATS
 
         out = Path(self.out) if self.out is not None else None
-        if self.run is not None and self.model is not None:
-            raise UsageError("give --run or --model, not both", "--model")
-        if self.model is not None and not self.ema:
-            raise UsageError("a .keras file holds one set of weights; --no-ema applies to --run", "--no-ema")
-        if self.model is not None and self.best:
-            raise UsageError("--best picks a run's best checkpoint; give --run (or the file RUN/best/generator.keras "
-                             "as --model)", "--best")
+        check_generator_source(self.run, self.generator, ema=self.ema, best=self.best)
         if self.seed is not None and self.seed_list is not None:
             raise UsageError("give --seed or --seeds, not both", "--seeds")
         for option, value, least in (("-n", self.n, 1), ("--seed", self.seed, 0), ("--nrow", self.nrow, 1),
@@ -432,14 +483,11 @@ def fulfil(req: SampleRequest, *, say: Callable[[str], None] = print, progress: 
         check_writable(req.individual, "dir")
     if not req.force:
         check_not_overwriting(req.out, req.individual, req.seeds if req.interpolate is None else None)
-    if req.model is not None:
-        generator = rundir.load_generator_file(req.model)
-        source = f"Sampling from {req.model}"
-    else:
-        run = req.run if req.run is not None else rundir.latest_run(req.runs_dir)
-        restored = rundir.restore(run, ema=req.ema, best=req.best, warn=lambda m: say(f"Warning: {m}"))
-        generator = restored.model
-        source = f"{'Using the newest run' if req.run is None else 'Sampling from'}: {restored.describe()}"
+    loaded = load_generator(req.run, req.generator, ema=req.ema, best=req.best, runs_dir=req.runs_dir,
+                            warn=lambda m: say(f"Warning: {m}"))
+    generator = loaded.model
+    source = (f"Sampling from {loaded.source}" if loaded.restored is None else
+              f"{'Using the newest run' if loaded.newest else 'Sampling from'}: {loaded.source}")
     check_sampling_memory(generator, req.batch_size)
     sampler = Sampler(generator, req.batch_size)
     if req.interpolate is None:
@@ -526,6 +574,8 @@ def savedmodel_module(generator):
     """
     import tensorflow as tf
 
+    from dcgan_cli.pixels import to_uint8_tensor
+
     nz = int(generator.input_shape[-1])
     h, w, c = (int(d) for d in generator.output_shape[1:])
 
@@ -540,7 +590,7 @@ def savedmodel_module(generator):
         @tf.function(input_signature=[tf.TensorSpec([None, nz], tf.float32, name="latent")])
         def __call__(self, latent):
             x = self.generator(latent, training=False)  # [-1, 1]
-            images = tf.cast(tf.clip_by_value(tf.round((x + 1.0) * 127.5), 0.0, 255.0), tf.uint8)
+            images = to_uint8_tensor(x)
             return {"images": images}
 
     return GeneratorServing()

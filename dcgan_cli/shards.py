@@ -440,7 +440,34 @@ def verify_shards(data_dir: str | Path, manifest: dict, *, full: bool = False,
 
 
 # ----------------------------------------------------------------------------
-# Finding the data
+# Where preprocessed data lives, and finding it
+
+PROCESSED_DIR = "processed"  # DATA_DIR/processed/NAME-SIZE: `dcgan preprocess`'s default output
+
+
+def processed_name(name: str, size: int) -> str:
+    """The folder name of data set NAME preprocessed at SIZE: NAME-SIZE (celeba-64, mnist-28)."""
+    return f"{name}-{size}"
+
+
+def processed_dir(data_dir: str | Path, name: str, size: int) -> Path:
+    """DATA_DIR/processed/NAME-SIZE: where `dcgan preprocess NAME --size SIZE` writes, and `train` looks."""
+    return Path(data_dir) / PROCESSED_DIR / processed_name(name, size)
+
+
+def resolve_data(data: str | Path | None, data_dir: str | Path | None = None, preset: str | None = None) -> Path:
+    """--data as given, else the data set under DATA_DIR/processed/ to train on (`find_data`).
+
+    `data_dir` defaults to ./data or $DCGAN_DATA_DIR; `preset` (a GAN preset's
+    name) prefers the data it was made for. Both trainers resolve --data here.
+    """
+    if data is not None:
+        return Path(data)
+    from dcgan_cli.config import PRESET_DATA, PRESETS  # config imports this module: not at the top
+    from dcgan_cli.datasets import default_data_dir
+
+    size = PRESETS[preset].get("image_size") if preset else None
+    return find_data(data_dir or default_data_dir(), size, PRESET_DATA.get(preset) if preset else None)
 
 
 def find_data(data_dir: str | Path, image_size: int | None = None, prefer: str | None = None) -> Path:
@@ -450,9 +477,9 @@ def find_data(data_dir: str | Path, image_size: int | None = None, prefer: str |
     celeba-SIZE (SIZE: `image_size`, default 64), else the only data set there
     is; several others, or none, is an error that says what to pass.
     """
-    processed = Path(data_dir) / "processed"
+    processed = Path(data_dir) / PROCESSED_DIR
     sets = sorted(p for p in processed.glob("*") if (p / MANIFEST).exists()) if processed.is_dir() else []
-    names = [n for n in (prefer, f"celeba-{image_size or 64}") if n]
+    names = [n for n in (prefer, processed_name("celeba", image_size or 64)) if n]
     preferred = sorted((p for p in sets if p.name in names), key=lambda p: names.index(p.name))
     if preferred:
         return preferred[0]

@@ -63,12 +63,13 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, ContextManager, Protocol, Sequence
 
 import numpy as np
 
-from dcgan_cli.errors import DcganError, UsageError
+from dcgan_cli.errors import DcganError, UsageError, resume_hint
 from dcgan_cli.fsutil import file_digest
+from dcgan_cli.pixels import unit_to_uint8
 
 DEFAULT_SIZE = 256
 DEFAULT_STEPS = 300
@@ -111,7 +112,7 @@ class StyleOptions:
         content_layer: None for the network's default.
         style_layers: ((layer, lambda), ...), relative (scaled to sum to 1); empty for the network's
             default, block1..5_conv1 with equal weights.
-        save_every: write the image every N steps (0: only at the end).
+        save_every_steps: write the image every N steps (0: only at the end).
     """
 
     size: int | None = DEFAULT_SIZE
@@ -125,11 +126,11 @@ class StyleOptions:
     lr: float = DEFAULT_LR
     content_layer: str | None = None
     style_layers: tuple[tuple[str, float], ...] = ()
-    save_every: int = 0
+    save_every_steps: int = 0
 
     def __post_init__(self):
         if self.size is not None:
-            check_size(self.size)
+            check_style_size(self.size)
         if self.steps < 1:
             raise UsageError(f"steps must be at least 1, got {self.steps}", "--steps")
         for name in ("content_weight", "style_weight", "tv_weight"):
@@ -140,13 +141,14 @@ class StyleOptions:
             raise UsageError(f"unknown --init {self.init!r}; choose one of {', '.join(INITS)}", "--init")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise UsageError(f"--lr must be a positive number, got {self.lr}", "--lr")
-        if self.save_every < 0:
-            raise UsageError(f"--save-every must be 0 (off) or a number of steps, got {self.save_every}",
-                             "--save-every")
+        if self.save_every_steps < 0:
+            raise UsageError(f"--save-every-steps must be 0 (off) or a number of steps, got {self.save_every_steps}",
+                             "--save-every-steps")
         parse_features(self.features)
 
 
-def check_size(size: int) -> None:
+def check_style_size(size: int) -> None:
+    """The side style transfer can work at (not the model's size rule, which is `shards.check_size`)."""
     if size < MIN_SIZE:
         raise DcganError(f"--size {size} is too small: the network pools the image 4 times; use {MIN_SIZE} or more")
     if size > MAX_SIZE:
@@ -467,7 +469,7 @@ class Transfer:
         """content: float32 (B, H, W, 3) in [0, 1]; style: float32 (H', W', 3) in [0, 1].
 
         `on_step(step, terms)` after every step; `on_save(step, uint8 pixels)`
-        every `save_every` steps (not after the last, which is the result).
+        every `save_every_steps` steps (not after the last, which is the result).
         """
         import keras
         import tensorflow as tf
@@ -517,20 +519,15 @@ class Transfer:
             history.append(t)
             if on_step:
                 on_step(step_offset + i, t)
-            if on_save and o.save_every and i % o.save_every == 0 and i < o.steps:
-                on_save(i, to_uint8(image.numpy()))
+            if on_save and o.save_every_steps and i % o.save_every_steps == 0 and i < o.steps:
+                on_save(i, unit_to_uint8(image.numpy()))
         seconds = time.perf_counter() - began
         final = as_floats(evaluate(image.value))
-        return StyleResult(to_uint8(image.numpy()), first, final, history, seconds, feats.description)
-
-
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    """Pixels in [0, 1] -> uint8, rounded half to even."""
-    return np.clip(np.rint(np.asarray(x, np.float32) * 255.0), 0, 255).astype(np.uint8)
+        return StyleResult(unit_to_uint8(image.numpy()), first, final, history, seconds, feats.description)
 
 
 def step_name(out: Path, step: int) -> Path:
-    """out.png -> out.step-0100.png: an intermediate result of --save-every, sorted by step."""
+    """out.png -> out.step-0100.png: an intermediate result of --save-every-steps, sorted by step."""
     return out.with_name(f"{out.stem}.step-{step:04d}{out.suffix}")
 
 
@@ -541,7 +538,7 @@ def step_name(out: Path, step: int) -> Path:
 def stylize_file(content_path: str | Path, style_path: str | Path, out: str | Path, options: StyleOptions,
                  on_step: Callable[[int, dict], None] | None = None, log: Callable[[str], None] = lambda m: None
                  ) -> StyleResult:
-    """CONTENT + STYLE -> OUT (atomic), with --save-every images beside it. Checks all input before any work."""
+    """CONTENT + STYLE -> OUT (atomic), with --save-every-steps images beside it. Checks all input before any work."""
     from dcgan_cli.images import save_image
 
     out = check_output(out)
@@ -591,7 +588,7 @@ FACES_MIN_SIZE = 64
 def faces_plan(generator, n: int, size: int | None = None) -> tuple[int, int]:
     """(side the faces are stylised at, number of batches) for n faces of `generator`."""
     side = size or max(FACES_MIN_SIZE, *(int(d) for d in generator.output_shape[1:3]))
-    check_size(side)
+    check_style_size(side)
     return side, -(-n // max(1, BATCH_PIXELS // (side * side)))
 
 
@@ -644,7 +641,7 @@ def stylize_faces(generator, seeds, style_path: str | Path, out: str | Path, opt
         totals.append(r)
         seconds += r.seconds
     styled = np.concatenate(styled)
-    originals = to_uint8(content)
+    originals = unit_to_uint8(content)
 
     n = len(seeds)
     cols = min(cols, n)
@@ -663,3 +660,122 @@ def stylize_faces(generator, seeds, style_path: str | Path, out: str | Path, opt
         verified = sum(bool(v) for v in verdicts)
     add = lambda key: {k: sum(getattr(t, key)[k] for t in totals) / n for k in totals[0].start}  # noqa: E731
     return FacesResult(n, max(ch, cw), add("start"), add("final"), seconds, features.description, verified)
+
+
+# ----------------------------------------------------------------------------
+# what `dcgan stylize` asks for
+
+
+@dataclass(frozen=True)
+class StylizeRequest:
+    """What `dcgan stylize` asks for: one CONTENT image in the style of STYLE, or generated faces.
+
+    Checked as a whole on creation, before any image or model loads; a
+    contradiction raises `UsageError` naming the option at fault. `faces`,
+    `chosen` (the seeds) and `options` are derived.
+
+    Attributes:
+        images: (CONTENT, STYLE), or (STYLE,) with `run` or `generator`.
+        out: the output image; a grid of faces above their stylised versions for faces.
+        run / generator: stylise faces of this run's generator, or of this generator .keras file.
+        seeds: the faces' seeds, "0-15" by default. ema: a run's EMA weights (when it kept them).
+        identity_model: an embedding model (or its run) to count the faces that still verify.
+        style_layers: "block1_conv1:1,block2_conv1:0.5"; None for the network's default.
+        The rest are `StyleOptions`' (size None: 256 for one image, the generator's side for faces).
+    """
+
+    images: tuple[Path, ...]
+    out: Path
+    run: Path | None = None
+    generator: Path | None = None
+    seeds: str | None = None
+    ema: bool = True
+    identity_model: Path | None = None
+    size: int | None = None
+    steps: int = DEFAULT_STEPS
+    content_weight: float = 1.0
+    style_weight: float = 10.0
+    tv_weight: float = 1.0
+    init: str = "content"
+    features: str = "random"
+    content_layer: str | None = None
+    style_layers: str | None = None
+    lr: float = DEFAULT_LR
+    seed: int = 0
+    save_every_steps: int = 0
+    faces: bool = field(init=False, repr=False)
+    chosen: object = field(init=False, repr=False)  # sampling.Seeds
+    options: StyleOptions = field(init=False, repr=False)
+
+    def __post_init__(self):
+        from dcgan_cli.sampling import Seeds
+
+        n = len(self.images)
+        faces = self.run is not None or self.generator is not None
+        if self.run is not None and self.generator is not None:
+            raise UsageError("give --run or --generator, not both", "--generator")
+        if faces and n != 1:
+            raise UsageError(f"with --run or --generator give the STYLE image alone (got {n} images)",
+                             "[CONTENT] STYLE")
+        if not faces and n != 2:
+            raise UsageError(f"give CONTENT and STYLE (got {n} image{'s' if n != 1 else ''}), or "
+                             f"--run/--generator with STYLE", "[CONTENT] STYLE")
+        if not self.ema and self.run is None:
+            raise UsageError("--no-ema applies to --run", "--no-ema")
+        if self.seeds is not None and not faces:
+            raise UsageError("--seeds picks generated faces: use it with --run or --generator", "--seeds")
+        if self.identity_model is not None and not faces:
+            raise UsageError("--identity-model checks generated faces: use it with --run or --generator",
+                             "--identity-model")
+        if self.save_every_steps and faces:
+            raise UsageError("--save-every-steps applies to one CONTENT image, not to a grid of faces",
+                             "--save-every-steps")
+        layers = parse_style_layers(self.style_layers) if self.style_layers is not None else ()
+        try:
+            chosen = Seeds.parse(self.seeds or "0-15")
+        except DcganError as e:
+            raise UsageError(str(e), "--seeds") from None
+        size = DEFAULT_SIZE if self.size is None and not faces else self.size
+        options = StyleOptions(size=size, steps=self.steps, content_weight=self.content_weight,
+                               style_weight=self.style_weight, tv_weight=self.tv_weight, init=self.init,
+                               features=self.features, seed=self.seed, lr=self.lr, content_layer=self.content_layer,
+                               style_layers=layers, save_every_steps=self.save_every_steps)
+        object.__setattr__(self, "faces", faces)
+        object.__setattr__(self, "chosen", chosen)
+        object.__setattr__(self, "options", options)
+
+
+def fulfil(req: StylizeRequest, *, bar: Callable[[int], ContextManager[Callable[[int, dict], None]]],
+           log: Callable[[str], None] = lambda m: None) -> str:
+    """Do what `req` asks; returns the one-line summary.
+
+    `bar(total_steps)` is a context manager yielding the per-step callback (a
+    progress bar, or a no-op). Ctrl-C leaves OUT unwritten and says so.
+    """
+    with resume_hint(f"Interrupted: {req.out} was not written."):
+        if not req.faces:
+            with bar(req.steps) as on_step:
+                r = stylize_file(req.images[0], req.images[1], req.out, req.options, on_step=on_step, log=log)
+            h, w = r.pixels.shape[1:3]
+            return (f"Wrote {req.out} ({w}x{h}, {req.steps} steps in {r.seconds:.1f} s; features: {r.features}); "
+                    f"style loss {r.start['style']:.3g} -> {r.final['style']:.3g}, content loss "
+                    f"{r.final['content']:.3g}")
+
+        from dcgan_cli.sampling import load_generator
+
+        check_output(req.out)  # before the generator loads
+        verifier = None
+        if req.identity_model is not None:
+            from dcgan_cli.identity.verification import resolve_model, same_person_check
+
+            verifier = same_person_check(resolve_model(req.identity_model))  # a bad file fails now, not later
+        loaded = load_generator(req.run, req.generator, ema=req.ema, warn=lambda m: log(f"Warning: {m}"))
+        log(f"Generating faces with {loaded.source}")
+        _, batches = faces_plan(loaded.model, len(req.chosen), req.options.size)
+        with bar(req.steps * batches) as on_step:
+            r = stylize_faces(loaded.model, req.chosen, req.images[0], req.out, req.options, on_step=on_step,
+                              log=log, verifier=verifier)
+    verified = "" if r.verified is None else f"; {r.verified} of {r.count} still verify as their original"
+    return (f"Wrote {req.out}: {r.count} faces (seeds {req.chosen}) at {r.size} px, each above its stylised version "
+            f"({req.steps} steps in {r.seconds:.1f} s; features: {r.features}); mean style loss "
+            f"{r.start['style']:.3g} -> {r.final['style']:.3g}{verified}")

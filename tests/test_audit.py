@@ -63,7 +63,7 @@ def test_chunked_nearest_matches_brute_force():
 
 def test_audit_a_run_through_the_cli(setup):
     root, digits, ident, gan = setup
-    r = runner.invoke(app, ["audit", "--run", str(gan), "--model-id", str(ident), "--samples", "40", "--json"])
+    r = runner.invoke(app, ["audit", "--run", str(gan), "--identity-model", str(ident), "--samples", "40", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["samples"] == 40 and out["training_images"] == 200 and out["training_embeddings"] == "computed"
@@ -74,17 +74,17 @@ def test_audit_a_run_through_the_cli(setup):
     assert grid.size == (8 * 18 + 2, 4 * 18 + 2)  # 16 pairs = 32 images, 8 a row: 16 px + 2 px padding each
     # Second time: the training embeddings come from the cache beside the shards.
     assert len(list(digits.glob(f"{au.CACHE_PREFIX}*.npz"))) == 1
-    r = runner.invoke(app, ["audit", "--run", str(gan), "--model-id", str(ident), "--samples", "40", "--json"])
+    r = runner.invoke(app, ["audit", "--run", str(gan), "--identity-model", str(ident), "--samples", "40", "--json"])
     again = json.loads(r.output)
     assert again["training_embeddings"] == "cache" and again["share"] == out["share"]
-    r = runner.invoke(app, ["audit", "--run", str(gan), "--model-id", str(ident), "--samples", "10"])
+    r = runner.invoke(app, ["audit", "--run", str(gan), "--identity-model", str(ident), "--samples", "10"])
     assert r.exit_code == 0 and "same person as a training face" in r.output and "baseline" in r.output
 
 
 def test_real_training_images_are_flagged_as_copies(setup, tmp_path):
     root, digits, ident, gan = setup
     pngs = sorted((root / "digits").rglob("*.png"))[:30]
-    r = runner.invoke(app, ["audit", "--images", str(root / "digits"), "--data", str(digits), "--model-id",
+    r = runner.invoke(app, ["audit", "--images", str(root / "digits"), "--data", str(digits), "--identity-model",
                             str(ident), "--samples", "30", "--grid", str(tmp_path / "g.png"), "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
@@ -103,7 +103,7 @@ def test_lfw_faces_without_identities_use_a_leave_one_out_baseline(setup, tmp_pa
     faces = write_lfw_sample(tmp_path / "lfw")
     data = tmp_path / "lfw-16"
     preprocess(PreprocessConfig(source=str(faces), out=str(data), size=16, crop="none", channels=1, workers=1))
-    r = runner.invoke(app, ["audit", "--images", str(faces), "--data", str(data), "--model-id", str(ident),
+    r = runner.invoke(app, ["audit", "--images", str(faces), "--data", str(data), "--identity-model", str(ident),
                             "--samples", "20", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
@@ -113,8 +113,8 @@ def test_lfw_faces_without_identities_use_a_leave_one_out_baseline(setup, tmp_pa
 
 def test_audit_refuses_mismatched_sizes_in_one_line(setup, data16):
     root, digits, ident, gan = setup
-    r = runner.invoke(app, ["audit", "--images", str(root / "digits"), "--data", str(data16), "--model-id",
+    r = runner.invoke(app, ["audit", "--images", str(root / "digits"), "--data", str(data16), "--identity-model",
                             str(ident), "--samples", "5"])
     assert r.exit_code == 1 and "holds 16x16x3 images but the embedding model takes 16x16x1" in r.output
-    r = runner.invoke(app, ["audit", "--run", str(gan), "--images", str(root), "--model-id", str(ident)])
+    r = runner.invoke(app, ["audit", "--run", str(gan), "--images", str(root), "--identity-model", str(ident)])
     assert r.exit_code == 2

@@ -79,7 +79,7 @@ def test_end_to_end_download_preprocess_train_sample(tmp_path, monkeypatch):
 
     args = ["train", "--data", str(data), "--runs-dir", "runs", "--epochs", "2", "--steps-per-epoch", "3",
             "--batch-size", "8", "--g-filters", "8", "--d-filters", "8", "--latent-dim", "16", "--quiet",
-            "--precision", "fp32", "--sample-every", "1"]
+            "--precision", "fp32", "--sample-every-epochs", "1"]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     (run,) = (tmp_path / "runs").iterdir()

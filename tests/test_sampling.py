@@ -252,7 +252,7 @@ def test_interpolation_writes_a_looping_gif_with_k_times_f_frames(trained, tmp_p
 def test_a_run_can_be_named_by_its_keras_file(trained, tmp_path):
     ok(sample("-n", 6, tmp_path / "run.png", "--run", trained))
     # generator.keras holds the sampler (EMA) weights: the same pixels as the checkpoint.
-    ok(sample("-n", 6, tmp_path / "file.png", "--model", trained / "generator.keras"))
+    ok(sample("-n", 6, tmp_path / "file.png", "--generator", trained / "generator.keras"))
     assert np.array_equal(pixels(tmp_path / "run.png"), pixels(tmp_path / "file.png"))
 
 
@@ -315,7 +315,7 @@ def test_keras_export_loads_with_plain_keras_and_matches_the_run(trained, tmp_pa
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == f"(None, {NZ}) (None, {SIZE}, {SIZE}, 3)"
-    ok(sample("-n", 4, tmp_path / "a.png", "--model", out))
+    ok(sample("-n", 4, tmp_path / "a.png", "--generator", out))
     ok(sample("-n", 4, tmp_path / "b.png", "--run", trained, "--no-ema"))
     assert np.array_equal(pixels(tmp_path / "a.png"), pixels(tmp_path / "b.png"))
 
@@ -369,10 +369,10 @@ def test_an_unknown_extension_is_a_usage_error_listing_the_allowed_ones(trained,
 @pytest.mark.parametrize("args", [
     ["--seeds", "9-2"], ["--seeds", "x"], ["--seed", "1", "--seeds", "1-3"], ["-n", "5", "--seeds", "0-9"],
     ["--truncation", "0"], ["--truncation", "1.2"], ["--frames", "4"], ["--interpolate", "1"],
-    ["--model", "g.keras", "--no-ema"],
+    ["--generator", "g.keras", "--no-ema"],
 ])
 def test_contradictory_or_malformed_options_are_usage_errors(trained, tmp_path, args):
-    r = sample(tmp_path / "o.png", "--run" if "--model" not in args else "--runs-dir", trained, *args)
+    r = sample(tmp_path / "o.png", "--run" if "--generator" not in args else "--runs-dir", trained, *args)
     assert r.exit_code == 2, r.output
     assert "Traceback" not in r.output and not (tmp_path / "o.png").exists()
 
@@ -392,14 +392,14 @@ def test_a_model_file_of_the_wrong_kind_is_a_one_line_error(tmp_path):
 
     disc = tmp_path / "discriminator.keras"
     build_discriminator(SIZE, 3, 8).save(disc)
-    one_line_error(sample("-n", 4, tmp_path / "o.png", "--model", disc), "is not a generator")
+    one_line_error(sample("-n", 4, tmp_path / "o.png", "--generator", disc), "is not a generator")
     junk = tmp_path / "junk.keras"
     junk.write_bytes(b"definitely not a zip archive")
-    one_line_error(sample("-n", 4, tmp_path / "o.png", "--model", junk), "cannot read", "Keras model")
+    one_line_error(sample("-n", 4, tmp_path / "o.png", "--generator", junk), "cannot read", "Keras model")
     text = tmp_path / "weights.txt"
     text.write_text("hello")
-    one_line_error(sample("-n", 4, tmp_path / "o.png", "--model", text), "not a .keras file")
-    one_line_error(sample("-n", 4, tmp_path / "o.png", "--model", tmp_path / "absent.keras"), "no model file")
+    one_line_error(sample("-n", 4, tmp_path / "o.png", "--generator", text), "not a .keras file")
+    one_line_error(sample("-n", 4, tmp_path / "o.png", "--generator", tmp_path / "absent.keras"), "no model file")
     assert not (tmp_path / "o.png").exists()
 
 
@@ -417,7 +417,7 @@ def test_an_unwritable_output_fails_before_any_work_and_keeps_what_was_there(tra
     # A failing sample leaves an existing output as it was, and no temp files behind.
     out = tmp_path / "keep.png"
     out.write_bytes(b"old grid")
-    one_line_error(sample("-n", 4, out, "--model", tmp_path / "absent.keras", "--force"), "no model file")
+    one_line_error(sample("-n", 4, out, "--generator", tmp_path / "absent.keras", "--force"), "no model file")
     assert out.read_bytes() == b"old grid"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "folder.png", "keep.png"]
 

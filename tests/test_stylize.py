@@ -182,7 +182,7 @@ def test_same_seed_same_bytes_across_processes_and_another_seed_differs(pictures
 def test_the_output_says_which_features_were_used_and_save_every_writes_steps(pictures, tmp_path):
     out = tmp_path / "styled.png"
     r = ok(stylize(pictures["noise"], pictures["stripes"], "-o", out, "--size", 32, "--steps", 6,
-                   "--save-every", 2, "--quiet"))
+                   "--save-every-steps", 2, "--quiet"))
     assert "features: random VGG-shaped network (seed 0, per-layer normalised)" in r.output
     assert "style loss" in r.output
     assert Image.open(out).size == (32, 32)
@@ -229,8 +229,8 @@ def test_bad_input_is_a_one_line_error_and_nothing_is_overwritten(pictures, tmp_
         ([pictures["noise"], floaty, "-o", out], ["floating-point", "8-bit PNG"]),
         ([*good, "-o", blocker / "out.png"], ["is a file, not a folder"]),
         # faces: OUT is checked before the generator loads (this model file does not exist)
-        ([pictures["stripes"], "--model", tmp_path / "nope.keras", "-o", blocker / "g.png"], ["is a file, not a folder"]),
-        ([pictures["stripes"], "--model", tmp_path / "nope.keras", "-o", out], ["no model file at"]),
+        ([pictures["stripes"], "--generator", tmp_path / "nope.keras", "-o", blocker / "g.png"], ["is a file, not a folder"]),
+        ([pictures["stripes"], "--generator", tmp_path / "nope.keras", "-o", out], ["no model file at"]),
         ([*good, "-o", tmp_path / "out.txt"], ["use one of .png"]),
         ([*good, "-o", out, "--size", 4096], ["above 1024", "upscale"]),
         ([*good, "-o", out, "--size", 8], ["too small"]),
@@ -250,10 +250,10 @@ def test_bad_input_is_a_one_line_error_and_nothing_is_overwritten(pictures, tmp_
         [*good, "-o", out, "--style-layers", "conv1=3"],
         [*good, "-o", out, "--style-layers", "block1_conv1,block1_conv1"],
         [*good, "-o", out, "--features", "resnet"],
-        [pictures["stripes"], "-o", out, "--model", tmp_path / "g.keras", "--run", tmp_path],
-        [*good, "-o", out, "--model", tmp_path / "g.keras"],  # a content image with --model
+        [pictures["stripes"], "-o", out, "--generator", tmp_path / "g.keras", "--run", tmp_path],
+        [*good, "-o", out, "--generator", tmp_path / "g.keras"],  # a content image with --model
         [*good, "-o", out, "--seeds", "0-3"],  # seeds without a generator
-        [pictures["stripes"], "-o", out, "--model", tmp_path / "g.keras", "--save-every", 5],
+        [pictures["stripes"], "-o", out, "--generator", tmp_path / "g.keras", "--save-every-steps", 5],
     ]
     for args in usage:
         r = stylize(*args)
@@ -300,9 +300,12 @@ def test_vgg19_features_load_keras_weights_file_and_run(pictures, tmp_path):
 @pytest.fixture(scope="module")
 def generator_file(tmp_path_factory):
     """A tiny generator (16x16 RGB, latent 8) saved as .keras, the way `dcgan export` writes one."""
+    import keras
+
     from dcgan_cli.model import build_generator
     from dcgan_cli.rundir import save_generator
 
+    keras.utils.set_random_seed(0)  # the same weights in every run, whatever ran before
     return save_generator(build_generator(16, 3, 8, 8, fast=False), tmp_path_factory.mktemp("gen") / "generator.keras")
 
 
@@ -312,7 +315,7 @@ def test_model_faces_grid_has_the_faces_above_their_stylised_versions(generator_
     from dcgan_cli.stylize import resize_longer_side
 
     out = tmp_path / "faces.png"
-    r = ok(stylize("--model", generator_file, "--seeds", "0-4", pictures["stripes"], "-o", out, "--size", 32,
+    r = ok(stylize("--generator", generator_file, "--seeds", "0-4", pictures["stripes"], "-o", out, "--size", 32,
                    "--steps", 5, "--quiet"))
     assert "5 faces (seeds 0-4) at 32 px" in r.output and "features: random" in r.output
     grid = np.asarray(Image.open(out))
@@ -328,7 +331,7 @@ def test_model_faces_grid_has_the_faces_above_their_stylised_versions(generator_
         assert np.abs(bottom.astype(int) - top).mean() > 1  # and below it, changed by the style
 
     # Seeds pick faces: seed 3 alone is the fourth face of the grid above.
-    ok(stylize("--model", generator_file, "--seeds", "3", pictures["stripes"], "-o", tmp_path / "one.png",
+    ok(stylize("--generator", generator_file, "--seeds", "3", pictures["stripes"], "-o", tmp_path / "one.png",
                "--size", 32, "--steps", 5, "--quiet"))
     one = np.asarray(Image.open(tmp_path / "one.png"))
     x = GRID_PAD + 3 * cell
@@ -346,7 +349,9 @@ def test_the_identity_check_extension_point_counts_the_verifiers_verdicts(genera
 
     def verifier(originals, styled):  # a stand-in rule, not an identity model: the darker half "verifies"
         seen["shapes"] = originals.shape, styled.shape
-        return [o.mean() < np.median(originals.mean(axis=(1, 2, 3))) for o in originals]
+        # By rank, not against the median: an untrained generator's faces can tie in brightness.
+        darker = set(np.argsort(originals.mean(axis=(1, 2, 3)), kind="stable")[:len(originals) // 2].tolist())
+        return [i in darker for i in range(len(originals))]
 
     options = StyleOptions(size=32, steps=2)
     r = stylize_faces(load_generator_file(generator_file), Seeds.parse("0-5"), pictures["stripes"],

@@ -21,7 +21,7 @@ from typing import Callable
 from urllib.parse import unquote, urlparse
 
 from dcgan_cli.datasets import drive
-from dcgan_cli.errors import DcganError
+from dcgan_cli.errors import DcganError, UsageError
 
 # The image files a data set holds: what `download` counts and `dcgan preprocess` reads.
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -186,6 +186,15 @@ def is_url(name: str) -> bool:
     return name.lower().startswith(("http://", "https://"))
 
 
+def resolve(dataset: str, name: str | None = None, sha256: str | None = None, md5: str | None = None) -> Dataset:
+    """`dcgan download DATASET` as typed: a known data set, or the archive at a URL (with its name and checksums)."""
+    if is_url(dataset):
+        return from_url(dataset, name=name, sha256=sha256, md5=md5)
+    if sha256 or md5 or name:
+        raise UsageError("--sha256, --md5 and --name apply to a URL; known data sets carry their own", "DATASET")
+    return get(dataset)
+
+
 def from_url(url: str, name: str | None = None, sha256: str | None = None, md5: str | None = None) -> Dataset:
     """A data set made of one archive of images at `url` (a user's own data)."""
     url = drive.normalise_url(url)
@@ -222,19 +231,22 @@ def fetch(dataset: Dataset, data_dir: Path, force: bool = False, **options):
     is untouched and the half-built folder is gone (install.py builds aside).
     """
     from dcgan_cli.datasets.install import Result, install
+    from dcgan_cli.errors import resume_hint
     from dcgan_cli.fsutil import os_error
 
-    try:
-        if dataset.fetch is not None:
-            if options.get("urls") or options.get("archives"):
-                raise DcganError(f"{dataset.name} is written offline; --url and --archive do not apply to it")
-            from dcgan_cli.datasets.extract import count_images
+    # What a download keeps when stopped (the .part files) is what the next run resumes from.
+    with resume_hint("Interrupted: run the same command again to resume the download."):
+        try:
+            if dataset.fetch is not None:
+                if options.get("urls") or options.get("archives"):
+                    raise DcganError(f"{dataset.name} is written offline; --url and --archive do not apply to it")
+                from dcgan_cli.datasets.extract import count_images
 
-            path = dataset.fetch(data_dir, force=force)
-            return Result(dataset=dataset.name, path=path, images=count_images(path))
-        return install(dataset, data_dir, force=force, **options)
-    except OSError as e:  # the network's errors are handled (and worded) by http.py
-        raise os_error(e, e.filename or data_dir, elsewhere="--data-dir") from None
+                path = dataset.fetch(data_dir, force=force)
+                return Result(dataset=dataset.name, path=path, images=count_images(path))
+            return install(dataset, data_dir, force=force, **options)
+        except OSError as e:  # the network's errors are handled (and worded) by http.py
+            raise os_error(e, e.filename or data_dir, elsewhere="--data-dir") from None
 
 
 def image_dir(name: str, data_dir: Path) -> Path:

@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from dcgan_cli.errors import DcganError
+from dcgan_cli.errors import DcganError, UsageError
 from dcgan_cli.fsutil import file_digest, write_bytes
 
 CACHE_PREFIX = "audit-embeddings-"
@@ -139,27 +139,32 @@ def training_embeddings(data: str, manifest: dict, model_path: Path, embed, task
 # the audit
 
 
-def audit(model_path: str | Path, *, run: Path | None = None, generator: Path | None = None,
+def audit(identity_model: str | Path | None = None, *, run: Path | None = None, generator: Path | None = None,
           images: Path | None = None, data: Path | None = None, samples: int = 10_000, seed: int = 0,
           threshold: float | None = None, pixel_rmse: float = PIXEL_RMSE, grid: Path | None = None,
           runs_dir: Path = Path("runs"), batch_size: int = 256, progress: bool = True,
           log: Callable[[str], None] = print) -> dict:
-    """Audit a run's generator (`run`), a generator .keras file (`generator`) or image files (`images`)."""
+    """Audit a run's generator (`run`), a generator .keras file (`generator`) or image files (`images`).
+
+    `identity_model`: an embedding model file or its identity run (None: the newest under `runs_dir`).
+    """
     from rich.console import Console
 
-    from dcgan_cli.identity.verification import Embedder, load_model
+    from dcgan_cli.identity.verification import Embedder, load_model, resolve_model
     from dcgan_cli.images import make_grid, save_image
     from dcgan_cli.progress import Bars
     from dcgan_cli.shards import load_manifest
 
     if sum(x is not None for x in (run, generator, images)) > 1:
-        raise DcganError("audit one thing: --run, --generator or --images")
-    model_path = Path(model_path)
+        raise UsageError("audit one thing: --run, --generator or --images", "--images")
+    if images is not None and data is None:
+        raise UsageError("--images needs --data: the training data to compare them with", "--data")
+    model_path = resolve_model(identity_model, runs_dir)
     model, meta = load_model(model_path)
     t = threshold if threshold is not None else meta.get("threshold_far_1e_3")
     if t is None:
-        raise DcganError(f"{model_path} has no FAR-0.1% threshold yet; run `dcgan evaluate --verification --model "
-                         f"{model_path}` or pass --threshold")
+        raise DcganError(f"{model_path} has no FAR-0.1% threshold yet; run `dcgan evaluate --verification "
+                         f"--identity-model {model_path}` or pass --threshold")
 
     # -- what is audited, and against which training data --------------------
     files, sampler, facts, run_dir = None, None, {}, None
@@ -171,13 +176,13 @@ def audit(model_path: str | Path, *, run: Path | None = None, generator: Path | 
             raise DcganError(f"no images in {images}; pass a folder of image files")
         files = files[:samples]
         facts = {"images": str(images)}
-        if data is None:
-            raise DcganError("--images needs --data: the training data to compare them with")
     else:
-        from dcgan_cli.evaluate import load_target
-        from dcgan_cli.sampling import Sampler
+        from dcgan_cli.sampling import Sampler, load_generator
 
-        g, facts, run_dir, run_data = load_target(run, generator, runs_dir=runs_dir, log=log)
+        loaded = load_generator(run, generator, runs_dir=runs_dir, warn=lambda m: log(f"Warning: {m}"))
+        if loaded.newest:
+            log(f"Using the newest run: {loaded.run_dir}")
+        g, facts, run_dir, run_data = loaded.model, loaded.facts, loaded.run_dir, loaded.training_data()
         data = data or (Path(run_data) if run_data else None)
         if data is None:
             raise DcganError(f"{generator} is not inside a run directory, so its training data is unknown; "

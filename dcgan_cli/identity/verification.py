@@ -47,12 +47,12 @@ def latest_model(runs_dir: str | Path) -> Path:
     runs = sorted(Path(runs_dir).glob(f"[0-9][0-9][0-9][0-9][0-9]-*/{MODEL_FILE}")) if Path(runs_dir).is_dir() else []
     if not runs:
         raise DcganError(f"no embedding model under {runs_dir}/; train one with `dcgan identity train` "
-                         f"or pass --model FILE.keras")
+                         f"or pass --identity-model FILE.keras")
     return runs[-1]
 
 
 def resolve_model(model: str | Path | None, runs_dir: str | Path = "runs") -> Path:
-    """--model as given (a .keras file or an identity run dir), or the newest under runs_dir."""
+    """--identity-model as given (a .keras file or an identity run dir), or the newest under runs_dir."""
     if model is None:
         return latest_model(runs_dir)
     model = Path(model)
@@ -74,7 +74,7 @@ def read_meta(model_path: str | Path) -> dict:
         raise DcganError(f"{model_path} has no {path.name} beside it (its input crop and threshold); "
                          f"copy it along with the model") from None
     except json.JSONDecodeError as e:
-        raise DcganError(f"{path} is corrupt ({e}); run `dcgan evaluate --verification --model {model_path}` "
+        raise DcganError(f"{path} is corrupt ({e}); run `dcgan evaluate --verification --identity-model {model_path}` "
                          f"to write it again") from None
     if meta.get("format") != META_FORMAT:
         raise DcganError(f"{path} is not an embedding model's metadata (format {meta.get('format')!r})")
@@ -350,7 +350,7 @@ def _threshold(meta: dict, threshold: float | None, model_path) -> float:
     if threshold is not None:
         return float(threshold)
     if meta.get("threshold") is None:
-        raise DcganError(f"{model_path} has no stored threshold; run `dcgan evaluate --verification --model "
+        raise DcganError(f"{model_path} has no stored threshold; run `dcgan evaluate --verification --identity-model "
                          f"{model_path}` or pass --threshold T")
     return float(meta["threshold"])
 

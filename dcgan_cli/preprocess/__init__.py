@@ -3,17 +3,17 @@
 Decoding, cropping and resizing happen here and never again during training.
   sources.py    SOURCE as typed -> a sorted list of image files; CelebA's split
   decoding.py   one image -> pixels, in worker processes (crop box, modes, resize)
-  config.py     PreprocessConfig: what a run does, checked once
+  config.py     PreprocessConfig: what a run does, checked once; resolve_config fills the defaults
   driver.py     `preprocess()`: lock, fingerprint, resume, the process pool, the commit
   reports.py    skipped.txt and small.txt: one escaped line per file, whatever its name
 """
 
-from dcgan_cli.preprocess.config import PreprocessConfig
+from dcgan_cli.preprocess.config import PreprocessConfig, resolve_config
 from dcgan_cli.preprocess.decoding import CELEBA_CROP, CROP_HELP, CROPS, Crop, crop_box, process_image
 from dcgan_cli.preprocess.driver import default_workers, preprocess
 from dcgan_cli.preprocess.sources import (CELEBA_NAMES, SPLITS, Listing, Split, list_images, resolve_source,
                                           train_split)
 
 __all__ = ["CELEBA_CROP", "CELEBA_NAMES", "CROP_HELP", "CROPS", "Crop", "Listing", "PreprocessConfig", "SPLITS", "Split",
-           "crop_box", "default_workers", "list_images", "preprocess", "process_image", "resolve_source",
+           "crop_box", "default_workers", "list_images", "preprocess", "process_image", "resolve_config", "resolve_source",
            "train_split"]

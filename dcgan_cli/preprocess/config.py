@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from dcgan_cli.errors import DcganError
+from dcgan_cli.errors import DcganError, UsageError
 from dcgan_cli.preprocess.decoding import CELEBA_CROP, CROPS
 from dcgan_cli.preprocess.labels import LABEL_MODES
-from dcgan_cli.preprocess.sources import SPLITS
-from dcgan_cli.shards import SIZE_RULE, SIZES
+from dcgan_cli.preprocess.sources import CELEBA_NAMES, SPLITS, resolve_source
+from dcgan_cli.shards import SIZE_RULE, SIZES, processed_dir
+
+DEFAULT_SIZE = 64
+DEFAULT_CHANNELS = 3
 
 
 @dataclass(frozen=True)
@@ -49,18 +53,18 @@ class PreprocessConfig:
 
     def __post_init__(self):
         if self.size not in SIZES:
-            raise DcganError(f"--size {self.size} is not supported; use {SIZE_RULE}")
+            raise UsageError(f"{self.size} is not supported; use {SIZE_RULE}", "--size")
         if self.crop not in CROPS:
-            raise DcganError(f"--crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
+            raise UsageError(f"choose one of {', '.join(CROPS)}, not {self.crop!r}", "--crop")
         if self.crop_size and self.crop == "none":
             raise DcganError("--crop-size needs --crop celeba or center (--crop none resizes the whole image)")
         if self.crop_size and self.crop_size < self.size and self.crop != "face":
-            raise DcganError(f"--crop-size {self.crop_size} is smaller than --size {self.size}, so every image "
-                             f"would be upscaled; use --crop-size {self.size} or more")
+            raise UsageError(f"{self.crop_size} is smaller than --size {self.size}, so every image would be "
+                             f"upscaled; use --crop-size {self.size} or more", "--crop-size")
         if self.channels not in (1, 3):
-            raise DcganError("--channels must be 3 (RGB) or 1 (grayscale)")
+            raise UsageError(f"choose 3 (RGB) or 1 (grayscale), not {self.channels}", "--channels")
         if self.split not in SPLITS:
-            raise DcganError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+            raise UsageError(f"choose one of {', '.join(SPLITS)}, not {self.split!r}", "--split")
         if self.workers < 0 or self.limit < 0 or self.crop_size < 0:
             raise DcganError("--workers, --limit and --crop-size must be 0 or more")
         if self.labels not in LABEL_MODES:
@@ -85,3 +89,24 @@ class PreprocessConfig:
     @property
     def image_bytes(self) -> int:
         return self.size * self.size * self.channels
+
+
+def resolve_config(source: str, data_dir: str | Path, *, out: str | None = None, size: int | None = None,
+                   crop: str | None = None, channels: int | None = None, **rest) -> PreprocessConfig:
+    """`dcgan preprocess SOURCE` as typed -> the checked config, with every default filled in.
+
+    SOURCE is a data set name under `data_dir` or a folder/zip. An array data
+    set (mnist.npz, IDX) keeps its own side and channels and is not cropped;
+    CelebA gets its face box; anything else is centre-cropped, 64x64 RGB. The
+    output defaults to DATA_DIR/processed/NAME-SIZE (NAME-faces-SIZE for --crop face).
+    `rest`: the other `PreprocessConfig` fields.
+    """
+    from dcgan_cli.datasets.arrays import native_shape
+
+    src, name = resolve_source(source, data_dir)
+    native = native_shape(src)  # (side, channels) of an array data set, else None
+    size = size or (native[0] if native else DEFAULT_SIZE)
+    channels = channels or (native[1] if native else DEFAULT_CHANNELS)
+    crop = crop or ("celeba" if name in CELEBA_NAMES else "none" if native else "center")
+    out = out or str(processed_dir(data_dir, f"{name}-faces" if crop == "face" else name, size))
+    return PreprocessConfig(source=str(src), out=out, size=size, crop=crop, channels=channels, **rest)

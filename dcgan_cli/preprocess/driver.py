@@ -39,7 +39,7 @@ from typing import Callable, Iterator
 
 from dcgan_cli import __version__
 from dcgan_cli.datasets import IMAGE_EXTS
-from dcgan_cli.errors import DcganError
+from dcgan_cli.errors import DcganError, resume_hint
 from dcgan_cli.fsutil import DirLock
 from dcgan_cli.preprocess.config import PreprocessConfig
 from dcgan_cli.preprocess.decoding import process_chunk, strict_bombs, worker_init
@@ -222,7 +222,15 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
 
     `progress(done, total)` is called after each chunk; `log(line)` gets
     what the user should know (resuming, discarding an old partial run).
+    Ctrl-C raises `errors.Interrupted`: the shards written so far stay for the next run.
     """
+    with resume_hint(f"Interrupted. The shards written so far are kept in {cfg.out}; run the same command "
+                     f"again to resume."):
+        return _preprocess(cfg, progress, log)
+
+
+def _preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | None,
+                log: Callable[[str], None] | None) -> dict:
     log = log or (lambda line: print(line, file=sys.stderr))
     source = Path(cfg.source)
     if not source.exists():
