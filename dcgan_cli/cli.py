@@ -364,7 +364,7 @@ def train(
 
     Example: dcgan train --data data/processed/celeba-64 --epochs 25
     """
-    from dcgan_cli.config import PRESETS, preset as make_preset
+    from dcgan_cli.config import preset_for_data
     from dcgan_cli.shards import load_manifest, resolve_data
 
     overrides = dict(
@@ -384,13 +384,9 @@ def train(
 
         cfg = resume_config(resume, **given, data=str(data) if data else None)  # the resume rule
     else:
-        preset = preset.value
-        data = resolve_data(data, data_dir, preset)
-        manifest = load_manifest(data)
-        shape = {"image_size": manifest["size"], "channels": manifest["channels"]}
-        shape = {k: v for k, v in shape.items() if k not in PRESETS[preset]}
-        cfg = make_preset(preset, data=str(data), runs_dir=str(runs_dir), run_name=name, **shape, **given)
-        cfg = cfg.with_cadence(manifest["count"])  # what --dry-run prints is what config.json records
+        data = resolve_data(data, data_dir, preset.value)
+        cfg = preset_for_data(preset.value, load_manifest(data), data=str(data), runs_dir=str(runs_dir),
+                              run_name=name, **given)
 
     if dry_run:
         typer.echo(cfg.to_json(), nl=False)

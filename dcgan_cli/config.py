@@ -271,8 +271,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
-# The preprocessed data set (under DATA_DIR/processed/) a preset trains on when --data is not given.
-PRESET_DATA = {"mnist": "mnist-28", "celeba28": "celeba-28"}
+# The data set a preset trains on when --data is not given: DATA_DIR/processed/NAME-SIZE at the
+# preset's size (shards.resolve_data builds the folder name).
+PRESET_DATA = {"mnist": "mnist", "celeba28": "celeba"}
 
 
 Preset = Enum("Preset", {p: p for p in PRESETS}, type=str)
@@ -284,6 +285,19 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
         raise DcganError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     values = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
     return TrainConfig(preset=name, **values)
+
+
+def preset_for_data(name: str, manifest: dict, **overrides: Any) -> TrainConfig:
+    """The preset's config for the data of `manifest`: its shape (where the preset does not fix it), then
+    `overrides` (None values ignored), with the end-of-epoch cadence resolved for its image count.
+
+    What `dcgan train --dry-run` prints is what config.json records.
+    """
+    fixed = PRESETS.get(name, {})
+    shape = {k: v for k, v in (("image_size", manifest["size"]), ("channels", manifest["channels"]))
+             if k not in fixed}
+    return preset(name, **shape, **{k: v for k, v in overrides.items() if v is not None}
+                  ).with_cadence(manifest["count"])
 
 
 # What each field must hold, checked before any range (a hand-edited config.json can hold anything).

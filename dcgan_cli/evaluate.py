@@ -223,25 +223,19 @@ def generated_statistics(generator, n: int, extractor, seed: int, task) -> Featu
     return stats
 
 
-def check_shapes(generator, manifest: dict, data_dir) -> None:
-    h, w, c = generator.output_shape[1:]
-    size, channels = manifest["size"], manifest["channels"]
-    if (h, w, c) != (size, size, channels):
-        raise DcganError(f"the generator makes {h}x{w}x{c} images but {data_dir} holds {size}x{size}x{channels}; "
-                         f"evaluate against data of the generator's size (--data)")
-
-
 def evaluate_generator(generator, data_dir: str | Path, opts: EvalOptions = EvalOptions(), *,
                        progress: bool = True, console=None, log: Callable[[str], None] = print) -> dict:
     """Score `generator` against the preprocessed data in `data_dir`; returns a JSON-able dict."""
     from rich.console import Console
 
-    from dcgan_cli.shards import load_manifest
     from dcgan_cli.progress import Bars
+    from dcgan_cli.shards import check_shape, load_manifest
 
     manifest = load_manifest(data_dir)
     metrics, fid_note, n_real = plan(opts, manifest["count"])
-    check_shapes(generator, manifest, data_dir)
+    size, _, channels = generator.output_shape[1:]
+    check_shape(manifest, size, channels, wanted_by="the generator",
+                fix=f"evaluate against data of the generator's size (--data), not {data_dir}")
     extractor = extractors.get_extractor(opts.extractor, opts.weights, opts.batch_size)
 
     t0 = time.perf_counter()

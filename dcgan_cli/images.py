@@ -11,6 +11,7 @@ import numpy as np
 
 from dcgan_cli.errors import DcganError
 from dcgan_cli.fsutil import atomic_path
+from dcgan_cli.pixels import to_uint8
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 # Pillow's defaults (JPEG 75, WebP 80) smear small faces visibly; these keep them sharp. PNG level 3
@@ -21,12 +22,6 @@ MAX_SIDE = {"WEBP": 16383, "JPEG": 65500}
 # A grid is held in memory whole; past this, one file per image (--individual) is the way.
 MAX_GRID_BYTES = 4 << 30
 GRID_PAD = 2
-
-
-def to_uint8(images) -> np.ndarray:
-    """(N, H, W, C) floats in [-1, 1] -> uint8, rounded, clipped."""
-    x = np.asarray(images, dtype=np.float32)
-    return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def grid_shape(n: int, nrow: int | None = None) -> tuple[int, int]:

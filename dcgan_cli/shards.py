@@ -467,7 +467,8 @@ def resolve_data(data: str | Path | None, data_dir: str | Path | None = None, pr
     from dcgan_cli.datasets import default_data_dir
 
     size = PRESETS[preset].get("image_size") if preset else None
-    return find_data(data_dir or default_data_dir(), size, PRESET_DATA.get(preset) if preset else None)
+    own = PRESET_DATA.get(preset) if preset else None
+    return find_data(data_dir or default_data_dir(), size, processed_name(own, size) if own else None)
 
 
 def find_data(data_dir: str | Path, image_size: int | None = None, prefer: str | None = None) -> Path:

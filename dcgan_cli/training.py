@@ -28,6 +28,7 @@ from dcgan_cli.config import TrainConfig
 from dcgan_cli.errors import DcganError
 from dcgan_cli.fsutil import atomic_path, describe_os_error
 from dcgan_cli.lifecycle import NonFiniteLoss
+from dcgan_cli.pixels import to_signed
 
 # Stream ids folded into the per-step seed, one per kind of randomness.
 _Z, _LABELS, _NOISE_STD, _NOISE, _FLIP = range(5)
@@ -158,7 +159,7 @@ def _replica_inputs(cfg: TrainConfig, real_u8, step):
         return fn(shape, seed=seed, **kw)
 
     z = rand(_Z, [B, nz])[lo:lo + b]
-    real = tf.cast(real_u8, tf.float32) / 127.5 - 1.0  # uint8 -> [-1, 1]
+    real = to_signed(tf.cast(real_u8, tf.float32))  # uint8 -> [-1, 1]
     if cfg.flip:
         flip = rand(_FLIP, [B], tf.random.stateless_uniform)[lo:lo + b] < 0.5
         real = tf.where(flip[:, None, None, None], tf.reverse(real, axis=[2]), real)

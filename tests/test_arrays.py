@@ -302,14 +302,15 @@ def test_celeba_split_test_is_partition_2(tmp_path):
 
 
 def test_presets_prefer_their_own_data(tmp_path):
-    from dcgan_cli.config import PRESET_DATA
-    from dcgan_cli.shards import find_data
+    from dcgan_cli.shards import find_data, resolve_data
 
     for name in ("celeba-64", "celeba-28", "mnist-28", "other-32"):
         (tmp_path / "processed" / name).mkdir(parents=True)
         (tmp_path / "processed" / name / "manifest.json").write_text("{}")
-    assert find_data(tmp_path, 28, PRESET_DATA["mnist"]).name == "mnist-28"
-    assert find_data(tmp_path, 28, PRESET_DATA["celeba28"]).name == "celeba-28"
+    assert resolve_data(None, tmp_path, "mnist").name == "mnist-28"
+    assert resolve_data(None, tmp_path, "celeba28").name == "celeba-28"
+    assert resolve_data(None, tmp_path, "dcgan").name == "celeba-64"
+    assert resolve_data(tmp_path / "processed" / "other-32", tmp_path, "mnist").name == "other-32"  # --data wins
     assert find_data(tmp_path).name == "celeba-64"
 
 

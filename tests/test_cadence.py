@@ -88,14 +88,14 @@ def test_the_flags_reach_the_config_and_may_change_on_resume(data16, tmp_path):
     from dcgan_cli.cli import app
 
     runner = CliRunner()
-    r = runner.invoke(app, ["train", "--data", str(data16), "--runs-dir", str(tmp_path), "--sample-every", "3",
+    r = runner.invoke(app, ["train", "--data", str(data16), "--runs-dir", str(tmp_path), "--sample-every-epochs", "3",
                             "--dry-run"])
     assert r.exit_code == 0, r.output
     cfg = json.loads(r.output)  # 24 images at batch 128: one step an epoch, so auto is every 200 epochs
     assert (cfg["sample_every_epochs"], cfg["checkpoint_every_epochs"]) == (3, AUTO_CADENCE_STEPS)
 
     run = train(tiny_config(data16, tmp_path, epochs=1), **QUIET)
-    r = runner.invoke(app, ["train", "--resume", str(run), "--checkpoint-epochs", "4", "--sample-every", "2",
+    r = runner.invoke(app, ["train", "--resume", str(run), "--checkpoint-every-epochs", "4", "--sample-every-epochs", "2",
                             "--dry-run"])
     assert r.exit_code == 0, r.output
     assert (json.loads(r.output)["checkpoint_every_epochs"], json.loads(r.output)["sample_every_epochs"]) == (4, 2)

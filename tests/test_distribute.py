@@ -271,7 +271,7 @@ def test_a_killed_worker_stops_the_other_with_an_error_and_resume_continues(data
     runs = tmp_path / "runs"
     spe = 4
     args = ["--data", str(data16), "--runs-dir", str(runs), "--epochs", "500", "--steps-per-epoch", str(spe),
-            "--checkpoint-every", "1", *TINY]
+            "--checkpoint-every-steps", "1", *TINY]
     with _cluster(tmp_path, args, "killed") as (chief, worker):
         _wait_for_checkpoint(runs, 2, (chief, worker), tmp_path, "killed")
         worker.kill()
@@ -301,7 +301,7 @@ def test_a_killed_worker_stops_the_other_with_an_error_and_resume_continues(data
 def test_sigterm_on_one_worker_stops_both_at_the_same_step_with_checkpoints(data16, tmp_path):
     runs = tmp_path / "runs"
     args = ["--data", str(data16), "--runs-dir", str(runs), "--epochs", "500", "--steps-per-epoch", "4",
-            "--checkpoint-epochs", "1", *TINY]
+            "--checkpoint-every-epochs", "1", *TINY]
     with _cluster(tmp_path, args, "sigterm") as (chief, worker):
         _wait_for_checkpoint(runs, 4, (chief, worker), tmp_path, "sigterm")
         worker.send_signal(signal.SIGTERM)  # the worker, not the chief: the chief must still save

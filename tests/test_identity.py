@@ -155,14 +155,14 @@ def test_verify_and_identify_on_unseen_digits(trained, digits, tmp_path):
     meta = json.loads((trained / "embedding.json").read_text())
     held = meta["heldout_identities"]
     a, b, c = digit_png(digits, held[0], 0), digit_png(digits, held[0], 1), digit_png(digits, held[1], 0)
-    r = runner.invoke(app, ["verify", str(a), str(b), "--model", str(trained), "--json"])
+    r = runner.invoke(app, ["verify", str(a), str(b), "--identity-model", str(trained), "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert set(out) >= {"verified", "distance", "threshold", "model"}
     assert out["threshold"] == pytest.approx(meta["threshold"], abs=1e-6)
     assert out["verified"] == (out["distance"] < out["threshold"])
     # A photo against itself: distance 0, verified; --threshold overrides the stored one.
-    r = runner.invoke(app, ["verify", str(a), str(a), "--model", str(trained / "embedding.keras"),
+    r = runner.invoke(app, ["verify", str(a), str(a), "--identity-model", str(trained / "embedding.keras"),
                             "--threshold", "0.001"])
     assert r.exit_code == 0 and "verified  true" in r.output and "threshold 0.001" in r.output
     # identify: one photo per unseen digit in the gallery (one-shot); that very photo is found at distance 0.
@@ -171,26 +171,26 @@ def test_verify_and_identify_on_unseen_digits(trained, digits, tmp_path):
     for d in held:
         (gallery / f"digit{d}.png").write_bytes(digit_png(digits, d, 0).read_bytes())
     r = runner.invoke(app, ["identify", str(digit_png(digits, held[1], 0)), "--gallery", str(gallery),
-                            "--model", str(trained), "--top", "2", "--json"])
+                            "--identity-model", str(trained), "--top", "2", "--json"])
     assert r.exit_code == 0, r.output
     found = json.loads(r.output)
     assert found["identity"] == f"digit{held[1]}" and len(found["matches"]) == 2
     assert found["matches"][0]["distance"] == pytest.approx(0.0, abs=1e-3)
     other = digit_png(digits, held[1], 5)
-    r = runner.invoke(app, ["identify", str(other), "--gallery", str(gallery), "--model", str(trained),
+    r = runner.invoke(app, ["identify", str(other), "--gallery", str(gallery), "--identity-model", str(trained),
                             "--threshold", "0.0001"])
     assert r.exit_code == 0 and r.output.startswith("unknown")
     # Bad input: one line naming the fix.
-    r = runner.invoke(app, ["verify", str(a), str(tmp_path / "nope.png"), "--model", str(trained)])
+    r = runner.invoke(app, ["verify", str(a), str(tmp_path / "nope.png"), "--identity-model", str(trained)])
     assert r.exit_code == 1 and "Error: no image at" in r.output
     (tmp_path / "lonely.keras").write_bytes((trained / "embedding.keras").read_bytes())
-    r = runner.invoke(app, ["verify", str(a), str(b), "--model", str(tmp_path / "lonely.keras")])
+    r = runner.invoke(app, ["verify", str(a), str(b), "--identity-model", str(tmp_path / "lonely.keras")])
     assert r.exit_code == 1 and "has no lonely.json beside it" in r.output
 
 
 def test_evaluate_verification_on_held_out_identities(trained, tmp_path):
     roc = tmp_path / "curve.png"
-    r = runner.invoke(app, ["evaluate", "--verification", "--model", str(trained), "--pairs", "200",
+    r = runner.invoke(app, ["evaluate", "--verification", "--identity-model", str(trained), "--pairs", "200",
                             "--roc", str(roc), "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
@@ -199,7 +199,7 @@ def test_evaluate_verification_on_held_out_identities(trained, tmp_path):
     assert len(out["fold_accuracies"]) == 10 and out["far_resolution"] == pytest.approx(0.01)
     meta = json.loads((trained / "embedding.json").read_text())
     assert meta["threshold"] == pytest.approx(out["threshold"])
-    r = runner.invoke(app, ["evaluate", "--verification", "--model", str(trained), "--pairs", "200"])
+    r = runner.invoke(app, ["evaluate", "--verification", "--identity-model", str(trained), "--pairs", "200"])
     assert r.exit_code == 0 and "accuracy" in r.output and "FAR steps are 1%" in r.output
 
 
@@ -210,7 +210,7 @@ def test_evaluation_refuses_people_the_model_trained_on(trained, tmp_path):
     meta = json.loads((trained / "embedding.json").read_text())
     meta["heldout_identities"] = meta["heldout_identities"] + meta["train_identities"][:1]  # a tampered split
     (tmp_path / "m.json").write_text(json.dumps(meta))
-    r = runner.invoke(app, ["evaluate", "--verification", "--model", str(tmp_path / "m.keras"), "--pairs", "200"])
+    r = runner.invoke(app, ["evaluate", "--verification", "--identity-model", str(tmp_path / "m.keras"), "--pairs", "200"])
     assert r.exit_code == 1 and "were also trained on" in r.output
 
 
@@ -341,7 +341,7 @@ def test_stylize_counts_the_faces_that_still_verify_with_an_identity_model(train
 
     gen = save_generator(build_generator(16, 1, latent_dim=8, filters=8), tmp_path / "g.keras")
     style = digit_png(digits, 3, 0)
-    args = ["stylize", "--model", str(gen), "--seeds", "0-3", str(style), "-o", str(tmp_path / "grid.png"),
+    args = ["stylize", "--generator", str(gen), "--seeds", "0-3", str(style), "-o", str(tmp_path / "grid.png"),
             "--steps", "1", "--size", "32", "--identity-model", str(trained)]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output

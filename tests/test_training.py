@@ -265,7 +265,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(data16, tmp_path):
 def _train_cmd(data, runs, *extra):
     return [sys.executable, "-m", "dcgan_cli", "train", "--data", str(data), "--runs-dir", str(runs),
             "--batch-size", "8", "--g-filters", "8", "--d-filters", "8", "--latent-dim", "8", "--precision", "fp32",
-            "--strategy", "default", "--steps-per-epoch", "3", "--checkpoint-epochs", "1", "--quiet", *extra]
+            "--strategy", "default", "--steps-per-epoch", "3", "--checkpoint-every-epochs", "1", "--quiet", *extra]
 
 
 def _wait_for_checkpoint(runs: Path, proc, timeout=120):
@@ -297,7 +297,7 @@ def test_signal_writes_a_checkpoint_and_exits_130(data16, tmp_path, sig):
 
 def test_kill_9_leaves_a_loadable_checkpoint(data16, tmp_path):
     runs = tmp_path / "runs"
-    proc = subprocess.Popen(_train_cmd(data16, runs, "--epochs", "100000", "--checkpoint-every", "1"),
+    proc = subprocess.Popen(_train_cmd(data16, runs, "--epochs", "100000", "--checkpoint-every-steps", "1"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run = _wait_for_checkpoint(runs, proc)
     time.sleep(1.5)  # mid-save is likely with a checkpoint every step

@@ -11,6 +11,8 @@ loads with `keras.saving.load_model` without this package.
 
 from __future__ import annotations
 
+from dcgan_cli.pixels import scaling_layer
+
 
 def stages_for(size: int) -> int:
     """Halvings down to 4x4 (28 stops at 7x7), at most 4: 16 -> 2, 28 -> 2, 32 -> 3, 64 and up -> 4."""
@@ -36,7 +38,7 @@ def build_embedder(image_size: int, channels: int, dim: int = 128, width: int = 
         return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)(x)
 
     inp = keras.Input((image_size, image_size, channels), name="image")
-    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(inp)
+    x = scaling_layer(name="scale")(inp)
     x = layers.ReLU(name="stem_relu")(bn(conv(x, width, 3, 1, "stem_conv"), "stem_bn"))
     filters = width
     for i in range(stages_for(image_size)):

@@ -1,7 +1,7 @@
 """Feature extractors by name, and the one path images take into them.
 
 Real and generated images take exactly the same path: uint8 pixels
-(generated ones go through `images.to_uint8` first, as they would to a PNG)
+(generated ones go through `pixels.to_uint8` first, as they would to a PNG)
 -> grey repeated to RGB -> float -> antialiased bilinear resize to the network's
 input side -> [-1, 1] -> the network's pooled features.
 
@@ -26,6 +26,7 @@ import numpy as np
 
 from dcgan_cli.errors import DcganError
 from dcgan_cli.fsutil import file_digest
+from dcgan_cli.pixels import to_signed
 
 WEIGHTS_ENV = "DCGAN_INCEPTION_WEIGHTS"
 # Where and what keras.applications.InceptionV3(weights="imagenet", include_top=False) fetches.
@@ -233,7 +234,7 @@ class Extractor:
             x = tf.cast(u8, tf.float32)
             # Antialiased, so downscaling never aliases; identical for real and fake.
             x = tf.image.resize(x, (size, size), method="bilinear", antialias=True)
-            return tf.cast(model(x / 127.5 - 1.0, training=False), tf.float32)
+            return tf.cast(model(to_signed(x), training=False), tf.float32)
 
         self._embed = embed
 
