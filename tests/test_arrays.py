@@ -20,12 +20,13 @@ from typer.testing import CliRunner
 
 from dcgan_cli import datasets
 from dcgan_cli.cli import app
-from dcgan_cli.datasets import arrays, http
 from dcgan_cli.errors import DcganError
 
-from fake_http import FakeServer, dropping_route, failing_route, file_route
+from conftest import one_line_error
+from fake_http import dropping_route, failing_route, file_route
 
 runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("fast_backoff")  # conftest: the server fails on purpose, retries need not wait
 N_TRAIN, N_TEST = 10, 4
 
 
@@ -67,18 +68,6 @@ def idx_files(gz: bool = True) -> dict[str, bytes]:
 
 def sha256(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
-
-
-@pytest.fixture
-def server():
-    s = FakeServer()
-    yield s
-    s.close()
-
-
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch):
-    monkeypatch.setattr(http, "BACKOFF_SECONDS", 0.001)
 
 
 def serve_registry_entry(monkeypatch, server, name: str, files: dict[str, bytes], routes=None) -> None:
@@ -279,11 +268,10 @@ def test_cli_defaults_follow_the_arrays_and_a_damaged_file_names_the_fix(tmp_pat
     name = "train-images-idx3-ubyte.gz"
     (src / name).write_bytes(gzip.compress(idx_bytes(digits(N_TRAIN, 0)[0])[:-5]))  # 5 pixels short
     r = runner.invoke(app, ["preprocess", str(src), "--out", str(tmp_path / "o2")])
-    assert r.exit_code == 1
-    assert f"Error: {src / name} holds" in r.output and "dcgan download NAME --force" in r.output
+    one_line_error(r, f"Error: {src / name} holds", "dcgan download NAME --force")
     (src / name).write_bytes(b"<html>not idx</html>")
     r = runner.invoke(app, ["preprocess", str(src), "--out", str(tmp_path / "o3")])
-    assert r.exit_code == 1 and "is not an IDX file" in r.output
+    one_line_error(r, "is not an IDX file")
 
 
 def test_celeba_split_test_is_partition_2(tmp_path):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import typer
 from typer.testing import CliRunner
 
 from dcgan_cli.cli import app
+from dcgan_cli.config import TrainConfig
 
 
 def test_bench_json_reports_step_loop_input_and_preprocess_figures():
@@ -30,7 +32,10 @@ def test_bench_loop_on_given_data_uses_its_real_epochs(data16):
     out = bench(data=str(data16), batch_size=8, steps=2, precision="fp32", parts=("loop",), log=lambda m: None)
     loop = out["loop_real_epochs"]
     assert loop["data_images"] == 24 and loop["steps_per_epoch"] == 3
-    assert loop["checkpoint_every_epochs"] == loop["sample_every_epochs"] == 67  # auto: about 200 steps
+    # The loop is timed at the cadence training would pick for this data (auto: about every 200 steps).
+    trained_at = TrainConfig(batch_size=8).with_cadence(24)
+    assert loop["checkpoint_every_epochs"] == trained_at.checkpoint_every_epochs > 1
+    assert loop["sample_every_epochs"] == trained_at.sample_every_epochs
     assert 0 < loop["steps_share"] <= 1 and 0 < loop["steps_share_every_epoch"] <= 1
     assert out["loop_vs_step"] == loop["loop_vs_step"] > 0
 
@@ -44,7 +49,10 @@ def test_bench_stylize_reports_seconds_per_step_and_the_default_run():
     r = CliRunner().invoke(app, ["bench", "--parts", "stylize", "--stylize-size", "32", "--steps", "2", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output.strip().splitlines()[-1])
-    assert out["stylize_size"] == 32 and out["stylize_default_steps"] == 300
+    # The "default run" is the one `dcgan stylize` does without --steps.
+    stylize = typer.main.get_command(app).commands["stylize"]
+    assert out["stylize_size"] == 32 and out["stylize_default_steps"] == next(
+        p.default for p in stylize.params if p.name == "steps")
     for key in ("stylize_s_per_step", "stylize_cpu_s_per_step", "stylize_vgg19_s_per_step",
                 "stylize_vgg19_cpu_s_per_step", "stylize_vgg19_vs_random_cpu", "stylize_default_run_s",
                 "stylize_default_run_cpu_s"):

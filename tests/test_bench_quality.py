@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from dcgan_cli import bench_quality as bq
 from dcgan_cli.cli import app
+from dcgan_cli.config import PRESETS
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def test_digits_go_through_preprocess_with_their_labels(digits):
     assert qs.images.shape == (1797, 32, 32, 1) and qs.images.dtype == np.uint8
     manifest = load_manifest(qs.data_dir)
     assert (manifest["count"], manifest["size"], manifest["channels"]) == (1797, 32, 1)
-    assert qs.steps == bq.DEFAULT_STEPS and qs.batch_size == 128
+    assert qs.steps == bq.DEFAULT_STEPS and qs.batch_size == PRESETS["dcgan"]["batch_size"]  # the preset's batch
     assert np.array_equal(np.bincount(qs.labels), np.bincount(load_digits().target))
     # A classifier that cannot tell the digits apart would make every score meaningless.
     assert reals.accuracy > 0.9

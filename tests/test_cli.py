@@ -98,15 +98,27 @@ def test_end_to_end_download_preprocess_train_sample(tmp_path, monkeypatch):
     assert img.std() > 5, "the grid is blank"
 
 
-def test_presets_resolve_to_the_documented_recipes(data16, tmp_path):
-    from dcgan_cli.config import preset
+def test_each_preset_reaches_the_config_on_its_own_data_and_a_flag_wins(image_folder, tmp_path):
+    """Every preset, on data of its shape: --dry-run prints a valid config holding each value the preset sets,
+    except the one a flag overrides (a preset is a set of overrides, flags come last)."""
+    from dcgan_cli.config import PRESETS, TrainConfig
+    from dcgan_cli.preprocess import PreprocessConfig, preprocess
 
-    face = preset("face128")
-    assert (face.image_size, face.batch_size, face.latent_dim, face.lr_d, face.lr_g, face.beta1) == \
-        (128, 64, 100, 4e-5, 2e-4, 0.5)
-    assert (face.label_smoothing, face.instance_noise, face.epochs, face.init_std) == (0.1, 0.1, 60, 0.02)
-    paper = preset("dcgan")
-    assert (paper.batch_size, paper.lr_g, paper.lr_d, paper.beta1) == (128, 6e-4, 2e-4, 0.5)
+    for name, recipe in PRESETS.items():
+        data = tmp_path / name / "data"
+        preprocess(PreprocessConfig(source=str(image_folder), out=str(data), size=recipe.get("image_size", 16),
+                                    channels=recipe.get("channels", 3), crop="center"), log=lambda m: None)
+        epochs = recipe.get("epochs", TrainConfig().epochs) + 1
+        r = runner.invoke(app, ["train", "--preset", name, "--data", str(data), "--runs-dir", str(tmp_path / name),
+                                "--epochs", str(epochs), "--dry-run"])
+        assert r.exit_code == 0, (name, r.output)
+        cfg = json.loads(r.stdout)
+        TrainConfig(**cfg)  # valid: validation runs on construction
+        assert cfg["preset"] == name and cfg["epochs"] == epochs
+        assert {k: cfg[k] for k in recipe if k != "epochs"} == {k: v for k, v in recipe.items() if k != "epochs"}, name
+
+
+def test_a_preset_refuses_data_of_another_size_and_unknown_names_list_the_presets(data16, tmp_path):
     # face128 on 16x16 data: refused with the way to make 128x128 data.
     r = runner.invoke(app, ["train", "--preset", "face128", "--data", str(data16), "--runs-dir", str(tmp_path)])
     assert r.exit_code == 1 and "--size 128" in r.output

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from dcgan_cli.cli import app
 from dcgan_cli.errors import DcganError
 from dcgan_cli.metrics.stats import FeatureStats, frechet_distance, kernel_inception_distance
-from tests.conftest import tiny_config, write_faces
+from conftest import copy_run, tiny_config, write_faces
 
 runner = CliRunner()
 TINY = "tiny-random"
@@ -114,14 +114,13 @@ def test_fid_is_refused_below_2048_samples_and_kid_still_offered():
 # the data set's statistics: computed once, cached, invalidated
 
 
-@pytest.fixture(scope="module")
-def trained_run(data16, tmp_path_factory):
-    """A real (tiny) run of 2 steps on its own copy of the 16x16 faces (evaluation caches beside them)."""
-    from dcgan_cli.training import train
-
+@pytest.fixture()
+def trained_run(tiny_run, data16, tmp_path_factory):
+    """A private copy of the shared tiny run (conftest.tiny_run) at ROOT/runs/NAME, trained on its own copy of
+    the 16x16 faces at ROOT/faces-16: evaluation appends to the run's metrics.jsonl and caches beside the data."""
     root = tmp_path_factory.mktemp("eval-run")
-    data = shutil.copytree(data16, root / "faces-16")
-    return train(tiny_config(data, root / "runs", epochs=1, steps_per_epoch=2), quiet=True, log=lambda m: None)
+    data = shutil.copytree(data16, root / "faces-16", ignore=shutil.ignore_patterns("eval-stats-*"))
+    return copy_run(tiny_run, root / "runs", data=data)
 
 
 def _generator(size=16, channels=3):
@@ -199,7 +198,7 @@ def test_cli_evaluate_prints_a_table_or_json_and_appends_to_metrics(trained_run)
     assert r.exit_code == 0, r.output
     result = json.loads(r.stdout)  # stdout is one JSON object; notes and bars went to stderr
     assert result["samples"] == 40 and result["kid_subset_size"] == 24 and "fid" not in result
-    assert result["run"] == str(trained_run) and result["checkpoint"] == "ckpt-2" and result["real_stats"] == "cache"
+    assert result["run"] == str(trained_run) and result["checkpoint"] == "ckpt-6" and result["real_stats"] == "cache"
 
     rows = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
     evals = [row["eval"] for row in rows if "eval" in row]

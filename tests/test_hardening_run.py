@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import tiny_config, write_faces
+from conftest import one_line_error, snapshot, tiny_config, write_faces
 from dcgan_cli import rundir
 from dcgan_cli.errors import DcganError
 
@@ -42,35 +42,10 @@ def dcgan_here(*args) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.stderr)
 
 
-def one_line_error(r: subprocess.CompletedProcess, code: int = 1) -> str:
-    """The single stderr line of a refused command (no traceback, exit 1 or 2)."""
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode == code, (r.returncode, r.stderr[-2000:])
-    assert "Traceback" not in r.stderr, r.stderr[-3000:]
-    if code == 2:  # Typer's usage box: a few lines, one of them names the problem
-        return " ".join(lines)
-    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr[-2000:]
-    return lines[0]
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def finished(data16, tmp_path_factory):
-    """A finished tiny run: 2 epochs of 3 steps, checkpoints ckpt-3 and ckpt-6."""
-    from dcgan_cli.training import train
-
-    return train(tiny_config(data16, tmp_path_factory.mktemp("runs"), epochs=2), quiet=True, log=QUIET)
-
-
 @pytest.fixture()
-def run(finished, tmp_path):
-    """A private copy of the finished run, to damage."""
-    copy = tmp_path / "runs" / finished.name
-    shutil.copytree(finished, copy)
-    return copy
+def run(tiny_run_copy):
+    """A private copy of the shared finished tiny run (conftest.tiny_run: ckpt-3 and ckpt-6), to damage."""
+    return tiny_run_copy
 
 
 def ckpt_step(run_dir: Path) -> int:
@@ -298,9 +273,9 @@ def _fill(where: Path, leave: int) -> Path:
     return filler
 
 
-def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_earlier_ones(finished, tmpfs):
-    run = tmpfs / "runs" / finished.name
-    shutil.copytree(finished, run)
+def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_earlier_ones(tiny_run, tmpfs):
+    run = tmpfs / "runs" / tiny_run.name
+    shutil.copytree(tiny_run, run)
     filler = _fill(tmpfs, 24 << 10)  # room for config.json, not for a checkpoint
     before = snapshot(run / rundir.CKPT_DIR)
     r = dcgan("train", "--resume", run, "--epochs", "3", "--quiet")
@@ -364,13 +339,13 @@ def test_a_failed_generator_keras_write_is_one_line_and_leaves_no_temp_file(data
 def test_absurd_train_flags_are_one_line(data16, tmp_path, args, code, says):
     runs = tmp_path / "runs"
     r = (dcgan if args[1] == "--seed" else dcgan_here)(*args, "--data", data16, "--runs-dir", runs, "--quiet")
-    assert says.replace("_", "-") in one_line_error(r, code).replace("_", "-")
+    assert says.replace("_", "-") in one_line_error(r, code=code).replace("_", "-")
     assert not runs.exists()
 
 
-def test_a_huge_sample_batch_is_a_usage_error_naming_one_that_fits(finished, tmp_path):
-    r = dcgan("sample", "--run", finished, "-n", "4", "--batch-size", "100000000", tmp_path / "o.png")
-    text = one_line_error(r, 2)
+def test_a_huge_sample_batch_is_a_usage_error_naming_one_that_fits(tiny_run, tmp_path):
+    r = dcgan("sample", "--run", tiny_run, "-n", "4", "--batch-size", "100000000", tmp_path / "o.png")
+    text = one_line_error(r, code=2)
     assert "--batch-size" in text and "of memory" in text and not (tmp_path / "o.png").exists()
 
 
@@ -410,31 +385,31 @@ def test_the_memory_estimate_counts_the_models_parameters_exactly():
 # 8. Quieter surprises
 
 
-def test_sample_never_overwrites_without_force(finished, tmp_path):
+def test_sample_never_overwrites_without_force(tiny_run, tmp_path):
     out = tmp_path / "grid.png"
     out.write_bytes(b"precious")
-    line = one_line_error(dcgan("sample", "--run", finished, "-n", "2", out))
+    line = one_line_error(dcgan("sample", "--run", tiny_run, "-n", "2", out))
     assert "already exists; pass --force" in line and out.read_bytes() == b"precious"
     faces = tmp_path / "faces"
     faces.mkdir()
     (faces / "seed-0001.png").write_bytes(b"mine")
-    line = one_line_error(dcgan_here("sample", "--run", finished, "-n", "2", "--individual", faces))
+    line = one_line_error(dcgan_here("sample", "--run", tiny_run, "-n", "2", "--individual", faces))
     assert "seed-0001.png" in line and (faces / "seed-0001.png").read_bytes() == b"mine"
-    r = dcgan_here("sample", "--run", finished, "-n", "2", out, "--force")
+    r = dcgan_here("sample", "--run", tiny_run, "-n", "2", out, "--force")
     assert r.returncode == 0 and out.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_export_force_replaces_only_an_export(finished, tmp_path):
+def test_export_force_replaces_only_an_export(tiny_run, tmp_path):
     import keras
 
     other = tmp_path / "classifier.keras"
     keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)], name="classifier").save(other)
     before = other.read_bytes()
-    line = one_line_error(dcgan("export", finished, other, "--force"))
+    line = one_line_error(dcgan("export", tiny_run, other, "--force"))
     assert "is not a keras export" in line and other.read_bytes() == before
     mine = tmp_path / "g.keras"
-    assert dcgan_here("export", finished, mine).returncode == 0
-    r = dcgan_here("export", finished, mine, "--force")
+    assert dcgan_here("export", tiny_run, mine).returncode == 0
+    r = dcgan_here("export", tiny_run, mine, "--force")
     assert r.returncode == 0, r.stderr[-1000:]
 
 

@@ -17,11 +17,9 @@ runner = CliRunner()
 
 
 @pytest.fixture()
-def two_epoch_run(data16, tmp_path):
-    """A finished tiny run with checkpoints ckpt-3 and ckpt-6."""
-    from dcgan_cli.training import train
-
-    return train(tiny_config(data16, tmp_path / "runs", epochs=2, ema=0.9), quiet=True, log=lambda m: None)
+def two_epoch_run(tiny_run_copy):
+    """A private copy of the shared finished tiny run (conftest.tiny_run): EMA on, checkpoints ckpt-3 and ckpt-6."""
+    return tiny_run_copy
 
 
 def _corrupt_newest(run: Path) -> str:

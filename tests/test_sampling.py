@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import tiny_config
+from conftest import ok, one_line_error
 from dcgan_cli.cli import app
 from dcgan_cli.errors import DcganError
 from dcgan_cli.images import GRID_PAD, grid_shape, make_grid
@@ -28,12 +28,10 @@ SIZE, NZ = 16, 8
 
 
 @pytest.fixture(scope="session")
-def trained(data16, tmp_path_factory):
-    """A finished tiny run with EMA weights, alone in its runs dir."""
-    from dcgan_cli.training import train
-
-    runs = tmp_path_factory.mktemp("sample-runs")
-    return train(tiny_config(data16, runs, latent_dim=NZ, ema=0.9), quiet=True, log=lambda m: None)
+def trained(tiny_run):
+    """The shared finished tiny run (conftest.tiny_run: EMA on, latent NZ, alone in its runs dir); only read."""
+    assert json.loads((tiny_run / "config.json").read_text())["latent_dim"] == NZ
+    return tiny_run
 
 
 @pytest.fixture(scope="session")
@@ -47,20 +45,6 @@ def sampler(trained):
 def sample(*args):
     result = runner.invoke(app, ["sample", *map(str, args)])
     return result
-
-
-def ok(result):
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for f in fragments:
-        assert f in lines[0], lines[0]
-    return lines[0]
 
 
 def pixels(path):
