@@ -348,7 +348,7 @@ def test_presets_train_a_step_and_sample_from_the_saved_generator(tmp_path, name
     assert ("LeakyReLU" if name == "celeba28" else "ReLU") in out
 
     grid = tmp_path / "grid.png"
-    r = runner.invoke(app, ["sample", "--model", str(run / "generator.keras"), "-n", "4", str(grid)])
+    r = runner.invoke(app, ["sample", "--generator", str(run / "generator.keras"), "-n", "4", str(grid)])
     assert r.exit_code == 0, r.output
     from PIL import Image
 

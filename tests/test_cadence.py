@@ -82,7 +82,7 @@ def test_resume_from_an_older_checkpoint_retrains_exactly_and_logs_each_epoch_on
         np.testing.assert_array_equal(a, b)
 
 
-def test_the_flags_reach_the_config_and_may_change_on_resume(data16, tmp_path):
+def test_the_flags_reach_the_config_and_may_change_on_resume(data16, tmp_path, tiny_run):
     from typer.testing import CliRunner
 
     from dcgan_cli.cli import app
@@ -94,8 +94,7 @@ def test_the_flags_reach_the_config_and_may_change_on_resume(data16, tmp_path):
     cfg = json.loads(r.output)  # 24 images at batch 128: one step an epoch, so auto is every 200 epochs
     assert (cfg["sample_every_epochs"], cfg["checkpoint_every_epochs"]) == (3, AUTO_CADENCE_STEPS)
 
-    run = train(tiny_config(data16, tmp_path, epochs=1), **QUIET)
-    r = runner.invoke(app, ["train", "--resume", str(run), "--checkpoint-every-epochs", "4", "--sample-every-epochs", "2",
+    r = runner.invoke(app, ["train", "--resume", str(tiny_run), "--checkpoint-every-epochs", "4", "--sample-every-epochs", "2",
                             "--dry-run"])
     assert r.exit_code == 0, r.output
     assert (json.loads(r.output)["checkpoint_every_epochs"], json.loads(r.output)["sample_every_epochs"]) == (4, 2)

@@ -12,6 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dcgan_cli.cli import app
+from conftest import one_line_error
 
 runner = CliRunner()
 # Every command the app registers, read from the app itself: a new command is tested without editing this list.
@@ -49,12 +50,7 @@ def test_unknown_command_and_bad_option_exit_2():
 
 
 def test_library_errors_are_one_line_with_exit_1(tmp_path):
-    result = runner.invoke(app, ["train", "--data", str(tmp_path / "nowhere")])
-    assert result.exit_code == 1
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ")
-    assert "dcgan preprocess" in lines[0]
-    assert "Traceback" not in result.output
+    one_line_error(runner.invoke(app, ["train", "--data", str(tmp_path / "nowhere")]), "dcgan preprocess")
 
 
 def test_dry_run_prints_the_config_the_trainer_would_save(data16, tmp_path):

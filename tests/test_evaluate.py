@@ -206,7 +206,7 @@ def test_cli_evaluate_prints_a_table_or_json_and_appends_to_metrics(trained_run)
     assert all("d_loss" not in row for row in rows if "eval" in row), "the loss plot must not take eval rows"
 
     # The model file the run wrote at the end is evaluated against the run's data.
-    r = runner.invoke(app, ["evaluate", "--model", str(trained_run / "generator.keras"), "--extractor", TINY,
+    r = runner.invoke(app, ["evaluate", "--generator", str(trained_run / "generator.keras"), "--extractor", TINY,
                             "--samples", "20", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["model"].endswith("generator.keras")
@@ -283,7 +283,7 @@ def test_cli_refuses_fid_on_few_samples_in_one_line(trained_run):
     (line,) = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
     assert "2,048" in line and "--metrics kid" in line and "Traceback" not in r.output
     assert runner.invoke(app, ["evaluate", "--metrics", "fid,is"]).exit_code == 2
-    assert runner.invoke(app, ["evaluate", "--run", "a", "--model", "b"]).exit_code == 2
+    assert runner.invoke(app, ["evaluate", "--run", "a", "--generator", "b"]).exit_code == 2
 
 
 def test_missing_inception_weights_offline_is_a_one_line_error(trained_run, tmp_path, monkeypatch):
@@ -394,20 +394,20 @@ def test_best_needs_a_best_checkpoint_and_a_run(trained_run, tmp_path):
     for args in (["sample", "-n", "2", str(tmp_path / "a.png"), "--run", str(trained_run), "--best"],
                  ["export", str(trained_run), str(tmp_path / "a.keras"), "--best"]):
         r = runner.invoke(app, args)
-        assert r.exit_code == 1 and "has no best checkpoint" in r.output and "--eval-every" in r.output, r.output
+        assert r.exit_code == 1 and "has no best checkpoint" in r.output and "--eval-every-epochs" in r.output, r.output
         assert not list(tmp_path.iterdir())
     r = runner.invoke(app, ["sample", "-n", "2", str(tmp_path / "a.png"), "--best",
-                            "--model", str(trained_run / "generator.keras")])
+                            "--generator", str(trained_run / "generator.keras")])
     assert r.exit_code == 2 and "--best" in r.output
 
 
 def test_train_flags_reach_the_config_and_may_be_turned_on_when_resuming(data16, tmp_path, trained_run):
-    r = runner.invoke(app, ["train", "--data", str(data16), "--runs-dir", str(tmp_path), "--eval-every", "5",
+    r = runner.invoke(app, ["train", "--data", str(data16), "--runs-dir", str(tmp_path), "--eval-every-epochs", "5",
                             "--eval-samples", "2048", "--dry-run"])
     assert r.exit_code == 0, r.output
     cfg = json.loads(r.stdout)
     assert (cfg["eval_every_epochs"], cfg["eval_samples"]) == (5, 2048)
-    r = runner.invoke(app, ["train", "--resume", str(trained_run), "--eval-every", "2", "--dry-run"])
+    r = runner.invoke(app, ["train", "--resume", str(trained_run), "--eval-every-epochs", "2", "--dry-run"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["eval_every_epochs"] == 2
 

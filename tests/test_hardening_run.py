@@ -59,7 +59,7 @@ def ckpt_step(run_dir: Path) -> int:
 def test_after_a_nan_the_printed_command_recovers_and_the_change_is_recorded(run):
     before = snapshot(run / rundir.CKPT_DIR)
     # --checkpoint-every 1: before, the exploding (finite, ~1e30) weights were saved, and every resume NaN'd again.
-    r = dcgan("train", "--resume", run, "--epochs", "4", "--lr-d", "1e30", "--lr-g", "1e30", "--checkpoint-every",
+    r = dcgan("train", "--resume", run, "--epochs", "4", "--lr-d", "1e30", "--lr-g", "1e30", "--checkpoint-every-steps",
               "1", "--quiet")
     line = one_line_error(r)
     assert re.search(r"loss became (NaN|Inf) at step \d+|not checkpointing step \d+: .*exploding", line), line

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import tiny_config
+from conftest import one_line_error, tiny_config
 from dcgan_cli import rundir
 from dcgan_cli.cli import app
 from dcgan_cli.errors import DcganError, UsageError
@@ -77,8 +77,8 @@ def test_the_trainer_enforces_the_resume_rule_for_every_caller(two_epoch_run):
                                                      lr_g=1e-5, lr_d=1e-5, beta1=0.0, beta2=0.9))
     assert rundir.resume_config(two_epoch_run, epochs=4, lr_g=None).epochs == 4
     # The command line goes through the same rule.
-    r = runner.invoke(app, ["train", "--resume", str(two_epoch_run), "--g-filters", "4", "--dry-run"])
-    assert r.exit_code == 1 and "cannot change --g-filters" in r.output
+    one_line_error(runner.invoke(app, ["train", "--resume", str(two_epoch_run), "--g-filters", "4", "--dry-run"]),
+                   "cannot change --g-filters")
 
 
 def test_the_trainer_checks_eval_every_before_writing_anything(data16, tmp_path):
@@ -127,8 +127,8 @@ def test_a_sample_request_resolves_its_seeds_and_defaults():
 
 
 @pytest.mark.parametrize("kwargs, option", [
-    (dict(out="o.png", run="r", model="m.keras"), "--model"),
-    (dict(out="o.png", model="m.keras", ema=False), "--no-ema"),
+    (dict(out="o.png", run="r", generator="m.keras"), "--generator"),
+    (dict(out="o.png", generator="m.keras", ema=False), "--no-ema"),
     (dict(out="o.png", seed=1, seed_list="1-3"), "--seeds"),
     (dict(out="o.png", seed_list="9-2"), "--seeds"),
     (dict(out="o.png", truncation=0.0), "--truncation"),
@@ -144,7 +144,7 @@ def test_a_sample_request_resolves_its_seeds_and_defaults():
 def test_a_contradictory_sample_request_names_the_option_at_fault(kwargs, option):
     from dcgan_cli.sampling import SampleRequest
 
-    kwargs = {k: Path(v) if k in ("out", "run", "model") else v for k, v in kwargs.items()}
+    kwargs = {k: Path(v) if k in ("out", "run", "generator") else v for k, v in kwargs.items()}
     with pytest.raises(UsageError) as err:
         SampleRequest(**kwargs)
     assert err.value.option == option

@@ -18,26 +18,13 @@ from typer.testing import CliRunner
 from dcgan_cli.cli import app
 from dcgan_cli.errors import DcganError
 from dcgan_cli.images import GRID_PAD
+from conftest import ok, one_line_error
 
 runner = CliRunner()
 
 
 def stylize(*args):
     return runner.invoke(app, ["stylize", *map(str, args)])
-
-
-def ok(result):
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for f in fragments:
-        assert f in lines[0], lines[0]
-    return lines[0]
 
 
 def save(path, pixels, mode=None):
@@ -366,14 +353,11 @@ def test_the_identity_check_extension_point_counts_the_verifiers_verdicts(genera
                       tmp_path / "i.png", options, verifier=lambda o, s: [True, True])
 
 
-def test_run_faces_come_from_the_runs_generator(data16, pictures, tmp_path):
+def test_run_faces_come_from_the_runs_generator(tiny_run, pictures, tmp_path):
     """--run restores the run's (EMA) generator: its faces are the ones `dcgan sample` draws for the seeds."""
-    from conftest import tiny_config
     from dcgan_cli.stylize import resize_longer_side
-    from dcgan_cli.training import train
 
-    run = train(tiny_config(data16, tmp_path / "runs", ema=0.9, epochs=1, steps_per_epoch=2), quiet=True,
-                log=lambda m: None)
+    run = tiny_run  # EMA on: stylize and sample must both draw the EMA faces
     out = tmp_path / "faces.png"
     r = ok(stylize("--run", run, "--seeds", "2,5", pictures["stripes"], "-o", out, "--steps", 3, "--quiet"))
     assert "2 faces (seeds 2,5) at 64 px" in r.output  # a 16 px generator: upscaled to the 64 px minimum

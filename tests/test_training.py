@@ -195,11 +195,11 @@ def test_resume_equals_uninterrupted_training(data16, tmp_path):
     assert [r["step"] for r in _metrics(run)] == [3, 6, 9]
 
 
-def test_resume_refuses_data_of_another_size(data16, tmp_path, image_folder):
+def test_resume_refuses_data_of_another_size(tiny_run_copy, tmp_path, image_folder):
     from dcgan_cli.preprocess import PreprocessConfig, preprocess
     from dcgan_cli.training import train
 
-    run = train(tiny_config(data16, tmp_path, epochs=1), quiet=True, log=lambda m: None)
+    run = tiny_run_copy
     data32 = tmp_path / "faces-32"
     preprocess(PreprocessConfig(source=str(image_folder), out=str(data32), size=32))
     from dcgan_cli.config import TrainConfig
