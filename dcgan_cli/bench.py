@@ -246,48 +246,81 @@ def parse_choices(text: str, choices: tuple[str, ...], option: str) -> tuple[str
 def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=False, peers=None,
           torch_python=None, log=print, parts=("step", "loop", "input", "preprocess"), face_images=600,
           stylize_size=256, quality_steps=None, quality_seeds=None, quality_sets=None) -> dict:
+    """Each part asked for, in a fixed order; speed figures beside the peers' steps timed in the same run."""
     result: dict = {"size": size, "batch": batch_size, "device": _device()}
-    ref: dict = {}
-    if peers:
-        peer = Path(peers) / "peer_keras.py"
-        ref["keras_canonical_fp32"] = run_peer([sys.executable, str(peer), "canonical", str(batch_size), str(steps)])
-        log(f"reference keras canonical fp32: {ref['keras_canonical_fp32']} img/s")
-        if torch_python:
-            ref["torch_example"] = run_peer([str(torch_python), str(Path(peers) / "peer_torch.py"),
-                                             str(batch_size), str(steps), str(size)])
-            log(f"reference torch example: {ref['torch_example']} img/s")
+    ref = _peers_before(peers, torch_python, size, batch_size, steps, log) if peers else {}
     if "step" in parts:
         result.update(bench_step(size, batch_size, steps, precision, xla))
         log(f"step: {result['step_img_per_s']} img/s ({result['precision']})")
     if peers:
-        # Once more after our step, so drift shows up as disagreement between the two.
-        again = run_peer([sys.executable, str(Path(peers) / "peer_keras.py"), "canonical", str(batch_size), str(steps)])
-        if ref.get("keras_canonical_fp32") and again:
-            ref["keras_canonical_fp32"] = round((ref["keras_canonical_fp32"] + again) / 2, 1)
-        result["reference"] = ref
-        for k, v in ref.items():
-            if v and "step_img_per_s" in result:
-                result[f"step_vs_{k}"] = round(result["step_img_per_s"] / v, 2)
+        _peers_after(result, ref, peers, batch_size, steps)
     if "identity" in parts:
-        result.update(bench_identity(size, steps))
-        log(f"identity ({size}x{size}x3, fp32): embedding {result['identity_embed_img_per_s']} img/s; training "
-            f"triplet {result['identity_train_triplet_img_per_s']} img/s, arcface "
-            f"{result['identity_train_arcface_img_per_s']} img/s (P=16 x K=4)")
-        # And how good: one-shot verification on digit classes it never saw, against raw pixels.
-        from dcgan_cli.identity.bench import bench_one_shot
-
-        result["identity_one_shot"] = bench_one_shot(log=lambda m: log(f"identity {m}"))
+        _bench_identity_part(result, size, steps, log)
     if "stylize" in parts:
-        st = bench_stylize(stylize_size, steps)
-        result.update(st)
-        log(f"stylize at {stylize_size}x{stylize_size}: {st['stylize_s_per_step']} s/step "
-            f"({st['stylize_cpu_s_per_step']} CPU s) with the random network, {st['stylize_vgg19_s_per_step']} s/step "
-            f"({st['stylize_vgg19_cpu_s_per_step']} CPU s, {st['stylize_vgg19_vs_random_cpu']}x) with VGG19's shape; "
-            f"default run ({st['stylize_default_steps']} steps): {st['stylize_default_run_s']} s "
-            f"({st['stylize_default_run_cpu_s']} CPU s)")
-        if ref.get("keras_canonical_fp32"):
-            # Machine-speed-free: how many canonical 64x64 training images one stylize step costs.
-            result["stylize_step_in_canonical_images"] = round(st["stylize_s_per_step"] * ref["keras_canonical_fp32"], 1)
+        _bench_stylize_part(result, ref, stylize_size, steps, log)
+    if {"loop", "input", "preprocess"} & set(parts):
+        _bench_data_parts(result, parts, data, size, batch_size, steps, precision, face_images, log)
+    if "quality" in parts:
+        # Its own data (digits, faces), size (32) and batch: see bench_quality.py.
+        from dcgan_cli import bench_quality
+
+        result["quality"] = bench_quality.bench_quality(
+            steps=quality_steps,  # None: each set's own budget
+            seeds=tuple(quality_seeds or bench_quality.DEFAULT_SEEDS),
+            sets=tuple(quality_sets or bench_quality.SETS), log=log)
+    return result
+
+
+def _peers_before(peers, torch_python, size: int, batch_size: int, steps: int, log) -> dict:
+    """The reference steps timed before ours (../shared/bench's peer scripts): img/s by name."""
+    ref = {"keras_canonical_fp32": run_peer([sys.executable, str(Path(peers) / "peer_keras.py"), "canonical",
+                                             str(batch_size), str(steps)])}
+    log(f"reference keras canonical fp32: {ref['keras_canonical_fp32']} img/s")
+    if torch_python:
+        ref["torch_example"] = run_peer([str(torch_python), str(Path(peers) / "peer_torch.py"),
+                                         str(batch_size), str(steps), str(size)])
+        log(f"reference torch example: {ref['torch_example']} img/s")
+    return ref
+
+
+def _peers_after(result: dict, ref: dict, peers, batch_size: int, steps: int) -> None:
+    """The Keras reference once more after our step (drift shows as disagreement), and our step's ratios."""
+    again = run_peer([sys.executable, str(Path(peers) / "peer_keras.py"), "canonical", str(batch_size), str(steps)])
+    if ref.get("keras_canonical_fp32") and again:
+        ref["keras_canonical_fp32"] = round((ref["keras_canonical_fp32"] + again) / 2, 1)
+    result["reference"] = ref
+    for k, v in ref.items():
+        if v and "step_img_per_s" in result:
+            result[f"step_vs_{k}"] = round(result["step_img_per_s"] / v, 2)
+
+
+def _bench_identity_part(result: dict, size: int, steps: int, log) -> None:
+    result.update(bench_identity(size, steps))
+    log(f"identity ({size}x{size}x3, fp32): embedding {result['identity_embed_img_per_s']} img/s; training "
+        f"triplet {result['identity_train_triplet_img_per_s']} img/s, arcface "
+        f"{result['identity_train_arcface_img_per_s']} img/s (P=16 x K=4)")
+    # And how good: one-shot verification on digit classes it never saw, against raw pixels.
+    from dcgan_cli.identity.bench import bench_one_shot
+
+    result["identity_one_shot"] = bench_one_shot(log=lambda m: log(f"identity {m}"))
+
+
+def _bench_stylize_part(result: dict, ref: dict, stylize_size: int, steps: int, log) -> None:
+    st = bench_stylize(stylize_size, steps)
+    result.update(st)
+    log(f"stylize at {stylize_size}x{stylize_size}: {st['stylize_s_per_step']} s/step "
+        f"({st['stylize_cpu_s_per_step']} CPU s) with the random network, {st['stylize_vgg19_s_per_step']} s/step "
+        f"({st['stylize_vgg19_cpu_s_per_step']} CPU s, {st['stylize_vgg19_vs_random_cpu']}x) with VGG19's shape; "
+        f"default run ({st['stylize_default_steps']} steps): {st['stylize_default_run_s']} s "
+        f"({st['stylize_default_run_cpu_s']} CPU s)")
+    if ref.get("keras_canonical_fp32"):
+        # Machine-speed-free: how many canonical 64x64 training images one stylize step costs.
+        result["stylize_step_in_canonical_images"] = round(st["stylize_s_per_step"] * ref["keras_canonical_fp32"], 1)
+
+
+def _bench_data_parts(result: dict, parts, data, size: int, batch_size: int, steps: int, precision: str,
+                      face_images: int, log) -> None:
+    """input, preprocess and loop: on the user's --data, or on shards made here for the purpose."""
     user_data = data is not None
     with tempfile.TemporaryDirectory() as tmp:
         if data is None and ({"loop", "input"} & set(parts)):
@@ -300,29 +333,14 @@ def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=Fa
             result["input_img_per_s"] = round(input_throughput(data, batch_size=batch_size), 1)
             log(f"input pipeline: {result['input_img_per_s']} img/s")
         if "preprocess" in parts:
-            from dcgan_cli.bench_input import preprocess_throughput
-
-            pre = preprocess_throughput(Path(tmp) / "preprocess", n_images=2000)
-            result["preprocess"] = pre
-            log(f"preprocess (CelebA-like 178x218 JPEG -> 64x64): {pre['img_per_s']} img/s")
-            from dcgan_cli.preprocess import faces
-
-            if faces.available():  # --crop face: detection + alignment, on the same-sized JPEGs with real faces
-                # 600 photos: enough for the driver to start a worker per core (each loads TF and MTCNN)
-                face = preprocess_throughput(Path(tmp) / "preprocess", n_images=face_images, crop="face")
-                face["vs_celeba_crop"] = round(face["img_per_s"] / pre["img_per_s"], 4)
-                result["preprocess_face"] = face
-                log(f"preprocess --crop face (178x218 JPEG, one face -> 64x64): {face['img_per_s']} img/s "
-                    f"({face['faces_found']}/{face['images']} faces found; {face['vs_celeba_crop']}x the celeba crop)")
-            else:
-                log(f"preprocess --crop face: not measured ({faces.EXTRA})")
+            _bench_preprocess_part(result, Path(tmp) / "preprocess", face_images, log)
         if "loop" in parts and user_data:  # its real epochs, whatever their length, at its size
             loop = bench_loop_epochs(data, batch_size, precision, steps)
             result["loop_real_epochs"] = loop
             result["loop_img_per_s"], result["loop_vs_step"] = loop["loop_img_per_s"], loop["loop_vs_step"]
             log(f"loop on {loop['data_images']:,} images ({loop['steps_per_epoch']} steps an epoch; checkpoint every "
-                f"{loop['checkpoint_every_epochs']}, grid every {loop['sample_every_epochs']} epochs): {loop['loop_img_per_s']} "
-                f"img/s = {loop['loop_vs_step']}x the step ({loop['step_img_per_s']} img/s), "
+                f"{loop['checkpoint_every_epochs']}, grid every {loop['sample_every_epochs']} epochs): "
+                f"{loop['loop_img_per_s']} img/s = {loop['loop_vs_step']}x the step ({loop['step_img_per_s']} img/s), "
                 f"{loop['steps_share']:.1%} of it in steps; with the end-of-epoch work every epoch: "
                 f"{loop['loop_every_epoch_vs_step']}x, {loop['steps_share_every_epoch']:.1%} in steps")
         elif "loop" in parts:
@@ -330,15 +348,24 @@ def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=Fa
             log(f"loop (end of epoch amortised over 2,000 steps): {result['loop_img_per_s']} img/s")
             if "step_img_per_s" in result:
                 result["loop_vs_step"] = round(result["loop_img_per_s"] / result["step_img_per_s"], 3)
-    if "quality" in parts:
-        # Its own data (digits, faces), size (32) and batch: see bench_quality.py.
-        from dcgan_cli import bench_quality
 
-        result["quality"] = bench_quality.bench_quality(
-            steps=quality_steps,  # None: each set's own budget
-            seeds=tuple(quality_seeds or bench_quality.DEFAULT_SEEDS),
-            sets=tuple(quality_sets or bench_quality.SETS), log=log)
-    return result
+
+def _bench_preprocess_part(result: dict, where: Path, face_images: int, log) -> None:
+    from dcgan_cli.bench_input import preprocess_throughput
+    from dcgan_cli.preprocess import faces
+
+    pre = preprocess_throughput(where, n_images=2000)
+    result["preprocess"] = pre
+    log(f"preprocess (CelebA-like 178x218 JPEG -> 64x64): {pre['img_per_s']} img/s")
+    if faces.available():  # --crop face: detection + alignment, on the same-sized JPEGs with real faces
+        # 600 photos: enough for the driver to start a worker per core (each loads TF and MTCNN)
+        face = preprocess_throughput(where, n_images=face_images, crop="face")
+        face["vs_celeba_crop"] = round(face["img_per_s"] / pre["img_per_s"], 4)
+        result["preprocess_face"] = face
+        log(f"preprocess --crop face (178x218 JPEG, one face -> 64x64): {face['img_per_s']} img/s "
+            f"({face['faces_found']}/{face['images']} faces found; {face['vs_celeba_crop']}x the celeba crop)")
+    else:
+        log(f"preprocess --crop face: not measured ({faces.EXTRA})")
 
 
 def _device() -> str:

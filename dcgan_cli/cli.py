@@ -14,18 +14,20 @@ The old spellings still work for one release, hidden, through `_Command`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
 import typer
 from typer.core import TyperCommand, TyperOption
 
-from dcgan_cli.config import GActivation, Precision, Preset, Strategy
+from dcgan_cli.config import GActivation, Precision, Preset, Strategy, TrainConfig
 from dcgan_cli.errors import DcganError, Interrupted, UsageError, resume_hint
 from dcgan_cli.evaluate import METRICS
-from dcgan_cli.identity.config import ClassAugment, Loss, Mining
+from dcgan_cli.identity.config import ClassAugment, IdentityConfig, Loss, Mining
 from dcgan_cli.preprocess.decoding import CROP_HELP, Crop
 from dcgan_cli.preprocess.labels import LabelMode
 from dcgan_cli.preprocess.sources import Split
@@ -136,6 +138,13 @@ IdentityModel = Annotated[Optional[Path], typer.Option(
 # Old spellings (hidden, noted on stderr, for one release): see _Command.
 GENERATOR_RENAMED = {"--model": "--generator"}
 IDENTITY_RENAMED = {"--model": "--identity-model"}
+
+
+def _given(options: dict, config: type, besides: tuple[str, ...] = ()) -> dict:
+    """The settings of `config` among a command's `options` that the user gave (None: left to the preset or
+    the saved run), choices as their values; `besides` are fields the command resolves itself."""
+    fields = {f.name for f in dataclasses.fields(config)} - set(besides)
+    return {k: v.value if isinstance(v, Enum) else v for k, v in options.items() if k in fields and v is not None}
 
 
 def _data_dir(data_dir: Optional[Path]) -> Path:
@@ -364,24 +373,12 @@ def train(
 
     Example: dcgan train --data data/processed/celeba-64 --epochs 25
     """
+    given = _given(locals(), TrainConfig, besides=("data", "runs_dir", "preset"))
     from dcgan_cli.config import preset_for_data
+    from dcgan_cli.rundir import resume_config
     from dcgan_cli.shards import load_manifest, resolve_data
 
-    overrides = dict(
-        epochs=epochs, batch_size=batch_size, steps_per_epoch=steps_per_epoch, lr_g=lr_g, lr_d=lr_d, beta1=beta1,
-        beta2=beta2,
-        latent_dim=latent_dim, g_filters=g_filters, d_filters=d_filters, ema=ema, alternate=alternate,
-        label_smoothing=label_smoothing, g_activation=g_activation and g_activation.value,
-        instance_noise=instance_noise, flip=flip, seed=seed, precision=precision and precision.value, xla=xla,
-        strategy=strategy and strategy.value,
-        sync_bn=sync_bn, checkpoint_every_steps=checkpoint_every_steps, checkpoint_every_epochs=checkpoint_every_epochs,
-        sample_every_epochs=sample_every_epochs, cache=cache, eval_every_epochs=eval_every_epochs,
-        eval_samples=eval_samples)
-    given = {k: v for k, v in overrides.items() if v is not None}
-
     if resume is not None:
-        from dcgan_cli.rundir import resume_config
-
         cfg = resume_config(resume, **given, data=str(data) if data else None)  # the resume rule
     else:
         data = resolve_data(data, data_dir, preset.value)
@@ -702,15 +699,9 @@ def identity_train(
 
     Example: dcgan identity train --data data/processed/celeba-64 --epochs 10
     """
-    from dcgan_cli.identity.config import IdentityConfig, resume_config
+    given = _given(locals(), IdentityConfig, besides=("data", "runs_dir"))
+    from dcgan_cli.identity.config import resume_config
     from dcgan_cli.shards import load_manifest, resolve_data
-
-    given = dict(loss=loss and loss.value, mining=mining and mining.value, margin=margin, arc_margin=arc_margin,
-                 arc_scale=arc_scale, epochs=epochs, steps_per_epoch=steps_per_epoch, p_identities=p_identities,
-                 k_images=k_images, lr=lr, width=width, embedding_dim=embedding_dim, holdout=holdout, flip=flip,
-                 augment=augment, class_augment=class_augment and class_augment.value, seed=seed,
-                 checkpoint_every_steps=checkpoint_every_steps)
-    given = {k: v for k, v in given.items() if v is not None}
     if resume is not None:
         cfg = resume_config(resume, **given, data=str(data) if data else None)
     else:
