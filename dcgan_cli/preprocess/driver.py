@@ -34,6 +34,7 @@ import sys
 import time
 import warnings
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -229,114 +230,45 @@ def preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | Non
         return _preprocess(cfg, progress, log)
 
 
+@dataclass
+class _Source:
+    """SOURCE resolved and listed: the files to preprocess (after --split and --limit) and what came with them."""
+    path: Path
+    listing: Listing
+    labels: list = field(default_factory=list)  # label specs of an array source (its own labels)
+    found: int = 0  # image files before --split
+    split_note: str = ""  # " (SPLIT split from FILE)" when --split chose the files
+
+
 def _preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | None,
                 log: Callable[[str], None] | None) -> dict:
+    """`preprocess` step by step: list, label, fingerprint, reuse or (re)write the shards, commit."""
     log = log or (lambda line: print(line, file=sys.stderr))
-    source = Path(cfg.source)
-    if not source.exists():
-        raise DcganError(f"{source} does not exist; pass a folder of images, a .zip of images or a data set name")
-    split_note, labels = "", []
-    if array_source.is_array_source(source):  # mnist.npz, IDX files: pixels and labels, no decoding
-        listing = array_source.listing(source, cfg)
-        labels = array_source.label_info(source, cfg)
-    else:
-        listing = list_images(source)
-        found = len(listing.items)
-        if not listing.items:
-            raise DcganError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTS)}) in {source}: found "
-                             f"{describe_other(listing.other)}; point SOURCE at the folder that holds the images")
-        if cfg.split != "all":
-            keep, where = train_split(listing, PARTITIONS[cfg.split])
-            listing.items = [n for n in listing.items if n.rsplit("/", 1)[-1] in keep]
-            split_note = f" ({cfg.split} split from {where})"
-            if not listing.items:
-                raise DcganError(f"none of the {found} images in {source} is in the {cfg.split} split of {where}; "
-                                 f"is it the partition file of these images? Use --split all to take every image")
-    if cfg.limit:
-        listing.items = listing.items[:cfg.limit]
+    src = _list_source(cfg)
+    listing = src.listing
 
     labeller = make_labeller(cfg.labels, listing.kind, listing.root, listing.items)
     labeller.finish(listing.items)
-    labels = labels + labeller.specs
+    labels = src.labels + labeller.specs
     import tensorflow as tf
 
     out = str(cfg.out)
     labels_id = labeller.fingerprint and f"{cfg.labels}:{labeller.fingerprint}"
-    fingerprint = _fingerprint(cfg, source, listing, labels_id)
+    fingerprint = _fingerprint(cfg, src.path, listing, labels_id)
     current = _check_out(out, cfg, fingerprint)
     if current is not None:
         return {**current, "up_to_date": True}
-    try:
-        tf.io.gfile.makedirs(out)
-    except (OSError, tf.errors.OpError) as e:
-        raise DcganError(f"cannot create {out} ({getattr(e, 'message', e)}); choose a writable --out") from None
+    _make_out(out)
     lock = _lock(out)
     writer = None
     try:
-        state = _resume_or_start(out, fingerprint, log)
-        old = _existing_manifest(out) or {}  # a previous complete output stays valid till the end
-        _clean_stale(out, {s["file"] for s in state["shards"] + old.get("shards", [])})  # half-written shards
-        write_text(join(out, PROGRESS), json.dumps(state))
-
-        # -- decode and write ------------------------------------------------
-        total, done = len(listing.items), state["next"]
-        workers = workers_for(cfg, total - done)
+        state, old = _start_writing(out, fingerprint, log)
         writer = ShardWriter(out, state["tag"], int(cfg.shard_mb * (1 << 20)), len(state["shards"]))
-        index = done
-        prefix_len = len(example_prefix(cfg.image_bytes))
-        # closing(): if writing fails, the workers stop now, not when the generator is collected
-        with contextlib.closing(_run_chunks(listing, cfg, done, workers)) as chunks:
-            for results in chunks:
-                for status, records, text in results:
-                    name = listing.items[index]
-                    index += 1
-                    if status:
-                        state["skipped"].append(list_line(name, text))
-                        continue
-                    if text:
-                        state["small"].append(list_line(name, text))
-                    closed = None
-                    for n, record in enumerate(records, 1):  # the shard may close after a file's last one only
-                        if labeller.specs:  # the workers write pixels only; labels are added here
-                            record = serialize_example(record[prefix_len:], labeller.for_item(name))
-                        closed = writer.add(record, may_close=n == len(records))
-                    if closed:
-                        closed.update(end=index, skipped=len(state["skipped"]), small=len(state["small"]))
-                        state["shards"].append(closed)
-                        state["next"] = index
-                        write_text(join(out, PROGRESS), json.dumps(state))
-                if progress:
-                    progress(index, total)
-        closed = writer.close()
-        if closed:
-            closed.update(end=index, skipped=len(state["skipped"]), small=len(state["small"]))
-            state["shards"].append(closed)
-
-        count = sum(s["count"] for s in state["shards"])
-        if count == 0:
-            _clean_stale(out, {s["file"] for s in old.get("shards", [])}, also=(PROGRESS,))
-            reasons = Counter(line.split("\t", 1)[1] for line in state["skipped"])
-            summary = "; ".join(f"{n}x {r}" for r, n in reasons.most_common(3))
-            if cfg.crop == "face" and any(" found" in r for r in reasons):
-                raise DcganError(f"no face found in any of the {total} image files in {source} ({summary}); "
-                                 f"check the photos, or lower --min-face")
-            raise DcganError(f"none of the {total} image files in {source} could be used ({summary}); "
-                             f"check that the folder holds real images")
-
-        # -- commit: reports, then the manifest, then clean up -------------
-        write_text(join(out, SKIPPED), "".join(line + "\n" for line in state["skipped"]))
-        write_text(join(out, SMALL), "".join(line + "\n" for line in state["small"]))
-        manifest = make_manifest(
-            size=cfg.size, channels=cfg.channels, crop=cfg.crop, crop_size=cfg.box_side, split=cfg.split,
-            limit=cfg.limit, source=str(source.resolve()), source_images=total, skipped=len(state["skipped"]),
-            small=len(state["small"]), tool_version=__version__, fingerprint=fingerprint,
-            **({"min_face": cfg.min_face} if cfg.crop == "face" else {}),
-            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **({"labels": labels} if labels else {}),
-            shards=state["shards"])
-        write_manifest(out, manifest)  # the commit point
-        _clean_stale(out, {s["file"] for s in manifest["shards"]}, also=(PROGRESS,))
-        if split_note:
-            log(f"Used {total} of {found} images{split_note}")
+        _write_shards(out, cfg, listing, labeller, state, writer, progress)
+        _fail_if_empty(out, cfg, src, state, old)
+        manifest = _commit(out, cfg, src, state, fingerprint, labels)
+        if src.split_note:
+            log(f"Used {len(listing.items)} of {src.found} images{src.split_note}")
         return manifest
     except (OSError, tf.errors.OpError) as e:  # disk full, permissions, a bucket gone: the user can fix these
         raise DcganError(f"writing {out} failed ({getattr(e, 'message', None) or e}); fix that (space, "
@@ -346,6 +278,129 @@ def _preprocess(cfg: PreprocessConfig, progress: Callable[[int, int], None] | No
             writer.abandon()
         if lock is not None:
             lock.release()
+
+
+def _list_source(cfg: PreprocessConfig) -> _Source:
+    """Resolve SOURCE and list its files, sorted, then keep those of --split and the first --limit."""
+    source = Path(cfg.source)
+    if not source.exists():
+        raise DcganError(f"{source} does not exist; pass a folder of images, a .zip of images or a data set name")
+    if array_source.is_array_source(source):  # mnist.npz, IDX files: pixels and labels, no decoding
+        src = _Source(source, array_source.listing(source, cfg), labels=array_source.label_info(source, cfg))
+    else:
+        listing = list_images(source)
+        src = _Source(source, listing, found=len(listing.items))
+        if not listing.items:
+            raise DcganError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTS)}) in {source}: found "
+                             f"{describe_other(listing.other)}; point SOURCE at the folder that holds the images")
+        if cfg.split != "all":
+            keep, where = train_split(listing, PARTITIONS[cfg.split])
+            listing.items = [n for n in listing.items if n.rsplit("/", 1)[-1] in keep]
+            src.split_note = f" ({cfg.split} split from {where})"
+            if not listing.items:
+                raise DcganError(f"none of the {src.found} images in {source} is in the {cfg.split} split of "
+                                 f"{where}; is it the partition file of these images? Use --split all to take "
+                                 f"every image")
+    if cfg.limit:
+        src.listing.items = src.listing.items[:cfg.limit]
+    return src
+
+
+def _make_out(out: str) -> None:
+    """Create the output directory (and its parents), or say why it cannot be."""
+    import tensorflow as tf
+
+    try:
+        tf.io.gfile.makedirs(out)
+    except (OSError, tf.errors.OpError) as e:
+        raise DcganError(f"cannot create {out} ({getattr(e, 'message', e)}); choose a writable --out") from None
+
+
+def _start_writing(out: str, fingerprint: str, log: Callable[[str], None]) -> tuple[dict, dict]:
+    """(progress state, the previous complete manifest or {}), with half-written shards deleted.
+
+    The previous complete output stays valid until the new manifest replaces it.
+    """
+    state = _resume_or_start(out, fingerprint, log)
+    old = _existing_manifest(out) or {}
+    _clean_stale(out, {s["file"] for s in state["shards"] + old.get("shards", [])})  # half-written shards
+    write_text(join(out, PROGRESS), json.dumps(state))
+    return state, old
+
+
+def _write_shards(out: str, cfg: PreprocessConfig, listing: Listing, labeller, state: dict, writer: ShardWriter,
+                  progress: Callable[[int, int], None] | None) -> None:
+    """Decode the files from state["next"] on and append their examples to shards.
+
+    A shard closes only between two files; each closed shard goes into `state`
+    and `.progress.json` at once, so an interrupted run resumes after it.
+    """
+    total, done = len(listing.items), state["next"]
+    workers = workers_for(cfg, total - done)
+    index = done
+    prefix_len = len(example_prefix(cfg.image_bytes))
+    # closing(): if writing fails, the workers stop now, not when the generator is collected
+    with contextlib.closing(_run_chunks(listing, cfg, done, workers)) as chunks:
+        for results in chunks:
+            for status, records, text in results:
+                name = listing.items[index]
+                index += 1
+                if status:
+                    state["skipped"].append(list_line(name, text))
+                    continue
+                if text:
+                    state["small"].append(list_line(name, text))
+                closed = None
+                for n, record in enumerate(records, 1):  # the shard may close after a file's last one only
+                    if labeller.specs:  # the workers write pixels only; labels are added here
+                        record = serialize_example(record[prefix_len:], labeller.for_item(name))
+                    closed = writer.add(record, may_close=n == len(records))
+                if closed:
+                    _record_shard(state, closed, index)
+                    state["next"] = index
+                    write_text(join(out, PROGRESS), json.dumps(state))
+            if progress:
+                progress(index, total)
+    closed = writer.close()
+    if closed:
+        _record_shard(state, closed, index)
+
+
+def _record_shard(state: dict, closed: dict, end: int) -> None:
+    """Add a closed shard's entry to `state`, with where it ends in the file list and in the reports."""
+    closed.update(end=end, skipped=len(state["skipped"]), small=len(state["small"]))
+    state["shards"].append(closed)
+
+
+def _fail_if_empty(out: str, cfg: PreprocessConfig, src: _Source, state: dict, old: dict) -> None:
+    """When no file gave an image: remove our partial files and say why, from the commonest skip reasons."""
+    if sum(s["count"] for s in state["shards"]) > 0:
+        return
+    total = len(src.listing.items)
+    _clean_stale(out, {s["file"] for s in old.get("shards", [])}, also=(PROGRESS,))
+    reasons = Counter(line.split("\t", 1)[1] for line in state["skipped"])
+    summary = "; ".join(f"{n}x {r}" for r, n in reasons.most_common(3))
+    if cfg.crop == "face" and any(" found" in r for r in reasons):
+        raise DcganError(f"no face found in any of the {total} image files in {src.path} ({summary}); "
+                         f"check the photos, or lower --min-face")
+    raise DcganError(f"none of the {total} image files in {src.path} could be used ({summary}); "
+                     f"check that the folder holds real images")
+
+
+def _commit(out: str, cfg: PreprocessConfig, src: _Source, state: dict, fingerprint: str, labels: list) -> dict:
+    """Write the reports, then the manifest (the commit point), then delete the shards it does not list."""
+    write_text(join(out, SKIPPED), "".join(line + "\n" for line in state["skipped"]))
+    write_text(join(out, SMALL), "".join(line + "\n" for line in state["small"]))
+    manifest = make_manifest(
+        size=cfg.size, channels=cfg.channels, crop=cfg.crop, crop_size=cfg.box_side, split=cfg.split,
+        limit=cfg.limit, source=str(src.path.resolve()), source_images=len(src.listing.items),
+        skipped=len(state["skipped"]), small=len(state["small"]), tool_version=__version__, fingerprint=fingerprint,
+        **({"min_face": cfg.min_face} if cfg.crop == "face" else {}),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **({"labels": labels} if labels else {}),
+        shards=state["shards"])
+    write_manifest(out, manifest)  # the commit point
+    _clean_stale(out, {s["file"] for s in manifest["shards"]}, also=(PROGRESS,))
+    return manifest
 
 
 def _resume_or_start(out: str, fingerprint: str, log: Callable[[str], None]) -> dict:
