@@ -22,6 +22,7 @@ import hashlib
 import io
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -139,6 +140,26 @@ def training_embeddings(data: str, manifest: dict, model_path: Path, embed, task
 # the audit
 
 
+@dataclass
+class _Subject:
+    """What is audited (image files, or a generator's samples) and the training data it is compared with."""
+    data: str
+    n: int  # images audited
+    facts: dict  # what the report says about the subject: {"images": DIR} or the run's facts
+    files: list[Path] | None = None
+    sampler: object = None  # sampling.Sampler when auditing a generator
+    run_dir: Path | None = None
+
+
+@dataclass
+class _Nearest:
+    """Each audited image's nearest training image, by embedding and by pixels: (distance, index) arrays."""
+    dist: np.ndarray
+    match: np.ndarray
+    pix: np.ndarray
+    pix_match: np.ndarray
+
+
 def audit(identity_model: str | Path | None = None, *, run: Path | None = None, generator: Path | None = None,
           images: Path | None = None, data: Path | None = None, samples: int = 10_000, seed: int = 0,
           threshold: float | None = None, pixel_rmse: float = PIXEL_RMSE, grid: Path | None = None,
@@ -150,24 +171,52 @@ def audit(identity_model: str | Path | None = None, *, run: Path | None = None, 
     """
     from rich.console import Console
 
-    from dcgan_cli.identity.verification import Embedder, load_model, resolve_model
-    from dcgan_cli.images import make_grid, save_image
+    from dcgan_cli.identity.verification import Embedder
     from dcgan_cli.progress import Bars
-    from dcgan_cli.shards import load_manifest
 
+    _check_request(run, generator, images, data)
+    model_path, model, meta, t = _identity_model(identity_model, threshold, runs_dir)
+    subject = _subject(run, generator, images, data, samples, batch_size, runs_dir, log)
+    manifest = _check_shapes(subject, meta)
+    embed = Embedder(model, batch_size)
+
+    t0 = time.perf_counter()
+    with Bars(progress, console=Console(stderr=True), transient=True) as bars:
+        train, cached = training_embeddings(subject.data, manifest, model_path, embed, bars.task, log)
+        near = _nearest_training(subject, train, embed, meta, seed, bars.task)
+        base = _baseline(train, meta, subject.n)  # real faces of people not among the training identities
+    result = _shares(subject, near, base, train, t, threshold, pixel_rmse, model_path, seed, cached)
+    grid = _grid_path(grid, subject, generator)
+    order = _closest_pairs(subject, near, meta, seed, grid)
+    result.update(grid=str(grid), closest=[{"sample": int(i), "training_index": int(near.match[i]),
+                                             "distance": float(near.dist[i])} for i in order[:5]],
+                  seconds=round(time.perf_counter() - t0, 2))
+    return result
+
+
+def _check_request(run, generator, images, data) -> None:
+    """One subject at most; --images needs --data."""
     if sum(x is not None for x in (run, generator, images)) > 1:
         raise UsageError("audit one thing: --run, --generator or --images", "--images")
     if images is not None and data is None:
         raise UsageError("--images needs --data: the training data to compare them with", "--data")
+
+
+def _identity_model(identity_model, threshold: float | None, runs_dir: Path):
+    """(model path, embedding model, its metadata, the threshold): the given one, else its FAR-0.1% one."""
+    from dcgan_cli.identity.verification import load_model, resolve_model
+
     model_path = resolve_model(identity_model, runs_dir)
     model, meta = load_model(model_path)
     t = threshold if threshold is not None else meta.get("threshold_far_1e_3")
     if t is None:
         raise DcganError(f"{model_path} has no FAR-0.1% threshold yet; run `dcgan evaluate --verification "
                          f"--identity-model {model_path}` or pass --threshold")
+    return model_path, model, meta, t
 
-    # -- what is audited, and against which training data --------------------
-    files, sampler, facts, run_dir = None, None, {}, None
+
+def _subject(run, generator, images, data, samples: int, batch_size: int, runs_dir: Path, log) -> _Subject:
+    """The image files to audit (the first `samples`), or the generator and the data it was trained on."""
     if images is not None:
         from dcgan_cli.datasets import IMAGE_EXTS
 
@@ -175,59 +224,68 @@ def audit(identity_model: str | Path | None = None, *, run: Path | None = None, 
         if not files:
             raise DcganError(f"no images in {images}; pass a folder of image files")
         files = files[:samples]
-        facts = {"images": str(images)}
-    else:
-        from dcgan_cli.sampling import Sampler, load_generator
+        return _Subject(str(data), len(files), {"images": str(images)}, files=files)
+    from dcgan_cli.sampling import Sampler, load_generator
 
-        loaded = load_generator(run, generator, runs_dir=runs_dir, warn=lambda m: log(f"Warning: {m}"))
-        if loaded.newest:
-            log(f"Using the newest run: {loaded.run_dir}")
-        g, facts, run_dir, run_data = loaded.model, loaded.facts, loaded.run_dir, loaded.training_data()
-        data = data or (Path(run_data) if run_data else None)
-        if data is None:
-            raise DcganError(f"{generator} is not inside a run directory, so its training data is unknown; "
-                             f"pass --data DIR")
-        sampler = Sampler(g, min(batch_size, 256))
-    data = str(data)
-    manifest = load_manifest(data)
+    loaded = load_generator(run, generator, runs_dir=runs_dir, warn=lambda m: log(f"Warning: {m}"))
+    if loaded.newest:
+        log(f"Using the newest run: {loaded.run_dir}")
+    run_data = loaded.training_data()
+    data = data or (Path(run_data) if run_data else None)
+    if data is None:
+        raise DcganError(f"{generator} is not inside a run directory, so its training data is unknown; "
+                         f"pass --data DIR")
+    return _Subject(str(data), samples, loaded.facts, sampler=Sampler(loaded.model, min(batch_size, 256)),
+                    run_dir=loaded.run_dir)
+
+
+def _check_shapes(subject: _Subject, meta: dict) -> dict:
+    """The training data's manifest, once its images and the generator's are the embedding model's shape."""
+    from dcgan_cli.shards import load_manifest
+
+    manifest = load_manifest(subject.data)
     shape = (meta["image_size"], meta["image_size"], meta["channels"])
     if (manifest["size"], manifest["size"], manifest["channels"]) != shape:
-        raise DcganError(f"{data} holds {manifest['size']}x{manifest['size']}x{manifest['channels']} images but the "
-                         f"embedding model takes {'x'.join(map(str, shape))}; train one on data of this size")
+        raise DcganError(f"{subject.data} holds {manifest['size']}x{manifest['size']}x{manifest['channels']} images "
+                         f"but the embedding model takes {'x'.join(map(str, shape))}; train one on data of this size")
+    sampler = subject.sampler
     if sampler is not None and sampler.image_shape != shape:
         raise DcganError(f"the generator makes {'x'.join(map(str, sampler.image_shape))} images but the embedding "
                          f"model takes {'x'.join(map(str, shape))}; audit with a model trained at the generator's size")
-    n = len(files) if files is not None else samples
-    embed = Embedder(model, batch_size)
+    return manifest
 
-    t0 = time.perf_counter()
-    with Bars(progress, console=Console(stderr=True), transient=True) as bars:
-        train, cached = training_embeddings(data, manifest, model_path, embed, bars.task, log)
-        # -- the samples ------------------------------------------------------
-        dist, match = np.zeros(n), np.zeros(n, np.int64)
-        pix, pix_match = np.zeros(n), np.zeros(n, np.int64)
-        bar = bars.task("auditing samples", n)
-        step = embed.batch_size
-        for lo in range(0, n, step):
-            hi = min(n, lo + step)
-            batch = _batch(lo, hi, files, sampler, meta, seed)
-            e = embed(batch)
-            dist[lo:hi], match[lo:hi] = nearest(e, train["emb"])
-            pix[lo:hi], pix_match[lo:hi] = nearest(thumbnails(batch), train["thumbs"].astype(np.float32) / 255.0,
-                                                   metric="rmse")
-            bar.advance(hi - lo)
-        # -- the baseline: real faces of people not among the training faces' identities -------------
-        base = _baseline(train, meta, n)
-    copies = int((dist < t).sum())
-    dupes = int((pix < pixel_rmse).sum())
-    result = {"identity_model": str(model_path), **facts, "data": data,
+
+def _nearest_training(subject: _Subject, train: dict, embed, meta: dict, seed: int, task) -> _Nearest:
+    """Embed the audited images a batch at a time and find each one's nearest training image."""
+    n = subject.n
+    near = _Nearest(np.zeros(n), np.zeros(n, np.int64), np.zeros(n), np.zeros(n, np.int64))
+    bar = task("auditing samples", n)
+    step = embed.batch_size
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        batch = _batch(lo, hi, subject.files, subject.sampler, meta, seed)
+        e = embed(batch)
+        near.dist[lo:hi], near.match[lo:hi] = nearest(e, train["emb"])
+        near.pix[lo:hi], near.pix_match[lo:hi] = nearest(thumbnails(batch), train["thumbs"].astype(np.float32) / 255.0,
+                                                         metric="rmse")
+        bar.advance(hi - lo)
+    return near
+
+
+def _shares(subject: _Subject, near: _Nearest, base, train: dict, t: float, threshold: float | None,
+            pixel_rmse: float, model_path: Path, seed: int, cached: bool) -> dict:
+    """The report: the shares closer than the threshold (identity, pixels, baseline) with their intervals."""
+    n = subject.n
+    copies = int((near.dist < t).sum())
+    dupes = int((near.pix < pixel_rmse).sum())
+    result = {"identity_model": str(model_path), **subject.facts, "data": subject.data,
               "training_images": int(len(train["emb"])),
-              "samples": n, "seed": seed if files is None else None, "threshold": float(t),
+              "samples": n, "seed": seed if subject.files is None else None, "threshold": float(t),
               "threshold_kind": "given" if threshold is not None else "FAR 0.1% (verification)",
               "closer_than_threshold": copies, "share": copies / n, "share_ci95": wilson(copies, n),
               "pixel_rmse_threshold": pixel_rmse, "pixel_near_duplicates": dupes,
               "pixel_share": dupes / n, "pixel_share_ci95": wilson(dupes, n),
-              "median_nearest_distance": float(np.median(dist)),
+              "median_nearest_distance": float(np.median(near.dist)),
               "training_embeddings": "cache" if cached else "computed"}
     if base is not None:
         bd, how = base
@@ -235,20 +293,28 @@ def audit(identity_model: str | Path | None = None, *, run: Path | None = None, 
         result.update(baseline_faces=len(bd), baseline_closer=k, baseline_share=k / len(bd),
                       baseline_share_ci95=wilson(k, len(bd)), baseline=how,
                       baseline_median_nearest_distance=float(np.median(bd)))
-    # -- the closest pairs, side by side ------------------------------------
-    order = np.argsort(dist, kind="stable")[:GRID_PAIRS]
-    if grid is None:  # beside what was audited: the run, the generator file, else the data (as the cache)
-        grid = (run_dir or (Path(generator).parent if generator is not None else Path(data))) / "audit-closest.png"
-    grid = Path(grid)
-    matches = _training_images(data, match[order])
+    return result
+
+
+def _grid_path(grid: Path | None, subject: _Subject, generator: Path | None) -> Path:
+    """`grid`, else audit-closest.png beside what was audited: the run, the generator file, else the data."""
+    if grid is not None:
+        return Path(grid)
+    beside = subject.run_dir or (Path(generator).parent if generator is not None else Path(subject.data))
+    return beside / "audit-closest.png"  # in the data's folder, as the embeddings' cache
+
+
+def _closest_pairs(subject: _Subject, near: _Nearest, meta: dict, seed: int, grid: Path) -> np.ndarray:
+    """Write the PNG grid of the closest pairs, each image beside its training match; returns their order."""
+    from dcgan_cli.images import make_grid, save_image
+
+    order = np.argsort(near.dist, kind="stable")[:GRID_PAIRS]
+    matches = _training_images(subject.data, near.match[order])
     pairs = []
     for i, m in zip(order, matches):
-        pairs += [_batch(int(i), int(i) + 1, files, sampler, meta, seed)[0], m]
+        pairs += [_batch(int(i), int(i) + 1, subject.files, subject.sampler, meta, seed)[0], m]
     save_image(grid, make_grid(np.stack(pairs), nrow=8))
-    result.update(grid=str(grid), closest=[{"sample": int(i), "training_index": int(match[i]),
-                                             "distance": float(dist[i])} for i in order[:5]],
-                  seconds=round(time.perf_counter() - t0, 2))
-    return result
+    return order
 
 
 def _batch(lo: int, hi: int, files, sampler, meta, seed: int) -> np.ndarray:
