@@ -374,9 +374,9 @@ def train(
     Example: dcgan train --data data/processed/celeba-64 --epochs 25
     """
     given = _given(locals(), TrainConfig, besides=("data", "runs_dir", "preset"))
-    from dcgan_cli.config import preset_for_data
+    from dcgan_cli.config import preset_for_data, resolve_data
     from dcgan_cli.rundir import resume_config
-    from dcgan_cli.shards import load_manifest, resolve_data
+    from dcgan_cli.shards import load_manifest
 
     if resume is not None:
         cfg = resume_config(resume, **given, data=str(data) if data else None)  # the resume rule
@@ -701,7 +701,8 @@ def identity_train(
     """
     given = _given(locals(), IdentityConfig, besides=("data", "runs_dir"))
     from dcgan_cli.identity.config import resume_config
-    from dcgan_cli.shards import load_manifest, resolve_data
+    from dcgan_cli.config import resolve_data
+    from dcgan_cli.shards import load_manifest
     if resume is not None:
         cfg = resume_config(resume, **given, data=str(data) if data else None)
     else:

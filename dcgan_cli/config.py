@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dcgan_cli.errors import DcganError
-from dcgan_cli.shards import check_size
+from dcgan_cli.shards import check_size, find_data, processed_name
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 G_ACTIVATIONS = ("relu", "leaky_relu")  # the generator's hidden activation; the paper's is relu
@@ -272,8 +272,23 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # The data set a preset trains on when --data is not given: DATA_DIR/processed/NAME-SIZE at the
-# preset's size (shards.resolve_data builds the folder name).
+# preset's size (resolve_data below).
 PRESET_DATA = {"mnist": "mnist", "celeba28": "celeba"}
+
+
+def resolve_data(data: str | Path | None, data_dir: str | Path | None = None, preset: str | None = None) -> Path:
+    """--data as given, else the data set under DATA_DIR/processed/ to train on (`shards.find_data`).
+
+    `data_dir` defaults to ./data or $DCGAN_DATA_DIR; `preset` (a GAN preset's
+    name) prefers the data it was made for. Both trainers resolve --data here.
+    """
+    if data is not None:
+        return Path(data)
+    from dcgan_cli.datasets import default_data_dir
+
+    size = PRESETS[preset].get("image_size") if preset else None
+    own = PRESET_DATA.get(preset) if preset else None
+    return find_data(data_dir or default_data_dir(), size, processed_name(own, size) if own else None)
 
 
 Preset = Enum("Preset", {p: p for p in PRESETS}, type=str)

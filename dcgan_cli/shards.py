@@ -455,22 +455,6 @@ def processed_dir(data_dir: str | Path, name: str, size: int) -> Path:
     return Path(data_dir) / PROCESSED_DIR / processed_name(name, size)
 
 
-def resolve_data(data: str | Path | None, data_dir: str | Path | None = None, preset: str | None = None) -> Path:
-    """--data as given, else the data set under DATA_DIR/processed/ to train on (`find_data`).
-
-    `data_dir` defaults to ./data or $DCGAN_DATA_DIR; `preset` (a GAN preset's
-    name) prefers the data it was made for. Both trainers resolve --data here.
-    """
-    if data is not None:
-        return Path(data)
-    from dcgan_cli.config import PRESET_DATA, PRESETS  # config imports this module: not at the top
-    from dcgan_cli.datasets import default_data_dir
-
-    size = PRESETS[preset].get("image_size") if preset else None
-    own = PRESET_DATA.get(preset) if preset else None
-    return find_data(data_dir or default_data_dir(), size, processed_name(own, size) if own else None)
-
-
 def find_data(data_dir: str | Path, image_size: int | None = None, prefer: str | None = None) -> Path:
     """The preprocessed data set under DATA_DIR/processed/ to train on.
 

@@ -290,7 +290,8 @@ def test_celeba_split_test_is_partition_2(tmp_path):
 
 
 def test_presets_prefer_their_own_data(tmp_path):
-    from dcgan_cli.shards import find_data, resolve_data
+    from dcgan_cli.config import resolve_data
+    from dcgan_cli.shards import find_data
 
     for name in ("celeba-64", "celeba-28", "mnist-28", "other-32"):
         (tmp_path / "processed" / name).mkdir(parents=True)
