@@ -500,11 +500,13 @@ def stylize(
     """
     from dcgan_cli import stylize as st
 
+    options = st.StyleOptions(
+        size=size, steps=steps, content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
+        init=init, features=features, seed=seed, lr=lr, content_layer=content_layer, save_every_steps=save_every_steps,
+        style_layers=st.parse_style_layers(style_layers) if style_layers is not None else ())
     request = st.StylizeRequest(  # every cross-option check, before any image or model loads (usage errors)
         images=tuple(images), out=out, run=run, generator=generator, seeds=seeds, ema=not no_ema,
-        identity_model=identity_model, size=size, steps=steps, content_weight=content_weight,
-        style_weight=style_weight, tv_weight=tv_weight, init=init, features=features, content_layer=content_layer,
-        style_layers=style_layers, lr=lr, seed=seed, save_every_steps=save_every_steps)
+        identity_model=identity_model, options=options)
     typer.echo(st.fulfil(request, bar=lambda total: _loss_bar(total, quiet), log=lambda m: typer.echo(m, err=True)))
 
 

@@ -61,7 +61,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, ContextManager, Protocol, Sequence
 
@@ -671,8 +671,8 @@ class StylizeRequest:
     """What `dcgan stylize` asks for: one CONTENT image in the style of STYLE, or generated faces.
 
     Checked as a whole on creation, before any image or model loads; a
-    contradiction raises `UsageError` naming the option at fault. `faces`,
-    `chosen` (the seeds) and `options` are derived.
+    contradiction raises `UsageError` naming the option at fault. `faces` and
+    `chosen` (the seeds) are derived.
 
     Attributes:
         images: (CONTENT, STYLE), or (STYLE,) with `run` or `generator`.
@@ -680,8 +680,7 @@ class StylizeRequest:
         run / generator: stylise faces of this run's generator, or of this generator .keras file.
         seeds: the faces' seeds, "0-15" by default. ema: a run's EMA weights (when it kept them).
         identity_model: an embedding model (or its run) to count the faces that still verify.
-        style_layers: "block1_conv1:1,block2_conv1:0.5"; None for the network's default.
-        The rest are `StyleOptions`' (size None: 256 for one image, the generator's side for faces).
+        options: how to stylise (its size None: DEFAULT_SIZE for one image, the generator's side for faces).
     """
 
     images: tuple[Path, ...]
@@ -691,21 +690,9 @@ class StylizeRequest:
     seeds: str | None = None
     ema: bool = True
     identity_model: Path | None = None
-    size: int | None = None
-    steps: int = DEFAULT_STEPS
-    content_weight: float = 1.0
-    style_weight: float = 10.0
-    tv_weight: float = 1.0
-    init: str = "content"
-    features: str = "random"
-    content_layer: str | None = None
-    style_layers: str | None = None
-    lr: float = DEFAULT_LR
-    seed: int = 0
-    save_every_steps: int = 0
+    options: StyleOptions = StyleOptions(size=None)
     faces: bool = field(init=False, repr=False)
     chosen: object = field(init=False, repr=False)  # sampling.Seeds
-    options: StyleOptions = field(init=False, repr=False)
 
     def __post_init__(self):
         from dcgan_cli.sampling import Seeds
@@ -727,22 +714,17 @@ class StylizeRequest:
         if self.identity_model is not None and not faces:
             raise UsageError("--identity-model checks generated faces: use it with --run or --generator",
                              "--identity-model")
-        if self.save_every_steps and faces:
+        if self.options.save_every_steps and faces:
             raise UsageError("--save-every-steps applies to one CONTENT image, not to a grid of faces",
                              "--save-every-steps")
-        layers = parse_style_layers(self.style_layers) if self.style_layers is not None else ()
         try:
             chosen = Seeds.parse(self.seeds or "0-15")
         except DcganError as e:
             raise UsageError(str(e), "--seeds") from None
-        size = DEFAULT_SIZE if self.size is None and not faces else self.size
-        options = StyleOptions(size=size, steps=self.steps, content_weight=self.content_weight,
-                               style_weight=self.style_weight, tv_weight=self.tv_weight, init=self.init,
-                               features=self.features, seed=self.seed, lr=self.lr, content_layer=self.content_layer,
-                               style_layers=layers, save_every_steps=self.save_every_steps)
+        if self.options.size is None and not faces:
+            object.__setattr__(self, "options", replace(self.options, size=DEFAULT_SIZE))
         object.__setattr__(self, "faces", faces)
         object.__setattr__(self, "chosen", chosen)
-        object.__setattr__(self, "options", options)
 
 
 def fulfil(req: StylizeRequest, *, bar: Callable[[int], ContextManager[Callable[[int, dict], None]]],
@@ -754,10 +736,10 @@ def fulfil(req: StylizeRequest, *, bar: Callable[[int], ContextManager[Callable[
     """
     with resume_hint(f"Interrupted: {req.out} was not written."):
         if not req.faces:
-            with bar(req.steps) as on_step:
+            with bar(req.options.steps) as on_step:
                 r = stylize_file(req.images[0], req.images[1], req.out, req.options, on_step=on_step, log=log)
             h, w = r.pixels.shape[1:3]
-            return (f"Wrote {req.out} ({w}x{h}, {req.steps} steps in {r.seconds:.1f} s; features: {r.features}); "
+            return (f"Wrote {req.out} ({w}x{h}, {req.options.steps} steps in {r.seconds:.1f} s; features: {r.features}); "
                     f"style loss {r.start['style']:.3g} -> {r.final['style']:.3g}, content loss "
                     f"{r.final['content']:.3g}")
 
@@ -772,10 +754,10 @@ def fulfil(req: StylizeRequest, *, bar: Callable[[int], ContextManager[Callable[
         loaded = load_generator(req.run, req.generator, ema=req.ema, warn=lambda m: log(f"Warning: {m}"))
         log(f"Generating faces with {loaded.source}")
         _, batches = faces_plan(loaded.model, len(req.chosen), req.options.size)
-        with bar(req.steps * batches) as on_step:
+        with bar(req.options.steps * batches) as on_step:
             r = stylize_faces(loaded.model, req.chosen, req.images[0], req.out, req.options, on_step=on_step,
                               log=log, verifier=verifier)
     verified = "" if r.verified is None else f"; {r.verified} of {r.count} still verify as their original"
     return (f"Wrote {req.out}: {r.count} faces (seeds {req.chosen}) at {r.size} px, each above its stylised version "
-            f"({req.steps} steps in {r.seconds:.1f} s; features: {r.features}); mean style loss "
+            f"({req.options.steps} steps in {r.seconds:.1f} s; features: {r.features}); mean style loss "
             f"{r.start['style']:.3g} -> {r.final['style']:.3g}{verified}")
