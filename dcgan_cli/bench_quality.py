@@ -55,7 +55,7 @@ from dcgan_cli.pixels import scaling_layer, to_signed
 DEFAULT_STEPS = 300  # the digits' budget: 21 epochs of 1,797 images at batch 128
 # 100 faces at batch 64: 300 steps is early in training for both models there (the reference's
 # FD still falls by more than half to 1,000 steps), and an average over the last tenth of a
-# generator that is still changing fast scores 3x worse than the live one (README, "Quality").
+# generator that is still changing fast scores 3x worse than the live one (docs/quality.md).
 FACES_STEPS = 1000
 DEFAULT_SEEDS = (0, 1, 2)
 SETS = ("digits", "faces")

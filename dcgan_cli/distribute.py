@@ -36,7 +36,7 @@ TIMEOUT_ENV = "DCGAN_COLLECTIVE_TIMEOUT"
 # Dead workers are found much sooner, by the coordination service's heartbeats.
 DEFAULT_COLLECTIVE_TIMEOUT = 1800.0
 TASK_TYPES = ("chief", "worker")
-README_HINT = "see docs/distributed.md, 'Several GPUs or machines'"
+DOCS_HINT = "see docs/distributed.md, 'Several GPUs or machines'"
 
 
 # ----------------------------------------------------------------------------
@@ -51,15 +51,15 @@ def tf_config() -> dict:
     try:
         conf = json.loads(raw)
     except json.JSONDecodeError as e:
-        raise DcganError(f"TF_CONFIG is not valid JSON ({e}); {README_HINT} for an example") from None
+        raise DcganError(f"TF_CONFIG is not valid JSON ({e}); {DOCS_HINT} for an example") from None
     if not isinstance(conf, dict):
-        raise DcganError(f"TF_CONFIG must be a JSON object with 'cluster' and 'task'; {README_HINT}")
+        raise DcganError(f"TF_CONFIG must be a JSON object with 'cluster' and 'task'; {DOCS_HINT}")
     cluster = conf.get("cluster") or {}
     if not cluster:
         return conf
     if not isinstance(cluster, dict) or not all(isinstance(v, list) for v in cluster.values()):
         raise DcganError(f'TF_CONFIG\'s cluster must map job names to address lists, like '
-                         f'{{"worker": ["host1:12345", "host2:12345"]}}; {README_HINT}')
+                         f'{{"worker": ["host1:12345", "host2:12345"]}}; {DOCS_HINT}')
     unsupported = sorted(set(cluster) - set(TASK_TYPES))
     if unsupported:
         raise DcganError(f"TF_CONFIG names {', '.join(unsupported)} jobs; dcgan trains with 'chief' and 'worker' "
@@ -142,7 +142,7 @@ def _multiworker(tf):
     conf = tf_config()
     if not conf.get("cluster"):
         raise DcganError(f"--strategy multiworker needs TF_CONFIG naming the cluster and this worker's task; "
-                         f"{README_HINT}")
+                         f"{DOCS_HINT}")
     timeout = collective_timeout()
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout or None)
     task = conf["task"]

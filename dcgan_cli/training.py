@@ -281,7 +281,7 @@ def standing_statistics(generator, seed: int, samples: int = STANDING_STATS_SAMP
 
     Averaged weights never ran forward during training, so the live model's
     moving statistics do not fit them: an EMA generator with copied statistics
-    draws washed-out, low-contrast images (issue 12). Here every batch-norm
+    draws washed-out, low-contrast images (docs/quality.md). Here every batch-norm
     layer's moving mean and variance become the plain average of its batch
     statistics over ceil(samples / batch_size) training-mode batches
     ("standing statistics", BigGAN); a batch norm of a conv layer averages over

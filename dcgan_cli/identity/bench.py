@@ -11,7 +11,7 @@ the same protocol on the raw pixels (unit-normalised) of the same pairs.
 Only what digits need differs from the defaults (DIGITS): their size and
 channel, 3 of 10 classes held out, no random flips (a mirrored 7 is no 7), and
 `--class-augment dihedral` (turned and mirrored digits as 49 more classes: 7 are
-too few to learn what tells classes apart; see README "Who is this face?").
+too few to learn what tells classes apart; see docs/identity.md).
 Needs scikit-learn (the `bench` extra).
 """
 
