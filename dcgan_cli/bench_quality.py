@@ -59,6 +59,9 @@ DEFAULT_STEPS = 300  # the digits' budget: 21 epochs of 1,797 images at batch 12
 FACES_STEPS = 1000
 DEFAULT_SEEDS = (0, 1, 2)
 SETS = ("digits", "faces")
+# Small data: the faces benches that need unseen faces (small-data quality, repair) train on
+# FACES_TRAIN of the 100 and keep the rest out; `held_out_split` is the one place that says which.
+FACES_TRAIN = 80
 FACES_BATCH = 64  # the faces set has 100 images: the preset's 128 would repeat some in every batch
 SAMPLES = 2000  # generated images scored per model (FD needs more than the 64 feature dims)
 SIZE = 32
@@ -81,6 +84,7 @@ class QualitySet:
     negatives: np.ndarray | None = None  # uint8 images of non-faces, for the faces' classifier
     batch_size: int = 128  # of both contestants: the preset's, or FACES_BATCH
     steps: int = DEFAULT_STEPS  # the budget per model and seed unless the caller gives one
+    held_out: np.ndarray | None = None  # uint8 real images of the same kind that training never sees
 
 
 def digits_set(workdir: Path, log: Callable[[str], None] = lambda m: None) -> QualitySet:
@@ -119,6 +123,34 @@ def faces_set(workdir: Path, log: Callable[[str], None] = lambda m: None) -> Qua
         Image.fromarray(np.round(img * 255).astype(np.uint8), "L").save(src / f"nonface-{i:03d}.png")
     negatives = _preprocessed(src, workdir / "nonfaces-32", log)
     return QualitySet("faces", workdir / "faces-32", faces, None, negatives, FACES_BATCH, FACES_STEPS)
+
+
+def held_out_split(n: int, train: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(training indices, held-out indices) of `n` images: one fixed permutation, sorted."""
+    if not 0 < train < n:
+        raise ValueError(f"a split needs 0 < train < n, got train={train}, n={n}")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[:train]), np.sort(order[train:])
+
+
+def held_out_faces_set(workdir: Path, log: Callable[[str], None] = lambda m: None,
+                       train: int = FACES_TRAIN) -> QualitySet:
+    """`train` of the 100 lfw faces as a folder -> `preprocess` -> shards; the other faces held out.
+
+    The same split every time (`held_out_split`), so benches that train on it
+    (small data, repair) are scored on faces their generator never saw.
+    """
+    from PIL import Image
+
+    full = faces_set(workdir, log)
+    keep, held = held_out_split(len(full.images), train)
+    src = workdir / f"faces{train}-png"
+    src.mkdir(parents=True, exist_ok=True)
+    for i in keep:
+        Image.fromarray(full.images[i, :, :, 0], "L").save(src / f"face-{i:03d}.png")
+    images = _preprocessed(src, workdir / f"faces{train}-32", log)
+    return QualitySet(f"faces{train}", workdir / f"faces{train}-32", images, None, full.negatives,
+                      FACES_BATCH, FACES_STEPS, held_out=full.images[held])
 
 
 def _preprocessed(src: Path, out: Path, log) -> np.ndarray:

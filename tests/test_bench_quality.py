@@ -143,3 +143,18 @@ def test_bench_refuses_an_unknown_quality_set():
     r = CliRunner().invoke(app, ["bench", "--parts", "quality", "--quality-sets", "digits,cats"],
                            env={"COLUMNS": "200"})
     assert r.exit_code == 2 and "'--quality-sets'" in r.output and "subset of digits, faces" in r.output
+
+
+def test_held_out_faces_are_a_fixed_split_training_never_sees(tmp_path):
+    train, held = bq.held_out_split(100, bq.FACES_TRAIN)
+    again = bq.held_out_split(100, bq.FACES_TRAIN)
+    assert np.array_equal(train, again[0]) and np.array_equal(held, again[1])
+    assert len(train) == 80 and len(held) == 20 and not set(train) & set(held)
+    with pytest.raises(ValueError):
+        bq.held_out_split(100, 100)
+    qs = bq.held_out_faces_set(tmp_path)
+    assert qs.images.shape == (80, 32, 32, 1) and qs.held_out.shape == (20, 32, 32, 1)
+    seen = {im.tobytes() for im in qs.images}
+    assert not seen & {im.tobytes() for im in qs.held_out}  # no held-out face is trained on
+    full = bq.faces_set(tmp_path / "full")
+    assert seen <= {im.tobytes() for im in full.images}
