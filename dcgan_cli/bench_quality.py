@@ -289,11 +289,11 @@ def sample(generator, n: int = SAMPLES, batch_size: int = 250) -> np.ndarray:
 # the two contestants
 
 
-def our_config(qs: QualitySet, seed: int, steps: int, runs_dir: Path, **overrides):
-    """The `dcgan` preset on this data, `steps` steps in about five epochs (fewer per-epoch outputs)."""
+def our_config(qs: QualitySet, seed: int, steps: int, runs_dir: Path, epochs: int = 5, **overrides):
+    """The `dcgan` preset on this data, `steps` steps in about `epochs` epochs (few per-epoch outputs)."""
     from dcgan_cli.config import preset
 
-    per_epoch = max(1, math.ceil(steps / 5))
+    per_epoch = max(1, math.ceil(steps / epochs))
     return preset("dcgan", data=str(qs.data_dir), image_size=SIZE, channels=1, seed=seed, runs_dir=str(runs_dir),
                   steps_per_epoch=per_epoch, epochs=math.ceil(steps / per_epoch), **overrides)
 
@@ -307,6 +307,39 @@ def train_ours(cfg, run_dir: Path) -> tuple[object, object | None]:
     sampled = restore(run_dir, ema=True)
     live = restore(run_dir, ema=False).model if sampled.ema else None
     return sampled.model, live
+
+
+def train_ours_curve(cfg, run_dir: Path, reals: Reals, log: Callable[[str], None]) -> tuple[list[dict], object, object]:
+    """(scores after each epoch, sampled generator, live generator): `cfg` trained one epoch at a time,
+    each continuing the last through a resume (the path of `dcgan train --resume RUN --epochs N`).
+
+    Its last point is the same model `train_ours` gives: a resume continues at the exact step.
+    """
+    from dcgan_cli.config import TrainConfig
+    from dcgan_cli.rundir import restore
+    from dcgan_cli.training import train
+
+    curve = []
+    for epoch in range(1, cfg.epochs + 1):
+        if epoch == 1:
+            train(cfg.replace(epochs=1), run_dir, quiet=True, log=lambda m: None)
+        else:
+            train(TrainConfig.of_run(run_dir).resumed(run_dir, epochs=epoch), resume=run_dir, quiet=True,
+                  log=lambda m: None)
+        sampled = restore(run_dir, ema=True)
+        point = {"step": epoch * cfg.steps_per_epoch, **score(sample(sampled.model), reals)}
+        curve.append(point)
+        log(f"  step {point['step']}: FD {point['fd']:.3g} KID {point['kid']:.4f} nn {point['nn']:.3f}"
+            + (" COPIED" if point["copied"] else ""))
+    live = restore(run_dir, ema=False).model if sampled.ema else None
+    return curve, sampled.model, live
+
+
+def curve_summary(curve: list[dict]) -> dict:
+    """Where FD was lowest, and how far the end is above it (1.0: the end is the best point)."""
+    best = min(curve, key=lambda p: p["fd"])
+    return {"best_step": best["step"], "best_fd": best["fd"], "final_fd": curve[-1]["fd"],
+            "final_over_best": curve[-1]["fd"] / best["fd"]}
 
 
 def train_reference(images: np.ndarray, seed: int, steps: int, batch_size: int = 128, nz: int = 100,
@@ -384,23 +417,26 @@ def _mean_std(values) -> tuple[float, float]:
 
 
 def bench_quality(steps: int | None = None, seeds=DEFAULT_SEEDS, log: Callable[[str], None] = print,
-                  workdir: str | Path | None = None, sets=SETS, **overrides) -> dict:
+                  workdir: str | Path | None = None, sets=SETS, curve: int = 0, **overrides) -> dict:
     """Each set of `sets`: ours and the reference trained `steps` steps per seed (None: the set's
     own budget, QualitySet.steps), both scored; FD ratios.
 
-    `overrides` go to our config. Returns {set name: its figures}.
+    `curve` > 0: ours is also scored at that many evenly spaced points of its run (a long run's
+    FD over steps: does it get worse after its best point?). `overrides` go to our config.
+    Returns {set name: its figures}.
     """
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(workdir or tmp)
         figures = {}
         for name in sets:
             qs = quality_set(name, work)
-            figures[name] = bench_quality_set(qs, steps or qs.steps, seeds, log, work / "runs" / name, **overrides)
+            figures[name] = bench_quality_set(qs, steps or qs.steps, seeds, log, work / "runs" / name,
+                                              curve=curve, **overrides)
         return figures
 
 
 def bench_quality_set(qs: QualitySet, steps: int, seeds, log: Callable[[str], None], runs: Path,
-                      reals: Reals | None = None, **overrides) -> dict:
+                      reals: Reals | None = None, curve: int = 0, **overrides) -> dict:
     """One set's figures (`reals`: its prepared scorer, when the caller has it already)."""
     reals = reals or prepare_reals(qs)
     half = len(qs.images) // 2
@@ -410,9 +446,14 @@ def bench_quality_set(qs: QualitySet, steps: int, seeds, log: Callable[[str], No
         f"{reals.accuracy:.3f}; FD real half vs all {floor:.3g}, uniform noise {score(noise, reals)['fd']:.1f}")
     rows = []
     for seed in seeds:
-        cfg = our_config(qs, seed, steps, runs, **{"batch_size": qs.batch_size, **overrides})
+        cfg = our_config(qs, seed, steps, runs, **({"epochs": curve} if curve else {}),
+                         **{"batch_size": qs.batch_size, **overrides})
         t = time.perf_counter()
-        ours, live = train_ours(cfg, runs / f"ours-{seed}")
+        if curve:
+            log(f"quality {qs.name} seed {seed}: ours over {cfg.epochs * cfg.steps_per_epoch} steps")
+            points, ours, live = train_ours_curve(cfg, runs / f"ours-{seed}", reals, log)
+        else:
+            ours, live = train_ours(cfg, runs / f"ours-{seed}")
         t_ours = time.perf_counter() - t
         t = time.perf_counter()
         ref = train_reference(qs.images, seed, steps, batch_size=cfg.batch_size)
@@ -421,6 +462,11 @@ def bench_quality_set(qs: QualitySet, steps: int, seeds, log: Callable[[str], No
                "seconds_ours": round(t_ours, 1), "seconds_reference": round(t_ref, 1)}
         if live is not None:
             row["ours_live"] = score(sample(live), reals)
+        if curve:
+            row["curve"], row["curve_summary"] = points, curve_summary(points)
+            c = row["curve_summary"]
+            log(f"quality {qs.name} seed {seed} curve: best FD {c['best_fd']:.3g} at step {c['best_step']}, "
+                f"final {c['final_fd']:.3g} ({c['final_over_best']:.2f}x the best)")
         row["fd_ratio"] = row["ours"]["fd"] / row["reference"]["fd"]
         # KID is unbiased, so near 0 it can be negative: a ratio to such a reference means nothing.
         ref_kid = row["reference"]["kid"]

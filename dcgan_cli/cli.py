@@ -599,6 +599,11 @@ def bench(
     quality_sets: Annotated[str, typer.Option(help="Comma-separated data sets of the quality part: digits "
                                                    "(sklearn's, the figure of merit), faces (skimage's 100 LFW "
                                                    "faces).")] = "digits,faces",
+    quality_curve: Annotated[int, typer.Option(min=0, help="Score ours at this many evenly spaced points of "
+                                                          "each run too (a long run's FD over steps).")] = 0,
+    quality_workdir: Annotated[Optional[Path], typer.Option(help="Keep the quality part's data and trained "
+                                                                 "runs here (default: a temporary folder).",
+                                                            show_default=False)] = None,
     peers: Annotated[Optional[Path], typer.Option(help="Folder with peer_keras.py / peer_torch.py: time them "
                                                        "back to back and report ratios.")] = None,
     torch_python: Annotated[Optional[Path], typer.Option(help="A Python with torch, to run peer_torch.py.")] = None,
@@ -618,6 +623,8 @@ def bench(
     Example: dcgan bench --steps 20 --peers ../shared/bench --json
 
     Example: dcgan bench --parts quality --quality-steps 1000
+
+    Example: dcgan bench --parts quality --quality-sets digits --quality-steps 3000 --quality-curve 10
     """
     import json
 
@@ -630,7 +637,7 @@ def bench(
     result = run(size=size, batch_size=batch_size, steps=steps, data=data, precision=precision.value, xla=xla,
                  peers=peers, torch_python=torch_python, parts=wanted, face_images=face_images,
                  stylize_size=stylize_size, quality_steps=quality_steps, quality_seeds=range(quality_seeds),
-                 quality_sets=sets,
+                 quality_sets=sets, quality_curve=quality_curve, quality_workdir=quality_workdir,
                  log=(lambda m: None) if json_ else typer.echo)
     typer.echo(json.dumps(result) if json_ else json.dumps(result, indent=2))
 
