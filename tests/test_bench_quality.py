@@ -158,3 +158,17 @@ def test_held_out_faces_are_a_fixed_split_training_never_sees(tmp_path):
     assert not seen & {im.tobytes() for im in qs.held_out}  # no held-out face is trained on
     full = bq.faces_set(tmp_path / "full")
     assert seen <= {im.tobytes() for im in full.images}
+
+
+def test_a_curve_scores_each_epoch_and_ends_where_one_uninterrupted_run_ends(digits, tmp_path):
+    qs, reals = digits
+    cfg = bq.our_config(qs, 0, 6, tmp_path / "runs", epochs=3, batch_size=32, ema=0.0)
+    lines = []
+    curve, ours, live = bq.train_ours_curve(cfg, tmp_path / "curve", reals, lines.append)
+    assert [p["step"] for p in curve] == [2, 4, 6] and len(lines) == 3 and live is None
+    assert all(math.isfinite(p["fd"]) for p in curve)
+    straight, _ = bq.train_ours(cfg, tmp_path / "straight")  # the same 6 steps without stopping
+    assert np.array_equal(bq.sample(ours, 64), bq.sample(straight, 64))  # a resume continues exactly
+    assert bq.score(bq.sample(straight), reals)["fd"] == pytest.approx(curve[-1]["fd"])
+    summary = bq.curve_summary([{"step": 1, "fd": 3.0}, {"step": 2, "fd": 1.0}, {"step": 3, "fd": 1.5}])
+    assert summary == {"best_step": 2, "best_fd": 1.0, "final_fd": 1.5, "final_over_best": 1.5}
