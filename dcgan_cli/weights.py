@@ -113,6 +113,17 @@ def fetch(name: str, *, force: bool = False, urls=(), http=None, ui=None) -> tup
     return target, True
 
 
+def download_command(name: str, *, force: bool = False, urls=(), archives=(), http=None, ui=None) -> str:
+    """`dcgan download inception-2015|vgg19`: what to print once the file is in Keras' cache."""
+    from dcgan_cli.errors import UsageError
+
+    if archives:
+        raise UsageError(f"--archive is for data sets; pass a local copy of {WEIGHTS[name].filename} with "
+                         f"{WEIGHTS[name].flag} FILE instead", "--archive")
+    path, downloaded = fetch(name, force=force, urls=urls, http=http, ui=ui)
+    return f"{name} is ready: {path}" if downloaded else f"{name} is already in Keras' cache: {path} (--force redoes it)"
+
+
 def _extract_member(archive: Path, member: str, target: Path) -> None:
     """Copy `member` (a regular file, found by its base name) out of a tar archive onto `target`, atomically."""
     try:
