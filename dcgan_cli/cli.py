@@ -475,8 +475,12 @@ def stylize(
     tv_weight: Annotated[float, typer.Option(min=0, help="Weight of the total-variation (smoothness) term.")] = 1.0,
     init: Annotated[str, typer.Option(help="content | noise: where the pixels start.")] = "content",
     features: Annotated[str, typer.Option(
-        help="random (a seeded random VGG-shaped network) | vgg19:FILE (Keras' "
-             "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5).")] = "random",
+        help="auto (VGG19 when its ImageNet weights are in Keras' cache: `dcgan download vgg19`; else random) | "
+             "random (a seeded random VGG-shaped network) | vgg19 | vgg19:FILE (Keras' "
+             "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5).")] = "auto",
+    vgg_weights: Annotated[Optional[Path], typer.Option(
+        help="VGG19 ImageNet weights file (Keras' vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5) to use.",
+        show_default=False)] = None,
     content_layer: Annotated[Optional[str], typer.Option(
         help="Content layer (default block4_conv2 for random, block5_conv2 for vgg19).", show_default=False)] = None,
     style_layers: Annotated[Optional[str], typer.Option(
@@ -511,7 +515,7 @@ def stylize(
 
     options = st.StyleOptions(
         size=size, steps=steps, content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
-        init=init, features=features, seed=seed, lr=lr, content_layer=content_layer, save_every_steps=save_every_steps,
+        init=init, features=st.features_spec(features, vgg_weights), seed=seed, lr=lr, content_layer=content_layer, save_every_steps=save_every_steps,
         style_layers=st.parse_style_layers(style_layers) if style_layers is not None else ())
     request = st.StylizeRequest(  # every cross-option check, before any image or model loads (usage errors)
         images=tuple(images), out=out, run=run, generator=generator, seeds=seeds, ema=not no_ema,
