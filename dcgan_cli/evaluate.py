@@ -96,7 +96,7 @@ def fid_refusal(n_fake: int, n_real: int, dim: int) -> str | None:
 
 
 def plan(opts: EvalOptions, count: int) -> tuple[tuple[str, ...], dict[str, str], int]:
-    """(metrics to compute, {"fid"/"is": why it was dropped}, real images to use), before any work.
+    """(metrics to compute, {"fid"/"is"/"prdc": why it was dropped}, real images to use), before any work.
 
     FID refused alone is an error; refused beside others, they are still computed. The same for
     IS with an extractor without a classifier head.
@@ -124,8 +124,11 @@ def plan(opts: EvalOptions, count: int) -> tuple[tuple[str, ...], dict[str, str]
         raise DcganError(f"KID needs at least 2 real images and the data holds {n_real}")
     least = max(K_VALUES) + 1
     if "prdc" in metrics and min(n_real, opts.samples) < least:
-        raise DcganError(f"precision/recall/density/coverage at k = {max(K_VALUES)} need at least {least} real and "
-                         f"{least} generated images; use more, or leave prdc out of --metrics")
+        why = (f"precision/recall/density/coverage at k = {max(K_VALUES)} need at least {least} real and "
+               f"{least} generated images")
+        if metrics == ("prdc",):
+            raise DcganError(why + "; use more")
+        metrics, notes["prdc"] = tuple(m for m in metrics if m != "prdc"), why
     return metrics, notes, n_real
 
 
@@ -295,6 +298,8 @@ def scores(metrics, notes: dict, real: RealStats, fake: FeatureStats, inception:
     if "prdc" in metrics:
         result.update(prdc(real.kid_features, fake.kid_features, K_VALUES))
         result["prdc_samples"] = [len(real.kid_features), len(fake.kid_features)]
+    elif "prdc" in notes:
+        result["prdc_skipped"] = notes["prdc"]
     if inception is not None:
         result["is"], result["is_std"] = inception.result()
         result["is_splits"] = inception.splits

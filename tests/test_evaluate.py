@@ -117,6 +117,8 @@ def test_fid_is_refused_below_2048_samples_and_kid_still_offered():
         plan(EvalOptions(samples=4096, metrics=("is",)), count=50_000)
     with pytest.raises(DcganError, match="at least 6 real"):
         plan(EvalOptions(samples=4096, metrics=("prdc",)), count=5)
+    metrics, notes, _ = plan(EvalOptions(samples=5, metrics=("kid", "prdc")), count=100)  # training's tiny evals
+    assert metrics == ("kid",) and "at least 6" in notes["prdc"]
 
 
 # ----------------------------------------------------------------------------
