@@ -186,3 +186,27 @@ def test_inception_2015_missing_or_wrong_file_is_one_line_naming_the_fix(tmp_pat
     weights.keras_cache_dir().mkdir(parents=True)
     write_fake_inception_graph(weights.keras_cache_dir() / "classify_image_graph_def.pb")
     assert extractors.get_extractor("inception-2015", batch_size=3).spec.dim == 8
+
+
+def test_evaluate_with_the_graph_reports_inception_score_and_prdc(tiny_run, data16, tmp_path):
+    """`dcgan evaluate --extractor inception-2015 --inception-weights FILE`: the graph's head gives IS, end to end."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from conftest import copy_run, ok
+    from dcgan_cli.cli import app
+
+    data = shutil.copytree(data16, tmp_path / "faces-16", ignore=shutil.ignore_patterns("eval-stats-*"))
+    run = copy_run(tiny_run, tmp_path / "runs", data=data)
+    pb = write_fake_inception_graph(tmp_path / "classify_image_graph_def.pb")
+    args = ["evaluate", "--run", str(run), "--extractor", "inception-2015", "--inception-weights", str(pb),
+            "--samples", "40", "--batch-size", "16"]
+    r = ok(CliRunner().invoke(app, [*args, "--metrics", "kid,prdc,is", "--json"]))
+    result = json.loads(r.stdout)
+    assert 1.0 <= result["is"] <= 5 and result["is_splits"] == 10 and result["is_std"] >= 0  # 5 classes at most
+    assert result["prdc_samples"] == [24, 40] and 0 <= result["coverage_k5"] <= 1
+    assert result["resize"] == "tf-graph to 299" and result["weights"].startswith("sha256:")
+    table = ok(CliRunner().invoke(app, [*args, "--metrics", "prdc,is"])).stdout
+    assert "IS " in table and "(10 splits)" in table and "P/R/D/C k=5" in table
