@@ -54,7 +54,8 @@ class EvalOptions:
         samples: generated images to embed.
         metrics: any of METRICS.
         extractor: a name in `metrics.extractors.EXTRACTORS`, or a model file FILE.keras[:LAYER].
-        weights: InceptionV3 weights file (None: $DCGAN_INCEPTION_WEIGHTS, then Keras' cache).
+        weights: the extractor's file: InceptionV3 weights (None: $DCGAN_INCEPTION_WEIGHTS, then Keras' cache),
+            or inception-2015's classify_image_graph_def.pb (None: Keras' cache).
         seed: seeds the latents of the generated images.
         batch_size: images generated and embedded at a time.
         real_samples: embed only this many real images, a fixed random subset (0: all).

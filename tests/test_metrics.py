@@ -29,7 +29,7 @@ def test_prdc_matches_brute_force(chunk):
     got = prdc(real, fake, ks=(3, 5), chunk=chunk)
     for k in (3, 5):
         r_rad, p, r, d, c = _brute_force(real, fake, k)
-        np.testing.assert_allclose(knn_radii(real, (k,), chunk)[k], r_rad, rtol=1e-9)
+        np.testing.assert_allclose(knn_radii(real, (k,), chunk)[k], r_rad, rtol=1e-5)  # float32 products
         assert got[f"precision_k{k}"] == pytest.approx(p)
         assert got[f"recall_k{k}"] == pytest.approx(r)
         assert got[f"density_k{k}"] == pytest.approx(d)
