@@ -82,3 +82,18 @@ def test_eval_every_keeps_enough_checkpoints_for_a_curve(data16, tmp_path):
     assert checkpoints_to_keep(tiny_config(data16, tmp_path)) == 3  # off: --keep-checkpoints as given
     assert checkpoints_to_keep(tiny_config(data16, tmp_path, eval_every_epochs=1)) == EVAL_KEEP_CHECKPOINTS
     assert checkpoints_to_keep(tiny_config(data16, tmp_path, eval_every_epochs=1, keep_checkpoints=20)) == 20
+
+
+def test_best_is_scored_beside_the_kept_checkpoints(run):
+    from dcgan_cli import rundir
+    from dcgan_cli.curves import kept_checkpoints
+
+    best = run / rundir.BEST_DIR
+    best.mkdir()
+    for f in (run / "checkpoints").glob("ckpt-6.*"):
+        shutil.copy(f, best / f.name)
+    rundir.write_checkpoint_index(best, [str(best / "ckpt-6")])
+    chosen = kept_checkpoints(run)
+    assert [(label, p.parent.name, b) for label, p, b in chosen] == [
+        ("ckpt-3", "checkpoints", False), ("ckpt-6", "checkpoints", False), ("best/ckpt-6", "best", True)]
+    assert [label for label, _, _ in kept_checkpoints(run, (3,))] == ["ckpt-3", "best/ckpt-6"]
