@@ -34,7 +34,6 @@ INPUT = "ExpandDims:0"
 FEATURES = "pool_3:0"
 LOGITS_MATMUL = "softmax/logits/MatMul"
 SIZE = 299
-RESIZES = ("tf-graph", "clean")
 
 
 class InceptionGraph:
