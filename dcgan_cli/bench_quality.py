@@ -49,6 +49,7 @@ from typing import Callable
 
 import numpy as np
 
+from dcgan_cli.metrics.prdc import prdc
 from dcgan_cli.metrics.stats import frechet_distance, kernel_inception_distance
 from dcgan_cli.pixels import scaling_layer, to_signed
 
@@ -259,14 +260,16 @@ def _pixels(images: np.ndarray) -> np.ndarray:
 
 
 def score(images: np.ndarray, reals: Reals) -> dict:
-    """FD, KID, nearest-training-image distance of uint8 samples; class coverage and balance
-    (digits) or the share the classifier calls a face (faces)."""
+    """FD, KID, precision and recall (Kynkaanniemi et al., k = 3, on the same features), nearest-training-image
+    distance of uint8 samples; class coverage and balance (digits) or the share the classifier calls a face (faces)."""
     feats, classes = reals.features(images)
     fd = frechet_distance(feats.mean(0), np.cov(feats, rowvar=False), reals.mu, reals.sigma)
     kid, _, _ = kernel_inception_distance(reals.feats, feats, subsets=50, subset_size=min(1000, len(feats)))
     nn = np.sqrt(_sq_dists(_pixels(images), reals.pixels).min(1) / reals.pixels.shape[1])
     copies = float(np.mean(nn <= reals.copy_threshold))
-    out = {"fd": fd, "kid": kid, "nn": float(np.median(nn)), "copies": copies, "copied": copies > COPY_FLAG}
+    pr = prdc(reals.feats, feats, ks=(3,))
+    out = {"fd": fd, "kid": kid, "precision": pr["precision_k3"], "recall": pr["recall_k3"], "nn": float(np.median(nn)),
+           "copies": copies, "copied": copies > COPY_FLAG}
     if reals.classes == 2:
         return {**out, "faces": float(np.mean(classes == 1))}
     counts = np.bincount(classes, minlength=reals.classes)
@@ -408,7 +411,8 @@ def train_reference(images: np.ndarray, seed: int, steps: int, batch_size: int =
 
 def _fmt(s: dict) -> str:
     kind = f"faces {s['faces']:.2f}" if "faces" in s else f"cov {s['coverage']:.2f} bal {s['balance']:.2f}"
-    return f"FD {s['fd']:.3g} KID {s['kid']:.4f} {kind} nn {s['nn']:.3f}" + (" COPIED" if s["copied"] else "")
+    return (f"FD {s['fd']:.3g} P {s['precision']:.2f} R {s['recall']:.2f} KID {s['kid']:.4f} {kind} "
+            f"nn {s['nn']:.3f}" + (" COPIED" if s["copied"] else ""))
 
 
 def _mean_std(values) -> tuple[float, float]:

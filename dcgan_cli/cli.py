@@ -160,7 +160,9 @@ def _data_dir(data_dir: Optional[Path]) -> Path:
 @app.command()
 def download(
     dataset: Annotated[str, typer.Argument(help="celeba, mnist, fashion-mnist, lfw-sample, or the http(s) URL of "
-                                                "a zip/tar archive of images (see --list).", show_default=False)] = "",
+                                                "a zip/tar archive of images (see --list); or the pretrained files "
+                                                "inception-2015 and vgg19, into Keras' cache.",
+                                           show_default=False)] = "",
     data_dir: DataDir = None,
     url: Annotated[Optional[list[str]], typer.Option(
         "--url", help="Mirror to use instead of the built-in ones (repeatable; tried in order).",
@@ -197,7 +199,7 @@ def download(
 
     Example: dcgan download celeba --data-dir data
     """
-    from dcgan_cli import datasets
+    from dcgan_cli import datasets, weights
     from dcgan_cli.datasets.http import HttpOptions
     from dcgan_cli.datasets.progress import Ui
 
@@ -205,6 +207,13 @@ def download(
         for d in datasets.DATASETS.values():
             typer.echo(f"{d.name:13s} {d.size:>8s}  {d.description}\n{'':24s}from {d.source}")
         typer.echo(f"{'URL':13s} {'':8s}  any http(s) zip/tar of images: dcgan download URL [--sha256 HEX] [--name NAME]")
+        for w in weights.WEIGHTS.values():
+            typer.echo(f"{w.name:13s} {'':8s}  {w.description}\n{'':24s}into {weights.keras_cache_dir()}")
+        return
+    if dataset in weights.WEIGHTS:
+        http = HttpOptions(retries=retries, timeout=timeout, min_rate=min_rate, rate_window=rate_window)
+        typer.echo(weights.download_command(dataset, force=force, urls=url or (), archives=archive or (), http=http,
+                                            ui=Ui(quiet=quiet)))
         return
     ds = datasets.resolve(dataset, name=name, sha256=sha256, md5=md5)
     root = _data_dir(data_dir)
@@ -466,8 +475,12 @@ def stylize(
     tv_weight: Annotated[float, typer.Option(min=0, help="Weight of the total-variation (smoothness) term.")] = 1.0,
     init: Annotated[str, typer.Option(help="content | noise: where the pixels start.")] = "content",
     features: Annotated[str, typer.Option(
-        help="random (a seeded random VGG-shaped network) | vgg19:FILE (Keras' "
-             "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5).")] = "random",
+        help="auto (VGG19 when its ImageNet weights are in Keras' cache: `dcgan download vgg19`; else random) | "
+             "random (a seeded random VGG-shaped network) | vgg19 | vgg19:FILE (Keras' "
+             "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5).")] = "auto",
+    vgg_weights: Annotated[Optional[Path], typer.Option(
+        help="VGG19 ImageNet weights file (Keras' vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5) to use.",
+        show_default=False)] = None,
     content_layer: Annotated[Optional[str], typer.Option(
         help="Content layer (default block4_conv2 for random, block5_conv2 for vgg19).", show_default=False)] = None,
     style_layers: Annotated[Optional[str], typer.Option(
@@ -502,7 +515,7 @@ def stylize(
 
     options = st.StyleOptions(
         size=size, steps=steps, content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
-        init=init, features=features, seed=seed, lr=lr, content_layer=content_layer, save_every_steps=save_every_steps,
+        init=init, features=st.features_spec(features, vgg_weights), seed=seed, lr=lr, content_layer=content_layer, save_every_steps=save_every_steps,
         style_layers=st.parse_style_layers(style_layers) if style_layers is not None else ())
     request = st.StylizeRequest(  # every cross-option check, before any image or model loads (usage errors)
         images=tuple(images), out=out, run=run, generator=generator, seeds=seeds, ema=not no_ema,
@@ -842,8 +855,9 @@ def evaluate(
     samples: Annotated[int, typer.Option(min=2, help="Generated images to score (FID needs 2048+).")] = 10_000,
     metrics: Annotated[str, typer.Option(help=f"Comma-separated: {', '.join(METRICS)}.")] = ",".join(METRICS),
     inception_weights: Annotated[Optional[Path], typer.Option(
-        help="Local copy of Keras' InceptionV3 no-top ImageNet weights, for machines without internet "
-             "(or $DCGAN_INCEPTION_WEIGHTS; default: Keras' cache).", show_default=False)] = None,
+        help="Local copy of the extractor's file: Keras' InceptionV3 no-top ImageNet weights (or "
+             "$DCGAN_INCEPTION_WEIGHTS), or for inception-2015 the classify_image_graph_def.pb (default: Keras' "
+             "cache; `dcgan download inception-2015` fills it).", show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the generated images' latents.")] = 0,
     real_samples: Annotated[int, typer.Option(min=0, help="Use a fixed random subset of this many real "
@@ -851,7 +865,9 @@ def evaluate(
     no_ema: Annotated[bool, typer.Option("--no-ema", help="Score the raw generator, not its EMA.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Images generated and embedded at a time.")] = 64,
     runs_dir: RunsDir = Path("runs"),
-    extractor: Annotated[str, typer.Option(help="Feature extractor: inception_v3, or any Keras model as "
+    extractor: Annotated[str, typer.Option(help="Feature extractor: inception_v3; inception-2015 (the papers' "
+                                                "FID: TTUR, StudioGAN) or inception-2015-clean (clean-fid's "
+                                                "resize), which also give IS; or any Keras model as "
                                                 "FILE.keras (its penultimate layer) or FILE.keras:LAYER, e.g. a "
                                                 "classifier of your own data, on machines without the Inception "
                                                 "weights.")] = "inception_v3",
@@ -863,8 +879,13 @@ def evaluate(
                      ] = 6000,
     roc: Annotated[Optional[Path], typer.Option(help="With --verification: where to write the ROC curve "
                                                      "(default: roc.png beside the model).", show_default=False)] = None,
+    all_checkpoints: Annotated[bool, typer.Option("--all-checkpoints", help="Score every kept checkpoint of the "
+                                                  "run (and best/) once, cached; write RUN/eval.png.")] = False,
+    checkpoints: Annotated[Optional[str], typer.Option(help="Like --all-checkpoints, for these checkpoint "
+                                                             "numbers (the STEP of ckpt-STEP), e.g. 500,1000.",
+                                                       show_default=False)] = None,
 ):
-    """Score a generator with FID and KID against real data (InceptionV3 features).
+    """Score a generator with FID, KID, precision/recall, density/coverage (and IS) against real data.
 
     Real-image statistics are cached beside the data's manifest.json, so only
     the first evaluation of a data set embeds it. Results are appended to the
@@ -891,6 +912,13 @@ def evaluate(
                           weights=str(inception_weights) if inception_weights else None, seed=seed,
                           batch_size=batch_size, real_samples=real_samples)
     say = lambda m: typer.echo(m, err=True)  # noqa: E731 - stdout is for the result
+    if all_checkpoints or checkpoints:
+        from dcgan_cli import curves
+
+        result = curves.curve_target(run, generator, data, opts, all_checkpoints=all_checkpoints,
+                                     checkpoints=checkpoints, ema=not no_ema, runs_dir=runs_dir, log=say)
+        typer.echo(json.dumps(result) if json_ else curves.format_curve(result))
+        return
     result = ev.evaluate_target(run, generator, data, opts, ema=not no_ema, runs_dir=runs_dir, log=say)
     typer.echo(json.dumps(result) if json_ else ev.format_table(result))
 

@@ -1,4 +1,4 @@
-"""FID and KID of a generator against preprocessed data.
+"""FID, KID, precision/recall/density/coverage and IS of a generator against preprocessed data.
 
 `evaluate_generator()` is the whole evaluation: it embeds the data set's
 images once (cached beside its manifest.json), embeds generated images in
@@ -31,10 +31,14 @@ from dcgan_cli import rundir
 from dcgan_cli.errors import DcganError, UsageError
 from dcgan_cli.fsutil import write_bytes
 from dcgan_cli.metrics import extractors
+from dcgan_cli.metrics.prdc import IS_SPLITS, K_VALUES, InceptionScore, prdc
 from dcgan_cli.metrics.stats import KID_SUBSETS, FeatureStats, frechet_distance, kernel_inception_distance
 from dcgan_cli.shards import MANIFEST
 
-METRICS = ("fid", "kid")  # `dcgan evaluate --metrics` takes a comma-separated subset; its help is built from this
+# `dcgan evaluate --metrics` takes a comma-separated subset; its help is built from this. "prdc": precision,
+# recall, density, coverage at k = 3 and 5 (metrics/prdc.py); "is": the Inception Score, where the extractor
+# has a classifier head (inception-2015), else left out with a note.
+METRICS = ("fid", "kid", "prdc", "is")
 STATS_PREFIX = "eval-stats-"
 # Bump when the cached arrays or the way they are computed change.
 CACHE_VERSION = 1
@@ -48,9 +52,10 @@ class EvalOptions:
 
     Attributes:
         samples: generated images to embed.
-        metrics: any of "fid", "kid".
+        metrics: any of METRICS.
         extractor: a name in `metrics.extractors.EXTRACTORS`, or a model file FILE.keras[:LAYER].
-        weights: InceptionV3 weights file (None: $DCGAN_INCEPTION_WEIGHTS, then Keras' cache).
+        weights: the extractor's file: InceptionV3 weights (None: $DCGAN_INCEPTION_WEIGHTS, then Keras' cache),
+            or inception-2015's classify_image_graph_def.pb (None: Keras' cache).
         seed: seeds the latents of the generated images.
         batch_size: images generated and embedded at a time.
         real_samples: embed only this many real images, a fixed random subset (0: all).
@@ -91,25 +96,41 @@ def fid_refusal(n_fake: int, n_real: int, dim: int) -> str | None:
     return None
 
 
-def plan(opts: EvalOptions, count: int) -> tuple[tuple[str, ...], str | None, int]:
-    """(metrics to compute, why FID was dropped or None, real images to use), before any work.
+def plan(opts: EvalOptions, count: int) -> tuple[tuple[str, ...], dict[str, str], int]:
+    """(metrics to compute, {"fid"/"is"/"prdc": why it was dropped}, real images to use), before any work.
 
-    FID refused alone is an error; refused beside KID, KID is still computed.
+    FID refused alone is an error; refused beside others, they are still computed. The same for
+    IS with an extractor without a classifier head.
     """
     if opts.samples < 2:
         raise DcganError(f"--samples must be at least 2, got {opts.samples}")
     n_real = min(count, opts.real_samples) if opts.real_samples else count
-    dim = extractors.spec(opts.extractor).dim
-    metrics, note = tuple(opts.metrics), None
+    spec = extractors.spec(opts.extractor)
+    dim = spec.dim
+    metrics, notes = tuple(opts.metrics), {}
+    if "is" in metrics and not spec.classes:
+        why = (f"no Inception Score: {opts.extractor} has no classifier head (inception-2015 has one)")
+        if metrics == ("is",):
+            raise DcganError(why)
+        metrics, notes["is"] = tuple(m for m in metrics if m != "is"), why
+    if "is" in metrics and opts.samples < IS_SPLITS:
+        raise DcganError(f"the Inception Score needs at least {IS_SPLITS} samples (one per split), got {opts.samples}")
     if "fid" in metrics:
-        note = fid_refusal(opts.samples, n_real, dim)
-        if note:
+        fid_note = fid_refusal(opts.samples, n_real, dim)
+        if fid_note:
             if metrics == ("fid",):
-                raise DcganError(note + ", or --metrics kid")
-            metrics = tuple(m for m in metrics if m != "fid")
+                raise DcganError(fid_note + ", or --metrics kid")
+            metrics, notes["fid"] = tuple(m for m in metrics if m != "fid"), fid_note
     if "kid" in metrics and n_real < 2:
         raise DcganError(f"KID needs at least 2 real images and the data holds {n_real}")
-    return metrics, note, n_real
+    least = max(K_VALUES) + 1
+    if "prdc" in metrics and min(n_real, opts.samples) < least:
+        why = (f"precision/recall/density/coverage at k = {max(K_VALUES)} need at least {least} real and "
+               f"{least} generated images")
+        if metrics == ("prdc",):
+            raise DcganError(why + "; use more")
+        metrics, notes["prdc"] = tuple(m for m in metrics if m != "prdc"), why
+    return metrics, notes, n_real
 
 
 # ----------------------------------------------------------------------------
@@ -207,20 +228,27 @@ def real_statistics(data_dir: str | Path, manifest: dict, extractor, n_real: int
 # the evaluation
 
 
-def generated_statistics(generator, n: int, extractor, seed: int, task) -> FeatureStats:
-    """Stream n generated images through the extractor; only features are kept."""
+def generated_statistics(generator, n: int, extractor, seed: int, task,
+                         inception_score: bool = False) -> tuple[FeatureStats, InceptionScore | None]:
+    """Stream n generated images through the extractor; only features (and IS sums) are kept."""
     from dcgan_cli.sampling import Sampler
 
     run = Sampler(generator, extractor.batch_size)
     rng = np.random.default_rng(seed)
     stats = FeatureStats(extractor.spec.dim, n, seed=_SUBSET_SEED + 1)
+    score = InceptionScore(extractor.classes, n) if inception_score else None
     bar = task("embedding generated images", n)
     for i in range(0, n, extractor.batch_size):
         z = rng.standard_normal((min(extractor.batch_size, n - i), run.latent_dim)).astype(np.float32)
         # uint8, like a saved PNG, so generated images take the real images' path.
-        stats.update(extractor(run(z)))
+        if score is not None:
+            feats, probs = extractor.embed(run(z), probs=True)
+            score.update(probs)
+        else:
+            feats = extractor(run(z))
+        stats.update(feats)
         bar.advance(len(z))
-    return stats
+    return stats, score
 
 
 def evaluate_generator(generator, data_dir: str | Path, opts: EvalOptions = EvalOptions(), *,
@@ -232,7 +260,7 @@ def evaluate_generator(generator, data_dir: str | Path, opts: EvalOptions = Eval
     from dcgan_cli.shards import check_shape, load_manifest
 
     manifest = load_manifest(data_dir)
-    metrics, fid_note, n_real = plan(opts, manifest["count"])
+    metrics, notes, n_real = plan(opts, manifest["count"])
     size, _, channels = generator.output_shape[1:]
     check_shape(manifest, size, channels, wanted_by="the generator",
                 fix=f"evaluate against data of the generator's size (--data), not {data_dir}")
@@ -243,23 +271,41 @@ def evaluate_generator(generator, data_dir: str | Path, opts: EvalOptions = Eval
     with Bars(progress, console=console or Console(stderr=True)) as bars:
         real, from_cache = real_statistics(data_dir, manifest, extractor, n_real, bars.task, log)
         t1 = time.perf_counter()
-        fake = generated_statistics(generator, opts.samples, extractor, opts.seed, bars.task)
+        fake, inception = generated_statistics(generator, opts.samples, extractor, opts.seed, bars.task,
+                                               inception_score="is" in metrics)
     t2 = time.perf_counter()
-
-    result: dict = {}
-    if "fid" in metrics:
-        result["fid"] = frechet_distance(real.mu, real.sigma, fake.mean, fake.cov)
-    elif fid_note:
-        result["fid"], result["fid_skipped"] = None, fid_note
-    if "kid" in metrics:
-        mean, std, m = kernel_inception_distance(real.kid_features, fake.kid_features, seed=opts.seed)
-        result.update(kid=mean, kid_std=std, kid_subsets=KID_SUBSETS, kid_subset_size=m)
+    result = scores(metrics, notes, real, fake, inception, opts.seed)
     result.update(
         samples=opts.samples, real_samples=real.n, data=str(data_dir), seed=opts.seed,
         extractor=opts.extractor, weights=extractor.weights_id,
-        resize=f"{extractors.RESIZE} to {extractor.spec.size}", real_stats="cache" if from_cache else "computed",
+        resize=f"{extractor.spec.resize} to {extractor.spec.size}", real_stats="cache" if from_cache else "computed",
         img_per_s=round(opts.samples / max(t2 - t1, 1e-9), 1), seconds=round(time.perf_counter() - t0, 2),
     )
+    return result
+
+
+def scores(metrics, notes: dict, real: RealStats, fake: FeatureStats, inception: InceptionScore | None,
+           seed: int) -> dict:
+    """The numbers: FID on the full statistics; KID and precision/recall/density/coverage on the same
+    fixed-size uniform subsamples (at most KID_POOL feature vectors per set); IS on every generated image."""
+    result: dict = {}
+    if "fid" in metrics:
+        result["fid"] = frechet_distance(real.mu, real.sigma, fake.mean, fake.cov)
+    elif "fid" in notes:
+        result["fid"], result["fid_skipped"] = None, notes["fid"]
+    if "kid" in metrics:
+        mean, std, m = kernel_inception_distance(real.kid_features, fake.kid_features, seed=seed)
+        result.update(kid=mean, kid_std=std, kid_subsets=KID_SUBSETS, kid_subset_size=m)
+    if "prdc" in metrics:
+        result.update(prdc(real.kid_features, fake.kid_features, K_VALUES))
+        result["prdc_samples"] = [len(real.kid_features), len(fake.kid_features)]
+    elif "prdc" in notes:
+        result["prdc_skipped"] = notes["prdc"]
+    if inception is not None:
+        result["is"], result["is_std"] = inception.result()
+        result["is_splits"] = inception.splits
+    elif "is" in notes:
+        result["is_skipped"] = notes["is"]
     return result
 
 
@@ -285,6 +331,12 @@ def format_table(result: dict) -> str:
     if "kid" in result:
         rows.append(("KID", f"{result['kid']:.4g} ± {result['kid_std']:.2g}  "
                             f"({result['kid_subsets']} subsets of {result['kid_subset_size']:,})"))
+    for k in K_VALUES if "prdc_samples" in result else ():
+        rows.append((f"P/R/D/C k={k}", "  ".join(f"{name} {result[f'{name}_k{k}']:.3f}" for name in
+                                                 ("precision", "recall", "density", "coverage"))
+                     + ("  ({:,} real, {:,} generated)".format(*result["prdc_samples"]) if k == K_VALUES[0] else "")))
+    if "is" in result:
+        rows.append(("IS", f"{result['is']:.3f} ± {result['is_std']:.3f}  ({result['is_splits']} splits)"))
     rows.append(("time", f"{result['seconds']:.1f} s ({result['img_per_s']:.1f} generated img/s embedded)"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
@@ -296,6 +348,10 @@ def summary(result: dict) -> str:
         parts.append(f"FID {result['fid']:.3f}")
     if "kid" in result:
         parts.append(f"KID {result['kid']:.4g} ± {result['kid_std']:.2g}")
+    if "precision_k3" in result:
+        parts.append(f"precision {result['precision_k3']:.3f} recall {result['recall_k3']:.3f} (k=3)")
+    if "is" in result:
+        parts.append(f"IS {result['is']:.2f}")
     return ", ".join(parts) or "no score"
 
 

@@ -28,7 +28,9 @@ images optimised together do not influence each other (Adam is elementwise).
 
 Features (`--features`):
 
-- "random" (the default): a VGG-shaped network (3x3 convolutions with ReLU,
+- "auto" (the default): "vgg19" when Keras' cache holds the VGG19 weights
+  (`dcgan download vgg19` puts them there), else "random", saying so in one line.
+- "random": a VGG-shaped network (3x3 convolutions with ReLU,
   five blocks of 32, 64, 128, 256, 256 channels, 2x2 average pooling) with
   seeded random weights and per-layer normalisation: each convolution's kernel
   is rescaled, layer by layer, so that every channel's pre-activation has unit
@@ -39,9 +41,9 @@ Features (`--features`):
   Brendel, Gatys & Bethge 2016). Blocks hold 1, 1, 2, 2, 1 convolutions (VGG19
   holds 2, 2, 4, 4, 4): about 9x cheaper per step (measured by `dcgan bench
   --parts stylize`), which is what makes a default run fit in a minute on 2 cores.
-- "vgg19:FILE": Keras' VGG19 with the ImageNet weights in FILE
-  (vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5, copied from a machine
-  with internet), the usual recipe: content block5_conv2, style
+- "vgg19:FILE" (or `--vgg-weights FILE`; "vgg19" alone: the copy in Keras'
+  cache): Keras' VGG19 with the ImageNet weights in FILE
+  (vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5), the usual recipe: content block5_conv2, style
   block1_conv1..block5_conv1, equal weights.
 
 Reproducibility: the noise start and the random network come from the seed,
@@ -67,6 +69,7 @@ from typing import Callable, ContextManager, Protocol, Sequence
 
 import numpy as np
 
+from dcgan_cli import weights
 from dcgan_cli.errors import DcganError, UsageError, resume_hint
 from dcgan_cli.fsutil import file_digest
 from dcgan_cli.pixels import unit_to_uint8
@@ -87,9 +90,9 @@ RANDOM_BLOCKS = ((32, 1), (64, 1), (128, 2), (256, 2), (256, 1))  # (channels, c
 STYLE_LAYERS = tuple(f"block{b}_conv1" for b in range(1, 6))
 CONTENT_LAYER = {"random": "block4_conv2", "vgg19": "block5_conv2"}
 
-VGG19_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
-VGG19_URL = "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/" + VGG19_FILE
-VGG19_MD5 = "253f8cb515780f3b799900260a226db6"  # what keras.applications.VGG19 checks it against
+VGG19_FILE = weights.VGG19.filename
+VGG19_URL = weights.VGG19.remote.mirrors[0]
+VGG19_MD5 = weights.VGG19.remote.md5  # what keras.applications.VGG19 checks it against
 _VGG_MEAN_BGR = (103.939, 116.779, 123.68)  # keras.applications.vgg19.preprocess_input ("caffe")
 
 
@@ -106,7 +109,7 @@ class StyleOptions:
         steps: Adam steps on the pixels.
         content_weight, style_weight, tv_weight: alpha, beta and the total-variation weight.
         init: "content" starts from the content image, "noise" from seeded uniform noise.
-        features: "random" or "vgg19:FILE".
+        features: "auto", "random", "vgg19" (Keras' cache) or "vgg19:FILE".
         seed: seeds the noise start and the random network.
         lr: Adam's learning rate, pixels in [0, 1].
         content_layer: None for the network's default.
@@ -121,7 +124,7 @@ class StyleOptions:
     style_weight: float = 10.0
     tv_weight: float = 1.0
     init: str = "content"
-    features: str = "random"
+    features: str = "auto"
     seed: int = 0
     lr: float = DEFAULT_LR
     content_layer: str | None = None
@@ -178,14 +181,41 @@ def parse_style_layers(spec: str) -> tuple[tuple[str, float], ...]:
 
 
 def parse_features(spec: str) -> tuple[str, Path | None]:
-    """'random' -> ("random", None); 'vgg19:FILE' -> ("vgg19", FILE)."""
-    if spec == "random":
-        return "random", None
+    """'auto' / 'random' / 'vgg19' -> (spec, None); 'vgg19:FILE' -> ("vgg19", FILE)."""
+    if spec in ("auto", "random", "vgg19"):
+        return spec, None
     kind, _, rest = spec.partition(":")
     if kind == "vgg19" and rest:
         return "vgg19", Path(rest).expanduser()
-    raise UsageError(f"unknown --features {spec!r}; use random, or vgg19:FILE with Keras' {VGG19_FILE}",
-                     "--features")
+    raise UsageError(f"unknown --features {spec!r}; use auto, random, vgg19 (Keras' cache), or vgg19:FILE with "
+                     f"Keras' {VGG19_FILE}", "--features")
+
+
+def features_spec(features: str, vgg_weights: Path | None) -> str:
+    """--features and --vgg-weights FILE (which means vgg19:FILE) as one spec."""
+    if vgg_weights is None:
+        return features
+    if features not in ("auto", "vgg19"):
+        raise UsageError(f"--vgg-weights gives VGG19 its weights; it does not go with --features {features}",
+                         "--vgg-weights")
+    return f"vgg19:{vgg_weights}"
+
+
+def resolve_features(spec: str) -> tuple[str, Path | None, str]:
+    """(kind, weights file, a note for the user or ""): "auto" becomes VGG19 from Keras' cache when it is
+    there, else the random network, with a note saying so."""
+    kind, path = parse_features(spec)
+    if kind == "vgg19" and path is None:
+        return "vgg19", weights.resolve("vgg19"), ""
+    if kind == "auto":
+        path = weights.cached("vgg19")
+        if path is None:
+            return "random", None, (
+                f"No VGG19 ImageNet weights in Keras' cache ({weights.keras_cache_dir()}): using the random "
+                f"VGG-shaped network; `dcgan download vgg19` (from {VGG19_URL}) or --vgg-weights FILE gives the "
+                f"pretrained features")
+        return "vgg19", path, ""
+    return kind, path, ""
 
 
 # ----------------------------------------------------------------------------
@@ -293,11 +323,12 @@ class Features:
 
 
 def build_features(spec: str, seed: int = 0, content_layer: str | None = None,
-                   style_layers: Sequence[tuple[str, float]] = ()) -> Features:
-    """The feature network `spec` names ("random" or "vgg19:FILE"), cut at the layers used."""
+                   style_layers: Sequence[tuple[str, float]] = (), log: Callable[[str], None] = lambda m: None
+                   ) -> Features:
+    """The feature network `spec` names (see `resolve_features`), cut at the layers used."""
     import keras
 
-    kind, path = parse_features(spec)
+    kind, path, note = resolve_features(spec)
     if kind == "random":
         body, description = random_vgg(seed), f"random VGG-shaped network (seed {seed}, per-layer normalised)"
         rescale = lambda x: x * 2.0 - 1.0  # noqa: E731 - [0, 1] -> [-1, 1], what the calibration saw
@@ -322,6 +353,8 @@ def build_features(spec: str, seed: int = 0, content_layer: str | None = None,
     cut = keras.Model(body.inputs, outputs)  # only what leads to these layers runs
     model = keras.Model(inp, cut(keras.layers.Lambda(rescale)(x)))
     model.trainable = False
+    if note:  # once the network is known to work: a refused command prints its error alone
+        log(note)
     return Features(model, content_layer, style_layers, description)
 
 
@@ -547,7 +580,7 @@ def stylize_file(content_path: str | Path, style_path: str | Path, out: str | Pa
     for what, img in (("content", content), ("style", style)):
         if img.note:
             log(f"The {what} image was converted: {img.note}")
-    features = build_features(options.features, options.seed, options.content_layer, options.style_layers)
+    features = build_features(options.features, options.seed, options.content_layer, options.style_layers, log)
     log(f"Features: {features.description}; content {features.content_layer}, style "
         + ", ".join(f"{n}:{w:g}" for n, w in features.style_layers))
     result = Transfer(features, options).run(
@@ -623,7 +656,7 @@ def stylize_faces(generator, seeds, style_path: str | Path, out: str | Path, opt
     style = load_image(style_path, "style", size)
     if style.note:
         log(f"The style image was converted: {style.note}")
-    features = build_features(options.features, options.seed, options.content_layer, options.style_layers)
+    features = build_features(options.features, options.seed, options.content_layer, options.style_layers, log)
     log(f"Features: {features.description}; content {features.content_layer}, style "
         + ", ".join(f"{n}:{wt:g}" for n, wt in features.style_layers))
 

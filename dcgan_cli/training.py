@@ -490,7 +490,7 @@ def _restore_or_init(cfg: TrainConfig, run_dir: Path, out_dir: Path, saved: Trai
     # Every checkpoint holds EMA statistics that fit the EMA weights, so generator.keras, best/,
     # `sample`, `evaluate` and `export` all see them.
     checkpoints = lifecycle.Checkpoints(
-        gan.checkpoint(), out_dir / rundir.CKPT_DIR, run_dir, keep=cfg.keep_checkpoints, resume=resume,
+        gan.checkpoint(), out_dir / rundir.CKPT_DIR, run_dir, keep=checkpoints_to_keep(cfg), resume=resume,
         models=[m for m in (gan.generator, gan.discriminator, gan.g_ema) if m is not None],
         advice=lambda last: recovery_advice(cfg, run_dir, last), before_save=ema.refresh)
     run = lifecycle.Run(run_dir, resume, cfg.epoch_steps(manifest["count"]), cfg.epochs, checkpoints, max_steps,
@@ -646,6 +646,14 @@ def _export(t: Training) -> None:
 # evaluation during training: the score, and RUN/best/
 
 
+def checkpoints_to_keep(cfg: TrainConfig) -> int:
+    """--keep-checkpoints, raised to curves.EVAL_KEEP_CHECKPOINTS with --eval-every-epochs so that
+    `dcgan evaluate --all-checkpoints` has a curve to draw."""
+    from dcgan_cli.curves import EVAL_KEEP_CHECKPOINTS
+
+    return max(cfg.keep_checkpoints, EVAL_KEEP_CHECKPOINTS) if cfg.eval_every_epochs else cfg.keep_checkpoints
+
+
 def evaluate_epoch(cfg: TrainConfig, gan: GAN, ckpt, run_dir: str | Path, epoch: int, step: int,
                    log: Callable[[str], None] = print, *, tb=None, quiet: bool = False) -> dict:
     """Score `gan.output_generator` (evaluate.py), log it, and keep the best checkpoint in RUN/best/.
@@ -677,7 +685,7 @@ def evaluate_epoch(cfg: TrainConfig, gan: GAN, ckpt, run_dir: str | Path, epoch:
     rundir.append_metrics(run_dir, {"eval": result})
     if tb is not None:
         with tb.as_default(step=step):
-            for k in ("fid", "kid"):
+            for k in ("fid", "kid", "precision_k3", "recall_k3", "density_k3", "coverage_k3"):
                 if result.get(k) is not None:
                     tf.summary.scalar(f"eval/{k}", result[k])
         tb.flush()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -48,7 +49,12 @@ def test_metrics_tell_real_from_noise_and_flag_copies(digits):
     blank = np.zeros((900, 32, 32, 1), np.uint8)  # one image over and over: collapsed
     s_real, s_noise, s_blank = bq.score(real_half, reals), bq.score(noise, reals), bq.score(blank, reals)
     for s in (s_real, s_noise, s_blank):
-        assert all(math.isfinite(s[k]) for k in ("fd", "kid", "coverage", "balance", "nn", "copies"))
+        assert all(math.isfinite(s[k]) for k in ("fd", "kid", "precision", "recall", "coverage", "balance", "nn",
+                                                  "copies"))
+    # Precision and recall (k = 3) on the bench's own features: real images lie on the real manifold and
+    # cover half of it at least; noise lies off it; one blank image over and over recalls nothing.
+    assert s_real["precision"] > 0.9 and s_real["recall"] > 0.5 and s_noise["precision"] < 0.05
+    assert s_blank["recall"] < 0.01
     assert s_real["fd"] * 50 < s_noise["fd"] and s_real["fd"] * 50 < s_blank["fd"]
     assert abs(s_real["kid"]) * 50 < s_noise["kid"]
     assert s_real["coverage"] == 1.0 and s_real["balance"] > 0.95
@@ -105,12 +111,15 @@ def test_reference_has_the_architecture_of_model_py(digits):
 def _check_set_figures(out: dict, name: str, lines: list[str]) -> None:
     seed_lines = [x for x in lines if x.startswith(f"quality {name} seed ")]
     assert len(seed_lines) == 2 and all("| reference FD " in x and "| ratio " in x for x in seed_lines)
+    # Precision and recall right beside each FD: "FD 12.3 P 0.81 R 0.45 KID ...".
+    assert all(len(re.findall(r"FD \S+ P [01]\.\d\d R [01]\.\d\d KID ", x)) == 2 for x in seed_lines)
     assert any(x.startswith(f"quality {name} FD ratio ours/reference: ") and "over 2 seeds" in x for x in lines)
     assert out["seeds"] == [0, 1] and len(out["per_seed"]) == 2
     assert out["config"]["batch_size"] == (128 if name == "digits" else bq.FACES_BATCH)
     for row in out["per_seed"]:
         for who in ("ours", "ours_live", "reference"):
             assert math.isfinite(row[who]["fd"]) and row[who]["fd"] > 0 and math.isfinite(row[who]["kid"])
+            assert 0 <= row[who]["precision"] <= 1 and 0 <= row[who]["recall"] <= 1
             if name == "digits":
                 assert 0 <= row[who]["coverage"] <= 1 and 0 < row[who]["balance"] <= 1
             else:

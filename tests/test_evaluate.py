@@ -102,12 +102,23 @@ def test_fid_is_refused_below_2048_samples_and_kid_still_offered():
     assert "2,048" in reason and "2,047" in reason and "singular" in reason
     assert "real" in fid_refusal(50_000, 100, 2048)
     # Both asked for: FID is dropped with its reason, KID stays.
-    metrics, note, n_real = plan(EvalOptions(samples=1000), count=50_000)
-    assert metrics == ("kid",) and "2,048" in note and n_real == 50_000
+    metrics, notes, n_real = plan(EvalOptions(samples=1000, metrics=("fid", "kid")), count=50_000)
+    assert metrics == ("kid",) and "2,048" in notes["fid"] and n_real == 50_000
     # FID alone: refused before any work, naming the fixes.
     with pytest.raises(DcganError, match="--samples 10000, or --metrics kid"):
         plan(EvalOptions(samples=1000, metrics=("fid",)), count=50_000)
-    assert plan(EvalOptions(samples=4096, real_samples=3000), count=50_000) == (("fid", "kid"), None, 3000)
+    assert plan(EvalOptions(samples=4096, real_samples=3000, metrics=("fid", "kid")), count=50_000) == (
+        ("fid", "kid"), {}, 3000)
+    # The default: all four; IS left out with its reason where the extractor has no classifier head.
+    metrics, notes, _ = plan(EvalOptions(samples=4096), count=50_000)
+    assert metrics == ("fid", "kid", "prdc") and "classifier head" in notes["is"]
+    assert plan(EvalOptions(samples=4096, extractor="inception-2015"), count=50_000)[0] == ("fid", "kid", "prdc", "is")
+    with pytest.raises(DcganError, match="no classifier head"):
+        plan(EvalOptions(samples=4096, metrics=("is",)), count=50_000)
+    with pytest.raises(DcganError, match="at least 6 real"):
+        plan(EvalOptions(samples=4096, metrics=("prdc",)), count=5)
+    metrics, notes, _ = plan(EvalOptions(samples=5, metrics=("kid", "prdc")), count=100)  # training's tiny evals
+    assert metrics == ("kid",) and "at least 6" in notes["prdc"]
 
 
 # ----------------------------------------------------------------------------
@@ -282,7 +293,7 @@ def test_cli_refuses_fid_on_few_samples_in_one_line(trained_run):
     assert r.exit_code == 1
     (line,) = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
     assert "2,048" in line and "--metrics kid" in line and "Traceback" not in r.output
-    assert runner.invoke(app, ["evaluate", "--metrics", "fid,is"]).exit_code == 2
+    assert runner.invoke(app, ["evaluate", "--metrics", "fid,bogus"]).exit_code == 2
     assert runner.invoke(app, ["evaluate", "--run", "a", "--generator", "b"]).exit_code == 2
 
 

@@ -23,6 +23,17 @@ from conftest import ok, one_line_error
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def empty_keras_cache(tmp_path, monkeypatch):
+    """The default features are VGG19 when Keras' cache holds its weights: every test here starts without
+    them (here and in subprocesses), whatever this machine's ~/.keras holds."""
+    from dcgan_cli import weights
+
+    monkeypatch.setattr(weights, "KERAS_CACHE_DIR", str(tmp_path / "keras-home"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    return tmp_path / "keras-home" / "models"
+
+
 def stylize(*args):
     return runner.invoke(app, ["stylize", *map(str, args)])
 
@@ -263,7 +274,7 @@ def test_a_weights_file_of_another_network_is_a_one_line_error(pictures, tmp_pat
 
 
 @pytest.mark.slow
-def test_vgg19_features_load_keras_weights_file_and_run(pictures, tmp_path):
+def test_vgg19_features_load_keras_weights_file_and_run(pictures, tmp_path, empty_keras_cache):
     """A VGG19 notop weights file in Keras' published (legacy HDF5) layout, random values: loads and runs."""
     import h5py
     import keras
@@ -278,6 +289,31 @@ def test_vgg19_features_load_keras_weights_file_and_run(pictures, tmp_path):
     assert "features: VGG19 from vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 (md5 " in r.output
     assert "not Keras' published file" in r.output
     assert Image.open(tmp_path / "o.png").size == (32, 32)
+    # --vgg-weights FILE is the same thing; and with the file in Keras' cache, VGG19 is the default.
+    r = ok(stylize(*pictures.values(), "-o", tmp_path / "p.png", "--vgg-weights", path, "--size", 32, "--steps", 2,
+                   "--quiet"))
+    assert "features: VGG19 from" in r.output
+    empty_keras_cache.mkdir(parents=True)
+    (empty_keras_cache / path.name).hardlink_to(path)
+    r = ok(stylize(*pictures.values(), "-o", tmp_path / "q.png", "--size", 32, "--steps", 2, "--quiet"))
+    assert "features: VGG19 from" in r.output and "No VGG19" not in r.output
+    assert (tmp_path / "p.png").read_bytes() == (tmp_path / "q.png").read_bytes()
+
+
+def test_without_vgg19_weights_the_default_says_it_falls_back_in_one_line(pictures, tmp_path, empty_keras_cache):
+    r = ok(stylize(*pictures.values(), "-o", tmp_path / "o.png", "--size", 32, "--steps", 2, "--quiet"))
+    (line,) = [ln for ln in r.stderr.splitlines() if "VGG19" in ln]
+    assert line.startswith("No VGG19 ImageNet weights in Keras' cache") and "random VGG-shaped network" in line
+    assert "dcgan download vgg19" in line and "--vgg-weights FILE" in line and str(empty_keras_cache) in line
+    assert "features: random VGG-shaped network" in r.output
+    r = ok(stylize(*pictures.values(), "-o", tmp_path / "r.png", "--features", "random", "--size", 32, "--steps",
+                   2, "--quiet"))
+    assert "No VGG19" not in r.output  # asked for the random network: nothing to say
+    assert (tmp_path / "o.png").read_bytes() == (tmp_path / "r.png").read_bytes()
+    one_line_error(stylize(*pictures.values(), "-o", tmp_path / "s.png", "--features", "vgg19", "--steps", 1),
+                   "dcgan download vgg19", "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    one_line_error(stylize(*pictures.values(), "-o", tmp_path / "s.png", "--features", "random", "--vgg-weights",
+                           tmp_path / "w.h5"), "--vgg-weights", code=2)
 
 
 # ----------------------------------------------------------------------------

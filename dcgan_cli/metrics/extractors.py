@@ -10,6 +10,13 @@ input side -> [-1, 1] -> the network's pooled features.
   (~/.keras/models, filled on first use), or from a file given with
   `--inception-weights` / $DCGAN_INCEPTION_WEIGHTS for machines without
   internet.
+- "inception-2015" and "inception-2015-clean": TensorFlow's 2015 Inception
+  graph (classify_image_graph_def.pb), pool_3, 2,048-d, with its 1,008-class
+  head for the Inception Score: the papers' FID (see inception2015.py). The
+  first feeds images at their size and lets the graph resize them (TTUR,
+  StudioGAN's TF-Inception column); the second resizes with PIL bicubic first
+  (clean-fid). The graph comes from Keras' cache (`dcgan download
+  inception-2015`) or a file given with `--inception-weights`; never downloaded here.
 - "tiny-random": a two-layer conv net with seeded random weights, 16-d at
   32x32. Its scores mean nothing; it exists so tests (and a quick smoke run)
   exercise the whole path without a 90 MB download. Not offered on the CLI.
@@ -18,7 +25,7 @@ input side -> [-1, 1] -> the network's pooled features.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -49,6 +56,9 @@ class ExtractorSpec:
     build: Callable[[str | None], tuple[object, str]]  # weights file or None -> (keras model, weights id)
     description: str
     channels: int = 3  # the network's input channels: 3 (grey is repeated) or 1 (RGB is averaged)
+    resize: str = RESIZE  # how images reach `size`
+    classes: int = 0  # classes of a classifier head (the Inception Score needs one), 0: none
+    graph: bool = False  # a frozen GraphDef (GraphExtractor), not a Keras model
 
 
 # ----------------------------------------------------------------------------
@@ -124,10 +134,28 @@ def _build_tiny(weights: str | None):
     return keras.Model(inp, out, name="tiny_random"), "seeded-v1"
 
 
+# ----------------------------------------------------------------------------
+# the 2015 Inception graph (the papers' FID)
+
+
+def _build_inception_2015(weights: str | None):
+    from dcgan_cli import weights as known
+    from dcgan_cli.metrics.inception2015 import load_graph
+
+    path = known.resolve("inception-2015", weights)
+    return load_graph(path), f"sha256:{file_digest(path)[:16]}"
+
+
 EXTRACTORS: dict[str, ExtractorSpec] = {
     s.name: s for s in (
         ExtractorSpec("inception_v3", 2048, 299, _build_inception,
                       "Keras InceptionV3, ImageNet weights, average-pooled 2048-d at 299x299"),
+        ExtractorSpec("inception-2015", 2048, 299, _build_inception_2015,
+                      "TensorFlow's 2015 Inception graph, pool_3 2048-d, resized by the graph (TTUR, StudioGAN)",
+                      resize="tf-graph", classes=1008, graph=True),
+        ExtractorSpec("inception-2015-clean", 2048, 299, _build_inception_2015,
+                      "the 2015 Inception graph after clean-fid's PIL bicubic resize to 299",
+                      resize="clean", classes=1008, graph=True),
         ExtractorSpec("tiny-random", 16, 32, _build_tiny,
                       "a seeded random two-layer conv net (tests only; its scores mean nothing)"),
     )
@@ -220,14 +248,18 @@ class Extractor:
     Batches are padded to `batch_size` so the traced function is reused for
     the last, short batch instead of tracing the whole network again.
     `images_seen` counts the images embedded (tests use it to prove a cache hit).
+    `embed(images, probs=True)` also returns class probabilities where the
+    network has a classifier head (`spec.classes`), for the Inception Score.
     """
 
     def __init__(self, spec: ExtractorSpec, model, weights_id: str, batch_size: int = 64):
-        import tensorflow as tf
-
         self.spec, self.model, self.weights_id, self.batch_size = spec, model, weights_id, batch_size
         self.images_seen = 0
-        size = spec.size
+        self._embed = self._trace(model, spec.size) if model is not None else None
+
+    @staticmethod
+    def _trace(model, size):
+        import tensorflow as tf
 
         @tf.function(reduce_retracing=True)
         def embed(u8):
@@ -236,14 +268,25 @@ class Extractor:
             x = tf.image.resize(x, (size, size), method="bilinear", antialias=True)
             return tf.cast(model(to_signed(x), training=False), tf.float32)
 
-        self._embed = embed
+        return embed
 
     @property
     def key(self) -> str:
         """Names everything that changes the features: network, weights, input side, resize."""
-        return f"{self.spec.name}:{self.weights_id}:{self.spec.size}:{RESIZE}"
+        return f"{self.spec.name}:{self.weights_id}:{self.spec.size}:{self.spec.resize}"
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    @property
+    def classes(self) -> int:
+        return self.spec.classes
+
+    def _batch(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        n = len(chunk)
+        if n < self.batch_size:
+            chunk = np.concatenate([chunk, np.zeros((self.batch_size - n, *chunk.shape[1:]), np.uint8)])
+        return self._embed(chunk).numpy()[:n], None
+
+    def embed(self, images: np.ndarray, probs: bool = False):
+        """Features of uint8 `images` (N, H, W, C); with `probs`, (features, class probabilities)."""
         images = np.asarray(images)
         if images.dtype != np.uint8:
             raise TypeError(f"the extractor takes uint8 images, got {images.dtype}")
@@ -251,15 +294,37 @@ class Extractor:
             images = np.repeat(images, 3, axis=-1)
         elif images.shape[-1] == 3 and self.spec.channels == 1:  # a grey network: the mean of R, G and B
             images = np.round(images.mean(axis=-1, keepdims=True)).astype(np.uint8)
-        out = []
+        feats, ps = [], []
         for i in range(0, len(images), self.batch_size):
-            chunk = images[i:i + self.batch_size]
-            n = len(chunk)
-            if n < self.batch_size:
-                chunk = np.concatenate([chunk, np.zeros((self.batch_size - n, *chunk.shape[1:]), np.uint8)])
-            out.append(self._embed(chunk).numpy()[:n])
+            f, p = self._batch(images[i:i + self.batch_size])
+            feats.append(f)
+            ps.append(p)
         self.images_seen += len(images)
-        return np.concatenate(out) if out else np.zeros((0, self.spec.dim), np.float32)
+        out = np.concatenate(feats) if feats else np.zeros((0, self.spec.dim), np.float32)
+        if not probs:
+            return out
+        if not self.classes:
+            raise ValueError(f"{self.spec.name} has no classifier head")
+        return out, (np.concatenate(ps) if ps else np.zeros((0, self.classes), np.float32))
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.embed(images)
+
+
+class GraphExtractor(Extractor):
+    """The 2015 Inception graph (inception2015.py): float 0..255 images, resized by the graph or by PIL first."""
+
+    def __init__(self, spec: ExtractorSpec, graph, weights_id: str, batch_size: int = 64):
+        # The spec's dim/classes are the real graph's; a graph of the same tensor names may differ (tests).
+        spec = replace(spec, dim=graph.dim, classes=graph.classes)
+        super().__init__(spec, None, weights_id, batch_size)
+        self.graph = graph
+
+    def _batch(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        from dcgan_cli.metrics.inception2015 import clean_resize
+
+        x = clean_resize(chunk, self.spec.size) if self.spec.resize == "clean" else chunk.astype(np.float32)
+        return self.graph.run(x)
 
 
 _BUILT: dict[tuple[str, str, int], Extractor] = {}
@@ -272,5 +337,5 @@ def get_extractor(name: str = "inception_v3", weights: str | os.PathLike | None 
     key = (name, s.name, str(weights or os.environ.get(WEIGHTS_ENV) or ""), batch_size)  # s.name: a file's hash
     if key not in _BUILT:
         model, weights_id = s.build(str(weights) if weights else None)
-        _BUILT[key] = Extractor(s, model, weights_id, batch_size)
+        _BUILT[key] = (GraphExtractor if s.graph else Extractor)(s, model, weights_id, batch_size)
     return _BUILT[key]
