@@ -278,7 +278,7 @@ def _neighbour_sum(a: np.ndarray) -> np.ndarray:
     return s
 
 
-def poisson_blend(source: np.ndarray, target: np.ndarray, hole: np.ndarray, tol: float = 1e-8,
+def poisson_blend(source: np.ndarray, target: np.ndarray, hole: np.ndarray, tol: float = 1e-9,
                   max_iter: int | None = None) -> np.ndarray:
     """Pérez et al. 2003: inside `hole`, the image whose Laplacian is `source`'s and which equals `target` outside.
 
@@ -286,7 +286,8 @@ def poisson_blend(source: np.ndarray, target: np.ndarray, hole: np.ndarray, tol:
     neighbours N(p) (4-connected, inside the image):
         sum_{q in N(p)} (x_p - x_q) = sum_{q in N(p)} (s_p - s_q),   x_q = target_q outside the hole.
     A symmetric positive definite system per image and channel, solved by conjugate
-    gradients on all of them at once. Returns float64 (N, H, W, C).
+    gradients on all of them at once, to a residual of `tol` times the right-hand side's.
+    Returns float64 (N, H, W, C).
     """
     s, t = np.asarray(source, np.float64), np.asarray(target, np.float64)
     h = np.broadcast_to(hole[..., None], s.shape).astype(np.float64)
@@ -301,7 +302,7 @@ def poisson_blend(source: np.ndarray, target: np.ndarray, hole: np.ndarray, tol:
     p = r.copy()
     axes = (1, 2)
     rs = (r * r).sum(axes, keepdims=True)
-    limit = (tol * np.maximum((b * b).sum(axes, keepdims=True), 1e-30))
+    limit = tol ** 2 * np.maximum((b * b).sum(axes, keepdims=True), 1e-30)  # |r| <= tol |b|
     for _ in range(max_iter or int(hole.sum(axes).max()) * 2 + 10):
         if np.all(rs <= limit):
             break
@@ -368,7 +369,7 @@ def _compiled_step(models: RepairModels, search: Search, kind: str, rows: int):
         prior = -tf.nn.softplus(logit[:, 0])  # log(1 - D(G(z))), D = sigmoid(logit)
         return context + search.prior_weight * prior, context, prior
 
-    @tf.function(input_signature=[zs, zs, zs, tf.TensorSpec([], tf.float32), img, img,
+    @tf.function(autograph=False, input_signature=[zs, zs, zs, tf.TensorSpec([], tf.float32), img, img,
                                   tf.TensorSpec([rows, fdim], tf.float32)])
     def step(z, m, v, t, target, weight, feat_target):
         with tf.GradientTape() as tape:
@@ -380,11 +381,11 @@ def _compiled_step(models: RepairModels, search: Search, kind: str, rows: int):
         z = z - search.lr * (m / (1 - b1 ** t)) / (tf.sqrt(v / (1 - b2 ** t)) + eps)
         return z, m, v
 
-    @tf.function(input_signature=[zs, img, img, tf.TensorSpec([rows, fdim], tf.float32)])
+    @tf.function(autograph=False, input_signature=[zs, img, img, tf.TensorSpec([rows, fdim], tf.float32)])
     def losses(z, target, weight, feat_target):
         return terms(z, target, weight, feat_target)
 
-    @tf.function(input_signature=[img])
+    @tf.function(autograph=False, input_signature=[img])
     def features_of(x):
         return tf.reshape(feats(x, training=False)[0], [rows, -1])
 
