@@ -519,6 +519,9 @@ class RepairRequest:
 def fulfil(req: RepairRequest, *, say: Callable[[str], None] = print,
            bar: Callable[[str, int], Callable[[int], None]] | None = None) -> str:
     """Do what `req` asks; returns the one-line summary. Nothing is written until every check has passed."""
+    missing = [p for p in req.photos if not Path(p).is_file()]
+    if missing:
+        raise DcganError(f"no image at {missing[0]}; name photo files")
     if not req.force:
         taken = [p for p in req.outputs() if p.exists()]
         if taken:
