@@ -115,6 +115,23 @@ def test_hole_scores_and_the_baselines():
     assert worse[0] < 20 and worse[1] < 0.5
 
 
+def test_the_docs_figure_has_a_row_per_face_masked_ours_baseline_real(tmp_path):
+    from dcgan_cli.images import GRID_PAD
+    from dcgan_cli.repair_bench import mean_fill, write_figure
+
+    real = np.random.default_rng(1).integers(1, 256, (3, 8, 8, 1), dtype=np.uint8)
+    holes = make_masks(3, 8, kind="center")
+    ours = np.full_like(real, 7)
+    write_figure(tmp_path / "f.png", real, {"holes": holes, "ours": ours, "mean": mean_fill(real, holes)}, n=2,
+                 scale=2)
+    fig = pixels(tmp_path / "f.png")
+    cell = 16 + GRID_PAD
+    assert fig.shape[:2] == (2 * cell + GRID_PAD, 4 * cell + GRID_PAD)
+    row1 = [fig[cell + GRID_PAD:2 * cell, GRID_PAD + k * cell:(k + 1) * cell] for k in range(4)]
+    assert (row1[0][4:12, 4:12] == 0).all() and (row1[1] == 7).all()  # the hole shown black; ours
+    np.testing.assert_array_equal(row1[3][::2, ::2], real[1, :, :, 0])
+
+
 # ----------------------------------------------------------------------------
 # the commands on the tiny run
 
