@@ -233,7 +233,7 @@ def run_peer(cmd: list[str]) -> float | None:
     return None
 
 
-PARTS = ("step", "loop", "input", "preprocess", "quality", "stylize", "identity")
+PARTS = ("step", "loop", "input", "preprocess", "quality", "stylize", "identity", "repair")
 
 
 def parse_choices(text: str, choices: tuple[str, ...], option: str) -> tuple[str, ...]:
@@ -247,7 +247,7 @@ def parse_choices(text: str, choices: tuple[str, ...], option: str) -> tuple[str
 def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=False, peers=None,
           torch_python=None, log=print, parts=("step", "loop", "input", "preprocess"), face_images=600,
           stylize_size=256, quality_steps=None, quality_seeds=None, quality_sets=None, quality_curve=0,
-          quality_workdir=None) -> dict:
+          quality_workdir=None, repair=None) -> dict:
     """Each part asked for, in a fixed order; speed figures beside the peers' steps timed in the same run."""
     result: dict = {"size": size, "batch": batch_size, "device": _device()}
     ref = _peers_before(peers, torch_python, size, batch_size, steps, log) if peers else {}
@@ -270,6 +270,12 @@ def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=Fa
             steps=quality_steps,  # None: each set's own budget
             seeds=tuple(quality_seeds or bench_quality.DEFAULT_SEEDS),
             sets=tuple(quality_sets or bench_quality.SETS), curve=quality_curve, workdir=quality_workdir, log=log)
+    if "repair" in parts:
+        # Its own data (held-out faces and digits) and training: see repair_bench.py. `repair`: its keyword
+        # arguments (seeds, sets, steps, figure).
+        from dcgan_cli.repair_bench import bench_repair
+
+        result["repair"] = bench_repair(log=log, **(repair or {}))
     return result
 
 

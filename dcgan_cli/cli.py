@@ -31,6 +31,7 @@ from dcgan_cli.identity.config import ClassAugment, IdentityConfig, Loss, Mining
 from dcgan_cli.preprocess.decoding import CROP_HELP, Crop
 from dcgan_cli.preprocess.labels import LabelMode
 from dcgan_cli.preprocess.sources import Split
+from dcgan_cli.repair import MaskKind
 from dcgan_cli.sampling import ExportFormat
 from dcgan_cli.shards import SIZE_RULE
 
@@ -436,6 +437,9 @@ def sample(
     batch_size: Annotated[int, typer.Option(min=1, help="Latents per generator call (memory vs speed).")] = 64,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing OUT (and seed files in "
                                         "--individual DIR).")] = False,
+    latents: Annotated[Optional[Path], typer.Option(
+        metavar="FILE.npy", help="Draw these latents (N, latent_dim) instead of seeds, e.g. the latents.npy "
+                                 "`dcgan project` wrote.", show_default=False)] = None,
     runs_dir: RunsDir = Path("runs"),
 ):
     """Write faces from a trained generator: a grid, one file per seed, or a latent walk.
@@ -450,7 +454,7 @@ def sample(
     request = sampling.SampleRequest(  # every cross-option check, before any model loads (usage errors)
         out=out, n=n, run=run, generator=generator, seed=seed, seed_list=seeds, nrow=nrow, truncation=truncation,
         individual=individual, interpolate=interpolate, frames=frames, fps=fps, ema=not no_ema, best=best,
-        batch_size=batch_size, runs_dir=runs_dir, force=force)
+        batch_size=batch_size, runs_dir=runs_dir, force=force, latents=latents)
     typer.echo(sampling.fulfil(request, say=lambda m: typer.echo(m, err=True)))
 
 
@@ -542,6 +546,114 @@ def _loss_bar(total: int, quiet: bool):
 
 
 # ----------------------------------------------------------------------------
+# face repair: project, inpaint
+
+Photos = Annotated[list[Path], typer.Argument(help="Photo files; each is cropped as the run's data was.",
+                                              show_default=False)]
+RepairOut = Annotated[Path, typer.Option("-o", "--out", help="Output folder: NAME.png per photo, latents.npy, "
+                                                             "and a .json of the losses.", show_default=False)]
+RepairRun = Annotated[Optional[Path], typer.Option(help="Run directory (default: the newest under --runs-dir).")]
+RepairCrop = Annotated[Optional[Crop], typer.Option(help="How to crop the photos (default: as the run's data was "
+                                                         "cropped, from its manifest).", show_default=False)]
+Steps = Annotated[int, typer.Option(min=1, help="Adam steps on z per start.")]
+Restarts = Annotated[int, typer.Option(min=1, help="Random starts per photo; the one with the lowest loss is kept.")]
+Lr = Annotated[float, typer.Option(help="Adam's learning rate on z.")]
+RepairSeed = Annotated[int, typer.Option(min=0, help="Seed of the starts (and of --mask-kind random): same seed, "
+                                                     "same bytes.")]
+RepairBatch = Annotated[int, typer.Option(min=1, help="Rows (photos x starts) per optimisation batch.")]
+Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bar.")]
+
+
+def _repair(request, quiet: bool) -> None:
+    """Run a project/inpaint request with its progress bar (stderr); print its summary."""
+    from rich.console import Console
+
+    from dcgan_cli import repair
+    from dcgan_cli.progress import Bars
+
+    with Bars(not quiet, console=Console(stderr=True), transient=True,
+              only_on_terminal=True) as bars:
+        typer.echo(repair.fulfil(request, say=lambda m: typer.echo(m, err=True),
+                                 bar=lambda what, total: bars.task(what, total).advance))
+
+
+@app.command()
+def project(
+    photos: Photos,
+    out: RepairOut,
+    run: RepairRun = None,
+    crop: RepairCrop = None,
+    steps: Steps = 300,
+    restarts: Restarts = 4,
+    lr: Lr = 0.05,
+    feature_weight: Annotated[float, typer.Option(min=0, help="Weight of the discriminator-feature term beside "
+                                                              "the pixel MSE.")] = 1.0,
+    seed: RepairSeed = 0,
+    batch_size: RepairBatch = 64,
+    force: Annotated[bool, typer.Option("--force", help="Replace outputs already in OUT.")] = False,
+    quiet: Quiet = False,
+    runs_dir: RunsDir = Path("runs"),
+):
+    """Find the latent z whose generated face is closest to each photo (GAN inversion).
+
+    Gradient descent (Adam) on z minimises the pixel MSE plus the distance of
+    the discriminator's features, from several random starts per photo, and
+    keeps the best. `dcgan sample --latents OUT/latents.npy` draws them again.
+
+    Example: dcgan project me.jpg you.jpg --run runs/00003-celeba-64-dcgan -o projected
+    """
+    from dcgan_cli import repair
+
+    request = repair.RepairRequest(
+        "project", tuple(photos), out, run=run, crop=crop.value if crop else None, force=force, runs_dir=runs_dir,
+        search=repair.Search(steps=steps, restarts=restarts, lr=lr, seed=seed, batch_size=batch_size,
+                             feature_weight=feature_weight))
+    _repair(request, quiet)
+
+
+@app.command()
+def inpaint(
+    photos: Photos,
+    out: RepairOut,
+    mask: Annotated[Optional[Path], typer.Option(help="A PNG of the cropped photo's size, white where pixels are "
+                                                      "missing.", show_default=False)] = None,
+    box: Annotated[Optional[str], typer.Option(metavar="X,Y,W,H", help="A missing rectangle, in the cropped "
+                                                                       "photo's pixels.", show_default=False)] = None,
+    mask_kind: Annotated[Optional[MaskKind], typer.Option(
+        help="center: the middle quarter of the area; random: 80% of the pixels (from --seed); eyes: a band "
+             "across the eyes.", show_default=False)] = None,
+    run: RepairRun = None,
+    crop: RepairCrop = None,
+    steps: Steps = 300,
+    restarts: Restarts = 4,
+    lr: Lr = 0.05,
+    prior_weight: Annotated[float, typer.Option(min=0, help="lambda of the prior loss log(1 - D(G(z))).")] = 0.003,
+    window: Annotated[int, typer.Option(min=1, help="Side of the window of the context weights.")] = 7,
+    seed: RepairSeed = 0,
+    batch_size: RepairBatch = 64,
+    force: Annotated[bool, typer.Option("--force", help="Replace outputs already in OUT.")] = False,
+    quiet: Quiet = False,
+    runs_dir: RunsDir = Path("runs"),
+):
+    """Fill in the missing part of each photo with the generator (Yeh et al. 2017).
+
+    Finds z whose G(z) matches the known pixels near the hole (the context
+    loss, weighted by closeness to the hole) and looks real to the
+    discriminator (the prior loss), then Poisson-blends G(z) into the hole.
+
+    Example: dcgan inpaint face.jpg --mask-kind center --run runs/00003-celeba-64-dcgan -o repaired
+    """
+    from dcgan_cli import repair
+
+    request = repair.RepairRequest(
+        "inpaint", tuple(photos), out, run=run, crop=crop.value if crop else None, mask=mask, box=box,
+        mask_kind=mask_kind.value if mask_kind else None, force=force, runs_dir=runs_dir,
+        search=repair.Search(steps=steps, restarts=restarts, lr=lr, seed=seed, batch_size=batch_size,
+                             prior_weight=prior_weight, window=window))
+    _repair(request, quiet)
+
+
+# ----------------------------------------------------------------------------
 # export
 
 
@@ -600,8 +712,9 @@ def bench(
                                             "(trains on offline digits and faces: about half an hour on 2 "
                                             "cores), stylize (style transfer), "
                                             "identity (the face-embedding network: img/s, and one-shot "
-                                            "accuracy on unseen digits: minutes); the last three run only "
-                                            "when asked.")] = (
+                                            "accuracy on unseen digits: minutes), repair (dcgan inpaint on "
+                                            "held-out faces and digits against mean fill and OpenCV's Telea: "
+                                            "about 25 minutes); the last four run only when asked.")] = (
         "step,loop,input,preprocess"),
     stylize_size: Annotated[int, typer.Option(min=32, help="Image side of the stylize part.")] = 256,
     quality_steps: Annotated[Optional[int], typer.Option(min=1, help="Training steps per model and seed of "
@@ -617,6 +730,13 @@ def bench(
     quality_workdir: Annotated[Optional[Path], typer.Option(help="Keep the quality part's data and trained "
                                                                  "runs here (default: a temporary folder).",
                                                             show_default=False)] = None,
+    repair_seeds: Annotated[int, typer.Option(min=1, help="Seeds of the repair part (0, 1, ...).")] = 2,
+    repair_steps: Annotated[Optional[int], typer.Option(min=1, help="Training steps per seed of the repair part "
+                                                                    "(default: 2000 for faces, 1500 for digits).",
+                                                        show_default=False)] = None,
+    repair_figure: Annotated[Optional[Path], typer.Option(help="With --parts repair: also write a picture of "
+                                                               "held-out faces (masked | ours | Telea | real).",
+                                                          show_default=False)] = None,
     peers: Annotated[Optional[Path], typer.Option(help="Folder with peer_keras.py / peer_torch.py: time them "
                                                        "back to back and report ratios.")] = None,
     torch_python: Annotated[Optional[Path], typer.Option(help="A Python with torch, to run peer_torch.py.")] = None,
@@ -638,6 +758,8 @@ def bench(
     Example: dcgan bench --parts quality --quality-steps 1000
 
     Example: dcgan bench --parts quality --quality-sets digits --quality-steps 3000 --quality-curve 10
+
+    Example: dcgan bench --parts repair --repair-seeds 3 --repair-figure docs/repair.png
     """
     import json
 
@@ -651,6 +773,7 @@ def bench(
                  peers=peers, torch_python=torch_python, parts=wanted, face_images=face_images,
                  stylize_size=stylize_size, quality_steps=quality_steps, quality_seeds=range(quality_seeds),
                  quality_sets=sets, quality_curve=quality_curve, quality_workdir=quality_workdir,
+                 repair={"seeds": tuple(range(repair_seeds)), "steps": repair_steps, "figure": repair_figure},
                  log=(lambda m: None) if json_ else typer.echo)
     typer.echo(json.dumps(result) if json_ else json.dumps(result, indent=2))
 

@@ -389,6 +389,7 @@ class SampleRequest:
         best: the run's best checkpoint (RUN/best/, kept by --eval-every-epochs), not its newest.
         batch_size: latents per generator call.
         force: replace an existing OUT (or seed files in `individual`); without it they are refused.
+        latents: a .npy file of latents (N, latent_dim) to draw instead of seeds (`dcgan project` writes one).
     """
 
     out: Path | None = None
@@ -408,6 +409,7 @@ class SampleRequest:
     batch_size: int = DEFAULT_BATCH
     runs_dir: Path = Path("runs")
     force: bool = False
+    latents: Path | None = None
     seeds: Seeds = field(init=False, repr=False)
     psi: float = field(init=False, repr=False)
     frames_per_leg: int = field(init=False, repr=False)
@@ -437,6 +439,11 @@ class SampleRequest:
             raise UsageError(str(e), "--seeds") from None
         if self.frames is not None and self.interpolate is None:
             raise UsageError("--frames applies to --interpolate K", "--frames")
+        if self.latents is not None:
+            for option, value in (("-n", self.n), ("--seed", self.seed), ("--seeds", self.seed_list),
+                                  ("--truncation", self.truncation), ("--interpolate", self.interpolate)):
+                if value is not None:
+                    raise UsageError("does not apply to --latents (the file holds the latents to draw)", option)
 
         if self.interpolate is not None:
             for option, value in (("-n", self.n), ("--individual", self.individual), ("--nrow", self.nrow)):
@@ -477,10 +484,13 @@ def fulfil(req: SampleRequest, *, say: Callable[[str], None] = print, progress: 
 
     from dcgan_cli.resources import check_sampling_memory
 
+    z = read_latents(req.latents) if req.latents is not None else None
     if req.out is not None:
         check_writable(req.out)
     if req.individual is not None:
         check_writable(req.individual, "dir")
+    if z is not None:
+        return _fulfil_latents(req, z, say)
     if not req.force:
         check_not_overwriting(req.out, req.individual, req.seeds if req.interpolate is None else None)
     loaded = load_generator(req.run, req.generator, ema=req.ema, best=req.best, runs_dir=req.runs_dir,
@@ -509,6 +519,65 @@ def fulfil(req: SampleRequest, *, say: Callable[[str], None] = print, progress: 
                        on_progress=bar.advance)
     places = ([str(req.out)] if req.out else []) + ([f"{req.individual}/ (one PNG per seed)"] if req.individual else [])
     return f"Wrote {count} images (seeds {req.seeds}) to {' and '.join(places)}"
+
+
+def read_latents(path: str | Path) -> np.ndarray:
+    """float32 (N, D) latents from a .npy file ((D,) is one latent); its shape is checked against a generator later."""
+    path = Path(path)
+    if not path.is_file():
+        raise DcganError(f"no latents file at {path}; name a .npy that `dcgan project` wrote (OUT/latents.npy)")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except Exception as e:  # not a .npy, truncated, pickled objects: several types
+        raise DcganError(f"cannot read {path} as a .npy array ({type(e).__name__}); name the latents.npy "
+                         f"that `dcgan project` wrote") from None
+    z = z[None] if z.ndim == 1 else z
+    if z.ndim != 2 or z.shape[0] == 0 or not np.issubdtype(z.dtype, np.number) or not np.all(np.isfinite(z)):
+        raise DcganError(f"{path} holds an array of shape {z.shape} ({z.dtype}); latents are finite numbers "
+                         f"of shape (N, latent_dim)")
+    return z.astype(np.float32)
+
+
+def check_latents(z: np.ndarray, latent_dim: int, path) -> None:
+    if z.shape[1] != latent_dim:
+        raise DcganError(f"{path} holds {z.shape[1]}-dim latents (shape {z.shape}) but this generator takes "
+                         f"{latent_dim}-dim ones, shape (N, {latent_dim}); project the photos with this run")
+
+
+def latent_file_name(i: int) -> str:
+    """latent-0003.png: the image of row 3 of a latents file."""
+    return f"latent-{i:04d}.png"
+
+
+def _fulfil_latents(req: SampleRequest, z: np.ndarray, say: Callable[[str], None]) -> str:
+    """`dcgan sample --latents FILE`: one image per row of the file, into the grid and/or --individual."""
+    from dcgan_cli.images import Grid, save_image
+    from dcgan_cli.resources import check_sampling_memory
+
+    if not req.force:
+        check_not_overwriting(req.out, None, None)
+        taken = [latent_file_name(i) for i in range(len(z)) if req.individual is not None
+                 and (Path(req.individual) / latent_file_name(i)).exists()]
+        if taken:
+            raise DcganError(f"{req.individual} already holds {taken[0]}; pass --force to replace it, or choose "
+                             f"another folder")
+    loaded = load_generator(req.run, req.generator, ema=req.ema, best=req.best, runs_dir=req.runs_dir,
+                            warn=lambda m: say(f"Warning: {m}"))
+    check_sampling_memory(loaded.model, req.batch_size)
+    sampler = Sampler(loaded.model, req.batch_size)
+    check_latents(z, sampler.latent_dim, req.latents)
+    check_outputs(sampler, len(z), req.out, req.individual, req.nrow)
+    say(f"Sampling from {loaded.source}")
+    pixels = sampler(z)
+    if req.individual is not None:
+        for i, img in enumerate(pixels):
+            save_image(Path(req.individual) / latent_file_name(i), img)
+    if req.out is not None:
+        grid = Grid(len(z), *sampler.image_shape, req.nrow)
+        grid.paste(0, pixels)
+        save_image(req.out, grid.pixels)
+    places = ([str(req.out)] if req.out else []) + ([f"{req.individual}/ (latent-NNNN.png)"] if req.individual else [])
+    return f"Wrote {len(z)} images (the latents of {req.latents}) to {' and '.join(places)}"
 
 
 def check_not_overwriting(out: str | Path | None, individual: str | Path | None, seeds: Seeds | None) -> None:

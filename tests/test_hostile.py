@@ -161,6 +161,23 @@ def _ro_dir(ws: Path, ctx: Context) -> None:
     (ws / "ro").mkdir()
 
 
+def _mask(side: int, fill: int):
+    """A side x side mask PNG, every pixel `fill` (255: missing)."""
+    def setup(ws: Path, ctx: Context) -> None:
+        from PIL import Image
+
+        Image.fromarray(np.full((side, side), fill, np.uint8)).save(ws / "mask.png")
+
+    return setup
+
+
+def _latents(shape: tuple[int, ...]):
+    def setup(ws: Path, ctx: Context) -> None:
+        np.save(ws / "z.npy", np.zeros(shape, np.float32))
+
+    return setup
+
+
 CASES = [
     # -- download (a server on 127.0.0.1) -------------------------------------------
     Case("download-404", ["download", "{url}/missing.zip", "--retries", "0", "--quiet"], says="HTTP 404",
@@ -218,6 +235,21 @@ CASES = [
          setup=_text("notes.keras", "not a model")),
     Case("sample-overwrites-existing", ["sample", "old.png", "--run", "run"], setup=_text("old.png", "precious"),
          says="--force"),
+    Case("sample-latents-wrong-size", ["sample", "out.png", "--run", "run", "--latents", "z.npy"],
+         setup=_latents((2, 5)), says="takes 8-dim"),
+    # -- project, inpaint ---------------------------------------------------------------
+    Case("project-no-face", ["project", "faces/img-000.png", "--run", "run", "-o", "out", "--crop", "face",
+                             "--steps", "1"], says="no face found"),
+    Case("project-data-of-another-size", ["project", "faces/img-000.png", "--run", "run", "-o", "out", "--steps",
+                                          "1"], setup=_manifest(lambda m: {**m, "size": 32}), says="--crop"),
+    Case("inpaint-mask-wrong-size", ["inpaint", "faces/img-000.png", "--mask", "mask.png", "--run", "run", "-o",
+                                     "out", "--steps", "1"], setup=_mask(20, 255), says="draw it at 16x16"),
+    Case("inpaint-mask-empty", ["inpaint", "faces/img-000.png", "--mask", "mask.png", "--run", "run", "-o", "out",
+                                "--steps", "1"], setup=_mask(16, 0), says="marks no pixel"),
+    Case("inpaint-mask-full", ["inpaint", "faces/img-000.png", "--box", "0,0,16,16", "--run", "run", "-o", "out",
+                               "--steps", "1"], says="marks every pixel"),
+    Case("inpaint-two-holes", ["inpaint", "faces/img-000.png", "--box", "0,0,4,4", "--mask-kind", "center", "-o",
+                               "out"], code=(2,)),
     # -- export -----------------------------------------------------------------------
     Case("export-force-over-a-non-export", ["export", "run", "old.keras", "--force"],
          setup=_text("old.keras", "precious")),
