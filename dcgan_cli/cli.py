@@ -24,7 +24,7 @@ from typing import Annotated, Callable, Optional
 import typer
 from typer.core import TyperCommand, TyperOption
 
-from dcgan_cli.config import GActivation, Precision, Preset, Strategy, TrainConfig
+from dcgan_cli.config import GActivation, OnCollapse, Precision, Preset, Strategy, TrainConfig
 from dcgan_cli.errors import DcganError, Interrupted, UsageError, resume_hint
 from dcgan_cli.evaluate import METRICS
 from dcgan_cli.identity.config import ClassAugment, IdentityConfig, Loss, Mining
@@ -359,6 +359,10 @@ def train(
         min=0, help="Score FID/KID every N epochs and keep the best checkpoint in RUN/best/ (0: never).")] = None,
     eval_samples: Annotated[Optional[int], typer.Option(min=2, help="Generated images per evaluation "
                                                                     "(FID needs 2048 or more).")] = None,
+    on_collapse: Annotated[Optional[OnCollapse], typer.Option(help=(
+        "When the health monitor sees D winning, the samples collapsing or training diverging: warn (a log "
+        "line), stop (checkpoint and exit), or rollback (back to the last healthy checkpoint with halved "
+        "rates). Default warn."), show_default=False)] = None,
     runs_dir: RunsDir = Path("runs"),
     name: Annotated[str, typer.Option(help="Suffix for the run directory's name.")] = "",
     resume: Annotated[Optional[Path], typer.Option(help="Continue this run directory.")] = None,

@@ -47,17 +47,27 @@ def weight_problem(models) -> str | None:
     import tensorflow as tf
 
     for model in models:
-        trainable = {id(v) for v in model.trainable_variables}
         for v in model.variables:
-            if "float" not in str(v.dtype):
-                continue
-            if not bool(tf.reduce_all(tf.math.is_finite(v))):
+            if "float" in str(v.dtype) and not bool(tf.reduce_all(tf.math.is_finite(v))):
                 return f"{v.path} is not finite"
-            if id(v) in trainable:
-                biggest = float(tf.reduce_max(tf.abs(v)))
-                if biggest > WEIGHT_LIMIT:
-                    return f"{v.path} reached |w| = {biggest:.3g} (over {WEIGHT_LIMIT:g}: the weights are exploding)"
+    path, biggest = largest_weight(models)
+    if biggest > WEIGHT_LIMIT:
+        return f"{path} reached |w| = {biggest:.3g} (over {WEIGHT_LIMIT:g}: the weights are exploding)"
     return None
+
+
+def largest_weight(models) -> tuple[str, float]:
+    """(the trainable float variable with the largest |w|, that |w|) over `models` (the health monitor's early warning)."""
+    import tensorflow as tf
+
+    best = ("", 0.0)
+    for model in models:
+        for v in model.trainable_variables:
+            if "float" in str(v.dtype):
+                biggest = float(tf.reduce_max(tf.abs(v)))
+                if not biggest <= best[1]:  # NaN counts as the largest
+                    best = (v.path, biggest)
+    return best
 
 
 # ----------------------------------------------------------------------------
@@ -164,14 +174,15 @@ def announce_resume(run: "Run", saved: FrozenConfig, cfg: FrozenConfig, restored
 
 
 def record(run: "Run", cfg: FrozenConfig, event: dict) -> None:
-    """The chief writes the run's config with `event` in its history; a resume forgets the metrics after its step.
+    """The chief writes the run's config with `event` in its history; a resume (or the health monitor's rollback)
+    forgets the metrics after its step.
 
     Epochs after the restored checkpoint are trained, and logged, again.
     """
     if not run.chief:
         return
     rundir.save_config(run.run_dir, cfg, event)
-    if event["event"] == "resume":
+    if event["event"] in ("resume", "rollback"):
         rundir.forget_metrics_after(run.run_dir, event["step"])
 
 
@@ -228,7 +239,7 @@ class Checkpoints:
                  advice: Callable[[str | None], str], before_save: Callable[[], None] | None = None):
         import tensorflow as tf
 
-        self.ckpt, self.directory, self.run_dir, self.resume = ckpt, Path(directory), Path(run_dir), resume
+        self.ckpt, self.directory, self.run_dir, self.resume, self.keep = ckpt, Path(directory), Path(run_dir), resume, keep
         self.manager = tf.train.CheckpointManager(ckpt, str(directory), max_to_keep=keep)
         self.models, self.advice, self.before_save = list(models), advice, before_save
 
@@ -247,6 +258,27 @@ class Checkpoints:
         if restored is None:
             raise DcganError(f"{self.run_dir} has no checkpoint to resume from; start a new run without --resume")
         return restored
+
+    def drop_after(self, step: int) -> None:
+        """Delete the checkpoints after `step` (a rollback: they hold the training that went wrong).
+
+        The index is rewritten from the ones kept and the manager re-made from it, so the next
+        save is the newest and a --resume never picks a dropped one.
+        """
+        import tensorflow as tf
+
+        kept = []
+        for path in rundir.checkpoint_paths(self.directory):
+            n = int(path.rsplit("-", 1)[1])
+            if n > step:
+                rundir.remove_partial_checkpoint(self.directory, n)
+            else:
+                kept.append(path)
+        if kept:
+            rundir.write_checkpoint_index(self.directory, kept)
+        else:
+            (self.directory / "checkpoint").unlink(missing_ok=True)
+        self.manager = tf.train.CheckpointManager(self.ckpt, str(self.directory), max_to_keep=self.keep)
 
     def save(self, step: int) -> str:
         import tensorflow as tf
@@ -360,8 +392,8 @@ class Run:
     def last_epoch(self, epoch: int, step: int) -> bool:
         return epoch + 1 == self.epochs or self.reached_max(step)
 
-    def checkpoint_epoch(self, epoch: int, step: int) -> None:
-        """The end-of-epoch checkpoint, every checkpoint_every_epochs epochs and at the last.
+    def checkpoint_epoch(self, epoch: int, step: int) -> str | None:
+        """The end-of-epoch checkpoint, every checkpoint_every_epochs epochs and at the last; its path, or None.
 
         The chief also keeps it as RUN/last-good/ (checked sane by `save`), which periodic saves never rotate out.
         """
@@ -369,6 +401,8 @@ class Run:
             path = self.checkpoints.save(step)
             if self.chief:
                 rundir.keep_last_good(self.run_dir, path)
+            return path
+        return None
 
     def log_epoch(self, row: dict) -> None:
         """The epoch's line in metrics.jsonl (the chief's)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from dcgan_cli import lifecycle, rundir
+from dcgan_cli import health, lifecycle, rundir
 from dcgan_cli.config import TrainConfig
 from dcgan_cli.errors import DcganError
 from dcgan_cli.fsutil import atomic_path, describe_os_error
@@ -440,6 +441,7 @@ class Training:
     grid_runner: object  # one trace for every epoch's grid
     log: Callable[[str], None]
     quiet: bool
+    monitor: health.Monitor  # the training-health detectors' state
 
     @property
     def step(self) -> int:
@@ -459,13 +461,17 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, saved: TrainConfig | None, ma
         t = _restore_or_init(cfg, run_dir, out_dir, saved, manifest, log, quiet, max_steps, strategy, precision)
         with t.run.signals, Bars(not quiet) as progress, _loop_errors(strategy, run_dir):
             data = _batches(cfg, strategy, t.run, t.step) if not t.run.finished(t.step) else None
-            for epoch in t.run.epochs_from(t.step):
+            epoch = t.run.epochs_from(t.step).start
+            while epoch < t.run.epochs:
                 meter = _train_epoch(t, epoch, data, progress)
                 if not t.run.epoch_ended(t.step):  # max_steps reached mid-epoch (checkpointed)
                     break
-                _end_of_epoch(t, epoch, meter, progress)
+                if _end_of_epoch(t, epoch, meter, progress):  # --on-collapse rollback: back to a healthy step
+                    data, epoch = _batches(t.cfg, strategy, t.run, t.step), t.run.epochs_from(t.step).start
+                    continue
                 if t.run.reached_max(t.step):
                     break
+                epoch += 1
     finally:
         distribute.remove_scratch(out_dir, run_dir)
     _export(t)
@@ -512,7 +518,7 @@ def _restore_or_init(cfg: TrainConfig, run_dir: Path, out_dir: Path, saved: Trai
     return Training(cfg, gan, run, ema, make_train_step(cfg, gan, strategy, precision),
                     (lambda flag: distribute.any_worker(strategy, flag)) if several_workers else None,
                     tf.summary.create_file_writer(str(out_dir / rundir.TENSORBOARD_DIR)),
-                    Sampler(gan.output_generator, batch_size=cfg.num_samples), log, quiet)
+                    Sampler(gan.output_generator, batch_size=cfg.num_samples), log, quiet, _monitor(cfg, gan))
 
 
 def _data_change(cfg: TrainConfig, run_dir: Path, this_data: str, log) -> dict:
@@ -572,8 +578,9 @@ def _train_epoch(t: Training, epoch: int, data, progress) -> lifecycle.EpochMete
     return meter
 
 
-def _end_of_epoch(t: Training, epoch: int, meter: lifecycle.EpochMeter, progress) -> None:
-    """Metrics and TensorBoard scalars every epoch; checkpoint, grid and loss plot at their cadence and at the end."""
+def _end_of_epoch(t: Training, epoch: int, meter: lifecycle.EpochMeter, progress) -> bool:
+    """Metrics and TensorBoard scalars every epoch; checkpoint, grid and loss plot at their cadence and at the end;
+    then the health monitor. True when it rolled the run back (`--on-collapse rollback`)."""
     import tensorflow as tf
 
     from dcgan_cli.images import make_grid, save_image
@@ -581,14 +588,17 @@ def _end_of_epoch(t: Training, epoch: int, meter: lifecycle.EpochMeter, progress
     cfg, gan, run = t.cfg, t.gan, t.run
     step = t.step
     gan.epoch.assign(epoch + 1)
-    run.checkpoint_epoch(epoch, step)
+    saved = run.checkpoint_epoch(epoch, step)
     row = meter.row(epoch + 1, step)
     run.log_epoch(row)
+    images = None
+    if run.last_epoch(epoch, step) or (epoch + 1) % cfg.sample_every_epochs == 0:
+        t.ema.refresh()  # a grid may fall between two checkpoints
+        images = t.grid_runner(gan.fixed_z.numpy())  # every worker: the monitor's decision must be the same
     if run.chief:
         grid = None
-        if run.last_epoch(epoch, step) or (epoch + 1) % cfg.sample_every_epochs == 0:
-            t.ema.refresh()  # a grid may fall between two checkpoints
-            grid = make_grid(t.grid_runner(gan.fixed_z.numpy()))
+        if images is not None:
+            grid = make_grid(images)
             save_image(rundir.sample_grid_path(run.run_dir, epoch + 1), grid)
             plot_losses(run.run_dir / rundir.METRICS_FILE, run.run_dir / rundir.LOSSES_FILE)
         with t.tb.as_default(step=step):
@@ -604,6 +614,128 @@ def _end_of_epoch(t: Training, epoch: int, meter: lifecycle.EpochMeter, progress
     if run.chief and cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0:
         t.ema.refresh()
         evaluate_epoch(cfg, gan, run.checkpoints.ckpt, run.run_dir, epoch + 1, step, t.log, tb=t.tb, quiet=t.quiet)
+    return _check_health(t, row, images, saved, progress)
+
+
+# ----------------------------------------------------------------------------
+# the health monitor's hook (the detectors are health.py's): findings, records, --on-collapse
+
+
+def _monitor(cfg: TrainConfig, gan: GAN) -> health.Monitor:
+    """The run's monitor: the real reference (the data's first num_samples images, in shard order) and D's
+    penultimate features (the input of its logit layer, in inference mode)."""
+    import keras
+    import tensorflow as tf
+
+    from dcgan_cli.pipeline import labelled_batches
+
+    real = next(labelled_batches(cfg.data, cfg.num_samples))[0]
+    D = gan.discriminator
+    penultimate = keras.Model(D.inputs, D.get_layer("logit").input)
+
+    def features(images_u8: np.ndarray) -> np.ndarray:
+        out = [tf.cast(penultimate(to_signed(tf.cast(images_u8[i:i + 256], tf.float32)), training=False),
+                       tf.float32).numpy() for i in range(0, len(images_u8), 256)]
+        return np.concatenate(out).reshape(len(images_u8), -1)
+
+    return health.Monitor(real, features, lifecycle.WEIGHT_LIMIT)
+
+
+def _healthy_checkpoint(run_dir: Path) -> str | None:
+    """The newest checkpoint the monitor found healthy (RUN/healthy/), or None."""
+    paths = rundir.checkpoint_paths(Path(run_dir) / rundir.HEALTHY_DIR)
+    return paths[-1] if paths else None
+
+
+def _check_health(t: Training, row: dict, images, saved: str | None, progress) -> bool:
+    """Run the detectors on the epoch of `row`; record, report and act (--on-collapse). True after a rollback.
+
+    The diversity and the largest weight are measured when the grid was drawn (its cadence); a checkpoint
+    written at a healthy epoch is kept as RUN/healthy/, the rollback's target.
+    """
+    import tensorflow as tf
+
+    cfg, run, mon = t.cfg, t.run, t.monitor
+    t0 = time.perf_counter()
+    measured = mon.measure(images) if images is not None else None
+    largest = lifecycle.largest_weight(run.checkpoints.models) if images is not None else None
+    found = mon.examine(row, measured, largest)
+    seconds = time.perf_counter() - t0  # the monitor's own cost this epoch (the grid is drawn anyway)
+    healthy = mon.healthy
+    if saved and healthy and run.chief:
+        rundir.keep_last_good(run.run_dir, saved, rundir.HEALTHY_DIR)
+    kept = _healthy_checkpoint(run.run_dir)
+    findings = [health.Finding(kind, what, health.advice(kind, cfg.lr_g, cfg.lr_d, run.resume,
+                                                         kept and Path(kept).name)) for kind, what in found]
+    if run.chief and (measured or saved or findings):
+        record = {"epoch": row["epoch"], "step": row["step"], "healthy": healthy,
+                  **{k: round(v, 4) for k, v in (measured or {}).items()},
+                  **({"largest_weight": round(largest[1], 4)} if largest else {}),
+                  "checkpoint": saved and Path(saved).name, "findings": [f.record() for f in findings],
+                  "seconds": round(seconds, 4)}
+        rundir.append_metrics(run.run_dir, {"health": record})
+        with t.tb.as_default(step=row["step"]):
+            for k, v in (measured or {}).items():
+                tf.summary.scalar(f"health/{k}", v)
+            tf.summary.scalar("health/healthy", float(healthy))
+            for f in findings:
+                tf.summary.text(f"health/{f.kind}", f.line(row["epoch"], row["step"]))
+        t.tb.flush()
+    for f in findings:
+        progress.print(f.line(row["epoch"], row["step"]), fallback=t.log)
+    if not findings or cfg.on_collapse == "warn":
+        return False
+    if cfg.on_collapse == "rollback" and t.share is None:
+        progress.print(_roll_back(t, findings, kept), fallback=t.log)
+        return True
+    _stop(t, findings, "--on-collapse stop" if cfg.on_collapse == "stop" else
+          "--on-collapse rollback needs one worker; stopped instead")
+    return False  # not reached: _stop raises
+
+
+def _stop(t: Training, findings: list[health.Finding], why: str) -> None:
+    """End the run here: checkpointed (the epoch's own, or one now), with the line saying how to go on."""
+    run, step = t.run, t.step
+    latest = run.checkpoints.latest
+    if latest is None or not latest.endswith(f"ckpt-{step}"):
+        latest = run.checkpoints.save(step)
+        if run.chief:
+            rundir.keep_last_good(run.run_dir, latest)
+    raise health.TrainingStopped(
+        f"training stopped at step {step} ({why}): {'; '.join(f.what for f in findings)}. {Path(latest).name} "
+        f"is kept; {findings[0].advice}")
+
+
+def _roll_back(t: Training, findings: list[health.Finding], kept: str | None) -> str:
+    """Back to the last healthy checkpoint with both learning rates lowered (health.ROLLBACK_FACTOR), recorded
+    in config.json's history; the checkpoints after it are dropped. A second rollback to the same checkpoint
+    stops the run instead (lower rates did not help). Returns the line saying so."""
+    cfg, run, gan = t.cfg, t.run, t.gan
+    step = t.step
+    if kept is None:
+        _stop(t, findings, "--on-collapse rollback: no checkpoint was healthy yet")
+    to = int(kept.rsplit("-", 1)[1])
+    before = [e for e in rundir.read_history(run.run_dir) if e.get("event") == "rollback" and e.get("step") == to]
+    if len(before) >= health.ROLLBACKS_PER_CHECKPOINT:
+        _stop(t, findings, f"--on-collapse rollback: already rolled back to {Path(kept).name} "
+                           f"{len(before)} time(s) with lower rates, and it went wrong again")
+    rundir.restore_first_readable(run.checkpoints.ckpt, [kept], Path(kept).parent)
+    new = cfg.replace(lr_g=cfg.lr_g * health.ROLLBACK_FACTOR, lr_d=cfg.lr_d * health.ROLLBACK_FACTOR)
+    for opt, lr in ((gan.g_opt, new.lr_g), (gan.d_opt, new.lr_d)):
+        opt.learning_rate.assign(lr)
+    t.cfg, t.ema.at = new, -1
+    # ckpt-`to` too: TensorFlow rewrites an existing checkpoint's files in place, which would also change the
+    # hard-linked copy in RUN/healthy/ (and last-good/); saved anew, it gets files of its own.
+    run.checkpoints.drop_after(to - 1)
+    path = run.checkpoints.save(to)  # the newest checkpoint is the healthy one again, for a later --resume
+    rundir.keep_last_good(run.run_dir, path)
+    changed = {"lr_g": [cfg.lr_g, new.lr_g], "lr_d": [cfg.lr_d, new.lr_d]}
+    lifecycle.record(run, new, {"event": "rollback", "step": to, "from_step": step,
+                                "because": [f.record() for f in findings], "changed": changed})
+    t.monitor.forget_after(to)
+    return (f"Health: rolled back from step {step} to {Path(kept).name} (--on-collapse rollback) with both learning "
+            f"rates halved (lr-g {cfg.lr_g:.3g} -> {new.lr_g:.3g}, lr-d {cfg.lr_d:.3g} -> {new.lr_d:.3g}: smaller "
+            f"steps, the same G/D ratio); recorded in {cfg.FILE}'s history")
 
 
 @contextmanager

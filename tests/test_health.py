@@ -1,0 +1,248 @@
+"""The training-health monitor: its detectors as pure functions, then on real tiny runs made to fail each way
+(and on a healthy one), and --on-collapse stop / rollback end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import one_line_error, tiny_config
+from dcgan_cli import health, rundir
+
+
+def rows(n, every=20, **values):
+    """n epoch rows of `every` steps each; values are constants or functions of the epoch index."""
+    out = []
+    for i in range(n):
+        r = {"epoch": i + 1, "step": every * (i + 1), "d_loss": 1.0, "g_loss": 1.0, "d_real": 0.6, "d_fake": 0.4}
+        r.update({k: v(i) if callable(v) else v for k, v in values.items()})
+        out.append(r)
+    return out
+
+
+# -- the detectors, without training ------------------------------------------------------------------
+
+
+def test_the_window_needs_enough_epochs_and_enough_steps():
+    assert health.window(rows(2, every=100)) == ([], [])  # two epochs are not "several"
+    assert health.window(rows(5, every=10)) == ([], [])  # 50 steps are too few
+    w, steps = health.window(rows(8, every=10))
+    assert [r["step"] for r in w] == [30, 40, 50, 60, 70, 80] and sum(steps) == 60  # steps 21-80
+    w, steps = health.window(rows(4, every=1000))
+    assert [r["step"] for r in w] == [2000, 3000, 4000] and steps == [1000, 1000, 1000]
+
+
+def test_d_winning_needs_d_near_1_g_near_0_and_g_loss_climbing():
+    winning = dict(d_real=0.97, d_fake=0.03, g_loss=lambda i: 3 + i)
+    assert "the discriminator is winning: D(x) 0.970, D(G(z)) 0.030 over steps 1-60" in health.d_winning(rows(3, **winning))
+    assert health.d_winning(rows(2, **winning)) is None  # not several epochs yet
+    assert health.d_winning(rows(3, **{**winning, "g_loss": lambda i: 6 - i})) is None  # G recovering
+    assert health.d_winning(rows(3, **{**winning, "d_fake": 0.3})) is None  # G still fools D
+    assert health.d_winning(rows(3, **{**winning, "d_real": 0.8})) is None
+    assert health.d_winning(rows(20)) is None  # a healthy run
+
+
+def test_collapse_needs_both_pixels_and_features_after_the_warm_up():
+    after = health.COLLAPSE_WARMUP_STEPS
+    assert "mode collapse: the sample grid's diversity is 0.05x the real images' in pixels and 0.02x" in \
+        health.collapse(0.05, 0.02, after)
+    assert health.collapse(0.05, 0.02, after - 1) is None  # an untrained generator's images are all alike
+    assert health.collapse(0.05, 0.9, after) is None and health.collapse(0.9, 0.05, after) is None
+
+
+def test_diverging_from_saturated_losses_or_big_weights():
+    assert "mean g loss 30 (over 17" in health.diverging(rows(1, g_loss=30.0)[0], None, 1e4)
+    assert "mean d loss nan" in health.diverging(rows(1, d_loss=float("nan"))[0], None, 1e4)
+    assert "w reached |w| = 2e+03 (over 1000" in health.diverging(rows(1)[0], ("w", 2000.0), 1e4)
+    assert health.diverging(rows(1, g_loss=16.0)[0], ("w", 900.0), 1e4) is None
+
+
+def test_diversity_is_the_mean_pairwise_distance():
+    assert health.diversity(np.eye(3)) == pytest.approx(np.sqrt(2))
+    assert health.diversity(np.ones((5, 4, 4, 3))) == 0.0
+    assert health.diversity(np.zeros((1, 3))) == 0.0
+    x = np.random.default_rng(0).normal(size=(6, 10))
+    brute = np.mean([np.linalg.norm(x[i] - x[j]) for i in range(6) for j in range(i + 1, 6)])
+    assert health.diversity(x) == pytest.approx(brute)
+
+
+def test_a_finding_is_reported_once_until_it_clears():
+    mon = health.Monitor(np.random.default_rng(0).integers(0, 255, (4, 8, 8, 3)).astype(np.uint8),
+                         lambda x: x.reshape(len(x), -1).astype(float), 1e4)
+    sick = dict(d_real=0.97, d_fake=0.03, g_loss=lambda i: 3 + i)
+    kinds = lambda rs: [k for r in rs for k, _ in mon.examine(r)]  # noqa: E731
+    assert kinds(rows(5, **sick)) == ["d_winning"] and not mon.healthy  # fired at epoch 3, not again at 4 and 5
+    assert kinds([{**r, "step": r["step"] + 100} for r in rows(5)]) == [] and mon.healthy  # it cleared
+    assert kinds([{**r, "step": r["step"] + 200} for r in rows(5, **sick)]) == ["d_winning"]  # so it may fire again
+    mon.forget_after(20)  # a rollback: what came after step 20 never happened
+    assert [r["step"] for r in mon.rows] == [20] and not mon.active
+    measured = mon.measure(mon.real[[0, 0, 0, 0]])  # four copies of one real image: no diversity at all
+    assert measured == {"pixel_diversity": 0.0, "feature_diversity": 0.0}
+
+
+# -- real tiny runs: made to fail each way, and a healthy one ------------------------------------------
+
+# 20 steps an epoch, a grid (so a diversity check) and a checkpoint every epoch.
+HEALTHY = dict(epochs=6, steps_per_epoch=20, num_samples=16)
+D_WINS = dict(epochs=4, steps_per_epoch=20, num_samples=16, lr_g=1e-6, lr_d=2e-3)  # G barely moves, D learns fast
+DIVERGES = dict(epochs=2, steps_per_epoch=20, num_samples=16, lr_g=0.5, lr_d=0.5)  # absurd rates
+# Rates 750x the paper's: within 20 steps every sample is the same image (the generator ignores z), while the
+# losses stay finite and under the divergence line (G loss 6-9); D wins too.
+COLLAPSES = dict(epochs=5, steps_per_epoch=20, num_samples=16, lr_g=0.15, lr_d=0.15)
+
+
+def train_tiny(data, tmp_path, **kw):
+    """(the run dir, the log lines, the error or None) of a real tiny run on `data`."""
+    from dcgan_cli.errors import DcganError
+    from dcgan_cli.training import train
+
+    logs, runs = [], tmp_path / "runs"
+    try:
+        run, error = train(tiny_config(data, runs, **kw), quiet=True, log=logs.append), None
+    except DcganError as e:
+        run, error = next(runs.iterdir()), e
+    return run, logs, error
+
+
+def health_records(run: Path) -> list[dict]:
+    return [r["health"] for r in map(json.loads, (run / rundir.METRICS_FILE).read_text().splitlines()) if "health" in r]
+
+
+def findings(run: Path) -> list[str]:
+    return [f["kind"] for h in health_records(run) for f in h["findings"]]
+
+
+def test_a_healthy_run_triggers_nothing_and_keeps_its_checkpoints_as_healthy(data16, tmp_path):
+    run, logs, error = train_tiny(data16, tmp_path, **HEALTHY)
+    assert error is None and not [m for m in logs if m.startswith("Health")]
+    records = health_records(run)
+    assert [h["step"] for h in records] == [20, 40, 60, 80, 100, 120]
+    assert all(h["healthy"] and not h["findings"] for h in records)
+    assert min(h["pixel_diversity"] for h in records[-2:]) > health.COLLAPSE_RATIO
+    assert rundir.checkpoint_paths(run / rundir.HEALTHY_DIR)[-1].endswith("ckpt-120")
+    print("monitor seconds per epoch:", [h["seconds"] for h in records])
+
+
+def test_d_winning_is_reported_in_the_log_metrics_and_tensorboard(data16, tmp_path):
+    run, logs, error = train_tiny(data16, tmp_path, **D_WINS)
+    assert error is None  # warn, the default: training goes on
+    lines = [m for m in logs if m.startswith("Health")]
+    assert len(lines) == 1 and "the discriminator is winning: D(x) 0.9" in lines[0], logs
+    assert f"continue with: dcgan train --resume {run} --lr-d 0.001" in lines[0] and "--augment ada" in lines[0]
+    assert findings(run) == ["d_winning"]
+    sick = [h for h in health_records(run) if not h["healthy"]]
+    assert sick and sick[0]["step"] <= 60  # D(x) 0.99 and D(G(z)) 0.02 from step 40 on
+    assert not rundir.checkpoint_paths(run / rundir.HEALTHY_DIR)[-1].endswith(f"ckpt-{sick[0]['step']}")
+    tags = _tensorboard_tags(run)
+    assert {"health/d_winning", "health/healthy", "health/pixel_diversity", "health/feature_diversity"} <= tags
+
+
+def _tensorboard_tags(run: Path) -> set[str]:
+    import tensorflow as tf
+
+    tags = set()
+    for f in (run / rundir.TENSORBOARD_DIR).glob("events.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(f)):
+            tags |= {v.tag for v in event.summary.value}
+    return tags
+
+
+def test_mode_collapse_is_reported_from_the_grid_in_pixels_and_features(data16, tmp_path):
+    run, logs, error = train_tiny(data16, tmp_path, **COLLAPSES)
+    assert error is None and "collapse" in findings(run) and "diverging" not in findings(run)
+    record = next(h for h in health_records(run) if "collapse" in [f["kind"] for f in h["findings"]])
+    assert record["step"] == health.COLLAPSE_WARMUP_STEPS  # the first check after the warm-up
+    assert record["pixel_diversity"] < 0.05 and record["feature_diversity"] < 0.05
+    line = next(m for m in logs if "mode collapse" in m)
+    assert "try a lower --lr-g or `--augment ada`" in line and f"dcgan train --resume {run} --lr-g 0.075" in line
+
+
+def test_divergence_is_reported_before_any_nan(data16, tmp_path):
+    run, logs, error = train_tiny(data16, tmp_path, **DIVERGES)
+    assert error is None
+    assert "diverging" in findings(run)
+    line = next(m for m in logs if "training is diverging" in m)
+    assert f"lower both rates; continue with: dcgan train --resume {run} --lr-g 0.25 --lr-d 0.25" in line
+
+
+# -- --on-collapse ----------------------------------------------------------------------------------
+
+
+def dcgan_here(*args) -> subprocess.CompletedProcess:
+    """`dcgan ARGS` in this process (Typer's runner)."""
+    from typer.testing import CliRunner
+
+    from dcgan_cli.cli import app
+
+    r = CliRunner().invoke(app, [str(a) for a in args])
+    return subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.stderr)
+
+
+def test_a_bad_on_collapse_is_one_usage_line_and_a_good_one_is_saved(data16, tmp_path):
+    one_line_error(dcgan_here("train", "--data", data16, "--on-collapse", "retry", "--dry-run"),
+                   "Invalid value for '--on-collapse'", "'warn', 'stop', 'rollback'", code=2)
+    r = dcgan_here("train", "--data", data16, "--on-collapse", "rollback", "--dry-run")
+    assert r.returncode == 0 and json.loads(r.stdout)["on_collapse"] == "rollback"
+    from dcgan_cli.errors import DcganError
+
+    with pytest.raises(DcganError, match="on-collapse must be one of warn, stop, rollback, got 'never'"):
+        tiny_config(data16, tmp_path, on_collapse="never")
+
+
+def test_on_collapse_stop_ends_the_run_with_its_checkpoint_and_the_command_to_go_on(data16, tmp_path):
+    runs = tmp_path / "runs"
+    r = dcgan_here("train", "--data", data16, "--runs-dir", runs, "--latent-dim", 8, "--g-filters", 8, "--d-filters",
+                   8, "--batch-size", 8, "--steps-per-epoch", 20, "--epochs", 4, "--precision", "fp32", "--strategy",
+                   "default", "--checkpoint-every-epochs", 1, "--sample-every-epochs", 1, "--lr-g", 1e-6, "--lr-d",
+                   2e-3, "--on-collapse", "stop", "--quiet")
+    line = one_line_error(r, "training stopped at step 60 (--on-collapse stop): the discriminator is winning",
+                          "ckpt-60 is kept", "--augment ada")
+    run = next(runs.iterdir())
+    assert f"continue with: dcgan train --resume {run} --lr-d 0.001" in line
+    assert "Health: the discriminator is winning" in r.stdout
+    assert rundir.checkpoint_paths(run / rundir.CKPT_DIR)[-1].endswith("ckpt-60")
+    assert not (run / rundir.GENERATOR_FILE).exists()  # not finished: nothing exported
+    rundir.lock_run(run).release()  # the run's lock was released: it can be resumed
+
+
+def _variables(path: str) -> dict[str, np.ndarray]:
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(path)
+    # Every weight, Adam moment, batch-norm statistic and counter; not the rates (lowered) or the save counter.
+    names = [n for n, _ in tf.train.list_variables(path)
+             if not any(s in n for s in ("_learning_rate", "save_counter", "_CHECKPOINTABLE_OBJECT_GRAPH"))]
+    return {n: reader.get_tensor(n) for n in names}
+
+
+def test_on_collapse_rollback_restores_the_healthy_checkpoint_with_halved_rates_once(data16, tmp_path):
+    import os
+
+    run, logs, error = train_tiny(data16, tmp_path, **{**D_WINS, "epochs": 8}, on_collapse="rollback")
+    # D wins by step 60; epoch 2 (step 40) was already in D's winning zone, so ckpt-20 is the healthy one.
+    rolled = [m for m in logs if m.startswith("Health: rolled back")]
+    assert rolled == ["Health: rolled back from step 60 to ckpt-20 (--on-collapse rollback) with both learning rates "
+                      "halved (lr-g 1e-06 -> 5e-07, lr-d 0.002 -> 0.001: smaller steps, the same G/D ratio); "
+                      "recorded in config.json's history"], logs
+    history = rundir.read_history(run)
+    assert [e["event"] for e in history] == ["start", "rollback"]
+    assert history[1]["step"] == 20 and history[1]["from_step"] == 60
+    assert history[1]["changed"] == {"lr_g": [1e-6, 5e-7], "lr_d": [2e-3, 1e-3]}
+    assert history[1]["because"][0]["kind"] == "d_winning"
+    cfg = rundir.load_config(run)
+    assert (cfg.lr_g, cfg.lr_d) == (5e-7, 1e-3)  # a later --resume goes on at the lowered rates
+    # The checkpoint written right after the rollback holds the healthy checkpoint's weights (other files).
+    healthy, again = str(run / rundir.HEALTHY_DIR / "ckpt-20"), str(run / rundir.CKPT_DIR / "ckpt-20")
+    assert os.stat(healthy + ".index").st_ino != os.stat(again + ".index").st_ino
+    a, b = _variables(healthy), _variables(again)
+    assert a.keys() == b.keys() and len(a) > 40 and all(np.array_equal(a[k], b[k]) for k in a)
+    # Halving did not stop D winning: the second finding would roll back to ckpt-20 again, so it stops instead.
+    assert isinstance(error, health.TrainingStopped)
+    assert "already rolled back to ckpt-20 1 time(s) with lower rates, and it went wrong again" in str(error)
+    steps = [r["step"] for r in map(json.loads, (run / rundir.METRICS_FILE).read_text().splitlines()) if "d_loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] >= 60  # epochs after ckpt-20 were logged once, after the rollback
