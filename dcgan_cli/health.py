@@ -72,7 +72,8 @@ class Finding:
         return {"kind": self.kind, "what": self.what, "advice": self.advice}
 
 
-def window(rows: Sequence[dict], epochs: int = WINDOW_EPOCHS, steps: int = WINDOW_STEPS) -> tuple[list[dict], list[int]]:
+def window(rows: Sequence[dict], epochs: int = WINDOW_EPOCHS,
+           steps: int = WINDOW_STEPS) -> tuple[list[dict], list[int]]:
     """The newest rows covering at least `epochs` rows and `steps` steps, and each one's steps; ([], []) when
     the run is not that far yet."""
     ends = [r["step"] for r in rows]
@@ -159,6 +160,7 @@ class Monitor:
     real: np.ndarray
     features: Callable[[np.ndarray], np.ndarray]
     weight_limit: float
+    last_healthy: str | None = None  # the newest checkpoint written at a healthy epoch (its path)
     rows: list = field(default_factory=list)
     active: set = field(default_factory=set)
     real_pixels: float = 0.0

@@ -4,12 +4,14 @@
       config.json          the frozen TrainConfig (`dcgan train` writes it, --resume and sample read it)
       checkpoints/         tf.train.CheckpointManager: ckpt-STEP.* and its `checkpoint` state file
       samples/             epoch-0001.png ... the fixed-noise grid after each epoch
-      metrics.jsonl        one row per epoch ({"epoch", "d_loss", ...}) and per evaluation ({"eval": {...}})
+      metrics.jsonl        one row per epoch ({"epoch", "d_loss", ...}), per evaluation ({"eval": {...}}) and
+                           per health finding ({"health": {...}})
       losses.png           the loss curves so far
       tensorboard/         event files
       generator.keras      the final generator (stock Keras layers: loads without this package)
       best/                with --eval-every-epochs: the best-scoring checkpoint, its generator.keras and best.json
       last-good/           the newest end-of-epoch checkpoint (hard links), which periodic saves never rotate out
+      healthy/             with --on-collapse rollback: the newest checkpoint the health monitor found healthy
       .dcgan.lock          while a process writes the run: its PID (`lock_run`)
 
 Every module that touches a run goes through here: the trainer writes it,

@@ -518,7 +518,7 @@ def _restore_or_init(cfg: TrainConfig, run_dir: Path, out_dir: Path, saved: Trai
     return Training(cfg, gan, run, ema, make_train_step(cfg, gan, strategy, precision),
                     (lambda flag: distribute.any_worker(strategy, flag)) if several_workers else None,
                     tf.summary.create_file_writer(str(out_dir / rundir.TENSORBOARD_DIR)),
-                    Sampler(gan.output_generator, batch_size=cfg.num_samples), log, quiet, _monitor(cfg, gan))
+                    Sampler(gan.output_generator, batch_size=cfg.num_samples), log, quiet, _monitor(cfg, gan, run_dir))
 
 
 def _data_change(cfg: TrainConfig, run_dir: Path, this_data: str, log) -> dict:
@@ -580,7 +580,7 @@ def _train_epoch(t: Training, epoch: int, data, progress) -> lifecycle.EpochMete
 
 def _end_of_epoch(t: Training, epoch: int, meter: lifecycle.EpochMeter, progress) -> bool:
     """Metrics and TensorBoard scalars every epoch; checkpoint, grid and loss plot at their cadence and at the end;
-    then the health monitor. True when it rolled the run back (`--on-collapse rollback`)."""
+    the health monitor's verdict in the row, and its action. True when it rolled the run back."""
     import tensorflow as tf
 
     from dcgan_cli.images import make_grid, save_image
@@ -590,11 +590,12 @@ def _end_of_epoch(t: Training, epoch: int, meter: lifecycle.EpochMeter, progress
     gan.epoch.assign(epoch + 1)
     saved = run.checkpoint_epoch(epoch, step)
     row = meter.row(epoch + 1, step)
-    run.log_epoch(row)
     images = None
     if run.last_epoch(epoch, step) or (epoch + 1) % cfg.sample_every_epochs == 0:
         t.ema.refresh()  # a grid may fall between two checkpoints
         images = t.grid_runner(gan.fixed_z.numpy())  # every worker: the monitor's decision must be the same
+    findings = _examine(t, row, images, saved)
+    run.log_epoch(row)
     if run.chief:
         grid = None
         if images is not None:
@@ -604,6 +605,9 @@ def _end_of_epoch(t: Training, epoch: int, meter: lifecycle.EpochMeter, progress
         with t.tb.as_default(step=step):
             for k in _SCALARS + ("img_per_s",):
                 tf.summary.scalar(k, row[k])
+            for k in _HEALTH_SCALARS:
+                if k in row:
+                    tf.summary.scalar(f"health/{k}", float(row[k]))
             if grid is not None:
                 tf.summary.image("samples", grid[None], max_outputs=1)
         t.tb.flush()
@@ -614,14 +618,17 @@ def _end_of_epoch(t: Training, epoch: int, meter: lifecycle.EpochMeter, progress
     if run.chief and cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0:
         t.ema.refresh()
         evaluate_epoch(cfg, gan, run.checkpoints.ckpt, run.run_dir, epoch + 1, step, t.log, tb=t.tb, quiet=t.quiet)
-    return _check_health(t, row, images, saved, progress)
+    return _act_on_health(t, row, findings, progress) if findings else False
 
 
 # ----------------------------------------------------------------------------
 # the health monitor's hook (the detectors are health.py's): findings, records, --on-collapse
 
+# The monitor's numbers in an epoch's row, also TensorBoard scalars (health/NAME).
+_HEALTH_SCALARS = ("healthy", "pixel_diversity", "feature_diversity", "largest_weight")
 
-def _monitor(cfg: TrainConfig, gan: GAN) -> health.Monitor:
+
+def _monitor(cfg: TrainConfig, gan: GAN, run_dir: Path) -> health.Monitor:
     """The run's monitor: the real reference (the data's first num_samples images, in shard order) and D's
     penultimate features (the input of its logit layer, in inference mode)."""
     import keras
@@ -638,59 +645,66 @@ def _monitor(cfg: TrainConfig, gan: GAN) -> health.Monitor:
                        tf.float32).numpy() for i in range(0, len(images_u8), 256)]
         return np.concatenate(out).reshape(len(images_u8), -1)
 
-    return health.Monitor(real, features, lifecycle.WEIGHT_LIMIT)
+    kept = rundir.checkpoint_paths(run_dir / rundir.HEALTHY_DIR) if cfg.on_collapse == "rollback" else []
+    return health.Monitor(real, features, lifecycle.WEIGHT_LIMIT, last_healthy=kept[-1] if kept else None)
 
 
-def _healthy_checkpoint(run_dir: Path) -> str | None:
-    """The newest checkpoint the monitor found healthy (RUN/healthy/), or None."""
-    paths = rundir.checkpoint_paths(Path(run_dir) / rundir.HEALTHY_DIR)
-    return paths[-1] if paths else None
-
-
-def _check_health(t: Training, row: dict, images, saved: str | None, progress) -> bool:
-    """Run the detectors on the epoch of `row`; record, report and act (--on-collapse). True after a rollback.
-
-    The diversity and the largest weight are measured when the grid was drawn (its cadence); a checkpoint
-    written at a healthy epoch is kept as RUN/healthy/, the rollback's target.
-    """
-    import tensorflow as tf
-
+def _examine(t: Training, row: dict, images, saved: str | None) -> list[health.Finding]:
+    """The detectors on the epoch of `row`, whose row gains `healthy` (and, when the grid was drawn, the
+    diversities and the largest weight, measured then). A checkpoint of a healthy epoch becomes the last
+    healthy one (with --on-collapse rollback kept as RUN/healthy/, the rollback's target)."""
     cfg, run, mon = t.cfg, t.run, t.monitor
     t0 = time.perf_counter()
-    measured = mon.measure(images) if images is not None else None
+    measured = mon.measure(images) if images is not None else {}
     largest = lifecycle.largest_weight(run.checkpoints.models) if images is not None else None
-    found = mon.examine(row, measured, largest)
-    seconds = time.perf_counter() - t0  # the monitor's own cost this epoch (the grid is drawn anyway)
-    healthy = mon.healthy
-    if saved and healthy and run.chief:
-        rundir.keep_last_good(run.run_dir, saved, rundir.HEALTHY_DIR)
-    kept = _healthy_checkpoint(run.run_dir)
-    findings = [health.Finding(kind, what, health.advice(kind, cfg.lr_g, cfg.lr_d, run.resume,
-                                                         kept and Path(kept).name)) for kind, what in found]
-    if run.chief and (measured or saved or findings):
-        record = {"epoch": row["epoch"], "step": row["step"], "healthy": healthy,
-                  **{k: round(v, 4) for k, v in (measured or {}).items()},
-                  **({"largest_weight": round(largest[1], 4)} if largest else {}),
-                  "checkpoint": saved and Path(saved).name, "findings": [f.record() for f in findings],
-                  "seconds": round(seconds, 4)}
-        rundir.append_metrics(run.run_dir, {"health": record})
-        with t.tb.as_default(step=row["step"]):
-            for k, v in (measured or {}).items():
-                tf.summary.scalar(f"health/{k}", v)
-            tf.summary.scalar("health/healthy", float(healthy))
-            for f in findings:
-                tf.summary.text(f"health/{f.kind}", f.line(row["epoch"], row["step"]))
-        t.tb.flush()
+    found = mon.examine(row, measured or None, largest)
+    row["healthy"] = mon.healthy
+    row.update({k: round(v, 4) for k, v in measured.items()})
+    if largest is not None:
+        row.update(largest_weight=round(largest[1], 4), health_seconds=round(time.perf_counter() - t0, 4))
+    if saved and mon.healthy:
+        mon.last_healthy = saved
+        if cfg.on_collapse == "rollback" and run.chief:
+            mon.last_healthy = str(rundir.keep_last_good(run.run_dir, saved, rundir.HEALTHY_DIR))
+    last = mon.last_healthy and Path(mon.last_healthy).name
+    return [health.Finding(kind, what, health.advice(kind, cfg.lr_g, cfg.lr_d, run.resume, last))
+            for kind, what in found]
+
+
+def _act_on_health(t: Training, row: dict, findings: list[health.Finding], progress) -> bool:
+    """Report and record the findings (the log, metrics.jsonl's health line, TensorBoard), then --on-collapse:
+    warn goes on, stop ends the run, rollback goes back to the last healthy checkpoint (True) or, when it
+    cannot, stops."""
+    cfg, kept = t.cfg, t.monitor.last_healthy
     for f in findings:
         progress.print(f.line(row["epoch"], row["step"]), fallback=t.log)
-    if not findings or cfg.on_collapse == "warn":
+    refusal = None
+    if cfg.on_collapse == "rollback":
+        refusal = "--on-collapse rollback needs one worker" if t.share is not None else _rollback_refusal(t, kept)
+        if refusal is None:
+            line = _roll_back(t, findings, kept)  # the health line goes after it, at the step it went back to
+            _record_health(t, row, findings, step=t.step, action="rollback", from_step=row["step"])
+            progress.print(line, fallback=t.log)
+            return True
+    _record_health(t, row, findings, action="stop" if refusal else cfg.on_collapse)
+    if cfg.on_collapse == "warn":
         return False
-    if cfg.on_collapse == "rollback" and t.share is None:
-        progress.print(_roll_back(t, findings, kept), fallback=t.log)
-        return True
-    _stop(t, findings, "--on-collapse stop" if cfg.on_collapse == "stop" else
-          "--on-collapse rollback needs one worker; stopped instead")
+    _stop(t, findings, refusal or "--on-collapse stop")
     return False  # not reached: _stop raises
+
+
+def _record_health(t: Training, row: dict, findings: list[health.Finding], **extra) -> None:
+    """metrics.jsonl's {"health": ...} line and TensorBoard's health/KIND text (the chief's)."""
+    import tensorflow as tf
+
+    if not t.run.chief:
+        return
+    rundir.append_metrics(t.run.run_dir, {"health": {"epoch": row["epoch"], "step": row["step"], **extra,
+                                                     "findings": [f.record() for f in findings]}})
+    with t.tb.as_default(step=row["step"]):
+        for f in findings:
+            tf.summary.text(f"health/{f.kind}", f.line(row["epoch"], row["step"]))
+    t.tb.flush()
 
 
 def _stop(t: Training, findings: list[health.Finding], why: str) -> None:
@@ -706,19 +720,24 @@ def _stop(t: Training, findings: list[health.Finding], why: str) -> None:
         f"is kept; {findings[0].advice}")
 
 
-def _roll_back(t: Training, findings: list[health.Finding], kept: str | None) -> str:
-    """Back to the last healthy checkpoint with both learning rates lowered (health.ROLLBACK_FACTOR), recorded
-    in config.json's history; the checkpoints after it are dropped. A second rollback to the same checkpoint
-    stops the run instead (lower rates did not help). Returns the line saying so."""
-    cfg, run, gan = t.cfg, t.run, t.gan
-    step = t.step
+def _rollback_refusal(t: Training, kept: str | None) -> str | None:
+    """Why --on-collapse rollback stops instead, or None: no healthy checkpoint yet, or a rollback to it before
+    (lower rates did not help; another would loop)."""
     if kept is None:
-        _stop(t, findings, "--on-collapse rollback: no checkpoint was healthy yet")
+        return "--on-collapse rollback: no checkpoint was healthy yet"
     to = int(kept.rsplit("-", 1)[1])
-    before = [e for e in rundir.read_history(run.run_dir) if e.get("event") == "rollback" and e.get("step") == to]
+    before = [e for e in rundir.read_history(t.run.run_dir) if e.get("event") == "rollback" and e.get("step") == to]
     if len(before) >= health.ROLLBACKS_PER_CHECKPOINT:
-        _stop(t, findings, f"--on-collapse rollback: already rolled back to {Path(kept).name} "
-                           f"{len(before)} time(s) with lower rates, and it went wrong again")
+        return (f"--on-collapse rollback: already rolled back to {Path(kept).name} {len(before)} time(s) with lower "
+                f"rates, and it went wrong again")
+    return None
+
+
+def _roll_back(t: Training, findings: list[health.Finding], kept: str) -> str:
+    """Back to the healthy checkpoint `kept` with both learning rates lowered (health.ROLLBACK_FACTOR), recorded
+    in config.json's history; the checkpoints after it are dropped. Returns the line saying so."""
+    cfg, run, gan = t.cfg, t.run, t.gan
+    step, to = t.step, int(kept.rsplit("-", 1)[1])
     rundir.restore_first_readable(run.checkpoints.ckpt, [kept], Path(kept).parent)
     new = cfg.replace(lr_g=cfg.lr_g * health.ROLLBACK_FACTOR, lr_d=cfg.lr_d * health.ROLLBACK_FACTOR)
     for opt, lr in ((gan.g_opt, new.lr_g), (gan.d_opt, new.lr_d)):

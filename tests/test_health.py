@@ -39,7 +39,8 @@ def test_the_window_needs_enough_epochs_and_enough_steps():
 
 def test_d_winning_needs_d_near_1_g_near_0_and_g_loss_climbing():
     winning = dict(d_real=0.97, d_fake=0.03, g_loss=lambda i: 3 + i)
-    assert "the discriminator is winning: D(x) 0.970, D(G(z)) 0.030 over steps 1-60" in health.d_winning(rows(3, **winning))
+    found = health.d_winning(rows(3, **winning))
+    assert "the discriminator is winning: D(x) 0.970, D(G(z)) 0.030 over steps 1-60" in found
     assert health.d_winning(rows(2, **winning)) is None  # not several epochs yet
     assert health.d_winning(rows(3, **{**winning, "g_loss": lambda i: 6 - i})) is None  # G recovering
     assert health.d_winning(rows(3, **{**winning, "d_fake": 0.3})) is None  # G still fools D
@@ -109,23 +110,32 @@ def train_tiny(data, tmp_path, **kw):
     return run, logs, error
 
 
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / rundir.METRICS_FILE).read_text().splitlines()]
+
+
+def epoch_rows(run: Path) -> list[dict]:
+    return [r for r in metrics(run) if "d_loss" in r]
+
+
 def health_records(run: Path) -> list[dict]:
-    return [r["health"] for r in map(json.loads, (run / rundir.METRICS_FILE).read_text().splitlines()) if "health" in r]
+    return [r["health"] for r in metrics(run) if "health" in r]
 
 
 def findings(run: Path) -> list[str]:
     return [f["kind"] for h in health_records(run) for f in h["findings"]]
 
 
-def test_a_healthy_run_triggers_nothing_and_keeps_its_checkpoints_as_healthy(data16, tmp_path):
+def test_a_healthy_run_triggers_nothing(data16, tmp_path):
     run, logs, error = train_tiny(data16, tmp_path, **HEALTHY)
     assert error is None and not [m for m in logs if m.startswith("Health")]
-    records = health_records(run)
-    assert [h["step"] for h in records] == [20, 40, 60, 80, 100, 120]
-    assert all(h["healthy"] and not h["findings"] for h in records)
-    assert min(h["pixel_diversity"] for h in records[-2:]) > health.COLLAPSE_RATIO
-    assert rundir.checkpoint_paths(run / rundir.HEALTHY_DIR)[-1].endswith("ckpt-120")
-    print("monitor seconds per epoch:", [h["seconds"] for h in records])
+    assert health_records(run) == []
+    rows = epoch_rows(run)
+    assert [r["step"] for r in rows] == [20, 40, 60, 80, 100, 120] and all(r["healthy"] for r in rows)
+    assert min(min(r["pixel_diversity"], r["feature_diversity"]) for r in rows[-2:]) > health.COLLAPSE_RATIO
+    assert max(r["largest_weight"] for r in rows) < 2
+    assert not (run / rundir.HEALTHY_DIR).exists()  # kept only for --on-collapse rollback
+    print("monitor seconds per epoch:", [r["health_seconds"] for r in rows])
 
 
 def test_d_winning_is_reported_in_the_log_metrics_and_tensorboard(data16, tmp_path):
@@ -134,10 +144,11 @@ def test_d_winning_is_reported_in_the_log_metrics_and_tensorboard(data16, tmp_pa
     lines = [m for m in logs if m.startswith("Health")]
     assert len(lines) == 1 and "the discriminator is winning: D(x) 0.9" in lines[0], logs
     assert f"continue with: dcgan train --resume {run} --lr-d 0.001" in lines[0] and "--augment ada" in lines[0]
-    assert findings(run) == ["d_winning"]
-    sick = [h for h in health_records(run) if not h["healthy"]]
-    assert sick and sick[0]["step"] <= 60  # D(x) 0.99 and D(G(z)) 0.02 from step 40 on
-    assert not rundir.checkpoint_paths(run / rundir.HEALTHY_DIR)[-1].endswith(f"ckpt-{sick[0]['step']}")
+    assert "the last healthy checkpoint is ckpt-20" in lines[0]  # step 40 was already in D's winning zone
+    (record,) = health_records(run)
+    assert record["step"] == 60 and record["action"] == "warn" and [f["kind"] for f in record["findings"]] == \
+        ["d_winning"]
+    assert [r["healthy"] for r in epoch_rows(run)] == [True, False, False, False]
     tags = _tensorboard_tags(run)
     assert {"health/d_winning", "health/healthy", "health/pixel_diversity", "health/feature_diversity"} <= tags
 
@@ -157,7 +168,8 @@ def test_mode_collapse_is_reported_from_the_grid_in_pixels_and_features(data16, 
     assert error is None and "collapse" in findings(run) and "diverging" not in findings(run)
     record = next(h for h in health_records(run) if "collapse" in [f["kind"] for f in h["findings"]])
     assert record["step"] == health.COLLAPSE_WARMUP_STEPS  # the first check after the warm-up
-    assert record["pixel_diversity"] < 0.05 and record["feature_diversity"] < 0.05
+    row = next(r for r in epoch_rows(run) if r["step"] == record["step"])
+    assert row["pixel_diversity"] < 0.05 and row["feature_diversity"] < 0.05 and not row["healthy"]
     line = next(m for m in logs if "mode collapse" in m)
     assert "try a lower --lr-g or `--augment ada`" in line and f"dcgan train --resume {run} --lr-g 0.075" in line
 
@@ -244,5 +256,8 @@ def test_on_collapse_rollback_restores_the_healthy_checkpoint_with_halved_rates_
     # Halving did not stop D winning: the second finding would roll back to ckpt-20 again, so it stops instead.
     assert isinstance(error, health.TrainingStopped)
     assert "already rolled back to ckpt-20 1 time(s) with lower rates, and it went wrong again" in str(error)
-    steps = [r["step"] for r in map(json.loads, (run / rundir.METRICS_FILE).read_text().splitlines()) if "d_loss" in r]
+    steps = [r["step"] for r in epoch_rows(run)]
     assert steps == sorted(set(steps)) and steps[-1] >= 60  # epochs after ckpt-20 were logged once, after the rollback
+    rolled_back, stopped = health_records(run)
+    assert rolled_back["step"] == 20 and rolled_back["from_step"] == 60 and rolled_back["action"] == "rollback"
+    assert stopped["action"] == "stop" and stopped["step"] >= 60
