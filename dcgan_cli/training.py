@@ -639,11 +639,15 @@ def _monitor(cfg: TrainConfig, gan: GAN, run_dir: Path) -> health.Monitor:
     real = next(labelled_batches(cfg.data, cfg.num_samples))[0]
     D = gan.discriminator
     penultimate = keras.Model(D.inputs, D.get_layer("logit").input)
+    spec = tf.TensorSpec([None, cfg.image_size, cfg.image_size, cfg.channels], tf.uint8)
+
+    @tf.function(input_signature=[spec])  # one trace for every check
+    def forward(images_u8):
+        x = penultimate(to_signed(tf.cast(images_u8, tf.float32)), training=False)
+        return tf.reshape(tf.cast(x, tf.float32), [tf.shape(images_u8)[0], -1])
 
     def features(images_u8: np.ndarray) -> np.ndarray:
-        out = [tf.cast(penultimate(to_signed(tf.cast(images_u8[i:i + 256], tf.float32)), training=False),
-                       tf.float32).numpy() for i in range(0, len(images_u8), 256)]
-        return np.concatenate(out).reshape(len(images_u8), -1)
+        return np.concatenate([forward(images_u8[i:i + 256]).numpy() for i in range(0, len(images_u8), 256)])
 
     kept = rundir.checkpoint_paths(run_dir / rundir.HEALTHY_DIR) if cfg.on_collapse == "rollback" else []
     return health.Monitor(real, features, lifecycle.WEIGHT_LIMIT, last_healthy=kept[-1] if kept else None)
