@@ -183,8 +183,12 @@ class Monitor:
     def measure(self, images: np.ndarray) -> dict:
         """The grid's diversity against the real batch's: pixels, and D's features of both (one forward each)."""
         fake_feat, real_feat = self.features(images), self.features(self.real)
-        return {"pixel_diversity": diversity(images.astype(np.float32)) / max(self.real_pixels, 1e-12),
-                "feature_diversity": diversity(fake_feat) / max(diversity(real_feat), 1e-12)}
+
+        def ratio(fake: float, real: float) -> float:  # real images all alike (one image): nothing to fall below
+            return fake / real if real > 0 else float("inf")
+
+        return {"pixel_diversity": ratio(diversity(images.astype(np.float32)), self.real_pixels),
+                "feature_diversity": ratio(diversity(fake_feat), diversity(real_feat))}
 
     def examine(self, row: dict, measured: dict | None = None,
                 largest_weight: tuple[str, float] | None = None) -> list[tuple[str, str]]:

@@ -606,7 +606,7 @@ def _end_of_epoch(t: Training, epoch: int, meter: lifecycle.EpochMeter, progress
             for k in _SCALARS + ("img_per_s",):
                 tf.summary.scalar(k, row[k])
             for k in _HEALTH_SCALARS:
-                if k in row:
+                if row.get(k) is not None:
                     tf.summary.scalar(f"health/{k}", float(row[k]))
             if grid is not None:
                 tf.summary.image("samples", grid[None], max_outputs=1)
@@ -663,7 +663,7 @@ def _examine(t: Training, row: dict, images, saved: str | None) -> list[health.F
     largest = lifecycle.largest_weight(run.checkpoints.models) if images is not None else None
     found = mon.examine(row, measured or None, largest)
     row["healthy"] = mon.healthy
-    row.update({k: round(v, 4) for k, v in measured.items()})
+    row.update({k: round(v, 4) if np.isfinite(v) else None for k, v in measured.items()})  # None: no real spread
     if largest is not None:
         row.update(largest_weight=round(largest[1], 4), health_seconds=round(time.perf_counter() - t0, 4))
     if saved and mon.healthy:

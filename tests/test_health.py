@@ -105,6 +105,8 @@ def test_a_finding_is_reported_once_until_it_clears():
     assert [r["step"] for r in mon.rows] == [20] and not mon.active
     measured = mon.measure(mon.real[[0, 0, 0, 0]])  # four copies of one real image: no diversity at all
     assert measured == {"pixel_diversity": 0.0, "feature_diversity": 0.0}
+    alike = health.Monitor(mon.real[[1, 1]], mon.features, 1e4)  # real images all alike: nothing to fall below
+    assert alike.measure(mon.real[[0, 0]]) == {"pixel_diversity": float("inf"), "feature_diversity": float("inf")}
 
 
 # -- real tiny runs: made to fail each way, and a healthy one ------------------------------------------
