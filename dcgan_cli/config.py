@@ -20,7 +20,7 @@ from dcgan_cli.errors import DcganError
 from dcgan_cli.shards import check_size, find_data, processed_name
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-ON_COLLAPSE = ("warn", "stop", "rollback")  # the health monitor's actions (health.ACTIONS)
+ON_COLLAPSE = ("warn", "stop", "rollback")  # --on-collapse: what the health monitor (health.py) does on a finding
 G_ACTIVATIONS = ("relu", "leaky_relu")  # the generator's hidden activation; the paper's is relu
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
 # The command line's choices, built from the tuples above so its help and these checks cannot drift.

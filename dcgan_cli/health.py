@@ -24,7 +24,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from dcgan_cli.config import ON_COLLAPSE as ACTIONS  # noqa: F401  (--on-collapse: warn | stop | rollback)
 from dcgan_cli.errors import DcganError
 
 
@@ -35,8 +34,8 @@ class TrainingStopped(DcganError):
 # -- thresholds (calibrated on real runs: docs/training.md, "The health monitor") ---------------------
 # D winning: over the last WINDOW_EPOCHS epochs spanning at least WINDOW_STEPS steps (a small data set's
 # epoch may be one step), the step-weighted mean D(x) >= D_REAL_HIGH and D(G(z)) <= D_FAKE_LOW, and G's
-# loss higher in the window's second half than in its first. Healthy runs here stay near D(x) 0.5-0.8,
-# D(G(z)) 0.2-0.45.
+# loss higher in the window's second half than in its first. Healthy runs here stay at D(x) 0.60-0.90 and
+# D(G(z)) 0.21-0.50; a memorising D reaches 0.99 / 0.02.
 WINDOW_EPOCHS = 3
 WINDOW_STEPS = 60
 D_REAL_HIGH = 0.9
@@ -55,6 +54,8 @@ DIVERGE_WEIGHT_SHARE = 0.1
 # finding that would roll back to the same checkpoint again stops the run instead.
 ROLLBACK_FACTOR = 0.5
 ROLLBACKS_PER_CHECKPOINT = 1
+# Epoch rows kept: more than any window needs (an epoch has at least one step).
+KEEP_ROWS = 4 * WINDOW_STEPS
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ class Monitor:
     def examine(self, row: dict, measured: dict | None = None,
                 largest_weight: tuple[str, float] | None = None) -> list[tuple[str, str]]:
         """The new findings after the epoch of `row`: [(kind, what)], each kind once until it clears."""
-        self.rows.append(row)
+        self.rows = self.rows[-KEEP_ROWS:] + [row]
         seen = {"d_winning": d_winning(self.rows),
                 "diverging": diverging(row, largest_weight, self.weight_limit)}
         if measured is not None:
