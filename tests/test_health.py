@@ -164,21 +164,6 @@ def test_a_healthy_run_triggers_nothing(data16, tmp_path):
     print("monitor seconds per epoch:", [r["health_seconds"] for r in rows])
 
 
-def test_d_winning_is_reported_in_the_log_metrics_and_tensorboard(data16, tmp_path):
-    run, logs, error = train_tiny(data16, tmp_path, **D_WINS)
-    assert error is None  # warn, the default: training goes on
-    lines = [m for m in logs if m.startswith("Health")]
-    assert len(lines) == 1 and "the discriminator is winning: D(x) 0.9" in lines[0], logs
-    assert f"continue with: dcgan train --resume {run} --lr-d 0.001" in lines[0] and "--augment ada" in lines[0]
-    assert "the last healthy checkpoint is ckpt-20" in lines[0]  # step 40 was already in D's winning zone
-    (record,) = health_records(run)
-    assert record["step"] == 60 and record["action"] == "warn" and [f["kind"] for f in record["findings"]] == \
-        ["d_winning"]
-    assert [r["healthy"] for r in epoch_rows(run)] == [True, False, False, False]
-    tags = _tensorboard_tags(run)
-    assert {"health/d_winning", "health/healthy", "health/pixel_diversity", "health/feature_diversity"} <= tags
-
-
 def _tensorboard_tags(run: Path) -> set[str]:
     import tensorflow as tf
 
@@ -232,7 +217,8 @@ def test_a_bad_on_collapse_is_one_usage_line_and_a_good_one_is_saved(data16, tmp
         tiny_config(data16, tmp_path, on_collapse="never")
 
 
-def test_on_collapse_stop_ends_the_run_with_its_checkpoint_and_the_command_to_go_on(data16, tmp_path):
+def test_d_winning_is_reported_and_on_collapse_stop_ends_the_run_with_its_checkpoint(data16, tmp_path):
+    """D at 2e-3, G at 1e-6: D(x) 0.99 and D(G(z)) 0.02 from step 40; the finding at step 60 stops the run."""
     runs = tmp_path / "runs"
     r = dcgan_here("train", "--data", data16, "--runs-dir", runs, "--latent-dim", 8, "--g-filters", 8, "--d-filters",
                    8, "--batch-size", 8, "--steps-per-epoch", 20, "--epochs", 4, "--precision", "fp32", "--strategy",
@@ -242,7 +228,15 @@ def test_on_collapse_stop_ends_the_run_with_its_checkpoint_and_the_command_to_go
                           "ckpt-60 is kept", "--augment ada")
     run = next(runs.iterdir())
     assert f"continue with: dcgan train --resume {run} --lr-d 0.001" in line
-    assert "Health: the discriminator is winning" in r.stdout
+    assert "the last healthy checkpoint is ckpt-20" in line  # step 40 was already in D's winning zone
+    (logged,) = [m for m in r.stdout.splitlines() if m.startswith("Health")]
+    assert "Health: the discriminator is winning: D(x) 0.9" in logged and "(epoch 3, step 60)" in logged
+    (record,) = health_records(run)
+    assert record["step"] == 60 and record["action"] == "stop"
+    assert [f["kind"] for f in record["findings"]] == ["d_winning"]
+    assert [r["healthy"] for r in epoch_rows(run)] == [True, False, False]
+    tags = _tensorboard_tags(run)
+    assert {"health/d_winning", "health/healthy", "health/pixel_diversity", "health/feature_diversity"} <= tags
     assert rundir.checkpoint_paths(run / rundir.CKPT_DIR)[-1].endswith("ckpt-60")
     assert not (run / rundir.GENERATOR_FILE).exists()  # not finished: nothing exported
     rundir.lock_run(run).release()  # the run's lock was released: it can be resumed
