@@ -463,7 +463,13 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, saved: TrainConfig | None, ma
             data = _batches(cfg, strategy, t.run, t.step) if not t.run.finished(t.step) else None
             epoch = t.run.epochs_from(t.step).start
             while epoch < t.run.epochs:
-                meter = _train_epoch(t, epoch, data, progress)
+                try:
+                    meter = _train_epoch(t, epoch, data, progress)
+                except NonFiniteLoss as e:  # --on-collapse rollback: back to a healthy step; else it stands
+                    if not _roll_back_after_nan(t, e, progress):
+                        raise
+                    data, epoch = _batches(t.cfg, strategy, t.run, t.step), t.run.epochs_from(t.step).start
+                    continue
                 if not t.run.epoch_ended(t.step):  # max_steps reached mid-epoch (checkpointed)
                     break
                 if _end_of_epoch(t, epoch, meter, progress):  # --on-collapse rollback: back to a healthy step
@@ -722,6 +728,23 @@ def _stop(t: Training, findings: list[health.Finding], why: str) -> None:
     raise health.TrainingStopped(
         f"training stopped at step {step} ({why}): {'; '.join(f.what for f in findings)}. {Path(latest).name} "
         f"is kept; {findings[0].advice}")
+
+
+def _roll_back_after_nan(t: Training, error: NonFiniteLoss, progress) -> bool:
+    """A NaN/Inf loss under --on-collapse rollback: the last healthy checkpoint with halved rates (True); False
+    when rollback is not chosen or not possible (the NaN's own message, with its recovery command, stands)."""
+    kept = t.monitor.last_healthy
+    if t.cfg.on_collapse != "rollback" or t.share is not None or _rollback_refusal(t, kept) is not None:
+        return False
+    step = t.step
+    found = health.Finding("diverging", f"training diverged: {str(error).split(';')[0]}",
+                           health.advice("diverging", t.cfg.lr_g, t.cfg.lr_d, t.run.resume, Path(kept).name))
+    row = {"epoch": step // t.run.steps_per_epoch + 1, "step": step}
+    progress.print(found.line(row["epoch"], step), fallback=t.log)
+    line = _roll_back(t, [found], kept)
+    _record_health(t, row, [found], step=t.step, action="rollback", from_step=step)
+    progress.print(line, fallback=t.log)
+    return True
 
 
 def _rollback_refusal(t: Training, kept: str | None) -> str | None:

@@ -281,3 +281,21 @@ def test_on_collapse_rollback_restores_the_healthy_checkpoint_with_halved_rates_
     rolled_back, stopped = health_records(run)
     assert rolled_back["step"] == 20 and rolled_back["from_step"] == 60 and rolled_back["action"] == "rollback"
     assert stopped["action"] == "stop" and stopped["step"] >= 60
+
+
+def test_on_collapse_rollback_after_a_nan_goes_back_to_the_healthy_checkpoint_once(data16, tmp_path):
+    from dcgan_cli.lifecycle import NonFiniteLoss
+    from dcgan_cli.training import train
+
+    cfg = tiny_config(data16, tmp_path / "runs", epochs=1, steps_per_epoch=20, num_samples=16, on_collapse="rollback")
+    run = train(cfg, quiet=True, log=lambda m: None)
+    assert rundir.checkpoint_paths(run / rundir.HEALTHY_DIR)[-1].endswith("ckpt-20")
+    logs = []
+    with pytest.raises(NonFiniteLoss, match="stopped without checkpointing") as caught:  # the second NaN stands
+        train(cfg.replace(epochs=3, lr_g=1e30, lr_d=1e30), resume=run, quiet=True, log=logs.append)
+    rolled = [m for m in logs if m.startswith("Health: rolled back")]
+    assert len(rolled) == 1 and " to ckpt-20 " in rolled[0] and "lr-g 1e+30 -> 5e+29" in rolled[0], logs
+    events = rundir.read_history(run)
+    assert [e["event"] for e in events] == ["start", "resume", "rollback"] and events[-1]["step"] == 20
+    assert events[-1]["because"][0]["what"].startswith("training diverged: loss became")
+    assert "the last good checkpoint, ckpt-20, is kept" in str(caught.value)
