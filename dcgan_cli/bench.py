@@ -57,7 +57,7 @@ def bench_loop(data: str | Path, size: int = 64, batch_size: int = 128, steps: i
         # Epoch 1 warms up (tracing, pipeline fill); epochs 2-3 are timed from metrics.jsonl,
         # each including its own input pipeline start.
         run = train(cfg.replace(runs_dir=runs), quiet=True, log=lambda m: None)
-        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if "d_loss" in x]
         step_time = sum(r["seconds"] for r in rows[1:]) / (steps * (len(rows) - 1))
     t_end = _end_of_epoch_seconds(cfg)
     amortised = batch_size * epoch_steps / (step_time * epoch_steps + t_end)

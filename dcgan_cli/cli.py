@@ -24,7 +24,7 @@ from typing import Annotated, Callable, Optional
 import typer
 from typer.core import TyperCommand, TyperOption
 
-from dcgan_cli.config import GActivation, Precision, Preset, Strategy, TrainConfig
+from dcgan_cli.config import GActivation, OnCollapse, Precision, Preset, Strategy, TrainConfig
 from dcgan_cli.errors import DcganError, Interrupted, UsageError, resume_hint
 from dcgan_cli.evaluate import METRICS
 from dcgan_cli.identity.config import ClassAugment, IdentityConfig, Loss, Mining
@@ -136,6 +136,10 @@ GeneratorFile = Annotated[Optional[Path], typer.Option(
 IdentityModel = Annotated[Optional[Path], typer.Option(
     "--identity-model", help="An embedding model (RUN/embedding.keras) or its identity run directory (default: "
                              "the newest under --runs-dir).", show_default=False)]
+# The training-health monitor's action (health.py), an alias so `train`'s signature stays short.
+OnCollapseOption = Annotated[Optional[OnCollapse], typer.Option(
+    help="On D winning, collapse or divergence: warn, stop, or rollback (to the last healthy checkpoint, with "
+         "halved rates). Default warn.", show_default=False)]
 # Old spellings (hidden, noted on stderr, for one release): see _Command.
 GENERATOR_RENAMED = {"--model": "--generator"}
 IDENTITY_RENAMED = {"--model": "--identity-model"}
@@ -369,6 +373,7 @@ def train(
         min=0, help="Score FID/KID every N epochs and keep the best checkpoint in RUN/best/ (0: never).")] = None,
     eval_samples: Annotated[Optional[int], typer.Option(min=2, help="Generated images per evaluation "
                                                                     "(FID needs 2048 or more).")] = None,
+    on_collapse: OnCollapseOption = None,
     runs_dir: RunsDir = Path("runs"),
     name: Annotated[str, typer.Option(help="Suffix for the run directory's name.")] = "",
     resume: Annotated[Optional[Path], typer.Option(help="Continue this run directory.")] = None,
@@ -394,7 +399,6 @@ def train(
         data = resolve_data(data, data_dir, preset.value)
         cfg = preset_for_data(preset.value, load_manifest(data), data=str(data), runs_dir=str(runs_dir),
                               run_name=name, **given)
-
     if dry_run:
         typer.echo(cfg.to_json(), nl=False)
         return

@@ -20,12 +20,14 @@ from dcgan_cli.errors import DcganError
 from dcgan_cli.shards import check_size, find_data, processed_name
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+ON_COLLAPSE = ("warn", "stop", "rollback")  # --on-collapse: what the health monitor (health.py) does on a finding
 G_ACTIVATIONS = ("relu", "leaky_relu")  # the generator's hidden activation; the paper's is relu
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
 # The command line's choices, built from the tuples above so its help and these checks cannot drift.
 Precision = Enum("Precision", {p: p for p in PRECISIONS}, type=str)
 Strategy = Enum("Strategy", {s: s for s in STRATEGIES}, type=str)
 GActivation = Enum("GActivation", {a: a for a in G_ACTIVATIONS}, type=str)
+OnCollapse = Enum("OnCollapse", {a: a for a in ON_COLLAPSE}, type=str)
 
 
 # Settings renamed so that a count of steps or of epochs says which (0.1 names on the left): a
@@ -160,6 +162,8 @@ class TrainConfig(FrozenConfig):
         cache: keep the decoded data set in memory after the first epoch.
         eval_every_epochs: evaluate FID/KID every N epochs (0 = never).
         eval_samples: generated images per evaluation.
+        on_collapse: warn | stop | rollback: what the health monitor does when D wins, the samples
+            collapse or training diverges (health.py; docs/training.md).
     """
 
     # Optimiser-only knobs: a resume may change them (lowering the rates is how a NaN is recovered from);
@@ -168,7 +172,7 @@ class TrainConfig(FrozenConfig):
     OPTIMISER = frozenset({"lr_g", "lr_d", "beta1", "beta2"})
     RESUMABLE = frozenset({"epochs", "checkpoint_every_steps", "precision", "xla", "strategy", "cache",
                            "eval_every_epochs", "eval_samples", "checkpoint_every_epochs",
-                           "sample_every_epochs"}) | OPTIMISER
+                           "sample_every_epochs", "on_collapse"}) | OPTIMISER
 
     data: str = ""
     runs_dir: str = "runs"
@@ -206,6 +210,8 @@ class TrainConfig(FrozenConfig):
     cache: bool = False
     eval_every_epochs: int = 0
     eval_samples: int = 10000
+    # -- the training-health monitor (health.py): what to do when a detector fires ----------------------
+    on_collapse: str = "warn"
 
     def __post_init__(self) -> None:
         validate(self)
@@ -366,5 +372,7 @@ def validate(c: TrainConfig) -> None:
         bad(f"g-activation must be one of {', '.join(G_ACTIVATIONS)}, got {c.g_activation!r}")
     if c.precision not in PRECISIONS:
         bad(f"precision must be one of {', '.join(PRECISIONS)}, got {c.precision!r}")
+    if c.on_collapse not in ON_COLLAPSE:
+        bad(f"on-collapse must be one of {', '.join(ON_COLLAPSE)}, got {c.on_collapse!r}")
     if c.strategy not in STRATEGIES:
         bad(f"strategy must be one of {', '.join(STRATEGIES)}, got {c.strategy!r}")

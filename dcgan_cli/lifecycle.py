@@ -47,17 +47,30 @@ def weight_problem(models) -> str | None:
     import tensorflow as tf
 
     for model in models:
-        trainable = {id(v) for v in model.trainable_variables}
         for v in model.variables:
-            if "float" not in str(v.dtype):
-                continue
-            if not bool(tf.reduce_all(tf.math.is_finite(v))):
+            if "float" in str(v.dtype) and not bool(tf.reduce_all(tf.math.is_finite(v))):
                 return f"{v.path} is not finite"
-            if id(v) in trainable:
-                biggest = float(tf.reduce_max(tf.abs(v)))
-                if biggest > WEIGHT_LIMIT:
-                    return f"{v.path} reached |w| = {biggest:.3g} (over {WEIGHT_LIMIT:g}: the weights are exploding)"
+    path, biggest = largest_weight(models)
+    if biggest > WEIGHT_LIMIT:
+        return f"{path} reached |w| = {biggest:.3g} (over {WEIGHT_LIMIT:g}: the weights are exploding)"
     return None
+
+
+def largest_weight(models) -> tuple[str, float]:
+    """(the path of the trainable float variable with the largest |w|, that |w|) over `models`.
+
+    weight_problem's bound, and the health monitor's early warning before it.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    weights = [v for model in models for v in model.trainable_variables if "float" in str(v.dtype)]
+    if not weights:
+        return ("", 0.0)
+    # One transfer to the host for all of them, not one per variable.
+    biggest = tf.stack([tf.reduce_max(tf.abs(tf.cast(v, tf.float32))) for v in weights]).numpy()
+    i = int(np.argmax(np.where(np.isnan(biggest), np.inf, biggest)))  # NaN counts as the largest
+    return (weights[i].path, float(biggest[i]))
 
 
 # ----------------------------------------------------------------------------
@@ -164,14 +177,15 @@ def announce_resume(run: "Run", saved: FrozenConfig, cfg: FrozenConfig, restored
 
 
 def record(run: "Run", cfg: FrozenConfig, event: dict) -> None:
-    """The chief writes the run's config with `event` in its history; a resume forgets the metrics after its step.
+    """The chief writes the run's config with `event` in its history; a resume (or the health monitor's rollback)
+    forgets the metrics after its step.
 
     Epochs after the restored checkpoint are trained, and logged, again.
     """
     if not run.chief:
         return
     rundir.save_config(run.run_dir, cfg, event)
-    if event["event"] == "resume":
+    if event["event"] in ("resume", "rollback"):
         rundir.forget_metrics_after(run.run_dir, event["step"])
 
 
@@ -229,6 +243,7 @@ class Checkpoints:
         import tensorflow as tf
 
         self.ckpt, self.directory, self.run_dir, self.resume = ckpt, Path(directory), Path(run_dir), resume
+        self.keep = keep
         self.manager = tf.train.CheckpointManager(ckpt, str(directory), max_to_keep=keep)
         self.models, self.advice, self.before_save = list(models), advice, before_save
 
@@ -247,6 +262,27 @@ class Checkpoints:
         if restored is None:
             raise DcganError(f"{self.run_dir} has no checkpoint to resume from; start a new run without --resume")
         return restored
+
+    def drop_after(self, step: int) -> None:
+        """Delete the checkpoints after `step` (a rollback: they hold the training that went wrong).
+
+        The index is rewritten from the ones kept and the manager re-made from it, so the next
+        save is the newest and a --resume never picks a dropped one.
+        """
+        import tensorflow as tf
+
+        kept = []
+        for path in rundir.checkpoint_paths(self.directory):
+            n = int(path.rsplit("-", 1)[1])
+            if n > step:
+                rundir.remove_partial_checkpoint(self.directory, n)
+            else:
+                kept.append(path)
+        if kept:
+            rundir.write_checkpoint_index(self.directory, kept)
+        else:
+            (self.directory / "checkpoint").unlink(missing_ok=True)
+        self.manager = tf.train.CheckpointManager(self.ckpt, str(self.directory), max_to_keep=self.keep)
 
     def save(self, step: int) -> str:
         import tensorflow as tf
@@ -360,8 +396,8 @@ class Run:
     def last_epoch(self, epoch: int, step: int) -> bool:
         return epoch + 1 == self.epochs or self.reached_max(step)
 
-    def checkpoint_epoch(self, epoch: int, step: int) -> None:
-        """The end-of-epoch checkpoint, every checkpoint_every_epochs epochs and at the last.
+    def checkpoint_epoch(self, epoch: int, step: int) -> str | None:
+        """The end-of-epoch checkpoint, every checkpoint_every_epochs epochs and at the last; its path, or None.
 
         The chief also keeps it as RUN/last-good/ (checked sane by `save`), which periodic saves never rotate out.
         """
@@ -369,6 +405,8 @@ class Run:
             path = self.checkpoints.save(step)
             if self.chief:
                 rundir.keep_last_good(self.run_dir, path)
+            return path
+        return None
 
     def log_epoch(self, row: dict) -> None:
         """The epoch's line in metrics.jsonl (the chief's)."""

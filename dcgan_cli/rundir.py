@@ -4,12 +4,14 @@
       config.json          the frozen TrainConfig (`dcgan train` writes it, --resume and sample read it)
       checkpoints/         tf.train.CheckpointManager: ckpt-STEP.* and its `checkpoint` state file
       samples/             epoch-0001.png ... the fixed-noise grid after each epoch
-      metrics.jsonl        one row per epoch ({"epoch", "d_loss", ...}) and per evaluation ({"eval": {...}})
+      metrics.jsonl        one row per epoch ({"epoch", "d_loss", ...}), per evaluation ({"eval": {...}}) and
+                           per health finding ({"health": {...}})
       losses.png           the loss curves so far
       tensorboard/         event files
       generator.keras      the final generator (stock Keras layers: loads without this package)
       best/                with --eval-every-epochs: the best-scoring checkpoint, its generator.keras and best.json
       last-good/           the newest end-of-epoch checkpoint (hard links), which periodic saves never rotate out
+      healthy/             with --on-collapse rollback: the newest checkpoint the health monitor found healthy
       .dcgan.lock          while a process writes the run: its PID (`lock_run`)
 
 Every module that touches a run goes through here: the trainer writes it,
@@ -42,6 +44,7 @@ GENERATOR_FILE = "generator.keras"
 BEST_DIR = "best"
 BEST_FILE = "best.json"
 LAST_GOOD_DIR = "last-good"
+HEALTHY_DIR = "healthy"  # the newest checkpoint the health monitor found healthy (--on-collapse rollback)
 # The names a GAN checkpoint holds its two generators under: training.GAN.checkpoint() writes them,
 # `restore` (sample, export, evaluate, stylize) reads one back out. Renaming one orphans every run.
 GENERATOR_SLOT = "generator"
@@ -163,7 +166,7 @@ def forget_metrics_after(run_dir: str | Path, step: int) -> int:
             row = json.loads(ln)
         except json.JSONDecodeError:  # a torn last line of a killed run
             continue
-        if (row.get("eval", row).get("step") or 0) <= step:
+        if ((row.get("eval") or row.get("health") or row).get("step") or 0) <= step:
             keep.append(ln)
     if len(keep) != len(lines):
         write_text(path, "".join(ln + "\n" for ln in keep))
@@ -299,15 +302,16 @@ def resume_checkpoints(directory: str | Path, run_dir: str | Path,
     return checkpoint_paths(Path(run_dir) / LAST_GOOD_DIR, warn), Path(run_dir) / LAST_GOOD_DIR
 
 
-def keep_last_good(run_dir: str | Path, path: str) -> Path:
-    """Make RUN/last-good/ hold the checkpoint `path` (hard links: no copy, no extra space).
+def keep_last_good(run_dir: str | Path, path: str, slot: str = LAST_GOOD_DIR) -> Path:
+    """Make RUN/last-good/ (or RUN/`slot`/) hold the checkpoint `path` (hard links: no copy, no extra space).
 
     The trainer calls this after each end-of-epoch save, once the weights passed
     `training`'s sanity check; periodic saves (--checkpoint-every-steps) rotate the
-    checkpoints/ folder but never this one, and a NaN never writes anything.
+    checkpoints/ folder but never this one, and a NaN never writes anything. The
+    health monitor keeps the newest checkpoint it found healthy in RUN/healthy/ alike.
     """
-    good = Path(run_dir) / LAST_GOOD_DIR
-    tmp = good.with_name(f".{LAST_GOOD_DIR}.tmp-{os.getpid()}")
+    good = Path(run_dir) / slot
+    tmp = good.with_name(f".{slot}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     src = Path(path)
@@ -317,7 +321,7 @@ def keep_last_good(run_dir: str | Path, path: str) -> Path:
         except OSError:  # a file system without hard links
             shutil.copy2(f, tmp / f.name)
     write_checkpoint_index(tmp, [str(tmp / src.name)])
-    old = good.with_name(f".{LAST_GOOD_DIR}.old-{os.getpid()}")
+    old = good.with_name(f".{slot}.old-{os.getpid()}")
     if good.exists():
         os.replace(good, old)
     os.replace(tmp, good)

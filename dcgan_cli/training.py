@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from dcgan_cli import lifecycle, rundir
+from dcgan_cli import health, lifecycle, rundir
 from dcgan_cli.config import TrainConfig
 from dcgan_cli.errors import DcganError
 from dcgan_cli.fsutil import atomic_path, describe_os_error
@@ -440,6 +441,7 @@ class Training:
     grid_runner: object  # one trace for every epoch's grid
     log: Callable[[str], None]
     quiet: bool
+    monitor: health.Monitor  # the training-health detectors' state
 
     @property
     def step(self) -> int:
@@ -459,13 +461,23 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, saved: TrainConfig | None, ma
         t = _restore_or_init(cfg, run_dir, out_dir, saved, manifest, log, quiet, max_steps, strategy, precision)
         with t.run.signals, Bars(not quiet) as progress, _loop_errors(strategy, run_dir):
             data = _batches(cfg, strategy, t.run, t.step) if not t.run.finished(t.step) else None
-            for epoch in t.run.epochs_from(t.step):
-                meter = _train_epoch(t, epoch, data, progress)
+            epoch = t.run.epochs_from(t.step).start
+            while epoch < t.run.epochs:
+                try:
+                    meter = _train_epoch(t, epoch, data, progress)
+                except NonFiniteLoss as e:  # --on-collapse rollback: back to a healthy step; else it stands
+                    if not _roll_back_after_nan(t, e, progress):
+                        raise
+                    data, epoch = _batches(t.cfg, strategy, t.run, t.step), t.run.epochs_from(t.step).start
+                    continue
                 if not t.run.epoch_ended(t.step):  # max_steps reached mid-epoch (checkpointed)
                     break
-                _end_of_epoch(t, epoch, meter, progress)
+                if _end_of_epoch(t, epoch, meter, progress):  # --on-collapse rollback: back to a healthy step
+                    data, epoch = _batches(t.cfg, strategy, t.run, t.step), t.run.epochs_from(t.step).start
+                    continue
                 if t.run.reached_max(t.step):
                     break
+                epoch += 1
     finally:
         distribute.remove_scratch(out_dir, run_dir)
     _export(t)
@@ -512,7 +524,7 @@ def _restore_or_init(cfg: TrainConfig, run_dir: Path, out_dir: Path, saved: Trai
     return Training(cfg, gan, run, ema, make_train_step(cfg, gan, strategy, precision),
                     (lambda flag: distribute.any_worker(strategy, flag)) if several_workers else None,
                     tf.summary.create_file_writer(str(out_dir / rundir.TENSORBOARD_DIR)),
-                    Sampler(gan.output_generator, batch_size=cfg.num_samples), log, quiet)
+                    Sampler(gan.output_generator, batch_size=cfg.num_samples), log, quiet, _monitor(cfg, gan, run_dir))
 
 
 def _data_change(cfg: TrainConfig, run_dir: Path, this_data: str, log) -> dict:
@@ -572,8 +584,9 @@ def _train_epoch(t: Training, epoch: int, data, progress) -> lifecycle.EpochMete
     return meter
 
 
-def _end_of_epoch(t: Training, epoch: int, meter: lifecycle.EpochMeter, progress) -> None:
-    """Metrics and TensorBoard scalars every epoch; checkpoint, grid and loss plot at their cadence and at the end."""
+def _end_of_epoch(t: Training, epoch: int, meter: lifecycle.EpochMeter, progress) -> bool:
+    """Metrics and TensorBoard scalars every epoch; checkpoint, grid and loss plot at their cadence and at the end;
+    the health monitor's verdict in the row, and its action. True when it rolled the run back."""
     import tensorflow as tf
 
     from dcgan_cli.images import make_grid, save_image
@@ -581,19 +594,26 @@ def _end_of_epoch(t: Training, epoch: int, meter: lifecycle.EpochMeter, progress
     cfg, gan, run = t.cfg, t.gan, t.run
     step = t.step
     gan.epoch.assign(epoch + 1)
-    run.checkpoint_epoch(epoch, step)
+    saved = run.checkpoint_epoch(epoch, step)
     row = meter.row(epoch + 1, step)
+    images = None
+    if run.last_epoch(epoch, step) or (epoch + 1) % cfg.sample_every_epochs == 0:
+        t.ema.refresh()  # a grid may fall between two checkpoints
+        images = t.grid_runner(gan.fixed_z.numpy())  # every worker: the monitor's decision must be the same
+    findings = _examine(t, row, images, saved)
     run.log_epoch(row)
     if run.chief:
         grid = None
-        if run.last_epoch(epoch, step) or (epoch + 1) % cfg.sample_every_epochs == 0:
-            t.ema.refresh()  # a grid may fall between two checkpoints
-            grid = make_grid(t.grid_runner(gan.fixed_z.numpy()))
+        if images is not None:
+            grid = make_grid(images)
             save_image(rundir.sample_grid_path(run.run_dir, epoch + 1), grid)
             plot_losses(run.run_dir / rundir.METRICS_FILE, run.run_dir / rundir.LOSSES_FILE)
         with t.tb.as_default(step=step):
             for k in _SCALARS + ("img_per_s",):
                 tf.summary.scalar(k, row[k])
+            for k in _HEALTH_SCALARS:
+                if row.get(k) is not None:
+                    tf.summary.scalar(f"health/{k}", float(row[k]))
             if grid is not None:
                 tf.summary.image("samples", grid[None], max_outputs=1)
         t.tb.flush()
@@ -604,6 +624,164 @@ def _end_of_epoch(t: Training, epoch: int, meter: lifecycle.EpochMeter, progress
     if run.chief and cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0:
         t.ema.refresh()
         evaluate_epoch(cfg, gan, run.checkpoints.ckpt, run.run_dir, epoch + 1, step, t.log, tb=t.tb, quiet=t.quiet)
+    return _act_on_health(t, row, findings, progress) if findings else False
+
+
+# ----------------------------------------------------------------------------
+# the health monitor's hook (the detectors are health.py's): findings, records, --on-collapse
+
+# The monitor's numbers in an epoch's row, also TensorBoard scalars (health/NAME).
+_HEALTH_SCALARS = ("healthy", "pixel_diversity", "feature_diversity", "largest_weight")
+
+
+def _monitor(cfg: TrainConfig, gan: GAN, run_dir: Path) -> health.Monitor:
+    """The run's monitor: the real reference (the data's first num_samples images, in shard order) and D's
+    penultimate features (the input of its logit layer, in inference mode)."""
+    import keras
+    import tensorflow as tf
+
+    from dcgan_cli.pipeline import labelled_batches
+
+    real = next(labelled_batches(cfg.data, cfg.num_samples))[0]
+    D = gan.discriminator
+    penultimate = keras.Model(D.inputs, D.get_layer("logit").input)
+    spec = tf.TensorSpec([None, cfg.image_size, cfg.image_size, cfg.channels], tf.uint8)
+
+    @tf.function(input_signature=[spec])  # one trace for every check
+    def forward(images_u8):
+        x = penultimate(to_signed(tf.cast(images_u8, tf.float32)), training=False)
+        return tf.reshape(tf.cast(x, tf.float32), [tf.shape(images_u8)[0], -1])
+
+    def features(images_u8: np.ndarray) -> np.ndarray:
+        return np.concatenate([forward(images_u8[i:i + 256]).numpy() for i in range(0, len(images_u8), 256)])
+
+    kept = rundir.checkpoint_paths(run_dir / rundir.HEALTHY_DIR) if cfg.on_collapse == "rollback" else []
+    return health.Monitor(real, features, lifecycle.WEIGHT_LIMIT, last_healthy=kept[-1] if kept else None)
+
+
+def _examine(t: Training, row: dict, images, saved: str | None) -> list[health.Finding]:
+    """The detectors on the epoch of `row`, whose row gains `healthy` (and, when the grid was drawn, the
+    diversities and the largest weight, measured then). A checkpoint of a healthy epoch becomes the last
+    healthy one (with --on-collapse rollback kept as RUN/healthy/, the rollback's target)."""
+    cfg, run, mon = t.cfg, t.run, t.monitor
+    t0 = time.perf_counter()
+    measured = mon.measure(images) if images is not None else {}
+    largest = lifecycle.largest_weight(run.checkpoints.models) if images is not None else None
+    found = mon.examine(row, measured or None, largest)
+    row["healthy"] = mon.healthy
+    row.update({k: round(v, 4) if np.isfinite(v) else None for k, v in measured.items()})  # None: no real spread
+    if largest is not None:
+        row.update(largest_weight=round(largest[1], 4), health_seconds=round(time.perf_counter() - t0, 4))
+    if saved and mon.healthy:
+        mon.last_healthy = saved
+        if cfg.on_collapse == "rollback" and run.chief:
+            mon.last_healthy = str(rundir.keep_last_good(run.run_dir, saved, rundir.HEALTHY_DIR))
+    last = mon.last_healthy and Path(mon.last_healthy).name
+    return [health.Finding(kind, what, health.advice(kind, cfg.lr_g, cfg.lr_d, run.resume, last))
+            for kind, what in found]
+
+
+def _act_on_health(t: Training, row: dict, findings: list[health.Finding], progress) -> bool:
+    """Report and record the findings (the log, metrics.jsonl's health line, TensorBoard), then --on-collapse:
+    warn goes on, stop ends the run, rollback goes back to the last healthy checkpoint (True) or, when it
+    cannot, stops."""
+    cfg, kept = t.cfg, t.monitor.last_healthy
+    for f in findings:
+        progress.print(f.line(row["epoch"], row["step"]), fallback=t.log)
+    refusal = None
+    if cfg.on_collapse == "rollback":
+        refusal = "--on-collapse rollback needs one worker" if t.share is not None else _rollback_refusal(t, kept)
+        if refusal is None:
+            line = _roll_back(t, findings, kept)  # the health line goes after it, at the step it went back to
+            _record_health(t, row, findings, step=t.step, action="rollback", from_step=row["step"])
+            progress.print(line, fallback=t.log)
+            return True
+    _record_health(t, row, findings, action="stop" if refusal else cfg.on_collapse)
+    if cfg.on_collapse == "warn":
+        return False
+    _stop(t, findings, refusal or "--on-collapse stop")
+    return False  # not reached: _stop raises
+
+
+def _record_health(t: Training, row: dict, findings: list[health.Finding], **extra) -> None:
+    """metrics.jsonl's {"health": ...} line and TensorBoard's health/KIND text (the chief's)."""
+    import tensorflow as tf
+
+    if not t.run.chief:
+        return
+    rundir.append_metrics(t.run.run_dir, {"health": {"epoch": row["epoch"], "step": row["step"], **extra,
+                                                     "findings": [f.record() for f in findings]}})
+    with t.tb.as_default(step=row["step"]):
+        for f in findings:
+            tf.summary.text(f"health/{f.kind}", f.line(row["epoch"], row["step"]))
+    t.tb.flush()
+
+
+def _stop(t: Training, findings: list[health.Finding], why: str) -> None:
+    """End the run here: checkpointed (the epoch's own, or one now), with the line saying how to go on."""
+    run, step = t.run, t.step
+    latest = run.checkpoints.latest
+    if latest is None or not latest.endswith(f"ckpt-{step}"):
+        latest = run.checkpoints.save(step)
+        if run.chief:
+            rundir.keep_last_good(run.run_dir, latest)
+    raise health.TrainingStopped(
+        f"training stopped at step {step} ({why}): {'; '.join(f.what for f in findings)}. {Path(latest).name} "
+        f"is kept; {findings[0].advice}")
+
+
+def _roll_back_after_nan(t: Training, error: NonFiniteLoss, progress) -> bool:
+    """A NaN/Inf loss under --on-collapse rollback: the last healthy checkpoint with halved rates (True); False
+    when rollback is not chosen or not possible (the NaN's own message, with its recovery command, stands)."""
+    kept = t.monitor.last_healthy
+    if t.cfg.on_collapse != "rollback" or t.share is not None or _rollback_refusal(t, kept) is not None:
+        return False
+    step = t.step
+    found = health.Finding("diverging", f"training diverged: {str(error).split(';')[0]}",
+                           health.advice("diverging", t.cfg.lr_g, t.cfg.lr_d, t.run.resume, Path(kept).name))
+    row = {"epoch": step // t.run.steps_per_epoch + 1, "step": step}
+    progress.print(found.line(row["epoch"], step), fallback=t.log)
+    line = _roll_back(t, [found], kept)
+    _record_health(t, row, [found], step=t.step, action="rollback", from_step=step)
+    progress.print(line, fallback=t.log)
+    return True
+
+
+def _rollback_refusal(t: Training, kept: str | None) -> str | None:
+    """Why --on-collapse rollback stops instead, or None: no healthy checkpoint yet, or a rollback to it before
+    (lower rates did not help; another would loop)."""
+    if kept is None:
+        return "--on-collapse rollback: no checkpoint was healthy yet"
+    to = int(kept.rsplit("-", 1)[1])
+    before = [e for e in rundir.read_history(t.run.run_dir) if e.get("event") == "rollback" and e.get("step") == to]
+    if len(before) >= health.ROLLBACKS_PER_CHECKPOINT:
+        return (f"--on-collapse rollback: already rolled back to {Path(kept).name} {len(before)} time(s) with lower "
+                f"rates, and it went wrong again")
+    return None
+
+
+def _roll_back(t: Training, findings: list[health.Finding], kept: str) -> str:
+    """Back to the healthy checkpoint `kept` with both learning rates lowered (health.ROLLBACK_FACTOR), recorded
+    in config.json's history; the checkpoints after it are dropped. Returns the line saying so."""
+    cfg, run, gan = t.cfg, t.run, t.gan
+    step, to = t.step, int(kept.rsplit("-", 1)[1])
+    rundir.restore_first_readable(run.checkpoints.ckpt, [kept], Path(kept).parent)
+    new = cfg.replace(lr_g=cfg.lr_g * health.ROLLBACK_FACTOR, lr_d=cfg.lr_d * health.ROLLBACK_FACTOR)
+    for opt, lr in ((gan.g_opt, new.lr_g), (gan.d_opt, new.lr_d)):
+        opt.learning_rate.assign(lr)
+    t.cfg, t.ema.at = new, -1
+    # ckpt-`to` too: TensorFlow rewrites an existing checkpoint's files in place, which would also change the
+    # hard-linked copy in RUN/healthy/ (and last-good/); saved anew, it gets files of its own.
+    run.checkpoints.drop_after(to - 1)
+    path = run.checkpoints.save(to)  # the newest checkpoint is the healthy one again, for a later --resume
+    rundir.keep_last_good(run.run_dir, path)
+    changed = {"lr_g": [cfg.lr_g, new.lr_g], "lr_d": [cfg.lr_d, new.lr_d]}
+    lifecycle.record(run, new, {"event": "rollback", "step": to, "from_step": step,
+                                "because": [f.record() for f in findings], "changed": changed})
+    t.monitor.forget_after(to)
+    return (f"Health: rolled back from step {step} to {Path(kept).name} (--on-collapse rollback) with both learning "
+            f"rates halved (lr-g {cfg.lr_g:.3g} -> {new.lr_g:.3g}, lr-d {cfg.lr_d:.3g} -> {new.lr_d:.3g}: smaller "
+            f"steps, the same G/D ratio); recorded in {cfg.FILE}'s history")
 
 
 @contextmanager
