@@ -90,8 +90,7 @@ def load_models(run: Path | None, runs_dir: Path = Path("runs"), warn: Callable[
     loaded = load_generator(run, runs_dir=runs_dir, warn=warn)
     cfg, restored = loaded.restored.config, loaded.restored
     d = build_discriminator(cfg.image_size, cfg.channels, cfg.d_filters, cfg.init_std, fast=False)
-    # training.GAN.checkpoint() saves D under the slot "discriminator".
-    rundir.restore_first_readable(tf.train.Checkpoint(discriminator=d), [restored.checkpoint],
+    rundir.restore_first_readable(tf.train.Checkpoint(**{rundir.DISCRIMINATOR_SLOT: d}), [restored.checkpoint],
                                   restored.checkpoint, partial=True)
     hidden = [layer for layer in d.layers if layer.name.endswith("_lrelu")][-1]
     features = keras.Model(d.input, [hidden.output, d.output])

@@ -48,6 +48,7 @@ HEALTHY_DIR = "healthy"  # the newest checkpoint the health monitor found health
 # The names a GAN checkpoint holds its two generators under: training.GAN.checkpoint() writes them,
 # `restore` (sample, export, evaluate, stylize) reads one back out. Renaming one orphans every run.
 GENERATOR_SLOT = "generator"
+DISCRIMINATOR_SLOT = "discriminator"  # what repair restores beside the generator
 EMA_SLOT = "g_ema"
 
 

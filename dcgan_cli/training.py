@@ -95,7 +95,7 @@ class GAN:
         def adam(opt):
             return getattr(opt, "inner_optimizer", opt)
 
-        parts = {rundir.GENERATOR_SLOT: self.generator, "discriminator": self.discriminator, "g_opt": adam(self.g_opt),
+        parts = {rundir.GENERATOR_SLOT: self.generator, rundir.DISCRIMINATOR_SLOT: self.discriminator, "g_opt": adam(self.g_opt),
                  "d_opt": adam(self.d_opt), "step": self.step, "epoch": self.epoch, "fixed_z": self.fixed_z}
         if self.g_ema is not None:
             parts[rundir.EMA_SLOT] = self.g_ema
