@@ -275,7 +275,7 @@ def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=Fa
         result["quality"] = bench_quality.bench_quality(
             steps=quality_steps,  # None: each set's own budget
             seeds=tuple(quality_seeds or bench_quality.DEFAULT_SEEDS),
-            sets=tuple(quality_sets or bench_quality.SETS), log=log, augments=tuple(quality_augment))
+            sets=tuple(quality_sets or bench_quality.DEFAULT_SETS), log=log, augments=tuple(quality_augment))
     return result
 
 
