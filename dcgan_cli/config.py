@@ -238,13 +238,13 @@ class TrainConfig(FrozenConfig):
 
     def with_augment(self, n_images: int) -> "TrainConfig":
         """This config with `augment` auto resolved for a data set of `n_images` (ADA under
-        AUTO_ADA_BELOW images, none from there on) and `augment_p` -1 made the mode's own."""
+        AUTO_ADA_BELOW images, none from there on) and `augment_p` -1 made the mode's own (none keeps it)."""
         mode = self.augment
         if mode == "auto":
             mode = "ada" if n_images < AUTO_ADA_BELOW else "none"
         p = self.augment_p
-        if p < 0:
-            p = {"diffaug": 1.0}.get(mode, 0.0)
+        if p < 0 and mode != "none":
+            p = 1.0 if mode == "diffaug" else 0.0
         return self.replace(augment=mode, augment_p=p)
 
     def epoch_steps(self, n_images: int) -> int:
