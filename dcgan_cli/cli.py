@@ -338,7 +338,7 @@ def train(
                                                  show_default=False)] = None,
     augment: Annotated[Optional[Augment], typer.Option(help=(
         "Augment everything D sees (translation, cutout, colour): diffaug (fixed p), ada (p adapted to D's "
-        "overfitting), none; auto: ada on data sets under 10,000 images, none above (the preset's choice "
+        "overfitting), none; auto: ada on data sets under 1,000 images, none above (the preset's choice "
         "when it pins one)."), show_default=False)] = None,
     augment_p: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help=(
         "Per-sample probability of each augmentation: diffaug's fixed p (default 1), ada's starting p "

@@ -267,7 +267,7 @@ class TrainConfig(FrozenConfig):
 
 # `augment auto` (TrainConfig.with_augment): ADA on data sets under this many images, none from there on.
 # MEASURED (docs/training.md, "Small data sets"): see there for the figures behind it.
-AUTO_ADA_BELOW = 10_000
+AUTO_ADA_BELOW = 1_000
 
 # End-of-epoch work happens about once per this many steps at least (see TrainConfig.with_cadence):
 # on 2 CPU cores that is a minute or more of training per second of writing.

@@ -188,6 +188,22 @@ def test_no_augmentation_adds_nothing_to_the_step(data16, tmp_path):
     assert "GatherV2" not in ops["none"] and "GatherV2" in ops["diffaug"]
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_the_augmented_step_runs_in_mixed_precision(data16, tmp_path, precision):
+    import tensorflow as tf
+
+    from dcgan_cli.training import build_gan, make_train_step
+
+    cfg = tiny_config(data16, tmp_path, augment="ada", augment_p=0.5, ada_interval=1, ada_kimg=0.1)
+    gan = build_gan(cfg, precision)
+    step = make_train_step(cfg, gan, tf.distribute.get_strategy(), precision)
+    batch = tf.cast(tf.random.stateless_uniform([8, 16, 16, 3], [0, 1], maxval=256, dtype=tf.int32), tf.uint8)
+    for _ in range(2):
+        out = {k: float(v) for k, v in step(batch).items()}
+    assert all(np.isfinite(v) for v in out.values()) and out["augment_p"] != 0.5  # p moved after step 1
+    assert float(gan.augment_p.numpy()) != out["augment_p"]  # and again after step 2
+
+
 def test_auto_is_ada_on_small_data_and_none_on_large():
     from dcgan_cli.config import AUTO_ADA_BELOW, TrainConfig
 
