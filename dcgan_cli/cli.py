@@ -140,6 +140,16 @@ GENERATOR_RENAMED = {"--model": "--generator"}
 IDENTITY_RENAMED = {"--model": "--identity-model"}
 
 
+# `dcgan train`'s augmentation flags (docs/training.md, "Small data sets").
+AugmentFlag = Annotated[Optional[Augment], typer.Option(help=(
+    "Augment everything D sees (translation, cutout, colour): diffaug (fixed p), ada (p adapted to D's "
+    "overfitting), none; auto: ada on data sets under 1,000 images, none above (the preset's choice "
+    "when it pins one)."), show_default=False)]
+AugmentPFlag = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help=(
+    "Per-sample probability of each augmentation: diffaug's fixed p (default 1), ada's starting p "
+    "(default 0)."), show_default=False)]
+
+
 def _given(options: dict, config: type, besides: tuple[str, ...] = ()) -> dict:
     """The settings of `config` among a command's `options` that the user gave (None: left to the preset or
     the saved run), choices as their values; `besides` are fields the command resolves itself."""
@@ -336,13 +346,7 @@ def train(
     instance_noise: Annotated[Optional[float], typer.Option(help="Noise on real images, std ~ U(0, s).")] = None,
     flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips.",
                                                  show_default=False)] = None,
-    augment: Annotated[Optional[Augment], typer.Option(help=(
-        "Augment everything D sees (translation, cutout, colour): diffaug (fixed p), ada (p adapted to D's "
-        "overfitting), none; auto: ada on data sets under 1,000 images, none above (the preset's choice "
-        "when it pins one)."), show_default=False)] = None,
-    augment_p: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help=(
-        "Per-sample probability of each augmentation: diffaug's fixed p (default 1), ada's starting p "
-        "(default 0)."), show_default=False)] = None,
+    augment: AugmentFlag = None, augment_p: AugmentPFlag = None,
     seed: Annotated[Optional[int], typer.Option(min=0, max=2**31 - 1,
                                                 help="Seed of weights, noise and data order.")] = None,
     precision: Annotated[Optional[Precision], typer.Option(help="Compute precision (auto: by hardware).",
@@ -391,7 +395,6 @@ def train(
         data = resolve_data(data, data_dir, preset.value)
         cfg = preset_for_data(preset.value, load_manifest(data), data=str(data), runs_dir=str(runs_dir),
                               run_name=name, **given)
-
     if dry_run:
         typer.echo(cfg.to_json(), nl=False)
         return

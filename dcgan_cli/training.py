@@ -251,25 +251,14 @@ def make_train_step(cfg: TrainConfig, gan: GAN, strategy, precision: str) -> Cal
             g_grads = g_tape.gradient(g_scaled if fp16 else g_loss, G.trainable_variables)
             d_opt.apply(d_grads, D.trainable_variables)
             g_opt.apply(g_grads, G.trainable_variables)
-        inv_b = 1.0 / B
-        out = {
-            "d_loss": d_loss,
-            "g_loss": g_loss,
-            "d_real": tf.reduce_sum(tf.sigmoid(real_logits)) * inv_b,  # mean D(x) over the global batch
-            "d_fake": tf.reduce_sum(tf.sigmoid(fake_logits)) * inv_b,  # mean D(G(z))
-        }
-        if p:  # ADA's overfitting heuristic r_t = E[sign(D(x_real))], logged in every augmenting mode
-            out["r_t"] = tf.reduce_sum(tf.sign(tf.cast(real_logits, tf.float32))) * inv_b
-        return out
+        return _step_scalars(B, d_loss, g_loss, real_logits, fake_logits, augmented=bool(p))
 
     # The EMA averages the weights only; its batch-norm statistics are its own,
     # recomputed before every use (`standing_statistics`), not the live model's.
     ema_pairs = list(zip(gan.g_ema.trainable_variables, G.trainable_variables)) if gan.g_ema is not None else []
     replica_fn = tf.function(replica_step, jit_compile=cfg.xla) if cfg.xla else replica_step
 
-    read_p = ()  # how the step gets p: nothing without augmentation (no argument, no ops)
-    if augmenting(cfg):
-        read_p = (gan.augment_p.read_value,) if gan.augment_p is not None else (lambda: tf.constant(cfg.augment_p),)
+    read_p = _p_reader(cfg, gan)
 
     @tf.function
     def train_step(batch):
@@ -285,6 +274,31 @@ def make_train_step(cfg: TrainConfig, gan: GAN, strategy, precision: str) -> Cal
         return out
 
     return train_step
+
+
+def _step_scalars(B: int, d_loss, g_loss, real_logits, fake_logits, augmented: bool) -> dict:
+    """What a replica's step returns, each a share of the global batch's mean (summed over replicas)."""
+    import tensorflow as tf
+
+    inv_b = 1.0 / B
+    out = {
+        "d_loss": d_loss,
+        "g_loss": g_loss,
+        "d_real": tf.reduce_sum(tf.sigmoid(real_logits)) * inv_b,  # mean D(x) over the global batch
+        "d_fake": tf.reduce_sum(tf.sigmoid(fake_logits)) * inv_b,  # mean D(G(z))
+    }
+    if augmented:  # ADA's overfitting heuristic r_t = E[sign(D(x_real))], logged in every augmenting mode
+        out["r_t"] = tf.reduce_sum(tf.sign(tf.cast(real_logits, tf.float32))) * inv_b
+    return out
+
+
+def _p_reader(cfg: TrainConfig, gan: GAN) -> tuple:
+    """How the step gets p: () without augmentation (no argument, no ops), ADA's variable, or diffaug's constant."""
+    import tensorflow as tf
+
+    if not augmenting(cfg):
+        return ()
+    return (gan.augment_p.read_value,) if gan.augment_p is not None else (lambda: tf.constant(cfg.augment_p),)
 
 
 def _ada_update(cfg: TrainConfig, gan: GAN, r_t):
