@@ -266,7 +266,8 @@ class TrainConfig(FrozenConfig):
 
 
 # `augment auto` (TrainConfig.with_augment): ADA on data sets under this many images, none from there on.
-# MEASURED (docs/training.md, "Small data sets"): see there for the figures behind it.
+# MEASURED on 80 faces at 6,000 steps (docs/quality.md, "Small data: faces80"); ADA was not measured on
+# sklearn's 1,797 digits, so sets of that size and up keep training as before (docs/training.md).
 AUTO_ADA_BELOW = 1_000
 
 # End-of-epoch work happens about once per this many steps at least (see TrainConfig.with_cadence):
