@@ -20,14 +20,16 @@ from dcgan_cli.errors import UsageError
 
 
 def bench_step(size: int = 64, batch_size: int = 128, steps: int = 20, precision: str = "auto",
-               xla: bool = False, warmup: int = 3, channels: int = 3) -> dict:
-    """The `dcgan` preset's train step alone, on an in-memory uint8 batch."""
+               xla: bool = False, warmup: int = 3, channels: int = 3, augment: str = "none") -> dict:
+    """The `dcgan` preset's train step alone, on an in-memory uint8 batch (`augment`: none, diffaug or ada;
+    ada at p 0.5 so that its augmentations do run)."""
     import tensorflow as tf
 
     from dcgan_cli.training import build_gan, make_train_step, resolve_precision
 
     cfg = preset("dcgan", image_size=size, channels=channels, batch_size=batch_size, precision=precision, xla=xla,
-                 strategy="default")
+                 strategy="default", augment=augment, augment_p=0.5 if augment == "ada" else -1.0
+                 ).with_augment(batch_size)
     precision = resolve_precision(cfg.precision)
     strategy = tf.distribute.get_strategy()
     gan = build_gan(cfg, precision)
@@ -52,7 +54,7 @@ def bench_loop(data: str | Path, size: int = 64, batch_size: int = 128, steps: i
     from dcgan_cli.training import train
 
     cfg = preset("dcgan", data=str(data), image_size=size, batch_size=batch_size, precision=precision,
-                 strategy="default", steps_per_epoch=steps, epochs=3)
+                 strategy="default", steps_per_epoch=steps, epochs=3, augment="none")  # the plain loop
     with tempfile.TemporaryDirectory() as runs:
         # Epoch 1 warms up (tracing, pipeline fill); epochs 2-3 are timed from metrics.jsonl,
         # each including its own input pipeline start.
@@ -86,7 +88,7 @@ def bench_loop_epochs(data: str | Path, batch_size: int = 128, precision: str = 
 
     m = load_manifest(data)
     base = preset("dcgan", data=str(data), image_size=m["size"], channels=m["channels"], batch_size=batch_size,
-                  precision=precision, strategy="default")
+                  precision=precision, strategy="default", augment="none")  # the plain loop
     auto = base.with_cadence(m["count"])
     spe = auto.epoch_steps(m["count"])
 
@@ -246,14 +248,20 @@ def parse_choices(text: str, choices: tuple[str, ...], option: str) -> tuple[str
 
 def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=False, peers=None,
           torch_python=None, log=print, parts=("step", "loop", "input", "preprocess"), face_images=600,
-          stylize_size=256, quality_steps=None, quality_seeds=None, quality_sets=None, quality_curve=0,
-          quality_workdir=None, repair=None) -> dict:
-    """Each part asked for, in a fixed order; speed figures beside the peers' steps timed in the same run."""
+          stylize_size=256, quality_steps=None, quality_seeds=None, quality_sets=None, augment="none",
+          quality_augment=("auto",), quality_curve=0, quality_workdir=None,
+          repair=None) -> dict:
+    """Each part asked for, in a fixed order; speed figures beside the peers' steps timed in the same run.
+
+    `augment` (diffaug or ada): the step is timed with it too, after the plain one, and their ratio given.
+    `quality_augment`: the quality part trains our model once per mode per seed."""
     result: dict = {"size": size, "batch": batch_size, "device": _device()}
     ref = _peers_before(peers, torch_python, size, batch_size, steps, log) if peers else {}
     if "step" in parts:
         result.update(bench_step(size, batch_size, steps, precision, xla))
         log(f"step: {result['step_img_per_s']} img/s ({result['precision']})")
+        if augment != "none":
+            _bench_augment_step(result, augment, size, batch_size, steps, precision, xla, log)
     if peers:
         _peers_after(result, ref, peers, batch_size, steps)
     if "identity" in parts:
@@ -269,7 +277,8 @@ def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=Fa
         result["quality"] = bench_quality.bench_quality(
             steps=quality_steps,  # None: each set's own budget
             seeds=tuple(quality_seeds or bench_quality.DEFAULT_SEEDS),
-            sets=tuple(quality_sets or bench_quality.SETS), curve=quality_curve, workdir=quality_workdir, log=log)
+            sets=tuple(quality_sets or bench_quality.DEFAULT_SETS), log=log, augments=tuple(quality_augment),
+            curve=quality_curve, workdir=quality_workdir)
     if "repair" in parts:
         # Its own data (held-out faces and digits) and training: see repair_bench.py. `repair`: its keyword
         # arguments (seeds, sets, steps, figure).
@@ -277,6 +286,18 @@ def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=Fa
 
         result["repair"] = bench_repair(log=log, **(repair or {}))
     return result
+
+
+def _bench_augment_step(result: dict, augment: str, size: int, batch_size: int, steps: int, precision: str,
+                        xla: bool, log) -> None:
+    """The step with `augment` on, then off once more (drift shows as the two offs disagreeing): on / off."""
+    on = bench_step(size, batch_size, steps, precision, xla, augment=augment)["step_img_per_s"]
+    again = bench_step(size, batch_size, steps, precision, xla)["step_img_per_s"]
+    off = (result["step_img_per_s"] + again) / 2
+    result.update({f"step_{augment}_img_per_s": on, "step_off_again_img_per_s": again,
+                   f"step_{augment}_vs_off": round(on / off, 3)})
+    log(f"step with --augment {augment}: {on} img/s; off {result['step_img_per_s']} and {again} img/s; "
+        f"on/off {on / off:.3f}")
 
 
 def _peers_before(peers, torch_python, size: int, batch_size: int, steps: int, log) -> dict:

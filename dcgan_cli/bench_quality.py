@@ -7,7 +7,11 @@ out as PNG files that go through `dcgan preprocess --size 32 --channels 1
 - digits: scikit-learn's 1,797 hand-written digits (8x8, 17 grey levels, 10
   classes); the figure of merit;
 - faces: scikit-image's 100 LFW faces (25x25 grey; `dcgan download
-  lfw-sample`), the demo's data: a set so small that copying shows.
+  lfw-sample`), the demo's data: a set so small that copying shows;
+- faces80 (only when asked: half an hour a seed): 80 of those faces train for
+  6,000 steps at batch 32, the other 20 are held out: the small-data set, where
+  augmentation (`--quality-augment none,diffaug,ada`) decides between drawing
+  faces and copying them.
 
 Then, for each seed:
 
@@ -31,7 +35,12 @@ Both are scored on the same latents by `score()`:
 - nn: the median distance (RMS over pixels in [0, 1]) from a sample to its
   nearest training image, and `copies`, the share of samples closer to a
   training image than 99% of the training images are to their nearest other
-  one. Low FD with many copies is memorising, not drawing: `copied` flags it.
+  one. Low FD with many copies is memorising, not drawing: `copied` flags it;
+- copy ratio: the samples' median nearest-training-image distance over that of
+  real faces the generator never saw (faces80's 20 held out; < 1 is copying,
+  about 1 is drawing new faces as close to the training ones as new real faces
+  are); diversity: the mean pairwise distance (RMS over pixels) of the samples
+  over that of the real training images (well under 1 is collapse).
 
 The figure of merit is FD ours / FD reference, per seed, and its mean and
 spread over seeds (the faces' FD rests on 100 real images, so its KID ratio
@@ -59,11 +68,16 @@ DEFAULT_STEPS = 300  # the digits' budget: 21 epochs of 1,797 images at batch 12
 # generator that is still changing fast scores 3x worse than the live one (docs/quality.md).
 FACES_STEPS = 1000
 DEFAULT_SEEDS = (0, 1, 2)
-SETS = ("digits", "faces")
+SETS = ("digits", "faces", "faces80")
+DEFAULT_SETS = ("digits", "faces")  # faces80 is long (6,000 steps per model and mode): only when asked
 # Small data: the faces benches that need unseen faces (small-data quality, repair) train on
 # FACES_TRAIN of the 100 and keep the rest out; `held_out_split` is the one place that says which.
 FACES_TRAIN = 80
 FACES_BATCH = 64  # the faces set has 100 images: the preset's 128 would repeat some in every batch
+# The small-data set (faces80): long enough for D to memorise 80 faces without augmentation.
+FACES80_STEPS = 6000
+FACES80_BATCH = 32
+DIVERSITY_SAMPLES = 500  # samples whose pairwise distances give the diversity
 SAMPLES = 2000  # generated images scored per model (FD needs more than the 64 feature dims)
 SIZE = 32
 NUM_CLASSES = 10
@@ -168,6 +182,10 @@ def _preprocessed(src: Path, out: Path, log) -> np.ndarray:
 def quality_set(name: str, workdir: Path, log: Callable[[str], None] = lambda m: None) -> QualitySet:
     if name not in SETS:
         raise ValueError(f"unknown quality set {name!r}: use {', '.join(SETS)}")
+    if name == "faces80":
+        qs = held_out_faces_set(workdir / name, log)
+        qs.batch_size, qs.steps = FACES80_BATCH, FACES80_STEPS
+        return qs
     return (digits_set if name == "digits" else faces_set)(workdir / name, log)
 
 
@@ -227,6 +245,8 @@ class Reals:
     copy_threshold: float  # COPY_QUANTILE of real-to-nearest-other-real distances
     accuracy: float
     classes: int = NUM_CLASSES  # 10 digits; 2 for faces (0: not a face, 1: a face)
+    spread: float = 1.0  # mean pairwise pixel distance of the training images (diversity's unit)
+    held_nn: float | None = None  # median nearest-training distance of the held-out real images (copy ratio's)
 
 
 def prepare_reals(qs: QualitySet, seed: int = 0) -> Reals:
@@ -251,12 +271,22 @@ def prepare_reals(qs: QualitySet, seed: int = 0) -> Reals:
     d = _sq_dists(pixels, pixels)
     np.fill_diagonal(d, np.inf)
     loo = np.sqrt(d.min(1) / pixels.shape[1])
+    held_nn = None
+    if qs.held_out is not None:
+        held_nn = float(np.median(np.sqrt(_sq_dists(_pixels(qs.held_out), pixels).min(1) / pixels.shape[1])))
     return Reals(features, feats.mean(0), np.cov(feats, rowvar=False), feats, pixels,
-                 float(np.quantile(loo, COPY_QUANTILE)), acc, classes)
+                 float(np.quantile(loo, COPY_QUANTILE)), acc, classes, _spread(pixels), held_nn)
 
 
 def _pixels(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), -1).astype(np.float32) / 255.0
+
+
+def _spread(pixels: np.ndarray) -> float:
+    """Mean pairwise distance (RMS over pixels) of up to DIVERSITY_SAMPLES images."""
+    x = pixels[:DIVERSITY_SAMPLES]
+    d = np.sqrt(_sq_dists(x, x) / x.shape[1])
+    return float(d[np.triu_indices(len(x), 1)].mean())
 
 
 def score(images: np.ndarray, reals: Reals) -> dict:
@@ -269,7 +299,9 @@ def score(images: np.ndarray, reals: Reals) -> dict:
     copies = float(np.mean(nn <= reals.copy_threshold))
     pr = prdc(reals.feats, feats, ks=(3,))
     out = {"fd": fd, "kid": kid, "precision": pr["precision_k3"], "recall": pr["recall_k3"], "nn": float(np.median(nn)),
-           "copies": copies, "copied": copies > COPY_FLAG}
+           "copies": copies, "copied": copies > COPY_FLAG, "diversity": _spread(_pixels(images)) / reals.spread}
+    if reals.held_nn:
+        out["copy_ratio"] = out["nn"] / reals.held_nn
     if reals.classes == 2:
         return {**out, "faces": float(np.mean(classes == 1))}
     counts = np.bincount(classes, minlength=reals.classes)
@@ -411,8 +443,9 @@ def train_reference(images: np.ndarray, seed: int, steps: int, batch_size: int =
 
 def _fmt(s: dict) -> str:
     kind = f"faces {s['faces']:.2f}" if "faces" in s else f"cov {s['coverage']:.2f} bal {s['balance']:.2f}"
+    small = f" copy ratio {s['copy_ratio']:.2f} diversity {s['diversity']:.2f}" if "copy_ratio" in s else ""
     return (f"FD {s['fd']:.3g} P {s['precision']:.2f} R {s['recall']:.2f} KID {s['kid']:.4f} {kind} "
-            f"nn {s['nn']:.3f}" + (" COPIED" if s["copied"] else ""))
+            f"nn {s['nn']:.3f}{small}" + (" COPIED" if s["copied"] else ""))
 
 
 def _mean_std(values) -> tuple[float, float]:
@@ -421,9 +454,10 @@ def _mean_std(values) -> tuple[float, float]:
 
 
 def bench_quality(steps: int | None = None, seeds=DEFAULT_SEEDS, log: Callable[[str], None] = print,
-                  workdir: str | Path | None = None, sets=SETS, curve: int = 0, **overrides) -> dict:
-    """Each set of `sets`: ours and the reference trained `steps` steps per seed (None: the set's
-    own budget, QualitySet.steps), both scored; FD ratios.
+                  workdir: str | Path | None = None, sets=DEFAULT_SETS, augments=("auto",), curve: int = 0,
+                  **overrides) -> dict:
+    """Each set of `sets`: ours (once per augment mode of `augments`) and the reference trained `steps`
+    steps per seed (None: the set's own budget, QualitySet.steps), all scored; FD ratios.
 
     `curve` > 0: ours is also scored at that many evenly spaced points of its run (a long run's
     FD over steps: does it get worse after its best point?). `overrides` go to our config.
@@ -435,50 +469,88 @@ def bench_quality(steps: int | None = None, seeds=DEFAULT_SEEDS, log: Callable[[
         for name in sets:
             qs = quality_set(name, work)
             figures[name] = bench_quality_set(qs, steps or qs.steps, seeds, log, work / "runs" / name,
-                                              curve=curve, **overrides)
+                                              augments=augments, curve=curve, **overrides)
         return figures
 
 
 def bench_quality_set(qs: QualitySet, steps: int, seeds, log: Callable[[str], None], runs: Path,
-                      reals: Reals | None = None, curve: int = 0, **overrides) -> dict:
-    """One set's figures (`reals`: its prepared scorer, when the caller has it already)."""
+                      reals: Reals | None = None, augments=("auto",), curve: int = 0,
+                      **overrides) -> dict:
+    """One set's figures (`reals`: its prepared scorer, when the caller has it already).
+
+    One augment mode: that mode's figures. Several (none vs diffaug vs ada): {"set", "images",
+    "steps", "by_augment": {mode: its figures}}, every mode scored against the same reference per seed.
+    """
     reals = reals or prepare_reals(qs)
-    half = len(qs.images) // 2
-    floor = score(qs.images[:half], reals)["fd"]  # real vs real: how low FD can go
+    floor = _describe_set(qs, reals, log)
+    rows: dict[str, list] = {mode: [] for mode in augments}
+    for seed in seeds:
+        t = time.perf_counter()
+        ref = score(sample(train_reference(qs.images, seed, steps, batch_size=qs.batch_size)), reals)
+        t_ref = time.perf_counter() - t
+        for mode in augments:
+            label = f" augment {mode}" if len(augments) > 1 else ""
+            cfg = our_config(qs, seed, steps, runs / mode, **({"epochs": curve} if curve else {}),
+                             **{"batch_size": qs.batch_size, "augment": mode, **overrides})
+            rows[mode].append(_our_row(cfg, runs / mode / f"ours-{seed}", reals, ref, t_ref, curve, log))
+            r = rows[mode][-1]
+            live_note = f" (live FD {r['ours_live']['fd']:.3g})" if "ours_live" in r else ""
+            log(f"quality {qs.name} seed {seed}{label}: ours {_fmt(r['ours'])}{live_note} | reference "
+                f"{_fmt(r['reference'])} | ratio {r['fd_ratio']:.2f} ({r['seconds_ours']:.0f} s)")
+    figures = {mode: _summary(qs, rows[mode], steps, seeds, reals, floor, cfg.replace(augment=mode), log,
+                              f" augment {mode}" if len(augments) > 1 else "") for mode in augments}
+    if len(augments) == 1:
+        return figures[augments[0]]
+    return {"set": qs.name, "images": len(qs.images), "steps": steps, "seeds": list(seeds), "by_augment": figures}
+
+
+def _describe_set(qs: QualitySet, reals: Reals, log) -> float:
+    """Log what the set is and how low FD can go (real half vs all); returns that floor."""
+    floor = score(qs.images[: len(qs.images) // 2], reals)["fd"]
     noise = np.random.default_rng(0).integers(0, 256, qs.images.shape, dtype=np.uint8)
     log(f"quality data: {qs.name} {len(qs.images)} images {SIZE}x{SIZE}x1; classifier held-out accuracy "
         f"{reals.accuracy:.3f}; FD real half vs all {floor:.3g}, uniform noise {score(noise, reals)['fd']:.1f}")
-    rows = []
-    for seed in seeds:
-        cfg = our_config(qs, seed, steps, runs, **({"epochs": curve} if curve else {}),
-                         **{"batch_size": qs.batch_size, **overrides})
-        t = time.perf_counter()
-        if curve:
-            log(f"quality {qs.name} seed {seed}: ours over {cfg.epochs * cfg.steps_per_epoch} steps")
-            points, ours, live = train_ours_curve(cfg, runs / f"ours-{seed}", reals, log)
-        else:
-            ours, live = train_ours(cfg, runs / f"ours-{seed}")
-        t_ours = time.perf_counter() - t
-        t = time.perf_counter()
-        ref = train_reference(qs.images, seed, steps, batch_size=cfg.batch_size)
-        t_ref = time.perf_counter() - t
-        row = {"seed": seed, "ours": score(sample(ours), reals), "reference": score(sample(ref), reals),
-               "seconds_ours": round(t_ours, 1), "seconds_reference": round(t_ref, 1)}
-        if live is not None:
-            row["ours_live"] = score(sample(live), reals)
-        if curve:
-            row["curve"], row["curve_summary"] = points, curve_summary(points)
-            c = row["curve_summary"]
-            log(f"quality {qs.name} seed {seed} curve: best FD {c['best_fd']:.3g} at step {c['best_step']}, "
-                f"final {c['final_fd']:.3g} ({c['final_over_best']:.2f}x the best)")
-        row["fd_ratio"] = row["ours"]["fd"] / row["reference"]["fd"]
-        # KID is unbiased, so near 0 it can be negative: a ratio to such a reference means nothing.
-        ref_kid = row["reference"]["kid"]
-        row["kid_ratio"] = row["ours"]["kid"] / ref_kid if ref_kid > 0 else None
-        rows.append(row)
-        live_note = f" (live FD {row['ours_live']['fd']:.3g})" if live is not None else ""
-        log(f"quality {qs.name} seed {seed}: ours {_fmt(row['ours'])}{live_note} | reference "
-            f"{_fmt(row['reference'])} | ratio {row['fd_ratio']:.2f}")
+    if qs.held_out is not None:
+        held = score(qs.held_out, reals)
+        log(f"quality data: {qs.name} {len(qs.held_out)} held-out real images: nn {held['nn']:.3f} (copy ratio "
+            f"1 by definition), diversity {held['diversity']:.2f} of the training images'")
+    return floor
+
+
+def _our_row(cfg, run_dir: Path, reals: Reals, ref: dict, t_ref: float, curve: int = 0,
+             log: Callable[[str], None] = lambda m: None) -> dict:
+    """Our model trained and scored against the seed's reference score `ref` (with `curve`: and
+    scored after each of its epochs too)."""
+    t = time.perf_counter()
+    if curve:
+        log(f"quality seed {cfg.seed} augment {cfg.augment}: ours over {cfg.epochs * cfg.steps_per_epoch} steps")
+        points, ours, live = train_ours_curve(cfg, run_dir, reals, log)
+    else:
+        ours, live = train_ours(cfg, run_dir)
+    row = {"seed": cfg.seed, "augment": cfg.augment, "ours": score(sample(ours), reals), "reference": ref,
+           "seconds_ours": round(time.perf_counter() - t, 1), "seconds_reference": round(t_ref, 1)}
+    if live is not None:
+        row["ours_live"] = score(sample(live), reals)
+    if curve:
+        row["curve"], row["curve_summary"] = points, curve_summary(points)
+        c = row["curve_summary"]
+        log(f"quality seed {cfg.seed} curve: best FD {c['best_fd']:.3g} at step {c['best_step']}, "
+            f"final {c['final_fd']:.3g} ({c['final_over_best']:.2f}x the best)")
+    row["fd_ratio"] = row["ours"]["fd"] / ref["fd"]
+    # KID is unbiased, so near 0 it can be negative: a ratio to such a reference means nothing.
+    row["kid_ratio"] = row["ours"]["kid"] / ref["kid"] if ref["kid"] > 0 else None
+    return row
+
+
+def _mode(cfg, qs: QualitySet) -> str:
+    """'ada', or 'auto (ada)': what the augment mode is on this set."""
+    resolved = cfg.with_augment(len(qs.images)).augment
+    return cfg.augment if resolved == cfg.augment else f"{cfg.augment} ({resolved})"
+
+
+def _summary(qs: QualitySet, rows: list, steps: int, seeds, reals: Reals, floor: float, cfg, log,
+             label: str) -> dict:
+    """One mode's figures over the seeds, and its summary line."""
     fd_mean, fd_std = _mean_std([r["fd_ratio"] for r in rows])
     kids = [r["kid_ratio"] for r in rows]
     kid_mean, kid_std = _mean_std(kids) if None not in kids else (None, None)
@@ -488,11 +560,20 @@ def bench_quality_set(qs: QualitySet, steps: int, seeds, log: Callable[[str], No
     live = [r["ours_live"]["fd"] / r["reference"]["fd"] for r in rows if "ours_live" in r]
     live_mean = _mean_std(live)[0] if live else None
     live_note = f"; live generator {live_mean:.2f}" if live else ""
-    log(f"quality {qs.name} FD ratio ours/reference: {fd_mean:.2f} +- {fd_std:.2f} over {len(rows)} seeds "
-        f"({kid_note}{live_note}; {steps} steps, batch {cfg.batch_size}, "
-        f"lr G {cfg.lr_g:g} D {cfg.lr_d:g}, precision {cfg.precision}, ema {cfg.ema})")
-    return {"set": qs.name, "images": len(qs.images), "steps": steps, "seeds": list(seeds), "samples": SAMPLES,
-            "classifier_accuracy": reals.accuracy, "fd_real_floor": floor, "per_seed": rows,
-            "fd_ratio_mean": fd_mean, "fd_ratio_std": fd_std, "kid_ratio_mean": kid_mean, "kid_ratio_std": kid_std,
-            "live_fd_ratio_mean": live_mean,
-            "config": {k: getattr(cfg, k) for k in ("precision", "ema", "batch_size", "lr_g", "lr_d", "beta1")}}
+    small, copy = "", {}
+    if reals.held_nn:
+        copy = {k: _mean_std([r["ours"][k] for r in rows]) for k in ("copy_ratio", "diversity")}
+        small = (f"; copy ratio {copy['copy_ratio'][0]:.2f} +- {copy['copy_ratio'][1]:.2f}, diversity "
+                 f"{copy['diversity'][0]:.2f} +- {copy['diversity'][1]:.2f}")
+    log(f"quality {qs.name}{label} FD ratio ours/reference: {fd_mean:.2f} +- {fd_std:.2f} over {len(rows)} seeds "
+        f"({kid_note}{live_note}{small}; {steps} steps, batch {cfg.batch_size}, "
+        f"lr G {cfg.lr_g:g} D {cfg.lr_d:g}, precision {cfg.precision}, ema {cfg.ema}, augment {_mode(cfg, qs)})")
+    out = {"set": qs.name, "images": len(qs.images), "steps": steps, "seeds": list(seeds), "samples": SAMPLES,
+           "classifier_accuracy": reals.accuracy, "fd_real_floor": floor, "per_seed": rows,
+           "fd_ratio_mean": fd_mean, "fd_ratio_std": fd_std, "kid_ratio_mean": kid_mean, "kid_ratio_std": kid_std,
+           "live_fd_ratio_mean": live_mean,
+           "config": {k: getattr(cfg, k) for k in ("precision", "ema", "batch_size", "lr_g", "lr_d", "beta1",
+                                                   "augment")}}
+    for k, (mean, std) in copy.items():
+        out.update({f"{k}_mean": mean, f"{k}_std": std})
+    return out

@@ -24,7 +24,7 @@ from typing import Annotated, Callable, Optional
 import typer
 from typer.core import TyperCommand, TyperOption
 
-from dcgan_cli.config import GActivation, OnCollapse, Precision, Preset, Strategy, TrainConfig
+from dcgan_cli.config import Augment, GActivation, OnCollapse, Precision, Preset, Strategy, TrainConfig
 from dcgan_cli.errors import DcganError, Interrupted, UsageError, resume_hint
 from dcgan_cli.evaluate import METRICS
 from dcgan_cli.identity.config import ClassAugment, IdentityConfig, Loss, Mining
@@ -143,6 +143,31 @@ OnCollapseOption = Annotated[Optional[OnCollapse], typer.Option(
 # Old spellings (hidden, noted on stderr, for one release): see _Command.
 GENERATOR_RENAMED = {"--model": "--generator"}
 IDENTITY_RENAMED = {"--model": "--identity-model"}
+
+
+CheckpointStepsFlag = Annotated[Optional[int], typer.Option(min=0, help="Also checkpoint every N steps.")]
+# `dcgan bench`'s long-run and repair options
+QualityCurveFlag = Annotated[int, typer.Option(min=0, help="Score ours at this many evenly spaced points of each "
+                                                           "run too (a long run's FD over steps).")]
+QualityWorkdirFlag = Annotated[Optional[Path], typer.Option(help="Keep the quality part's data and trained runs "
+                                                                 "here (default: a temporary folder).",
+                                                            show_default=False)]
+RepairSeedsFlag = Annotated[int, typer.Option(min=1, help="Seeds of the repair part (0, 1, ...).")]
+RepairStepsFlag = Annotated[Optional[int], typer.Option(min=1, help="Training steps per seed of the repair part "
+                                                                    "(default: 2000 for faces, 1500 for digits).",
+                                                        show_default=False)]
+RepairFigureFlag = Annotated[Optional[Path], typer.Option(help="With --parts repair: also write a picture of "
+                                                               "held-out faces (masked | ours | Telea | real).",
+                                                          show_default=False)]
+
+# `dcgan train`'s augmentation flags (docs/training.md, "Small data sets").
+AugmentFlag = Annotated[Optional[Augment], typer.Option(help=(
+    "Augment everything D sees (translation, cutout, colour): diffaug (fixed p), ada (p adapted to D's "
+    "overfitting), none; auto: ada on data sets under 1,000 images, none above (the preset's choice "
+    "when it pins one)."), show_default=False)]
+AugmentPFlag = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help=(
+    "Per-sample probability of each augmentation: diffaug's fixed p (default 1), ada's starting p "
+    "(default 0)."), show_default=False)]
 
 
 def _given(options: dict, config: type, besides: tuple[str, ...] = ()) -> dict:
@@ -350,6 +375,7 @@ def train(
     instance_noise: Annotated[Optional[float], typer.Option(help="Noise on real images, std ~ U(0, s).")] = None,
     flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips.",
                                                  show_default=False)] = None,
+    augment: AugmentFlag = None, augment_p: AugmentPFlag = None,
     seed: Annotated[Optional[int], typer.Option(min=0, max=2**31 - 1,
                                                 help="Seed of weights, noise and data order.")] = None,
     precision: Annotated[Optional[Precision], typer.Option(help="Compute precision (auto: by hardware).",
@@ -359,8 +385,7 @@ def train(
     strategy: Annotated[Optional[Strategy], typer.Option(help="tf.distribute strategy.", show_default=False)] = None,
     sync_bn: Annotated[Optional[bool], typer.Option("--sync-bn/--no-sync-bn", help="Synchronised batch norm.",
                                                     show_default=False)] = None,
-    checkpoint_every_steps: Annotated[Optional[int], typer.Option(
-        min=0, help="Also checkpoint every N steps.")] = None,
+    checkpoint_every_steps: CheckpointStepsFlag = None,
     checkpoint_every_epochs: Annotated[Optional[int], typer.Option(
         min=0, help="Checkpoint at the end of every N epochs (0: auto, every epoch unless epochs are under 200 "
                     "steps; the last epoch and Ctrl-C always checkpoint).", show_default=False)] = None,
@@ -728,19 +753,17 @@ def bench(
     quality_seeds: Annotated[int, typer.Option(min=1, help="Seeds of the quality part (0, 1, ...).")] = 3,
     quality_sets: Annotated[str, typer.Option(help="Comma-separated data sets of the quality part: digits "
                                                    "(sklearn's, the figure of merit), faces (skimage's 100 LFW "
-                                                   "faces).")] = "digits,faces",
-    quality_curve: Annotated[int, typer.Option(min=0, help="Score ours at this many evenly spaced points of "
-                                                          "each run too (a long run's FD over steps).")] = 0,
-    quality_workdir: Annotated[Optional[Path], typer.Option(help="Keep the quality part's data and trained "
-                                                                 "runs here (default: a temporary folder).",
-                                                            show_default=False)] = None,
-    repair_seeds: Annotated[int, typer.Option(min=1, help="Seeds of the repair part (0, 1, ...).")] = 2,
-    repair_steps: Annotated[Optional[int], typer.Option(min=1, help="Training steps per seed of the repair part "
-                                                                    "(default: 2000 for faces, 1500 for digits).",
-                                                        show_default=False)] = None,
-    repair_figure: Annotated[Optional[Path], typer.Option(help="With --parts repair: also write a picture of "
-                                                               "held-out faces (masked | ours | Telea | real).",
-                                                          show_default=False)] = None,
+                                                   "faces), faces80 (80 of them for 6,000 steps, 20 held out: "
+                                                   "copy ratio and diversity; half an hour per mode and seed)."
+                                              )] = "digits,faces",
+    quality_augment: Annotated[str, typer.Option(help="Comma-separated --augment modes of our model in the "
+                                                      "quality part, each trained per seed against the same "
+                                                      "reference, e.g. none,diffaug,ada.")] = "auto",
+    augment: Annotated[Augment, typer.Option(help="Also time the step with this augmentation (diffaug, ada) "
+                                                  "and give its img/s as a ratio to the plain step's.")
+                       ] = Augment.none,
+    quality_curve: QualityCurveFlag = 0, quality_workdir: QualityWorkdirFlag = None,
+    repair_seeds: RepairSeedsFlag = 2, repair_steps: RepairStepsFlag = None, repair_figure: RepairFigureFlag = None,
     peers: Annotated[Optional[Path], typer.Option(help="Folder with peer_keras.py / peer_torch.py: time them "
                                                        "back to back and report ratios.")] = None,
     torch_python: Annotated[Optional[Path], typer.Option(help="A Python with torch, to run peer_torch.py.")] = None,
@@ -770,13 +793,18 @@ def bench(
     from dcgan_cli.bench import PARTS, parse_choices
     from dcgan_cli.bench import bench as run
     from dcgan_cli.bench_quality import SETS
+    from dcgan_cli.config import AUGMENTS
 
     wanted = parse_choices(parts, PARTS, "--parts")
     sets = parse_choices(quality_sets, SETS, "--quality-sets")
+    modes = parse_choices(quality_augment, AUGMENTS, "--quality-augment")
+    if augment == Augment.auto:
+        raise UsageError("the step is timed on an in-memory batch of no data set: use diffaug or ada", "--augment")
     result = run(size=size, batch_size=batch_size, steps=steps, data=data, precision=precision.value, xla=xla,
                  peers=peers, torch_python=torch_python, parts=wanted, face_images=face_images,
                  stylize_size=stylize_size, quality_steps=quality_steps, quality_seeds=range(quality_seeds),
                  quality_sets=sets, quality_curve=quality_curve, quality_workdir=quality_workdir,
+                 augment=augment.value, quality_augment=modes,
                  repair={"seeds": tuple(range(repair_seeds)), "steps": repair_steps, "figure": repair_figure},
                  log=(lambda m: None) if json_ else typer.echo)
     typer.echo(json.dumps(result) if json_ else json.dumps(result, indent=2))

@@ -23,12 +23,19 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ON_COLLAPSE = ("warn", "stop", "rollback")  # --on-collapse: what the health monitor (health.py) does on a finding
 G_ACTIVATIONS = ("relu", "leaky_relu")  # the generator's hidden activation; the paper's is relu
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
+AUGMENTS = ("auto", "none", "diffaug", "ada")  # augmentation of what D sees (augment.py)
 # The command line's choices, built from the tuples above so its help and these checks cannot drift.
 Precision = Enum("Precision", {p: p for p in PRECISIONS}, type=str)
 Strategy = Enum("Strategy", {s: s for s in STRATEGIES}, type=str)
 GActivation = Enum("GActivation", {a: a for a in G_ACTIVATIONS}, type=str)
 OnCollapse = Enum("OnCollapse", {a: a for a in ON_COLLAPSE}, type=str)
+Augment = Enum("Augment", {a: a for a in AUGMENTS}, type=str)
 
+
+# ADA's speed (TrainConfig.ada_kimg): p can move by 1 over this many thousand images. The paper's 500
+# is ~15,600 steps at batch 32 for p to move by 1: too slow for the few thousand steps a small data set
+# trains here (docs/training.md, "Small data sets").
+ADA_KIMG = 100.0
 
 # Settings renamed so that a count of steps or of epochs says which (0.1 names on the left): a
 # config.json written before still loads, its old keys read as the new ones.
@@ -164,6 +171,13 @@ class TrainConfig(FrozenConfig):
         eval_samples: generated images per evaluation.
         on_collapse: warn | stop | rollback: what the health monitor does when D wins, the samples
             collapse or training diverges (health.py; docs/training.md).
+        augment: auto | none | diffaug | ada: differentiable augmentation of everything D sees
+            (augment.py); auto is resolved from the data's size (`with_augment`).
+        augment_p: each augmentation's per-sample probability: diffaug's fixed p, ada's starting p
+            (-1: the mode's own, 1.0 for diffaug, 0.0 for ada).
+        ada_target: the r_t = E[sign(D(x_real))] that ADA steers towards.
+        ada_kimg: ADA's speed: thousands of images over which p can move by 1.
+        ada_interval: ADA adjusts p every this many steps, from r_t over them.
     """
 
     # Optimiser-only knobs: a resume may change them (lowering the rates is how a NaN is recovered from);
@@ -212,10 +226,32 @@ class TrainConfig(FrozenConfig):
     eval_samples: int = 10000
     # -- the training-health monitor (health.py): what to do when a detector fires ----------------------
     on_collapse: str = "warn"
+    # -- augmentation of what D sees: DiffAugment with ADA's adaptive p (augment.py, docs/training.md)
+    augment: str = "auto"
+    augment_p: float = -1.0
+    ada_target: float = 0.6
+    ada_kimg: float = ADA_KIMG
+    ada_interval: int = 4
 
     def __post_init__(self) -> None:
         validate(self)
 
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        # A config.json written before augmentation existed trained without it: a resume keeps it so.
+        return super().from_dict({"augment": "none", **d} if isinstance(d, dict) else d)
+
+    def with_augment(self, n_images: int) -> "TrainConfig":
+        """This config with `augment` auto resolved for a data set of `n_images` (ADA under
+        AUTO_ADA_BELOW images, none from there on) and `augment_p` -1 made the mode's own (none keeps it)."""
+        mode = self.augment
+        if mode == "auto":
+            mode = "ada" if n_images < AUTO_ADA_BELOW else "none"
+        p = self.augment_p
+        if p < 0 and mode != "none":
+            p = 1.0 if mode == "diffaug" else 0.0
+        return self.replace(augment=mode, augment_p=p)
 
     def epoch_steps(self, n_images: int) -> int:
         """Steps per epoch on a data set of `n_images`."""
@@ -234,6 +270,11 @@ class TrainConfig(FrozenConfig):
         auto = math.ceil(AUTO_CADENCE_STEPS / self.epoch_steps(n_images))
         return self.replace(checkpoint_every_epochs=self.checkpoint_every_epochs or auto, sample_every_epochs=self.sample_every_epochs or auto)
 
+
+# `augment auto` (TrainConfig.with_augment): ADA on data sets under this many images, none from there on.
+# MEASURED on 80 faces at 6,000 steps (docs/quality.md, "Small data: faces80"); ADA was not measured on
+# sklearn's 1,797 digits, so sets of that size and up keep training as before (docs/training.md).
+AUTO_ADA_BELOW = 1_000
 
 # End-of-epoch work happens about once per this many steps at least (see TrainConfig.with_cadence):
 # on 2 CPU cores that is a minute or more of training per second of writing.
@@ -259,6 +300,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": dict(
         image_size=32, batch_size=32, g_filters=64, d_filters=64, epochs=25, steps_per_epoch=100,
         lr_g=2e-4, lr_d=2e-4, flip=True, ema=0.99, num_samples=64, label_smoothing=0.1,
+        augment="none",  # pinned: `make demo`'s output stays what it was (augmentation not measured on it)
     ),
     # MNIST / Fashion-MNIST, 28x28x1 from the model's 7x7 base: G 7x7x128 -> 14x14x64 -> 28x28x1,
     # D 64 -> 128 -> logit. The paper's optimiser at batch 64, with a generator EMA for the samples.
@@ -318,7 +360,7 @@ def preset_for_data(name: str, manifest: dict, **overrides: Any) -> TrainConfig:
     shape = {k: v for k, v in (("image_size", manifest["size"]), ("channels", manifest["channels"]))
              if k not in fixed}
     return preset(name, **shape, **{k: v for k, v in overrides.items() if v is not None}
-                  ).with_cadence(manifest["count"])
+                  ).with_cadence(manifest["count"]).with_augment(manifest["count"])
 
 
 # What each field must hold, checked before any range (a hand-edited config.json can hold anything).
@@ -376,3 +418,17 @@ def validate(c: TrainConfig) -> None:
         bad(f"on-collapse must be one of {', '.join(ON_COLLAPSE)}, got {c.on_collapse!r}")
     if c.strategy not in STRATEGIES:
         bad(f"strategy must be one of {', '.join(STRATEGIES)}, got {c.strategy!r}")
+    _check_augment(c, bad)
+
+
+def _check_augment(c: TrainConfig, bad) -> None:
+    if c.augment not in AUGMENTS:
+        bad(f"augment must be one of {', '.join(AUGMENTS)}, got {c.augment!r}")
+    if not (0 <= c.augment_p <= 1 or c.augment_p == -1):
+        bad(f"augment-p must be a probability in [0, 1], got {c.augment_p}")
+    if not 0 < c.ada_target < 1:
+        bad(f"ada-target must be in (0, 1), got {c.ada_target}")
+    if not c.ada_kimg > 0:
+        bad(f"ada-kimg must be positive, got {c.ada_kimg}")
+    if c.ada_interval < 1:
+        bad(f"ada-interval must be at least 1, got {c.ada_interval}")

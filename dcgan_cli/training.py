@@ -7,9 +7,10 @@ What the identity trainer does alike (the run's lock, signals, checkpoints and
 last-good/, the resume rule and bookkeeping, metrics lines) is in lifecycle.py.
 
 Randomness is stateless and keyed by (seed, step): the noise z, label
-smoothing, instance noise and flips of step k are the same whether the run was
-resumed or not, and whatever the number of replicas. The step counter in the
-checkpoint is therefore the whole RNG state.
+smoothing, instance noise, flips and augmentations of step k are the same whether
+the run was resumed or not, and whatever the number of replicas. The step counter
+in the checkpoint is therefore the whole RNG state (with ADA, p and its running
+sums are in the checkpoint too).
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from dcgan_cli.fsutil import atomic_path, describe_os_error
 from dcgan_cli.lifecycle import NonFiniteLoss
 from dcgan_cli.pixels import to_signed
 
-# Stream ids folded into the per-step seed, one per kind of randomness.
-_Z, _LABELS, _NOISE_STD, _NOISE, _FLIP = range(5)
+# Stream ids folded into the per-step seed, one per kind of randomness (at most 8: seed * 8 + kind).
+_Z, _LABELS, _NOISE_STD, _NOISE, _FLIP, _AUG_REAL, _AUG_FAKE = range(7)
 
 
 # ----------------------------------------------------------------------------
@@ -81,6 +82,8 @@ class GAN:
     step: object  # tf.Variable int64: optimizer steps taken; also the RNG state
     epoch: object  # tf.Variable int64: completed epochs
     fixed_z: object  # tf.Variable: the noise of the per-epoch grids
+    augment_p: object | None = None  # ADA: tf.Variable float32, the augmentations' probability
+    ada_sums: object | None = None  # ADA: tf.Variable (2,): sum of r_t over the steps since p last moved, steps
 
     @property
     def output_generator(self):
@@ -99,7 +102,16 @@ class GAN:
                  "d_opt": adam(self.d_opt), "step": self.step, "epoch": self.epoch, "fixed_z": self.fixed_z}
         if self.g_ema is not None:
             parts[rundir.EMA_SLOT] = self.g_ema
+        if self.augment_p is not None:
+            parts.update(augment_p=self.augment_p, ada_sums=self.ada_sums)
         return tf.train.Checkpoint(**parts)
+
+
+def augmenting(cfg: TrainConfig) -> bool:
+    """Whether the step augments what D sees; `auto` must have been resolved (TrainConfig.with_augment)."""
+    if cfg.augment == "auto":
+        raise ValueError("augment 'auto' depends on the data's size: resolve it with TrainConfig.with_augment")
+    return cfg.augment in ("diffaug", "ada")
 
 
 def build_gan(cfg: TrainConfig, precision: str = "fp32") -> GAN:
@@ -135,17 +147,22 @@ def build_gan(cfg: TrainConfig, precision: str = "fp32") -> GAN:
     fixed_z = tf.Variable(
         tf.random.stateless_normal([cfg.num_samples, cfg.latent_dim], seed=[cfg.seed, 0x5EED]),
         trainable=False, name="fixed_z")
-    return GAN(generator, discriminator, g_ema, g_opt, d_opt, step, epoch, fixed_z)
+    gan = GAN(generator, discriminator, g_ema, g_opt, d_opt, step, epoch, fixed_z)
+    if augmenting(cfg) and cfg.augment == "ada":
+        gan.augment_p = tf.Variable(cfg.augment_p, dtype=tf.float32, trainable=False, name="augment_p")
+        gan.ada_sums = tf.Variable(tf.zeros([2]), trainable=False, name="ada_sums")
+    return gan
 
 
 # ----------------------------------------------------------------------------
 # the step
 
 
-def _replica_inputs(cfg: TrainConfig, real_u8, step):
-    """This replica's share of step `step`: (z, the real images in [-1, 1] flipped and noised, the real labels).
+def _replica_inputs(cfg: TrainConfig, real_u8, step, p=None):
+    """This replica's share of step `step`: (z, the real images in [-1, 1] flipped, noised and augmented,
+    the real labels, the function that augments this replica's fakes or None).
 
-    Every random draw is keyed by (seed, kind, step), made for the global batch and then
+    `p` (augmentation on): each augmentation's per-sample probability (augment.py). Every random draw is keyed by (seed, kind, step), made for the global batch and then
     sliced to this replica's rows: identical whatever the number of replicas.
     """
     import tensorflow as tf
@@ -169,7 +186,16 @@ def _replica_inputs(cfg: TrainConfig, real_u8, step):
         real = real + std * rand(_NOISE, [B, cfg.image_size, cfg.image_size, cfg.channels])[lo:lo + b]
     real_labels = 1.0 - rand(_LABELS, [B, 1], tf.random.stateless_uniform,
                              minval=0.0, maxval=cfg.label_smoothing)[lo:lo + b]
-    return z, real, real_labels
+    augment_fake = None
+    if p is not None:  # D sees real and fake images through the same kind of augmentation, drawn apart
+        from dcgan_cli.augment import DRAWS, diff_augment
+
+        real = diff_augment(real, rand(_AUG_REAL, [B, DRAWS], tf.random.stateless_uniform)[lo:lo + b], p)
+        u_fake = rand(_AUG_FAKE, [B, DRAWS], tf.random.stateless_uniform)[lo:lo + b]
+
+        def augment_fake(fake):
+            return diff_augment(fake, u_fake, p)
+    return z, real, real_labels, augment_fake
 
 
 def make_train_step(cfg: TrainConfig, gan: GAN, strategy, precision: str) -> Callable:
@@ -188,8 +214,9 @@ def make_train_step(cfg: TrainConfig, gan: GAN, strategy, precision: str) -> Cal
     def bce(labels, logits):  # (b, 1) -> (b,)
         return tf.reshape(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), [-1])
 
-    def replica_step(real_u8, step):
-        z, real, real_labels = _replica_inputs(cfg, real_u8, step)
+    def replica_step(real_u8, step, *p):
+        z, real, real_labels, augment_fake = _replica_inputs(cfg, real_u8, step, *p)
+        seen = augment_fake or (lambda fake: fake)  # what D sees of G's images; G's gradient flows through it
 
         def d_loss_of(real_logits, fake_logits):
             per_example = bce(real_labels, real_logits) + bce(tf.zeros_like(fake_logits), fake_logits)
@@ -202,7 +229,7 @@ def make_train_step(cfg: TrainConfig, gan: GAN, strategy, precision: str) -> Cal
             # D first; then G's loss through the D just updated on this batch (the
             # PyTorch example's order): one more D forward than the shared step.
             with tf.GradientTape() as g_tape:
-                fake = G(z, training=True)
+                fake = seen(G(z, training=True))
                 with g_tape.stop_recording():
                     with tf.GradientTape() as d_tape:
                         real_logits = D(real, training=True)
@@ -215,7 +242,7 @@ def make_train_step(cfg: TrainConfig, gan: GAN, strategy, precision: str) -> Cal
             g_opt.apply(g_tape.gradient(g_scaled, G.trainable_variables), G.trainable_variables)
         else:
             with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-                fake = G(z, training=True)  # one generator forward serves both losses
+                fake = seen(G(z, training=True))  # one generator forward serves both losses
                 real_logits = D(real, training=True)
                 fake_logits = D(fake, training=True)
                 d_loss, g_loss = d_loss_of(real_logits, fake_logits), g_loss_of(fake_logits)
@@ -225,23 +252,21 @@ def make_train_step(cfg: TrainConfig, gan: GAN, strategy, precision: str) -> Cal
             g_grads = g_tape.gradient(g_scaled if fp16 else g_loss, G.trainable_variables)
             d_opt.apply(d_grads, D.trainable_variables)
             g_opt.apply(g_grads, G.trainable_variables)
-        inv_b = 1.0 / B
-        return {
-            "d_loss": d_loss,
-            "g_loss": g_loss,
-            "d_real": tf.reduce_sum(tf.sigmoid(real_logits)) * inv_b,  # mean D(x) over the global batch
-            "d_fake": tf.reduce_sum(tf.sigmoid(fake_logits)) * inv_b,  # mean D(G(z))
-        }
+        return _step_scalars(B, d_loss, g_loss, real_logits, fake_logits, augmented=bool(p))
 
     # The EMA averages the weights only; its batch-norm statistics are its own,
     # recomputed before every use (`standing_statistics`), not the live model's.
     ema_pairs = list(zip(gan.g_ema.trainable_variables, G.trainable_variables)) if gan.g_ema is not None else []
     replica_fn = tf.function(replica_step, jit_compile=cfg.xla) if cfg.xla else replica_step
 
+    read_p = _p_reader(cfg, gan)
+
     @tf.function
     def train_step(batch):
-        out = strategy.run(replica_fn, args=(batch, gan.step.read_value()))
+        out = strategy.run(replica_fn, args=(batch, gan.step.read_value(), *(read() for read in read_p)))
         out = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in out.items()}
+        if read_p:
+            out["augment_p"] = _ada_update(cfg, gan, out["r_t"]) if gan.augment_p is not None else read_p[0]()
         if ema_pairs:
             decay = ema_decay(cfg.ema, gan.step)
             for e, w in ema_pairs:
@@ -250,6 +275,47 @@ def make_train_step(cfg: TrainConfig, gan: GAN, strategy, precision: str) -> Cal
         return out
 
     return train_step
+
+
+def _step_scalars(B: int, d_loss, g_loss, real_logits, fake_logits, augmented: bool) -> dict:
+    """What a replica's step returns, each a share of the global batch's mean (summed over replicas)."""
+    import tensorflow as tf
+
+    inv_b = 1.0 / B
+    out = {
+        "d_loss": d_loss,
+        "g_loss": g_loss,
+        "d_real": tf.reduce_sum(tf.sigmoid(real_logits)) * inv_b,  # mean D(x) over the global batch
+        "d_fake": tf.reduce_sum(tf.sigmoid(fake_logits)) * inv_b,  # mean D(G(z))
+    }
+    if augmented:  # ADA's overfitting heuristic r_t = E[sign(D(x_real))], logged in every augmenting mode
+        out["r_t"] = tf.reduce_sum(tf.sign(tf.cast(real_logits, tf.float32))) * inv_b
+    return out
+
+
+def _p_reader(cfg: TrainConfig, gan: GAN) -> tuple:
+    """How the step gets p: () without augmentation (no argument, no ops), ADA's variable, or diffaug's constant."""
+    import tensorflow as tf
+
+    if not augmenting(cfg):
+        return ()
+    return (gan.augment_p.read_value,) if gan.augment_p is not None else (lambda: tf.constant(cfg.augment_p),)
+
+
+def _ada_update(cfg: TrainConfig, gan: GAN, r_t):
+    """ADA, once per step in the cross-replica context (as the EMA): add r_t to the running sums; every
+    `ada_interval` steps move p from their mean (augment.ada_adjust) and clear them. Returns p used this step."""
+    import tensorflow as tf
+
+    from dcgan_cli.augment import ada_adjust
+
+    used = gan.augment_p.read_value()
+    sums = gan.ada_sums.assign_add(tf.stack([r_t, 1.0]))
+    due = tf.equal(tf.math.floormod(gan.step + 1, cfg.ada_interval), 0)  # gan.step + 1 steps done after this one
+    moved = ada_adjust(used, sums[0] / sums[1], cfg.ada_target, cfg.batch_size, cfg.ada_interval, cfg.ada_kimg)
+    gan.augment_p.assign(tf.where(due, moved, used))
+    gan.ada_sums.assign(tf.where(due, tf.zeros_like(sums), sums))
+    return used
 
 
 # ----------------------------------------------------------------------------
@@ -395,7 +461,8 @@ def train(
     check_shape(manifest, cfg.image_size, cfg.channels)
     verify_shards(cfg.data, manifest, full=verify_data, log=log)
     check_training_memory(cfg, log=log)
-    cfg = cfg.with_cadence(manifest["count"])  # auto checkpoint/sample cadence -> epochs, saved in config.json
+    # auto checkpoint/sample cadence -> epochs, augment auto -> a mode, saved in config.json
+    cfg = cfg.with_cadence(manifest["count"]).with_augment(manifest["count"])
     preflight_training(cfg, log=log)
     strategy = distribute.make_strategy(cfg.strategy)
     chief = distribute.is_chief(strategy)
@@ -446,6 +513,11 @@ class Training:
     @property
     def step(self) -> int:
         return int(self.gan.step.numpy())
+
+    @property
+    def scalars(self) -> tuple[str, ...]:
+        """What a step returns, logged every epoch (with augmentation also its p and ADA's r_t)."""
+        return _SCALARS + (_AUGMENT_SCALARS if augmenting(self.cfg) else ())
 
 
 def _train_locked(cfg: TrainConfig, run_dir: Path, saved: TrainConfig | None, manifest: dict, log, quiet: bool,
@@ -559,12 +631,13 @@ def _batches(cfg: TrainConfig, strategy, run: lifecycle.Run, step: int):
 
 
 _SCALARS = ("d_loss", "g_loss", "d_real", "d_fake")  # what a step returns, logged every epoch
+_AUGMENT_SCALARS = ("augment_p", "r_t")  # and with augmentation: the epoch's mean p and r_t
 
 
 def _train_epoch(t: Training, epoch: int, data, progress) -> lifecycle.EpochMeter:
     """The step loop of one epoch, until its end, a signal, or max_steps."""
     cfg, run = t.cfg, t.run
-    meter = lifecycle.EpochMeter(_SCALARS, cfg.batch_size)
+    meter = lifecycle.EpochMeter(t.scalars, cfg.batch_size)
     steps = run.steps_left(epoch, t.step)
     bar = progress.task(f"epoch {epoch + 1}/{cfg.epochs}", run.steps_per_epoch, steps.start)
     for _ in steps:
@@ -609,7 +682,7 @@ def _end_of_epoch(t: Training, epoch: int, meter: lifecycle.EpochMeter, progress
             save_image(rundir.sample_grid_path(run.run_dir, epoch + 1), grid)
             plot_losses(run.run_dir / rundir.METRICS_FILE, run.run_dir / rundir.LOSSES_FILE)
         with t.tb.as_default(step=step):
-            for k in _SCALARS + ("img_per_s",):
+            for k in t.scalars + ("img_per_s",):
                 tf.summary.scalar(k, row[k])
             for k in _HEALTH_SCALARS:
                 if row.get(k) is not None:
@@ -620,7 +693,8 @@ def _end_of_epoch(t: Training, epoch: int, meter: lifecycle.EpochMeter, progress
     progress.print(
         f"epoch {epoch + 1}/{cfg.epochs} step {step} d_loss {row['d_loss']:.4f} "
         f"g_loss {row['g_loss']:.4f} D(x) {row['d_real']:.3f} D(G(z)) {row['d_fake']:.3f} "
-        f"{row['img_per_s']:.1f} img/s {meter.seconds:.1f}s", fallback=t.log)
+        + (f"p {row['augment_p']:.3f} r_t {row['r_t']:.2f} " if "augment_p" in row else "")
+        + f"{row['img_per_s']:.1f} img/s {meter.seconds:.1f}s", fallback=t.log)
     if run.chief and cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0:
         t.ema.refresh()
         evaluate_epoch(cfg, gan, run.checkpoints.ckpt, run.run_dir, epoch + 1, step, t.log, tb=t.tb, quiet=t.quiet)

@@ -61,7 +61,8 @@ def tiny_config(data, runs_dir, **kw):
 
     values = dict(data=str(data), runs_dir=str(runs_dir), image_size=16, channels=3, latent_dim=8, g_filters=8,
                   d_filters=8, batch_size=8, epochs=2, steps_per_epoch=3, num_samples=4, precision="fp32",
-                  strategy="default", preset="dcgan", checkpoint_every_epochs=1, sample_every_epochs=1)
+                  strategy="default", preset="dcgan", checkpoint_every_epochs=1, sample_every_epochs=1,
+                  augment="none")  # tests of augmentation (test_augment.py) ask for it
     values.update(kw)
     return TrainConfig(**values)
 

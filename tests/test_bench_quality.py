@@ -148,6 +148,41 @@ def test_bench_quality_part_prints_seed_lines_ratio_and_json():
     _check_set_figures(quality["faces"], "faces", lines)
 
 
+@pytest.mark.slow
+def test_faces80_scores_each_augment_mode_against_one_reference_with_copy_ratio_and_diversity():
+    r = CliRunner().invoke(app, ["bench", "--parts", "quality", "--quality-sets", "faces80", "--quality-steps", "2",
+                                 "--quality-seeds", "1", "--quality-augment", "none,ada"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    out = json.loads("\n".join(lines[next(i for i, x in enumerate(lines) if x.startswith("{")):]))["quality"]
+    faces80 = out["faces80"]
+    assert faces80["steps"] == 2 and list(faces80["by_augment"]) == ["none", "ada"]
+    assert any(x.startswith("quality data: faces80 20 held-out real images: nn ") for x in lines)
+    refs = [m["per_seed"][0]["reference"] for m in faces80["by_augment"].values()]
+    assert refs[0] == refs[1]  # one reference per seed, trained once
+    for mode, figures in faces80["by_augment"].items():
+        row = figures["per_seed"][0]
+        assert row["augment"] == mode and figures["config"]["augment"] == mode
+        assert math.isfinite(row["ours"]["copy_ratio"]) and row["ours"]["copy_ratio"] > 0
+        assert 0 < row["ours"]["diversity"] and figures["copy_ratio_mean"] == row["ours"]["copy_ratio"]
+        assert any(x.startswith(f"quality faces80 seed 0 augment {mode}: ours ") and " copy ratio " in x
+                   for x in lines)
+        assert any(x.startswith(f"quality faces80 augment {mode} FD ratio ours/reference: ") and "; copy ratio " in x
+                   for x in lines)
+
+
+@pytest.mark.slow
+def test_copy_ratio_is_one_for_unseen_faces_and_small_for_copies(tmp_path):
+    qs = bq.quality_set("faces80", tmp_path)
+    assert (len(qs.images), len(qs.held_out), qs.steps, qs.batch_size) == (80, 20, bq.FACES80_STEPS, bq.FACES80_BATCH)
+    reals = bq.prepare_reals(qs)
+    held, copies = bq.score(qs.held_out, reals), bq.score(qs.images, reals)
+    assert held["copy_ratio"] == pytest.approx(1.0) and copies["copy_ratio"] < 0.01
+    assert 0.8 < held["diversity"] < 1.3 and copies["diversity"] == pytest.approx(1.0)
+    same = bq.score(np.repeat(qs.images[:1], 200, axis=0), reals)  # one face over and over: collapse
+    assert same["diversity"] == 0.0
+
+
 def test_bench_refuses_an_unknown_quality_set():
     r = CliRunner().invoke(app, ["bench", "--parts", "quality", "--quality-sets", "digits,cats"],
                            env={"COLUMNS": "200"})

@@ -4,7 +4,7 @@ Run by tests/test_distribute.py in a fresh process: logical devices must be
 configured before TensorFlow initialises them, which any earlier test in the
 pytest process has already done.
 
-    python tests/two_replicas.py DATA RUNS_DIR '{"seed": 1, ...}'
+    python tests/two_replicas.py DATA RUNS_DIR '{"seed": 1, ...}' [default,mirrored]
 
 Prints one JSON line: {"default": RUN_DIR, "mirrored": ..., "mirrored_no_sync_bn": ...,
 "replicas": 2}.
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 
-def main(data: str, runs_dir: str, overrides: str) -> None:
+def main(data: str, runs_dir: str, overrides: str, only: str = "") -> None:
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -34,6 +34,8 @@ def main(data: str, runs_dir: str, overrides: str) -> None:
               "mirrored_no_sync_bn": dict(strategy="mirrored", sync_bn=False),
               "default": dict(strategy="default", sync_bn=True)}
     for name, setup in setups.items():
+        if only and name not in only.split(","):  # `only`: a comma-separated subset of the setups
+            continue
         cfg = tiny_config(data, runs_dir, run_name=name, **setup, **json.loads(overrides))
         runs[name] = str(train(cfg, quiet=True, log=lambda message: None))
     runs["replicas"] = make_strategy("mirrored").num_replicas_in_sync  # the strategy the runs used
