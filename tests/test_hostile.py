@@ -260,7 +260,9 @@ CASES = [
     Case("evaluate-weights-missing", ["evaluate", "--run", "run", "--inception-weights", "none.h5", "--samples",
                                       "4"]),
     Case("evaluate-samples-one", ["evaluate", "--run", "run", "--samples", "1"], code=(2,)),
-    Case("evaluate-unknown-metric", ["evaluate", "--run", "run", "--metrics", "is"], code=(2,)),
+    Case("evaluate-unknown-metric", ["evaluate", "--run", "run", "--metrics", "fid,sharpness"], code=(2,)),
+    Case("evaluate-is-without-a-classifier-head", ["evaluate", "--run", "run", "--metrics", "is"],
+         says="inception-2015 has one", code=(1,)),
     # -- stylize ----------------------------------------------------------------------
     Case("stylize-content-missing", ["stylize", "nowhere.png", "faces/img-000.png", "-o", "out.png",
                                      "--size", "32", "--steps", "1"]),
