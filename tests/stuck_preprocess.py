@@ -8,9 +8,15 @@ it and closes it: the test holds the run there, then kills or interrupts it.
 Run with --workers 1, so the decoding happens in this process.
 """
 
+import signal
 import sys
 
 from dcgan_cli.preprocess import decoding
+
+# Ctrl-C as a user's shell delivers it: a parent that ignores SIGINT (a test runner's
+# worker may) would otherwise hand this process an ignored SIGINT, and Python then never
+# raises KeyboardInterrupt.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 name, pipe, *args = sys.argv[1:]
 original = decoding.process_image
