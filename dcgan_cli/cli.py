@@ -26,14 +26,14 @@ from typer.core import TyperCommand, TyperOption
 
 from dcgan_cli.config import Augment, GActivation, OnCollapse, Precision, Preset, Strategy, TrainConfig
 from dcgan_cli.errors import DcganError, Interrupted, UsageError, resume_hint
-from dcgan_cli.evaluate import METRICS
+from dcgan_cli.metrics.evaluate import METRICS
 from dcgan_cli.identity.config import ClassAugment, IdentityConfig, Loss, Mining
-from dcgan_cli.preprocess.decoding import CROP_HELP, Crop
-from dcgan_cli.preprocess.labels import LabelMode
-from dcgan_cli.preprocess.sources import Split
-from dcgan_cli.repair import MaskKind
-from dcgan_cli.sampling import ExportFormat
-from dcgan_cli.shards import SIZE_RULE
+from dcgan_cli.data.preprocess.decoding import CROP_HELP, Crop
+from dcgan_cli.data.preprocess.labels import LabelMode
+from dcgan_cli.data.preprocess.sources import Split
+from dcgan_cli.generate.repair import MaskKind
+from dcgan_cli.generate.sampling import ExportFormat
+from dcgan_cli.data.shards import SIZE_RULE
 
 # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -178,7 +178,7 @@ def _given(options: dict, config: type, besides: tuple[str, ...] = ()) -> dict:
 
 
 def _data_dir(data_dir: Optional[Path]) -> Path:
-    from dcgan_cli.datasets import default_data_dir
+    from dcgan_cli.data.datasets import default_data_dir
 
     return data_dir or default_data_dir()
 
@@ -229,9 +229,10 @@ def download(
 
     Example: dcgan download celeba --data-dir data
     """
-    from dcgan_cli import datasets, weights
-    from dcgan_cli.datasets.http import HttpOptions
-    from dcgan_cli.datasets.progress import Ui
+    from dcgan_cli.data import datasets
+    from dcgan_cli.data import weights
+    from dcgan_cli.data.datasets.http import HttpOptions
+    from dcgan_cli.data.datasets.progress import Ui
 
     if list_ or not dataset:
         for d in datasets.DATASETS.values():
@@ -315,7 +316,7 @@ def preprocess(
     """
     from rich.console import Console
 
-    from dcgan_cli.preprocess import preprocess as run, resolve_config
+    from dcgan_cli.data.preprocess import preprocess as run, resolve_config
     from dcgan_cli.progress import Bars
 
     cfg = resolve_config(source, _data_dir(data_dir), out=out, size=size, crop=crop and crop.value, channels=channels,
@@ -415,8 +416,8 @@ def train(
     """
     given = _given(locals(), TrainConfig, besides=("data", "runs_dir", "preset"))
     from dcgan_cli.config import preset_for_data, resolve_data
-    from dcgan_cli.rundir import resume_config
-    from dcgan_cli.shards import load_manifest
+    from dcgan_cli.runs.rundir import resume_config
+    from dcgan_cli.data.shards import load_manifest
 
     if resume is not None:
         cfg = resume_config(resume, **given, data=str(data) if data else None)  # the resume rule
@@ -427,7 +428,7 @@ def train(
     if dry_run:
         typer.echo(cfg.to_json(), nl=False)
         return
-    from dcgan_cli.training import train as run
+    from dcgan_cli.gan.training import train as run
 
     run_dir = run(cfg, resume=resume, quiet=quiet, verify_data=verify_data)  # checks resume and --eval-every-epochs itself
     typer.echo(f"Run directory: {run_dir}")
@@ -478,7 +479,7 @@ def sample(
 
     Example: dcgan sample -n 16 out.png --seed 42
     """
-    from dcgan_cli import sampling
+    from dcgan_cli.generate import sampling
 
     request = sampling.SampleRequest(  # every cross-option check, before any model loads (usage errors)
         out=out, n=n, run=run, generator=generator, seed=seed, seed_list=seeds, nrow=nrow, truncation=truncation,
@@ -544,7 +545,7 @@ def stylize(
 
     Example: dcgan stylize face.png starry.jpg -o styled.png --steps 300
     """
-    from dcgan_cli import stylize as st
+    from dcgan_cli.generate import stylize as st
 
     options = st.StyleOptions(
         size=size, steps=steps, content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
@@ -597,7 +598,7 @@ def _repair(request, quiet: bool) -> None:
     """Run a project/inpaint request with its progress bar (stderr); print its summary."""
     from rich.console import Console
 
-    from dcgan_cli import repair
+    from dcgan_cli.generate import repair
     from dcgan_cli.progress import Bars
 
     with Bars(not quiet, console=Console(stderr=True), transient=True,
@@ -631,7 +632,7 @@ def project(
 
     Example: dcgan project me.jpg you.jpg --run runs/00003-celeba-64-dcgan -o projected
     """
-    from dcgan_cli import repair
+    from dcgan_cli.generate import repair
 
     request = repair.RepairRequest(
         "project", tuple(photos), out, run=run, crop=crop.value if crop else None, force=force, runs_dir=runs_dir,
@@ -672,7 +673,7 @@ def inpaint(
 
     Example: dcgan inpaint face.jpg --mask-kind center --run runs/00003-celeba-64-dcgan -o repaired
     """
-    from dcgan_cli import repair
+    from dcgan_cli.generate import repair
 
     request = repair.RepairRequest(
         "inpaint", tuple(photos), out, run=run, crop=crop.value if crop else None, mask=mask, box=box,
@@ -705,10 +706,10 @@ def export(
 
     Example: dcgan export runs/00003-celeba-64-dcgan generator_savedmodel
     """
-    from dcgan_cli import sampling
+    from dcgan_cli.generate import sampling
 
     format_ = format_.value if format_ is not None else None
-    from dcgan_cli import rundir
+    from dcgan_cli.runs import rundir
 
     sampling.check_export_target(out, format_, force)  # before the slow part
     restored = rundir.restore(run_dir, ema=not no_ema, best=best,
@@ -790,9 +791,9 @@ def bench(
     """
     import json
 
-    from dcgan_cli.bench import PARTS, parse_choices
-    from dcgan_cli.bench import bench as run
-    from dcgan_cli.bench_quality import SETS
+    from dcgan_cli.bench.suite import PARTS, parse_choices
+    from dcgan_cli.bench.suite import bench as run
+    from dcgan_cli.bench.quality import SETS
     from dcgan_cli.config import AUGMENTS
 
     wanted = parse_choices(parts, PARTS, "--parts")
@@ -879,7 +880,7 @@ def identity_train(
     given = _given(locals(), IdentityConfig, besides=("data", "runs_dir"))
     from dcgan_cli.identity.config import resume_config
     from dcgan_cli.config import resolve_data
-    from dcgan_cli.shards import load_manifest
+    from dcgan_cli.data.shards import load_manifest
     if resume is not None:
         cfg = resume_config(resume, **given, data=str(data) if data else None)
     else:
@@ -1053,7 +1054,7 @@ def evaluate(
     """
     import json
 
-    from dcgan_cli import evaluate as ev
+    from dcgan_cli.metrics import evaluate as ev
 
     ev.check_target(verification, run=run, generator=generator, identity_model=identity_model)
     if verification:
@@ -1068,7 +1069,7 @@ def evaluate(
                           batch_size=batch_size, real_samples=real_samples)
     say = lambda m: typer.echo(m, err=True)  # noqa: E731 - stdout is for the result
     if all_checkpoints or checkpoints:
-        from dcgan_cli import curves
+        from dcgan_cli.metrics import curves
 
         result = curves.curve_target(run, generator, data, opts, all_checkpoints=all_checkpoints,
                                      checkpoints=checkpoints, ema=not no_ema, runs_dir=runs_dir, log=say)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dcgan_cli.errors import DcganError
-from dcgan_cli.shards import check_size, find_data, processed_name
+from dcgan_cli.data.shards import check_size, find_data, processed_name
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ON_COLLAPSE = ("warn", "stop", "rollback")  # --on-collapse: what the health monitor (health.py) does on a finding
@@ -332,7 +332,7 @@ def resolve_data(data: str | Path | None, data_dir: str | Path | None = None, pr
     """
     if data is not None:
         return Path(data)
-    from dcgan_cli.datasets import default_data_dir
+    from dcgan_cli.data.datasets import default_data_dir
 
     size = PRESETS[preset].get("image_size") if preset else None
     own = PRESET_DATA.get(preset) if preset else None

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from dcgan_cli import weights
-from dcgan_cli.stylize import StyleOptions, stylize_file
+from dcgan_cli.data import weights
+from dcgan_cli.generate.stylize import StyleOptions, stylize_file
 
 
 def _panel(pixels: np.ndarray | None, label: str, side: int) -> Image.Image:

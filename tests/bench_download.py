@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fake_http import FakeServer, file_route  # noqa: E402
 
-from dcgan_cli.datasets import RemoteFile  # noqa: E402
-from dcgan_cli.datasets.extract import count_images, extract  # noqa: E402
-from dcgan_cli.datasets.http import download  # noqa: E402
-from dcgan_cli.datasets.verify import hash_file  # noqa: E402
+from dcgan_cli.data.datasets import RemoteFile  # noqa: E402
+from dcgan_cli.data.datasets.extract import count_images, extract  # noqa: E402
+from dcgan_cli.data.datasets.http import download  # noqa: E402
+from dcgan_cli.data.datasets.verify import hash_file  # noqa: E402
 
 
 def main():

@@ -48,7 +48,7 @@ def image_folder(tmp_path_factory):
 @pytest.fixture(scope="session")
 def data16(tmp_path_factory, image_folder):
     """24 images preprocessed to 16x16 RGB shards."""
-    from dcgan_cli.preprocess import PreprocessConfig, preprocess
+    from dcgan_cli.data.preprocess import PreprocessConfig, preprocess
 
     out = tmp_path_factory.mktemp("processed") / "faces-16"
     preprocess(PreprocessConfig(source=str(image_folder), out=str(out), size=16, crop="center"))
@@ -82,7 +82,7 @@ def tiny_run(data16, tmp_path_factory):
     fp32, 2 epochs of 3 steps, so checkpoints ckpt-3 and ckpt-6 (a fall-back exists), a grid per epoch and
     generator.keras. Tests only read it (sample, export, restore); a test that writes to a run (resume,
     damage, evaluate's metrics rows) takes `tiny_run_copy`. The end of the session checks nobody wrote."""
-    from dcgan_cli.training import train
+    from dcgan_cli.gan.training import train
 
     runs = tmp_path_factory.mktemp("tiny-runs")
     run = train(tiny_config(data16, runs, ema=0.9), quiet=True, log=lambda m: None)
@@ -123,7 +123,7 @@ def server():
 @pytest.fixture()
 def fast_backoff(monkeypatch):
     """Retries without the real back-off waits. A module opts in: pytestmark = pytest.mark.usefixtures(...)."""
-    from dcgan_cli.datasets import http
+    from dcgan_cli.data.datasets import http
 
     monkeypatch.setattr(http, "BACKOFF_SECONDS", 0.001)
 

@@ -11,7 +11,7 @@ Run with --workers 1, so the decoding happens in this process.
 import signal
 import sys
 
-from dcgan_cli.preprocess import decoding
+from dcgan_cli.data.preprocess import decoding
 
 # Ctrl-C as a user's shell delivers it: a parent that ignores SIGINT (a test runner's
 # worker may) would otherwise hand this process an ignored SIGINT, and Python then never

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dcgan_cli import datasets
+from dcgan_cli.data import datasets
 from dcgan_cli.cli import app
 from dcgan_cli.errors import DcganError
 
@@ -87,7 +87,7 @@ def serve_registry_entry(monkeypatch, server, name: str, files: dict[str, bytes]
 
 def read_back(data_dir, labels=("label",)):
     """Every (image, label) of a preprocessed folder, in file order, through the training pipeline."""
-    from dcgan_cli.pipeline import make_dataset
+    from dcgan_cli.data.pipeline import make_dataset
 
     ds = make_dataset(data_dir, 64, shuffle=False, repeat=False, seed=0, drop_remainder=False, labels=labels)
     images, ints = next(iter(ds))
@@ -113,7 +113,7 @@ def test_registry_entries_carry_the_published_checksums_and_several_mirrors():
 def test_labelled_records_are_the_examples_tensorflow_writes():
     import tensorflow as tf
 
-    from dcgan_cli.shards import parse_images, parse_ints, serialize_example
+    from dcgan_cli.data.shards import parse_images, parse_ints, serialize_example
 
     pixels = bytes(range(2 * 2 * 3))
     ours = tf.train.Example.FromString(serialize_example(pixels, {"label": 7, "other": -3}))
@@ -197,8 +197,8 @@ def test_a_file_with_the_wrong_checksum_installs_nothing(server, tmp_path, monke
 
 
 def preprocess(src, out, **kw):
-    from dcgan_cli.preprocess import PreprocessConfig
-    from dcgan_cli.preprocess import preprocess as run
+    from dcgan_cli.data.preprocess import PreprocessConfig
+    from dcgan_cli.data.preprocess import preprocess as run
 
     kw.setdefault("size", 28)
     kw.setdefault("channels", 1)
@@ -291,7 +291,7 @@ def test_celeba_split_test_is_partition_2(tmp_path):
 
 def test_presets_prefer_their_own_data(tmp_path):
     from dcgan_cli.config import resolve_data
-    from dcgan_cli.shards import find_data
+    from dcgan_cli.data.shards import find_data
 
     for name in ("celeba-64", "celeba-28", "mnist-28", "other-32"):
         (tmp_path / "processed" / name).mkdir(parents=True)
@@ -307,7 +307,7 @@ def test_celeba28_generator_is_the_examples_architecture():
     from keras import layers
 
     from dcgan_cli.config import preset
-    from dcgan_cli.model import build_discriminator, build_generator
+    from dcgan_cli.gan.model import build_discriminator, build_generator
 
     c = preset("celeba28")
     g = build_generator(c.image_size, c.channels, c.latent_dim, c.g_filters, activation=c.g_activation, fast=False)
@@ -327,7 +327,7 @@ def test_celeba28_generator_is_the_examples_architecture():
 @pytest.mark.parametrize("name,channels", [("mnist", 1), ("celeba28", 3)])
 def test_presets_train_a_step_and_sample_from_the_saved_generator(tmp_path, name, channels):
     from dcgan_cli.config import preset
-    from dcgan_cli.training import train
+    from dcgan_cli.gan.training import train
 
     src = write_files(tmp_path / "m", {"mnist.npz": npz_bytes()})
     data = tmp_path / f"data-{channels}"

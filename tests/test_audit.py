@@ -25,7 +25,7 @@ runner = CliRunner()
 def setup(tmp_path_factory):
     from dcgan_cli.identity.config import IdentityConfig
     from dcgan_cli.identity.train import train_identity
-    from dcgan_cli.training import train
+    from dcgan_cli.gan.training import train
 
     root = tmp_path_factory.mktemp("audit")
     digits = preprocess_digits(root, per_class=20)
@@ -96,8 +96,8 @@ def test_real_training_images_are_flagged_as_copies(setup, tmp_path):
 
 def test_lfw_faces_without_identities_use_a_leave_one_out_baseline(setup, tmp_path):
     """lfw_subset (no identities): the real faces are still flagged as copies of themselves."""
-    from dcgan_cli.datasets.lfw_sample import write_lfw_sample
-    from dcgan_cli.preprocess import PreprocessConfig, preprocess
+    from dcgan_cli.data.datasets.lfw_sample import write_lfw_sample
+    from dcgan_cli.data.preprocess import PreprocessConfig, preprocess
 
     root, digits, ident, gan = setup
     faces = write_lfw_sample(tmp_path / "lfw")

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import one_line_error, tiny_config
-from dcgan_cli import augment as aug
+from dcgan_cli.gan import augment as aug
 from dcgan_cli.cli import app
 
 HERE = Path(__file__).parent
@@ -128,7 +128,7 @@ def _p(state: dict) -> float:
 
 
 def test_ada_raises_p_when_d_overfits_and_lowers_it_when_d_cannot_tell(data16, tmp_path):
-    from dcgan_cli.training import train
+    from dcgan_cli.gan.training import train
 
     # Fast ADA (p moves 8 / 100 = 0.08 a step) so a few steps show the direction.
     fast = dict(augment="ada", augment_p=0.5, ada_kimg=0.1, ada_interval=1, epochs=1, steps_per_epoch=6)
@@ -144,7 +144,7 @@ def test_ada_raises_p_when_d_overfits_and_lowers_it_when_d_cannot_tell(data16, t
 
 
 def test_resume_with_ada_gives_the_same_weights_and_p_as_one_run(data16, tmp_path):
-    from dcgan_cli.training import train
+    from dcgan_cli.gan.training import train
 
     # Interval 4 over 3-step epochs: the interruption at step 2 and the epoch ends fall mid-interval,
     # so ADA's running sums must come back from the checkpoint too. Flips and EMA on as well.
@@ -170,7 +170,7 @@ def test_resume_with_ada_gives_the_same_weights_and_p_as_one_run(data16, tmp_pat
 def test_no_augmentation_adds_nothing_to_the_step(data16, tmp_path):
     import tensorflow as tf
 
-    from dcgan_cli.training import build_gan, make_train_step
+    from dcgan_cli.gan.training import build_gan, make_train_step
 
     batch = tf.zeros([8, 16, 16, 3], tf.uint8)
     ops = {}
@@ -192,7 +192,7 @@ def test_no_augmentation_adds_nothing_to_the_step(data16, tmp_path):
 def test_the_augmented_step_runs_in_mixed_precision(data16, tmp_path, precision):
     import tensorflow as tf
 
-    from dcgan_cli.training import build_gan, make_train_step
+    from dcgan_cli.gan.training import build_gan, make_train_step
 
     cfg = tiny_config(data16, tmp_path, augment="ada", augment_p=0.5, ada_interval=1, ada_kimg=0.1)
     gan = build_gan(cfg, precision)

@@ -27,7 +27,7 @@ def test_bench_json_reports_step_loop_input_and_preprocess_figures():
 
 
 def test_bench_loop_on_given_data_uses_its_real_epochs(data16):
-    from dcgan_cli.bench import bench
+    from dcgan_cli.bench.suite import bench
 
     out = bench(data=str(data16), batch_size=8, steps=2, precision="fp32", parts=("loop",), log=lambda m: None)
     loop = out["loop_real_epochs"]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dcgan_cli import bench_quality as bq
+from dcgan_cli.bench import quality as bq
 from dcgan_cli.cli import app
 from dcgan_cli.config import PRESETS
 
@@ -29,7 +29,7 @@ def digits(tmp_path_factory):
 def test_digits_go_through_preprocess_with_their_labels(digits):
     from sklearn.datasets import load_digits
 
-    from dcgan_cli.pipeline import load_manifest
+    from dcgan_cli.data.pipeline import load_manifest
 
     qs, reals = digits
     assert qs.images.shape == (1797, 32, 32, 1) and qs.images.dtype == np.uint8
@@ -75,7 +75,7 @@ def faces(tmp_path_factory):
 
 
 def test_faces_are_the_demo_set_through_preprocess_and_their_classifier_tells_faces(faces):
-    from dcgan_cli.pipeline import load_manifest
+    from dcgan_cli.data.pipeline import load_manifest
 
     qs, reals = faces
     assert qs.images.shape == (100, 32, 32, 1) and qs.negatives.shape == (100, 32, 32, 1)
@@ -97,7 +97,7 @@ def test_faces_are_the_demo_set_through_preprocess_and_their_classifier_tells_fa
 def test_reference_has_the_architecture_of_model_py(digits):
     import keras
 
-    from dcgan_cli.model import build_generator
+    from dcgan_cli.gan.model import build_generator
 
     qs, _ = digits
     g = bq.train_reference(qs.images[:256], seed=0, steps=2)

@@ -11,7 +11,7 @@ import numpy as np
 from conftest import tiny_config
 
 from dcgan_cli.config import AUTO_CADENCE_STEPS, TrainConfig
-from dcgan_cli.training import train
+from dcgan_cli.gan.training import train
 
 QUIET = dict(quiet=True, log=lambda m: None)
 

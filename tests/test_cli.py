@@ -98,7 +98,7 @@ def test_each_preset_reaches_the_config_on_its_own_data_and_a_flag_wins(image_fo
     """Every preset, on data of its shape: --dry-run prints a valid config holding each value the preset sets,
     except the one a flag overrides (a preset is a set of overrides, flags come last)."""
     from dcgan_cli.config import PRESETS, TrainConfig
-    from dcgan_cli.preprocess import PreprocessConfig, preprocess
+    from dcgan_cli.data.preprocess import PreprocessConfig, preprocess
 
     for name, recipe in PRESETS.items():
         data = tmp_path / name / "data"

@@ -25,8 +25,8 @@ def run(tiny_run, data16, tmp_path):
 
 
 def test_all_checkpoints_scores_each_once_writes_the_curve_and_caches(run):
-    from dcgan_cli import curves
-    from dcgan_cli.evaluate import EvalOptions
+    from dcgan_cli.metrics import curves
+    from dcgan_cli.metrics.evaluate import EvalOptions
     from dcgan_cli.metrics import extractors
 
     r = ok(runner.invoke(app, ["evaluate", "--run", str(run), "--all-checkpoints", *ARGS]))
@@ -76,8 +76,8 @@ def test_curve_options_are_checked_in_one_line(run):
 
 def test_eval_every_keeps_enough_checkpoints_for_a_curve(data16, tmp_path):
     from conftest import tiny_config
-    from dcgan_cli.curves import EVAL_KEEP_CHECKPOINTS
-    from dcgan_cli.training import checkpoints_to_keep
+    from dcgan_cli.metrics.curves import EVAL_KEEP_CHECKPOINTS
+    from dcgan_cli.gan.training import checkpoints_to_keep
 
     assert checkpoints_to_keep(tiny_config(data16, tmp_path)) == 3  # off: --keep-checkpoints as given
     assert checkpoints_to_keep(tiny_config(data16, tmp_path, eval_every_epochs=1)) == EVAL_KEEP_CHECKPOINTS
@@ -85,8 +85,8 @@ def test_eval_every_keeps_enough_checkpoints_for_a_curve(data16, tmp_path):
 
 
 def test_best_is_scored_beside_the_kept_checkpoints(run):
-    from dcgan_cli import rundir
-    from dcgan_cli.curves import kept_checkpoints
+    from dcgan_cli.runs import rundir
+    from dcgan_cli.metrics.curves import kept_checkpoints
 
     best = run / rundir.BEST_DIR
     best.mkdir()

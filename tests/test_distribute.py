@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dcgan_cli import distribute
+from dcgan_cli.runs import distribute
 from dcgan_cli.errors import DcganError
 
 HERE = Path(__file__).parent
@@ -101,7 +101,7 @@ def test_collective_errors_become_a_message_naming_the_lost_worker_and_resume(mo
 @pytest.fixture(scope="module")
 def data16_sharded(tmp_path_factory, image_folder):
     """The 24 faces in 5 small shards (5 images each), so that two workers can have their own files."""
-    from dcgan_cli import preprocess as pre
+    from dcgan_cli.data import preprocess as pre
 
     out = tmp_path_factory.mktemp("processed") / "faces-16-sharded"
     pre.preprocess(pre.PreprocessConfig(source=str(image_folder), out=str(out), size=16, crop="center",
@@ -112,7 +112,7 @@ def data16_sharded(tmp_path_factory, image_folder):
 def _images_per_worker(data, workers: int) -> list[list[bytes]]:
     import tensorflow as tf
 
-    from dcgan_cli.pipeline import make_dataset
+    from dcgan_cli.data.pipeline import make_dataset
 
     out = []
     for i in range(workers):

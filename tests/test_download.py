@@ -19,10 +19,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from dcgan_cli import datasets
+from dcgan_cli.data import datasets
 from dcgan_cli.cli import app
-from dcgan_cli.datasets import Dataset, RemoteFile, drive, http
-from dcgan_cli.datasets.extract import extract
+from dcgan_cli.data.datasets import Dataset, RemoteFile, drive, http
+from dcgan_cli.data.datasets.extract import extract
 from dcgan_cli.errors import DcganError
 
 from conftest import one_line_error

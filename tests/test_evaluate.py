@@ -95,7 +95,7 @@ def test_kid_is_about_zero_for_one_distribution_and_positive_for_a_shifted_one()
 
 
 def test_fid_is_refused_below_2048_samples_and_kid_still_offered():
-    from dcgan_cli.evaluate import EvalOptions, fid_refusal, plan
+    from dcgan_cli.metrics.evaluate import EvalOptions, fid_refusal, plan
 
     assert fid_refusal(2048, 2048, 2048) is None
     reason = fid_refusal(2047, 100_000, 2048)
@@ -135,20 +135,20 @@ def trained_run(tiny_run, data16, tmp_path_factory):
 
 
 def _generator(size=16, channels=3):
-    from dcgan_cli.model import build_generator
+    from dcgan_cli.gan.model import build_generator
 
     return build_generator(size, channels, latent_dim=8, filters=8)
 
 
 def _preprocess(src, out, **kw):
-    from dcgan_cli.preprocess import PreprocessConfig, preprocess
+    from dcgan_cli.data.preprocess import PreprocessConfig, preprocess
 
     preprocess(PreprocessConfig(source=str(src), out=str(out), size=16, crop="center", **kw))
     return out
 
 
 def test_real_statistics_are_cached_and_invalidated_when_the_data_changes(data16, tmp_path):
-    from dcgan_cli.evaluate import EvalOptions, evaluate_generator, stats_cache_path
+    from dcgan_cli.metrics.evaluate import EvalOptions, evaluate_generator, stats_cache_path
     from dcgan_cli.metrics.extractors import get_extractor
 
     data = tmp_path / "faces-16"
@@ -186,7 +186,7 @@ def test_real_statistics_are_cached_and_invalidated_when_the_data_changes(data16
 
 
 def test_grey_data_and_a_generator_of_another_size(tmp_path, image_folder):
-    from dcgan_cli.evaluate import EvalOptions, evaluate_generator
+    from dcgan_cli.metrics.evaluate import EvalOptions, evaluate_generator
 
     grey = _preprocess(image_folder, tmp_path / "grey", channels=1)
     out = evaluate_generator(_generator(channels=1), grey, EvalOptions(samples=20, extractor=TINY), progress=False)
@@ -227,7 +227,7 @@ def _classifier_file(path, data, seed=0, grey=False):
     """A small Keras classifier trained on the run's real images (labels: brighter than the median), saved."""
     import keras
 
-    from dcgan_cli.pipeline import make_dataset
+    from dcgan_cli.data.pipeline import make_dataset
 
     images = np.concatenate([b.numpy() for b in make_dataset(data, 8, shuffle=False, repeat=False, seed=0,
                                                              drop_remainder=False)])
@@ -341,10 +341,10 @@ def test_eval_every_scores_epochs_and_keeps_the_best_checkpoint(data16, tmp_path
     import keras
     import tensorflow as tf
 
-    from dcgan_cli.evaluate import preflight_training
-    from dcgan_cli.rundir import BEST_DIR
+    from dcgan_cli.metrics.evaluate import preflight_training
+    from dcgan_cli.runs.rundir import BEST_DIR
     from dcgan_cli.metrics.extractors import WEIGHTS_ENV
-    from dcgan_cli.training import train
+    from dcgan_cli.gan.training import train
 
     monkeypatch.setenv(WEIGHTS_ENV, str(random_inception_weights))
     cfg = tiny_config(data16, tmp_path, epochs=2, steps_per_epoch=2, eval_every_epochs=1, eval_samples=16)
@@ -368,7 +368,7 @@ def test_eval_every_scores_epochs_and_keeps_the_best_checkpoint(data16, tmp_path
     g = keras.saving.load_model(run / BEST_DIR / "generator.keras", compile=False)
     assert g.output_shape == (None, 16, 16, 3)
     # best/generator.keras holds the best checkpoint's generator.
-    from dcgan_cli.rundir import restore
+    from dcgan_cli.runs.rundir import restore
 
     best_g = restore(run, best=True)
     assert best_g.step == winner["step"] and best_g.best
@@ -433,7 +433,7 @@ def test_evaluate_help_has_an_example_and_does_not_import_tensorflow():
 
 
 def test_eval_every_is_refused_for_several_workers(data16, tmp_path):
-    from dcgan_cli.evaluate import preflight_training
+    from dcgan_cli.metrics.evaluate import preflight_training
 
     cfg = tiny_config(data16, tmp_path, eval_every_epochs=1, strategy="multiworker")
     with pytest.raises(DcganError, match="not supported with several workers.*dcgan evaluate --run"):

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from conftest import one_line_error
 from dcgan_cli.cli import app
-from dcgan_cli.preprocess import PreprocessConfig, faces, preprocess
-from dcgan_cli.shards import ShardWriter
+from dcgan_cli.data.preprocess import PreprocessConfig, faces, preprocess
+from dcgan_cli.data.shards import ShardWriter
 
 pytest.importorskip("mtcnn")
 skdata = pytest.importorskip("skimage.data")

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from conftest import one_line_error, snapshot, tiny_config, write_faces
-from dcgan_cli import rundir
+from dcgan_cli.runs import rundir
 from dcgan_cli.errors import DcganError
 
 QUIET = lambda m: None  # noqa: E731
@@ -93,8 +93,8 @@ def test_a_nan_before_any_checkpoint_says_to_start_again_and_leaves_no_empty_run
 def test_weights_past_the_bound_are_never_checkpointed(run):
     import tensorflow as tf
 
-    from dcgan_cli.lifecycle import WEIGHT_LIMIT, weight_problem
-    from dcgan_cli.training import build_gan
+    from dcgan_cli.runs.lifecycle import WEIGHT_LIMIT, weight_problem
+    from dcgan_cli.gan.training import build_gan
 
     gan = build_gan(rundir.load_config(run))
     assert weight_problem([gan.generator, gan.discriminator]) is None
@@ -111,7 +111,7 @@ def test_weights_past_the_bound_are_never_checkpointed(run):
 
 def test_a_second_writer_of_a_run_is_refused_by_pid_and_a_dead_holders_lock_is_taken_over(run):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from dcgan_cli.rundir import lock_run; "
+        [sys.executable, "-c", "import sys, time; from dcgan_cli.runs.rundir import lock_run; "
                                f"lock = lock_run({str(run)!r}); print('locked', flush=True); time.sleep(600)"],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -189,7 +189,7 @@ def _shard(data: Path) -> Path:
 
 
 def _train_new(data, runs, verify=False):
-    from dcgan_cli.training import train
+    from dcgan_cli.gan.training import train
 
     return train(tiny_config(data, runs, epochs=1), quiet=True, log=QUIET, verify_data=verify)
 
@@ -231,7 +231,7 @@ def test_a_bit_flip_an_edited_count_or_an_edited_hash_is_caught(data_copy, tmp_p
 
 
 def test_hashes_are_checked_once_then_again_when_the_data_changes_or_with_verify_data(data_copy, tmp_path):
-    from dcgan_cli.shards import load_manifest, verify_shards
+    from dcgan_cli.data.shards import load_manifest, verify_shards
 
     m = load_manifest(data_copy)
     assert verify_shards(data_copy, m) is True  # first time: hashed, and recorded
@@ -305,7 +305,7 @@ def test_a_read_only_runs_dir_is_one_line_naming_it(data16, tmpfs):
 
 def test_a_failed_generator_keras_write_is_one_line_and_leaves_no_temp_file(data16, tmp_path, monkeypatch):
     from dcgan_cli import fsutil
-    from dcgan_cli.training import train
+    from dcgan_cli.gan.training import train
 
     real_replace = os.replace
 
@@ -364,7 +364,7 @@ def test_a_hand_edited_config_of_the_wrong_types_is_one_line_naming_the_file(run
 
 
 def test_the_memory_estimate_counts_the_models_parameters_exactly():
-    from dcgan_cli.model import build_discriminator, build_generator
+    from dcgan_cli.gan.model import build_discriminator, build_generator
     from dcgan_cli.resources import check_training_memory, discriminator_size, generator_size
 
     for size, nz, f, c in ((16, 8, 8, 3), (28, 10, 8, 1), (64, 100, 16, 3)):
@@ -414,8 +414,8 @@ def test_export_force_replaces_only_an_export(tiny_run, tmp_path):
 
 
 def test_resuming_a_finished_run_or_on_other_data_says_so(run, tmp_path):
-    from dcgan_cli.preprocess import PreprocessConfig, preprocess
-    from dcgan_cli.training import train
+    from dcgan_cli.data.preprocess import PreprocessConfig, preprocess
+    from dcgan_cli.gan.training import train
 
     cfg = rundir.load_config(run)
     logs = []

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import one_line_error, tiny_config
-from dcgan_cli import health, rundir
+from dcgan_cli.gan import health
+from dcgan_cli.runs import rundir
 
 
 def rows(n, every=20, **values):
@@ -126,7 +127,7 @@ COLLAPSES = dict(epochs=5, steps_per_epoch=20, num_samples=16, lr_g=0.15, lr_d=0
 def train_tiny(data, tmp_path, **kw):
     """(the run dir, the log lines, the error or None) of a real tiny run on `data`."""
     from dcgan_cli.errors import DcganError
-    from dcgan_cli.training import train
+    from dcgan_cli.gan.training import train
 
     logs, runs = [], tmp_path / "runs"
     try:
@@ -284,8 +285,8 @@ def test_on_collapse_rollback_restores_the_healthy_checkpoint_with_halved_rates_
 
 
 def test_on_collapse_rollback_after_a_nan_goes_back_to_the_healthy_checkpoint_once(data16, tmp_path):
-    from dcgan_cli.lifecycle import NonFiniteLoss
-    from dcgan_cli.training import train
+    from dcgan_cli.runs.lifecycle import NonFiniteLoss
+    from dcgan_cli.gan.training import train
 
     cfg = tiny_config(data16, tmp_path / "runs", epochs=1, steps_per_epoch=20, num_samples=16, on_collapse="rollback")
     run = train(cfg, quiet=True, log=lambda m: None)

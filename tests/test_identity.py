@@ -218,7 +218,7 @@ def test_synthetic_celeba_identities_split_disjoint(tmp_path):
     """CelebA's annotation files -> identities in the shards -> a held-out split with no person on both sides."""
     from test_labels import celeba_tree
 
-    from dcgan_cli.preprocess import PreprocessConfig, preprocess
+    from dcgan_cli.data.preprocess import PreprocessConfig, preprocess
 
     ids = [1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6]
     img_dir = celeba_tree(tmp_path, n=len(ids), identities=ids, attr_file=False)
@@ -313,7 +313,7 @@ def test_identity_help_has_an_example_without_tensorflow():
 
 
 def test_bench_identity_figures():
-    from dcgan_cli.bench import bench_identity
+    from dcgan_cli.bench.suite import bench_identity
 
     out = bench_identity(size=16, steps=1, warmup=1)
     assert set(out) == {"identity_train_triplet_img_per_s", "identity_train_arcface_img_per_s",
@@ -322,7 +322,7 @@ def test_bench_identity_figures():
 
 def test_a_class_label_serves_as_identity_when_there_is_no_person_label(tmp_path):
     """MNIST-like shards (preprocess/arrays.py's "label") train the identity network too."""
-    from dcgan_cli import shards
+    from dcgan_cli.data import shards
 
     writer = shards.ShardWriter(tmp_path, "t", 1 << 20)
     for i in range(6):
@@ -336,8 +336,8 @@ def test_a_class_label_serves_as_identity_when_there_is_no_person_label(tmp_path
 
 def test_stylize_counts_the_faces_that_still_verify_with_an_identity_model(trained, digits, tmp_path):
     from dcgan_cli.identity.verification import same_person_check
-    from dcgan_cli.model import build_generator
-    from dcgan_cli.rundir import save_generator
+    from dcgan_cli.gan.model import build_generator
+    from dcgan_cli.runs.rundir import save_generator
 
     gen = save_generator(build_generator(16, 1, latent_dim=8, filters=8), tmp_path / "g.keras")
     style = digit_png(digits, 3, 0)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dcgan_cli import shards
+from dcgan_cli.data import shards
 from dcgan_cli.errors import DcganError
-from dcgan_cli.pipeline import labelled_batches, make_dataset
-from dcgan_cli.preprocess import PreprocessConfig, preprocess
+from dcgan_cli.data.pipeline import labelled_batches, make_dataset
+from dcgan_cli.data.preprocess import PreprocessConfig, preprocess
 
 ATTRS = ["5_o_Clock_Shadow", "Arched_Eyebrows", "Smiling"]
 

@@ -169,7 +169,7 @@ def test_frechet_distance_of_graph_features_matches_the_textbook_formula(tmp_pat
 
 
 def test_inception_2015_missing_or_wrong_file_is_one_line_naming_the_fix(tmp_path, monkeypatch):
-    from dcgan_cli import weights
+    from dcgan_cli.data import weights
     from dcgan_cli.errors import DcganError
     from dcgan_cli.metrics import extractors
 

@@ -8,9 +8,9 @@ import logging
 import numpy as np
 import pytest
 
-from dcgan_cli.bench_input import input_throughput, make_bench_shards, preprocess_throughput
+from dcgan_cli.bench.input import input_throughput, make_bench_shards, preprocess_throughput
 from dcgan_cli.errors import DcganError
-from dcgan_cli.pipeline import load_manifest, make_dataset
+from dcgan_cli.data.pipeline import load_manifest, make_dataset
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def _context(n, i):
 
 
 def test_input_pipelines_split_by_file_without_overlap(shards4, caplog):
-    with caplog.at_level(logging.WARNING, logger="dcgan_cli.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="dcgan_cli.data.pipeline"):
         parts = [ids(make_dataset(shards4, 20, input_context=_context(2, i), repeat=False, drop_remainder=False))
                  for i in range(2)]
     assert not caplog.records
@@ -76,7 +76,7 @@ def test_input_pipelines_split_by_file_without_overlap(shards4, caplog):
 def test_fewer_shards_than_pipelines_splits_by_record_with_a_warning(tmp_path, caplog):
     one = make_bench_shards(tmp_path, 90, 8, n_shards=1)
     assert len(load_manifest(one)["shards"]) == 1
-    with caplog.at_level(logging.WARNING, logger="dcgan_cli.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="dcgan_cli.data.pipeline"):
         parts = [ids(make_dataset(one, 30, input_context=_context(3, i), repeat=False, drop_remainder=False))
                  for i in range(3)]
     assert "splitting by record" in caplog.text

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from dcgan_cli.cli import app
 from dcgan_cli.errors import DcganError
-from dcgan_cli.preprocess import PreprocessConfig, crop_box, preprocess
+from dcgan_cli.data.preprocess import PreprocessConfig, crop_box, preprocess
 from fs_faults import read_only, small_disk
 
 runner = CliRunner()
@@ -56,7 +56,7 @@ def png_claiming(path, w, h):
 
 def read_shards(out):
     """All images of an output, in manifest (= file) order, through the real pipeline."""
-    from dcgan_cli.pipeline import make_dataset
+    from dcgan_cli.data.pipeline import make_dataset
 
     m = json.loads((out / "manifest.json").read_text())
     ds = make_dataset(out, 4096, shuffle=False, repeat=False, drop_remainder=False, cycle_length=1)
@@ -417,7 +417,7 @@ def test_remote_style_output_through_gfile(mixed, tmp_path):
     """TensorFlow's ram:// file system stands in for gs://: no local paths, locks or renames."""
     import tensorflow as tf
 
-    from dcgan_cli.pipeline import make_dataset
+    from dcgan_cli.data.pipeline import make_dataset
 
     root, good, _ = mixed
     out = f"ram://bucket-{tmp_path.name}/faces-16"
@@ -478,7 +478,7 @@ def test_special_files_named_like_images_are_skipped_without_being_opened(tmp_pa
 
 def test_any_file_name_is_one_escaped_utf8_line_in_every_list_file(tmp_path):
     """Not UTF-8, a newline, a tab, a backslash: every rerun used to crash writing small.txt."""
-    from dcgan_cli.preprocess.reports import escape, parse_line, unescape
+    from dcgan_cli.data.preprocess.reports import escape, parse_line, unescape
 
     src = tmp_path / "src"
     src.mkdir()
@@ -519,7 +519,7 @@ def _zip_with(path, members: dict[str, bytes]):
 
 def test_a_huge_zip_member_is_skipped_not_read_into_memory(tmp_path):
     """A 1 GiB member in a 1 MB zip used to be read whole (2.7 GB peak); now the cap stops it."""
-    from dcgan_cli.preprocess.decoding import MAX_ZIP_MEMBER_BYTES
+    from dcgan_cli.data.preprocess.decoding import MAX_ZIP_MEMBER_BYTES
 
     good = tmp_path / "good.png"
     smooth_image(30, 30, seed=2).save(good)
@@ -534,7 +534,7 @@ def test_a_huge_zip_member_is_skipped_not_read_into_memory(tmp_path):
 
 
 def test_the_zip_reader_stops_at_the_limit_whatever_the_header_says(tmp_path):
-    from dcgan_cli.preprocess.decoding import Skip, read_zip_member
+    from dcgan_cli.data.preprocess.decoding import Skip, read_zip_member
 
     archive = tmp_path / "a.zip"
     _zip_with(archive, {"x.png": bytes(1000)})

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from conftest import ok, one_line_error
 from dcgan_cli.cli import app
-from dcgan_cli.repair import (_neighbour_sum, check_mask, context_weights, make_masks, poisson_blend)
+from dcgan_cli.generate.repair import (_neighbour_sum, check_mask, context_weights, make_masks, poisson_blend)
 
 runner = CliRunner()
 SIZE, NZ = 16, 8
@@ -101,7 +101,7 @@ def test_masks_center_random_eyes_and_the_refusals():
 
 
 def test_hole_scores_and_the_baselines():
-    from dcgan_cli.repair_bench import hole_scores, mean_fill
+    from dcgan_cli.bench.repair import hole_scores, mean_fill
 
     rng = np.random.default_rng(0)
     real = rng.integers(0, 256, (2, 16, 16, 1), dtype=np.uint8)
@@ -117,7 +117,7 @@ def test_hole_scores_and_the_baselines():
 
 def test_the_docs_figure_has_a_row_per_face_masked_ours_baseline_real(tmp_path):
     from dcgan_cli.images import GRID_PAD
-    from dcgan_cli.repair_bench import mean_fill, write_figure
+    from dcgan_cli.bench.repair import mean_fill, write_figure
 
     real = np.random.default_rng(1).integers(1, 256, (3, 8, 8, 1), dtype=np.uint8)
     holes = make_masks(3, 8, kind="center")
@@ -184,7 +184,7 @@ def test_latents_draw_the_same_faces_again_in_a_fresh_process_and_through_sample
 
 
 def test_inpaint_keeps_the_known_pixels_fills_the_hole_and_repeats_itself(tiny_run, photos, tmp_path):
-    from dcgan_cli.repair import CropRecipe, load_photos
+    from dcgan_cli.generate.repair import CropRecipe, load_photos
 
     cropped = load_photos(photos, CropRecipe("center", 0, SIZE, 3))
     for kind in ("center", "random"):

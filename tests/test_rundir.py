@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import one_line_error, tiny_config
-from dcgan_cli import rundir
+from dcgan_cli.runs import rundir
 from dcgan_cli.cli import app
 from dcgan_cli.errors import DcganError, UsageError
 
@@ -62,7 +62,7 @@ def test_restore_of_a_run_whose_checkpoints_are_all_damaged_is_one_error(two_epo
 
 
 def test_the_trainer_enforces_the_resume_rule_for_every_caller(two_epoch_run):
-    from dcgan_cli.training import train
+    from dcgan_cli.gan.training import train
 
     saved = rundir.load_config(two_epoch_run)
     # A Python caller (or bench) cannot slip a different model past --resume.
@@ -82,7 +82,7 @@ def test_the_trainer_enforces_the_resume_rule_for_every_caller(two_epoch_run):
 
 
 def test_the_trainer_checks_eval_every_before_writing_anything(data16, tmp_path):
-    from dcgan_cli.training import train
+    from dcgan_cli.gan.training import train
 
     cfg = tiny_config(data16, tmp_path / "runs", eval_every_epochs=1, strategy="multiworker")
     with pytest.raises(DcganError, match="not supported with several workers"):
@@ -117,7 +117,7 @@ def test_run_numbers_sort_and_the_newest_run_is_found(tmp_path):
 
 
 def test_a_sample_request_resolves_its_seeds_and_defaults():
-    from dcgan_cli.sampling import SampleRequest
+    from dcgan_cli.generate.sampling import SampleRequest
 
     req = SampleRequest(out=Path("o.png"), seed=5, n=3)
     assert list(req.seeds) == [5, 6, 7] and req.psi == 1.0
@@ -142,7 +142,7 @@ def test_a_sample_request_resolves_its_seeds_and_defaults():
     (dict(out="o.png", n=0), "-n"),
 ])
 def test_a_contradictory_sample_request_names_the_option_at_fault(kwargs, option):
-    from dcgan_cli.sampling import SampleRequest
+    from dcgan_cli.generate.sampling import SampleRequest
 
     kwargs = {k: Path(v) if k in ("out", "run", "generator") else v for k, v in kwargs.items()}
     with pytest.raises(UsageError) as err:

@@ -21,7 +21,7 @@ from conftest import ok, one_line_error
 from dcgan_cli.cli import app
 from dcgan_cli.errors import DcganError
 from dcgan_cli.images import GRID_PAD, grid_shape, make_grid
-from dcgan_cli.sampling import Seeds, latents, seed_file_name, slerp, truncation_threshold, walk_latents
+from dcgan_cli.generate.sampling import Seeds, latents, seed_file_name, slerp, truncation_threshold, walk_latents
 
 runner = CliRunner()
 SIZE, NZ = 16, 8
@@ -36,8 +36,8 @@ def trained(tiny_run):
 
 @pytest.fixture(scope="session")
 def sampler(trained):
-    from dcgan_cli.rundir import restore
-    from dcgan_cli.sampling import Sampler
+    from dcgan_cli.runs.rundir import restore
+    from dcgan_cli.generate.sampling import Sampler
 
     return Sampler(restore(trained).model, batch_size=8)
 
@@ -194,7 +194,7 @@ def test_grid_geometry(trained, tmp_path, n, nrow):
 
 
 def test_grids_are_filled_batch_by_batch_like_make_grid(sampler, tmp_path):
-    from dcgan_cli.sampling import sample as run_sample
+    from dcgan_cli.generate.sampling import sample as run_sample
 
     seeds = Seeds.parse("0-20")
     n = run_sample(sampler, seeds, tmp_path / "g.png", nrow=6)
@@ -207,7 +207,7 @@ def test_many_images_stream_to_files_with_bounded_memory(sampler, tmp_path):
     """1,000 files, yet the Python heap never holds more than about one batch of images."""
     import tracemalloc
 
-    from dcgan_cli.sampling import sample as run_sample
+    from dcgan_cli.generate.sampling import sample as run_sample
 
     seen = []
     tracemalloc.start()
@@ -372,7 +372,7 @@ def test_a_run_without_checkpoints_is_a_one_line_error(trained, tmp_path):
 
 
 def test_a_model_file_of_the_wrong_kind_is_a_one_line_error(tmp_path):
-    from dcgan_cli.model import build_discriminator
+    from dcgan_cli.gan.model import build_discriminator
 
     disc = tmp_path / "discriminator.keras"
     build_discriminator(SIZE, 3, 8).save(disc)

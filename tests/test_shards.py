@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from dcgan_cli import shards
+from dcgan_cli.data import shards
 from dcgan_cli.errors import DcganError
-from dcgan_cli.pipeline import make_dataset
+from dcgan_cli.data.pipeline import make_dataset
 
 
 def write_data(out, images, limit=1, **facts):
@@ -136,8 +136,8 @@ def test_load_manifest_errors_name_the_fix(tmp_path):
 
 def test_the_size_rule_is_one_rule_everywhere():
     from dcgan_cli.config import TrainConfig
-    from dcgan_cli.model import build_generator
-    from dcgan_cli.preprocess import PreprocessConfig
+    from dcgan_cli.gan.model import build_generator
+    from dcgan_cli.data.preprocess import PreprocessConfig
 
     assert shards.SIZES == (28, 16, 32, 64, 128, 256)
     for size in shards.SIZES:
@@ -174,7 +174,7 @@ def test_shards_imports_no_tensorflow():
     import subprocess
     import sys
 
-    code = ("import sys, dcgan_cli.shards, dcgan_cli.config, dcgan_cli.preprocess; "
+    code = ("import sys, dcgan_cli.data.shards, dcgan_cli.config, dcgan_cli.data.preprocess; "
             "print('tensorflow' in sys.modules, 'PIL' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

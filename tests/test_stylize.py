@@ -27,7 +27,7 @@ runner = CliRunner()
 def empty_keras_cache(tmp_path, monkeypatch):
     """The default features are VGG19 when Keras' cache holds its weights: every test here starts without
     them (here and in subprocesses), whatever this machine's ~/.keras holds."""
-    from dcgan_cli import weights
+    from dcgan_cli.data import weights
 
     monkeypatch.setattr(weights, "KERAS_CACHE_DIR", str(tmp_path / "keras-home"))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
@@ -82,7 +82,7 @@ def np_gram(f):
 
 
 def test_gram_matrix_and_both_losses_match_brute_force_numpy():
-    from dcgan_cli.stylize import content_loss, gram, normalised_gram, style_layer_loss, tv_loss
+    from dcgan_cli.generate.stylize import content_loss, gram, normalised_gram, style_layer_loss, tv_loss
 
     rng = np.random.default_rng(0)
     f = rng.normal(size=(2, 5, 6, 4)).astype(np.float32)
@@ -111,7 +111,7 @@ def test_gram_matrix_and_both_losses_match_brute_force_numpy():
 
 
 def test_the_random_network_is_normalised_per_layer_and_seeded():
-    from dcgan_cli.stylize import RANDOM_BLOCKS, calibration_image, random_vgg
+    from dcgan_cli.generate.stylize import RANDOM_BLOCKS, calibration_image, random_vgg
 
     import keras
 
@@ -143,7 +143,7 @@ def orientation_ratio(pixels):
 
 
 def test_stripes_onto_noise_take_the_style_orientation_and_the_style_loss_falls(tmp_path):
-    from dcgan_cli.stylize import StyleOptions, stylize_file
+    from dcgan_cli.generate.stylize import StyleOptions, stylize_file
 
     content = save(tmp_path / "noise.png", noise(64))
     style = save(tmp_path / "vertical.png", stripes(64))
@@ -190,7 +190,7 @@ def test_the_output_says_which_features_were_used_and_save_every_writes_steps(pi
 
 
 def test_grey_and_transparent_images_are_converted_and_said_so(tmp_path):
-    from dcgan_cli.stylize import load_image
+    from dcgan_cli.generate.stylize import load_image
 
     rgba = np.zeros((40, 40, 4), np.uint8)
     rgba[:, :20] = (255, 0, 0, 255)  # left opaque red, right fully transparent
@@ -325,17 +325,17 @@ def generator_file(tmp_path_factory):
     """A tiny generator (16x16 RGB, latent 8) saved as .keras, the way `dcgan export` writes one."""
     import keras
 
-    from dcgan_cli.model import build_generator
-    from dcgan_cli.rundir import save_generator
+    from dcgan_cli.gan.model import build_generator
+    from dcgan_cli.runs.rundir import save_generator
 
     keras.utils.set_random_seed(0)  # the same weights in every run, whatever ran before
     return save_generator(build_generator(16, 3, 8, 8, fast=False), tmp_path_factory.mktemp("gen") / "generator.keras")
 
 
 def test_model_faces_grid_has_the_faces_above_their_stylised_versions(generator_file, pictures, tmp_path):
-    from dcgan_cli.rundir import load_generator_file
-    from dcgan_cli.sampling import Sampler, latents
-    from dcgan_cli.stylize import resize_longer_side
+    from dcgan_cli.runs.rundir import load_generator_file
+    from dcgan_cli.generate.sampling import Sampler, latents
+    from dcgan_cli.generate.stylize import resize_longer_side
 
     out = tmp_path / "faces.png"
     r = ok(stylize("--generator", generator_file, "--seeds", "0-4", pictures["stripes"], "-o", out, "--size", 32,
@@ -364,9 +364,9 @@ def test_model_faces_grid_has_the_faces_above_their_stylised_versions(generator_
 
 def test_the_identity_check_extension_point_counts_the_verifiers_verdicts(generator_file, pictures, tmp_path):
     """What the face-verification issue plugs in: a callable judging (original, stylised) pairs."""
-    from dcgan_cli.rundir import load_generator_file
-    from dcgan_cli.sampling import Seeds
-    from dcgan_cli.stylize import StyleOptions, stylize_faces
+    from dcgan_cli.runs.rundir import load_generator_file
+    from dcgan_cli.generate.sampling import Seeds
+    from dcgan_cli.generate.stylize import StyleOptions, stylize_faces
 
     seen = {}
 
@@ -391,7 +391,7 @@ def test_the_identity_check_extension_point_counts_the_verifiers_verdicts(genera
 
 def test_run_faces_come_from_the_runs_generator(tiny_run, pictures, tmp_path):
     """--run restores the run's (EMA) generator: its faces are the ones `dcgan sample` draws for the seeds."""
-    from dcgan_cli.stylize import resize_longer_side
+    from dcgan_cli.generate.stylize import resize_longer_side
 
     run = tiny_run  # EMA on: stylize and sample must both draw the EMA faces
     out = tmp_path / "faces.png"
@@ -407,7 +407,7 @@ def test_run_faces_come_from_the_runs_generator(tiny_run, pictures, tmp_path):
 
 
 def test_style_layer_weights_are_relative_and_parsed():
-    from dcgan_cli.stylize import build_features, parse_style_layers
+    from dcgan_cli.generate.stylize import build_features, parse_style_layers
 
     assert parse_style_layers("block1_conv1:2, block3_conv1") == (("block1_conv1", 2.0), ("block3_conv1", 1.0))
     f = build_features("random", style_layers=parse_style_layers("block1_conv1:3,block3_conv1:1"),

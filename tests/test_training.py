@@ -22,7 +22,7 @@ from dcgan_cli.errors import DcganError
 
 @pytest.mark.parametrize("size", [28, 32, 64])
 def test_generator_and_discriminator_shapes_and_ranges(size):
-    from dcgan_cli.model import build_discriminator, build_generator
+    from dcgan_cli.gan.model import build_discriminator, build_generator
 
     g = build_generator(size, channels=3, latent_dim=16, filters=8)
     d = build_discriminator(size, channels=3, filters=8)
@@ -36,7 +36,7 @@ def test_generator_and_discriminator_shapes_and_ranges(size):
 
 def test_64px_models_match_the_paper_architecture():
     """Same trainable parameter counts as the PyTorch DCGAN example (ngf = ndf = 64, nz = 100)."""
-    from dcgan_cli.model import build_discriminator, build_generator
+    from dcgan_cli.gan.model import build_discriminator, build_generator
 
     def trainable(m):
         return sum(int(np.prod(w.shape)) for w in m.trainable_weights)
@@ -46,7 +46,7 @@ def test_64px_models_match_the_paper_architecture():
 
 
 def test_bf16_models_keep_float32_outputs():
-    from dcgan_cli.model import build_discriminator, build_generator
+    from dcgan_cli.gan.model import build_discriminator, build_generator
 
     g = build_generator(32, latent_dim=8, filters=8, dtype="mixed_bfloat16")
     d = build_discriminator(32, filters=8, dtype="mixed_bfloat16")
@@ -61,7 +61,7 @@ def _weights(run_dir, key="generator"):
     import tensorflow as tf
 
     from dcgan_cli.config import TrainConfig
-    from dcgan_cli.training import build_gan
+    from dcgan_cli.gan.training import build_gan
 
     cfg = TrainConfig.load(run_dir / "config.json")
     gan = build_gan(cfg, "fp32")  # any precision restores: the checkpoint holds the plain Adam state
@@ -75,7 +75,7 @@ def _metrics(run_dir):
 
 
 def test_training_writes_per_epoch_files_and_moves_the_weights(data16, tmp_path):
-    from dcgan_cli.training import train
+    from dcgan_cli.gan.training import train
 
     cfg = tiny_config(data16, tmp_path, epochs=2, ema=0.9)
     run = train(cfg, quiet=True, log=lambda m: None)
@@ -97,7 +97,7 @@ def test_training_writes_per_epoch_files_and_moves_the_weights(data16, tmp_path)
     gan = _weights(run)
     assert int(gan.step.numpy()) == 6 and int(gan.epoch.numpy()) == 2
     assert int(gan.g_opt.iterations.numpy()) == 6 and int(gan.d_opt.iterations.numpy()) == 6
-    from dcgan_cli.training import build_gan
+    from dcgan_cli.gan.training import build_gan
 
     init = build_gan(cfg, "fp32")  # the same seeded initial weights
     moved = [np.abs(a.numpy() - b.numpy()).max() for a, b in
@@ -117,7 +117,7 @@ def test_training_writes_per_epoch_files_and_moves_the_weights(data16, tmp_path)
 
 
 def test_ema_decay_ramps_up_to_the_configured_one():
-    from dcgan_cli.training import ema_decay
+    from dcgan_cli.gan.training import ema_decay
 
     assert float(ema_decay(0.999, 0)) == pytest.approx(0.1)
     assert float(ema_decay(0.999, 90)) == pytest.approx(0.91)
@@ -127,7 +127,7 @@ def test_ema_decay_ramps_up_to_the_configured_one():
 
 def test_ema_leaves_its_random_start_within_a_few_steps(data16, tmp_path):
     """With decay 0.999 and no ramp-up, six steps would leave the EMA at 0.6% of the way from the init."""
-    from dcgan_cli.training import build_gan, train
+    from dcgan_cli.gan.training import build_gan, train
 
     cfg = tiny_config(data16, tmp_path, epochs=2, ema=0.999)
     gan = _weights(train(cfg, quiet=True, log=lambda m: None))
@@ -145,7 +145,7 @@ def test_ema_batch_norm_statistics_come_from_its_own_forward_passes(data16, tmp_
     import keras
     import tensorflow as tf
 
-    from dcgan_cli.training import (STANDING_STATS_BATCH, STANDING_STATS_SAMPLES, _STANDING_SEED,
+    from dcgan_cli.gan.training import (STANDING_STATS_BATCH, STANDING_STATS_SAMPLES, _STANDING_SEED,
                                     standing_statistics, train)
 
     cfg = tiny_config(data16, tmp_path, epochs=1, ema=0.9)
@@ -170,7 +170,7 @@ def test_ema_batch_norm_statistics_come_from_its_own_forward_passes(data16, tmp_
 
 
 def test_resume_equals_uninterrupted_training(data16, tmp_path):
-    from dcgan_cli.training import train
+    from dcgan_cli.gan.training import train
 
     cfg = tiny_config(data16, tmp_path / "a", epochs=3, ema=0.5, label_smoothing=0.1, instance_noise=0.1,
                       flip=True)
@@ -196,8 +196,8 @@ def test_resume_equals_uninterrupted_training(data16, tmp_path):
 
 
 def test_resume_refuses_data_of_another_size(tiny_run_copy, tmp_path, image_folder):
-    from dcgan_cli.preprocess import PreprocessConfig, preprocess
-    from dcgan_cli.training import train
+    from dcgan_cli.data.preprocess import PreprocessConfig, preprocess
+    from dcgan_cli.gan.training import train
 
     run = tiny_run_copy
     data32 = tmp_path / "faces-32"
@@ -210,13 +210,13 @@ def test_resume_refuses_data_of_another_size(tiny_run_copy, tmp_path, image_fold
 
 
 def test_resume_without_checkpoint_is_an_error(data16, tmp_path):
-    from dcgan_cli.training import train
+    from dcgan_cli.gan.training import train
 
     run = tmp_path / "00000-empty"
     run.mkdir()
     with pytest.raises(DcganError, match="is not a run directory"):
         train(tiny_config(data16, tmp_path), resume=run, quiet=True, log=lambda m: None)
-    from dcgan_cli import rundir
+    from dcgan_cli.runs import rundir
 
     rundir.save_config(run, tiny_config(data16, tmp_path))
     with pytest.raises(DcganError, match="no checkpoint to resume from"):
@@ -226,7 +226,7 @@ def test_resume_without_checkpoint_is_an_error(data16, tmp_path):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data16, tmp_path):
     import tensorflow as tf
 
-    from dcgan_cli.training import NonFiniteLoss, train
+    from dcgan_cli.gan.training import NonFiniteLoss, train
 
     cfg = tiny_config(data16, tmp_path, epochs=1)
     run = train(cfg, quiet=True, log=lambda m: None)
@@ -247,7 +247,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data16, tmp_path):
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous(data16, tmp_path):
     import tensorflow as tf
 
-    from dcgan_cli.training import train
+    from dcgan_cli.gan.training import train
 
     cfg = tiny_config(data16, tmp_path, epochs=2)
     run = train(cfg, quiet=True, log=lambda m: None)
@@ -307,7 +307,7 @@ def test_kill_9_leaves_a_loadable_checkpoint(data16, tmp_path):
     assert step >= 1
     # And the run continues from it.
     from dcgan_cli.config import TrainConfig
-    from dcgan_cli.training import train
+    from dcgan_cli.gan.training import train
 
     cfg = TrainConfig.load(run / "config.json")
     target = (step // 3 + 1) * 3
@@ -316,7 +316,7 @@ def test_kill_9_leaves_a_loadable_checkpoint(data16, tmp_path):
 
 
 def test_missing_data_is_a_one_line_error_naming_preprocess(tmp_path):
-    from dcgan_cli.training import train
+    from dcgan_cli.gan.training import train
 
     with pytest.raises(DcganError, match="dcgan preprocess"):
         train(tiny_config(tmp_path / "nothing", tmp_path), quiet=True, log=lambda m: None)
@@ -333,7 +333,7 @@ def test_precision_auto_follows_the_hardware():
 
     import tensorflow as tf
 
-    from dcgan_cli.training import resolve_precision
+    from dcgan_cli.gan.training import resolve_precision
 
     for name in ("fp32", "bf16", "fp16"):
         assert resolve_precision(name) == name  # an explicit choice is never second-guessed
@@ -351,7 +351,7 @@ def test_precision_auto_follows_the_hardware():
 
 
 def test_bf16_training_runs_and_stays_finite(data16, tmp_path):
-    from dcgan_cli.training import train
+    from dcgan_cli.gan.training import train
 
     run = train(tiny_config(data16, tmp_path, epochs=1, precision="bf16"), quiet=True, log=lambda m: None)
     assert np.isfinite(_metrics(run)[0]["g_loss"])
@@ -360,7 +360,7 @@ def test_bf16_training_runs_and_stays_finite(data16, tmp_path):
 def test_fused_batch_norm_matches_keras_batch_norm():
     import keras
 
-    from dcgan_cli.model import FusedBatchNorm
+    from dcgan_cli.gan.model import FusedBatchNorm
 
     x = np.random.default_rng(0).normal(2.0, 3.0, (16, 5, 5, 4)).astype("float32")
     ours, ref = FusedBatchNorm(momentum=0.9, epsilon=1e-5), keras.layers.BatchNormalization(momentum=0.9,
@@ -376,7 +376,7 @@ def test_fused_batch_norm_matches_keras_batch_norm():
 
 
 def test_fp16_training_uses_loss_scaling_and_stays_finite(data16, tmp_path):
-    from dcgan_cli.training import train
+    from dcgan_cli.gan.training import train
 
     cfg = tiny_config(data16, tmp_path, epochs=1, precision="fp16")
     run = train(cfg, quiet=True, log=lambda m: None)
@@ -394,7 +394,7 @@ def test_patch_gradient_convolutions_match_keras(transpose):
     import keras
     import tensorflow as tf
 
-    from dcgan_cli.model import PatchGradConv2D, PatchGradConv2DTranspose
+    from dcgan_cli.gan.model import PatchGradConv2D, PatchGradConv2DTranspose
 
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 4, 4, 5) if transpose else (3, 8, 8, 5)).astype("float32")

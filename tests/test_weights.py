@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import ok, one_line_error
-from dcgan_cli import weights
+from dcgan_cli.data import weights
 from dcgan_cli.cli import app
 from fake_http import dropping_route, file_route
 

@@ -26,8 +26,8 @@ def main(data: str, runs_dir: str, overrides: str, only: str = "") -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from conftest import tiny_config
 
-    from dcgan_cli.distribute import make_strategy
-    from dcgan_cli.training import train
+    from dcgan_cli.runs.distribute import make_strategy
+    from dcgan_cli.gan.training import train
 
     runs = {}
     setups = {"mirrored": dict(strategy="mirrored", sync_bn=True),

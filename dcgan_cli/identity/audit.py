@@ -107,8 +107,8 @@ def cache_key(manifest: dict, model_path: Path) -> str:
 
 def training_embeddings(data: str, manifest: dict, model_path: Path, embed, task, log) -> tuple[dict, bool]:
     """{"emb", "thumbs", "ids"} of every image of `data` and whether it came from the cache."""
-    from dcgan_cli.pipeline import labelled_batches
-    from dcgan_cli.shards import label_specs
+    from dcgan_cli.data.pipeline import labelled_batches
+    from dcgan_cli.data.shards import label_specs
 
     key = cache_key(manifest, model_path)
     path = Path(data) / f"{CACHE_PREFIX}{key[:16]}.npz"
@@ -218,14 +218,14 @@ def _identity_model(identity_model, threshold: float | None, runs_dir: Path):
 def _subject(run, generator, images, data, samples: int, batch_size: int, runs_dir: Path, log) -> _Subject:
     """The image files to audit (the first `samples`), or the generator and the data it was trained on."""
     if images is not None:
-        from dcgan_cli.datasets import IMAGE_EXTS
+        from dcgan_cli.data.datasets import IMAGE_EXTS
 
         files = sorted(p for p in Path(images).rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
         if not files:
             raise DcganError(f"no images in {images}; pass a folder of image files")
         files = files[:samples]
         return _Subject(str(data), len(files), {"images": str(images)}, files=files)
-    from dcgan_cli.sampling import Sampler, load_generator
+    from dcgan_cli.generate.sampling import Sampler, load_generator
 
     loaded = load_generator(run, generator, runs_dir=runs_dir, warn=lambda m: log(f"Warning: {m}"))
     if loaded.newest:
@@ -241,7 +241,7 @@ def _subject(run, generator, images, data, samples: int, batch_size: int, runs_d
 
 def _check_shapes(subject: _Subject, meta: dict) -> dict:
     """The training data's manifest, once its images and the generator's are the embedding model's shape."""
-    from dcgan_cli.shards import load_manifest
+    from dcgan_cli.data.shards import load_manifest
 
     manifest = load_manifest(subject.data)
     shape = (meta["image_size"], meta["image_size"], meta["channels"])
@@ -322,7 +322,7 @@ def _batch(lo: int, hi: int, files, sampler, meta, seed: int) -> np.ndarray:
 
     if files is not None:
         return np.stack([face_pixels(p, meta) for p in files[lo:hi]])
-    from dcgan_cli.sampling import latents
+    from dcgan_cli.generate.sampling import latents
 
     return sampler(latents(range(seed + lo, seed + hi), sampler.latent_dim))
 
@@ -351,7 +351,7 @@ def _baseline(train: dict, meta: dict, n: int):
 
 def _training_images(data: str, indices) -> list[np.ndarray]:
     """The training images at `indices` (in shard order), in one pass over the shards."""
-    from dcgan_cli.pipeline import labelled_batches
+    from dcgan_cli.data.pipeline import labelled_batches
 
     wanted = {int(i) for i in indices}
     found, seen = {}, 0

@@ -56,7 +56,7 @@ def write_digits(folder: Path, per_class: int | None = None) -> Path:
 
 def preprocess_digits(root: Path, per_class: int | None = None, size: int = SIZE) -> Path:
     """ROOT/digits/<digit>/*.png -> ROOT/digits-SIZE, shards with the digit as the identity."""
-    from dcgan_cli.preprocess import PreprocessConfig, preprocess
+    from dcgan_cli.data.preprocess import PreprocessConfig, preprocess
 
     src = write_digits(root / "digits", per_class)
     out = root / f"digits-{size}"

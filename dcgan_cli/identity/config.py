@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dcgan_cli.config import FrozenConfig
 from dcgan_cli.errors import DcganError
-from dcgan_cli.shards import check_size
+from dcgan_cli.data.shards import check_size
 
 LOSSES = ("arcface", "triplet")
 MININGS = ("semi-hard", "batch-hard")

@@ -26,7 +26,9 @@ from typing import Callable
 
 import numpy as np
 
-from dcgan_cli import lifecycle, rundir
+from dcgan_cli.runs import lifecycle
+
+from dcgan_cli.runs import rundir
 from dcgan_cli.errors import DcganError
 from dcgan_cli.fsutil import write_json
 from dcgan_cli.identity.config import IdentityConfig
@@ -115,7 +117,7 @@ class TrainingData:
 
     @classmethod
     def load(cls, cfg: IdentityConfig) -> "TrainingData":
-        from dcgan_cli.shards import check_shape
+        from dcgan_cli.data.shards import check_shape
 
         images, ids, manifest = load_identities(cfg.data)
         check_shape(manifest, cfg.image_size, cfg.channels)

@@ -139,7 +139,7 @@ class Embedder:
 
 def face_pixels(path: str | Path, meta: dict) -> np.ndarray:
     """Any image file -> uint8 (S, S, C), cropped and resized as the model's training data was."""
-    from dcgan_cli.preprocess.decoding import process_image
+    from dcgan_cli.data.preprocess.decoding import process_image
 
     path = Path(path)
     if not path.is_file():
@@ -393,7 +393,7 @@ def same_person_check(model_path: str | Path, threshold: float | None = None) ->
 
 def gallery_files(gallery: str | Path) -> list[tuple[str, Path]]:
     """(person, photo) for a gallery: one photo per person, as files (named by person) or sub-folders."""
-    from dcgan_cli.datasets import IMAGE_EXTS
+    from dcgan_cli.data.datasets import IMAGE_EXTS
 
     gallery = Path(gallery)
     if not gallery.is_dir():

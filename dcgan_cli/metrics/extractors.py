@@ -139,7 +139,7 @@ def _build_tiny(weights: str | None):
 
 
 def _build_inception_2015(weights: str | None):
-    from dcgan_cli import weights as known
+    from dcgan_cli.data import weights as known
     from dcgan_cli.metrics.inception2015 import load_graph
 
     path = known.resolve("inception-2015", weights)

@@ -1,0 +1,7 @@
+"""What a trained generator is used for: sampling, walks and export; repair (project, inpaint);
+style transfer.
+
+    sampling.py   the Sampler (the one generator runner), seeds, latents, grids, walks, export
+    repair.py     dcgan project / inpaint: latent search with Yeh et al.'s losses, Poisson blending
+    stylize.py    dcgan stylize: Gatys style transfer on generated or given faces
+"""
