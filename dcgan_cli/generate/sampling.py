@@ -265,13 +265,6 @@ def sample(
     return done
 
 
-def sample_grid(generator, seeds, out: str | Path, nrow: int | None = None, batch_size: int = DEFAULT_BATCH) -> Path:
-    """A grid of one image per seed from a generator model (the simple entry point)."""
-    seeds = seeds if isinstance(seeds, Seeds) else Seeds([range(s, s + 1) for s in seeds])
-    sample(Sampler(generator, batch_size), seeds, out, nrow=nrow)
-    return Path(out)
-
-
 def interpolate(
     sampler: Sampler,
     key_seeds: list[int],
