@@ -29,7 +29,7 @@ def digits(tmp_path_factory):
 def test_digits_go_through_preprocess_with_their_labels(digits):
     from sklearn.datasets import load_digits
 
-    from dcgan_cli.data.pipeline import load_manifest
+    from dcgan_cli.data.shards import load_manifest
 
     qs, reals = digits
     assert qs.images.shape == (1797, 32, 32, 1) and qs.images.dtype == np.uint8
@@ -75,7 +75,7 @@ def faces(tmp_path_factory):
 
 
 def test_faces_are_the_demo_set_through_preprocess_and_their_classifier_tells_faces(faces):
-    from dcgan_cli.data.pipeline import load_manifest
+    from dcgan_cli.data.shards import load_manifest
 
     qs, reals = faces
     assert qs.images.shape == (100, 32, 32, 1) and qs.negatives.shape == (100, 32, 32, 1)

@@ -10,7 +10,8 @@ import pytest
 
 from dcgan_cli.bench.input import input_throughput, make_bench_shards, preprocess_throughput
 from dcgan_cli.errors import DcganError
-from dcgan_cli.data.pipeline import load_manifest, make_dataset
+from dcgan_cli.data.pipeline import make_dataset
+from dcgan_cli.data.shards import load_manifest
 
 
 @pytest.fixture(scope="module")

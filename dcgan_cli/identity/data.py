@@ -22,8 +22,8 @@ HOLDOUT_SEED = 0x1D
 
 def load_identities(data_dir: str | Path, advance: Callable[[int], None] | None = None):
     """(uint8 images (N, S, S, C), identity ids (N,), manifest) of the images that have an identity."""
-    from dcgan_cli.data.pipeline import labelled_batches, load_manifest
-    from dcgan_cli.data.shards import label_specs
+    from dcgan_cli.data.pipeline import labelled_batches
+    from dcgan_cli.data.shards import label_specs, load_manifest
 
     manifest = load_manifest(data_dir)
     # A class label (MNIST's "label") serves as the identity when there is no person label.
