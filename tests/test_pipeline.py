@@ -10,7 +10,7 @@ import pytest
 
 from dcgan_cli.bench.input import input_throughput, make_bench_shards, preprocess_throughput
 from dcgan_cli.errors import DcganError
-from dcgan_cli.data.pipeline import make_dataset
+from dcgan_cli.data.pipeline import labelled_batches, make_dataset
 from dcgan_cli.data.shards import load_manifest
 
 
@@ -101,6 +101,18 @@ def test_missing_or_broken_data_is_an_error_naming_preprocess(shards4, tmp_path)
     (broken / "manifest.json").write_text(json.dumps(m))  # shards not copied
     with pytest.raises(DcganError, match=r"missing 4 of its 4 shards.*--force"):
         load_manifest(broken)
+
+
+@pytest.mark.parametrize("label, fix", [("label", "preprocess a labelled data set such as mnist"),
+                                        ("identity", "preprocess it with --labels celeba (CelebA) or --labels folders"),
+                                        ("attributes", "preprocess CelebA with --labels celeba")])
+def test_labels_the_data_lacks_are_one_error_naming_the_fix_for_that_label(shards4, label, fix):
+    expected = f"{shards4} has no {label} labels (it has: none); {fix}"
+    with pytest.raises(DcganError) as training:
+        make_dataset(shards4, 4, labels=(label,))
+    with pytest.raises(DcganError) as reading:
+        next(labelled_batches(shards4, 4, (label,)))
+    assert str(training.value) == str(reading.value) and str(training.value).startswith(expected)
 
 
 def test_benchmarks_report_figures(tmp_path):
