@@ -114,7 +114,7 @@ def digits_set(workdir: Path, log: Callable[[str], None] = lambda m: None) -> Qu
     for i, img in enumerate(raw):
         Image.fromarray(img, "L").save(src / f"{i:04d}.png")
     out = workdir / "digits-32"
-    images = _preprocessed(src, out, log)
+    images = preprocessed_images(src, out, log)
     # Labels by matching each 32x32 image, pooled back to 8x8, to its source digit:
     # correct whatever order the shards hold the images in.
     pooled = images.reshape(-1, 8, 4, 8, 4).mean(axis=(2, 4)).reshape(len(images), -1)
@@ -131,12 +131,12 @@ def faces_set(workdir: Path, log: Callable[[str], None] = lambda m: None) -> Qua
 
     from dcgan_cli.data.datasets.lfw_sample import N_FACES, write_lfw_sample
 
-    faces = _preprocessed(write_lfw_sample(workdir / "faces-png"), workdir / "faces-32", log)
+    faces = preprocessed_images(write_lfw_sample(workdir / "faces-png"), workdir / "faces-32", log)
     src = workdir / "nonfaces-png"
     src.mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(lfw_subset()[N_FACES:]):
         Image.fromarray(np.round(img * 255).astype(np.uint8), "L").save(src / f"nonface-{i:03d}.png")
-    negatives = _preprocessed(src, workdir / "nonfaces-32", log)
+    negatives = preprocessed_images(src, workdir / "nonfaces-32", log)
     return QualitySet("faces", workdir / "faces-32", faces, None, negatives, FACES_BATCH, FACES_STEPS)
 
 
@@ -163,12 +163,12 @@ def held_out_faces_set(workdir: Path, log: Callable[[str], None] = lambda m: Non
     src.mkdir(parents=True, exist_ok=True)
     for i in keep:
         Image.fromarray(full.images[i, :, :, 0], "L").save(src / f"face-{i:03d}.png")
-    images = _preprocessed(src, workdir / f"faces{train}-32", log)
+    images = preprocessed_images(src, workdir / f"faces{train}-32", log)
     return QualitySet(f"faces{train}", workdir / f"faces{train}-32", images, None, full.negatives,
                       FACES_BATCH, FACES_STEPS, held_out=full.images[held])
 
 
-def _preprocessed(src: Path, out: Path, log) -> np.ndarray:
+def preprocessed_images(src: Path, out: Path, log) -> np.ndarray:
     """`dcgan preprocess SRC --size 32 --channels 1 --crop none` into `out`; the images read back (uint8)."""
     from dcgan_cli.data.pipeline import make_dataset
     from dcgan_cli.data.preprocess import PreprocessConfig, preprocess

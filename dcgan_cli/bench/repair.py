@@ -57,7 +57,7 @@ def held_out_digits_set(workdir: Path, log: Callable[[str], None] = lambda m: No
     """Four fifths of sklearn's digits as a folder -> `preprocess` -> shards; the rest held out."""
     from PIL import Image
 
-    from dcgan_cli.bench.quality import _preprocessed, digits_set
+    from dcgan_cli.bench.quality import digits_set, preprocessed_images
 
     full = digits_set(workdir, log)
     keep, held = held_out_split(len(full.images), len(full.images) * 4 // 5)
@@ -65,7 +65,7 @@ def held_out_digits_set(workdir: Path, log: Callable[[str], None] = lambda m: No
     src.mkdir(parents=True, exist_ok=True)
     for i in keep:
         Image.fromarray(full.images[i, :, :, 0], "L").save(src / f"digit-{i:04d}.png")
-    images = _preprocessed(src, workdir / "digits-train-32", log)
+    images = preprocessed_images(src, workdir / "digits-train-32", log)
     return QualitySet("digits", workdir / "digits-train-32", images, full.labels[keep], held_out=full.images[held])
 
 

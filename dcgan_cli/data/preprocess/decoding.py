@@ -1,7 +1,8 @@
 """One image -> pixels, in the worker processes: crop box, mode conversion, resize, records.
 
 Nothing here imports TensorFlow: workers start fast and build records with
-`shards.example_prefix`.
+`shards.example_prefix`. faces.py (`--crop face`) reads the same files the same
+way: `open_item` opens one, `to_mode` converts it, `skip_reason` says why it is left out.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def crop_box(w: int, h: int, crop: str, side: int = 0) -> tuple[tuple[int, int, 
     return (left, top, left + side, top + side), small
 
 
-def _to_mode(im, channels: int):
+def to_mode(im, channels: int):
     """Any Pillow mode -> "RGB" or "L", without the classic conversion traps.
 
     - 16/32-bit integer images ("I;16", "I"): Pillow's own convert clips them
@@ -116,7 +117,7 @@ def process_image(fp, cfg) -> tuple[bytes, str]:
         im.load()
         if orientation != 1:
             im = ImageOps.exif_transpose(im)
-        im = _to_mode(im, cfg.channels)
+        im = to_mode(im, cfg.channels)
         fx, fy = im.width / w, im.height / h  # draft scale (1.0 when not reduced)
         scaled = (box[0] * fx, box[1] * fy, box[2] * fx, box[3] * fy)
         # resize(box=...) crops and resizes in one antialiased step, and takes
@@ -156,7 +157,7 @@ _FILE_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (st
                (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"))
 
 
-def _open_item(kind: str, root: str, name: str):
+def open_item(kind: str, root: str, name: str):
     """A path (dir) or the member's bytes (zip), ready for Pillow; raises Skip for what must not be read."""
     if kind == "dir":
         path = os.path.join(root, name)
@@ -209,7 +210,8 @@ def strict_bombs() -> None:
     warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 
-def _reason(e: BaseException) -> str:
+def skip_reason(e: BaseException) -> str:
+    """Why a file whose decoding raised `e` is skipped, in a few words: its line in skipped.txt."""
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
@@ -233,7 +235,7 @@ def process_chunk(job: tuple) -> list[tuple[int, list[bytes], str]]:
     out = []
     for name in names:
         try:
-            fp = _open_item(kind, root, name)
+            fp = open_item(kind, root, name)
             pixels, note = process_image(fp, cfg)
             out.append((0, [prefix + pixels], note))
         except Skip as e:
@@ -241,6 +243,6 @@ def process_chunk(job: tuple) -> list[tuple[int, list[bytes], str]]:
         except MemoryError:
             out.append((1, [], "out of memory while decoding"))
         except Exception as e:  # one bad file never aborts the run
-            out.append((1, [], _reason(e)))
+            out.append((1, [], skip_reason(e)))
     return out
 

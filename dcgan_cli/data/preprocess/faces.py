@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dcgan_cli.errors import DcganError
-from dcgan_cli.data.preprocess.decoding import CELEBA_CROP, Skip, _open_item, _reason, _to_mode, open_oriented
+from dcgan_cli.data.preprocess.decoding import CELEBA_CROP, Skip, open_item, open_oriented, skip_reason, to_mode
 from dcgan_cli.data.shards import example_prefix
 
 # The aligned CelebA frame and where its eyes sit (pixel centres, x right, y down): the typical
@@ -230,7 +230,7 @@ def face_notes(image, landmarks, size: int, crop: int = CELEBA_CROP) -> list[str
 def load_photo(fp):
     """A photo as an upright RGB PIL image (EXIF rotation applied, odd modes converted)."""
     im = open_oriented(fp)
-    return _to_mode(im, 3)
+    return to_mode(im, 3)
 
 
 def process_chunk(job: tuple) -> list[tuple[int, list[bytes], str]]:
@@ -247,13 +247,13 @@ def process_chunk(job: tuple) -> list[tuple[int, list[bytes], str]]:
     batch: list[tuple[int, object]] = []
     for i, name in enumerate(names):
         try:
-            batch.append((i, load_photo(_open_item(kind, root, name))))
+            batch.append((i, load_photo(open_item(kind, root, name))))
         except Skip as e:
             out[i] = (1, [], str(e))
         except MemoryError:
             out[i] = (1, [], "out of memory while decoding")
         except Exception as e:  # one bad file never aborts the run
-            out[i] = (1, [], _reason(e))
+            out[i] = (1, [], skip_reason(e))
         if batch and (i == len(names) - 1 or sum(p.width * p.height for _, p in batch) >= BATCH_PIXELS):
             for j, result in _faces_to_examples(batch, cfg, prefix):
                 out[j] = result
@@ -278,7 +278,7 @@ def _faces_to_examples(batch: list[tuple[int, object]], cfg, prefix: bytes):
                 found.append(e)
     for (i, photo), faces in zip(batch, found):
         if isinstance(faces, BaseException):
-            yield i, (1, [], f"face detection failed: {_reason(faces)}")
+            yield i, (1, [], f"face detection failed: {skip_reason(faces)}")
             continue
         if not faces:
             at_least = f" of at least {cfg.min_face} px" if cfg.min_face else ""
