@@ -595,7 +595,11 @@ def stylize_file(content_path: str | Path, style_path: str | Path, out: str | Pa
 
 
 class Verifier(Protocol):
-    """The identity check the face-verification issue will provide (see the module docstring)."""
+    """Is each styled face still its original's person? One verdict per (original, styled) pair of uint8 images.
+
+    A protocol, not identity's class: any callable serves (tests pass a lambda), and
+    `identity.verification.same_person_check(model)` is the one `dcgan stylize --identity-model` uses.
+    """
 
     def __call__(self, originals: np.ndarray, styled: np.ndarray) -> Sequence[bool]: ...
 

@@ -67,7 +67,7 @@ def _fingerprint(cfg: PreprocessConfig, source: Path, listing: Listing, labels: 
                     channels=cfg.channels, split=cfg.split, limit=cfg.limit, source=str(source.resolve()))
     if cfg.crop == "face":  # only then: other crops keep their fingerprints (and outputs stay up to date)
         settings["min_face"] = cfg.min_face
-    if labels:  # unlabelled outputs keep the fingerprint they had before labels existed
+    if labels:  # only then, like min_face: unlabelled outputs keep their fingerprints (and stay up to date)
         settings["labels"] = labels
     h.update(json.dumps(settings, sort_keys=True).encode())
     for name in listing.items:
