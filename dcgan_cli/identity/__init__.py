@@ -7,6 +7,7 @@
   train.py         `dcgan identity train`: the loop, checkpoints, resume, Ctrl-C, the saved model
   verification.py  the embedding model file + its metadata, the LFW pair protocol, ROC, verify, identify
   audit.py         does a generator reproduce people from its training set?
+  bench.py         the offline quality bar: one-shot verification on digit classes never trained on
 
 Imports flow cli -> identity.* -> (pipeline, shards, rundir, sampling, preprocess.decoding).
 """

@@ -6,5 +6,6 @@ statistics, the Fréchet distance and the kernel inception distance.
 Inception Score. `inception2015.py` loads the papers' 2015 Inception graph.
 `extractors.py` holds the feature networks, by name, and the one image path
 (uint8 -> antialiased resize -> network) that real and generated images share.
-`dcgan_cli/metrics/evaluate.py` puts them together with the data, the cache and the CLI.
+`evaluate.py` puts them together with the data, the cache and the CLI;
+`curves.py` scores a run's kept checkpoints, giving the scores over training.
 """

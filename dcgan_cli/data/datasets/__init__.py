@@ -4,8 +4,10 @@ A `Dataset` lists its `RemoteFile`s: each with its mirrors (tried in order),
 size and checksums, and whether it is an archive to unpack or a file placed
 beside the images. `fetch()` makes a data set available on disk: the download
 machinery (http.py, drive.py, verify.py, extract.py, install.py) serves every
-entry, including a user's own archive given by URL (`from_url`). lfw-sample is
-the exception: it is written from scikit-image, offline.
+entry, including a user's own archive given by URL (`from_url`), and
+progress.py draws their bars. lfw-sample is the exception: lfw_sample.py writes
+it from scikit-image, offline. arrays.py reads the sets that come as arrays
+((Fashion-)MNIST's npz and IDX files) rather than image files.
 
 `DATASETS` is a plain dict, so tests (and users' own code) can register
 entries, e.g. a CelebA-like set served by a local server with tiny archives.

@@ -6,6 +6,9 @@ Decoding, cropping and resizing happen here and never again during training.
   config.py     PreprocessConfig: what a run does, checked once; resolve_config fills the defaults
   driver.py     `preprocess()`: lock, fingerprint, resume, the process pool, the commit
   reports.py    skipped.txt and small.txt: one escaped line per file, whatever its name
+  faces.py      `--crop face`: every face in a photo, found and aligned like CelebA's
+  arrays.py     array data sets (mnist.npz, IDX files) -> records with their class labels
+  labels.py     identities and attributes stored beside the pixels (`--labels`)
 """
 
 from dcgan_cli.data.preprocess.config import PreprocessConfig, resolve_config
