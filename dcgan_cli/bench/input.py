@@ -212,7 +212,7 @@ def preprocess_throughput(workdir: str | Path, n_images: int = 2000, workers: in
     """
     import tensorflow as tf  # noqa: F401  (loaded up front: a fixed cost, not preprocessing)
 
-    from dcgan_cli.data.preprocess import PreprocessConfig, default_workers, preprocess
+    from dcgan_cli.data.preprocess import PreprocessConfig, preprocess
 
     workdir = Path(workdir)
     if crop == "face":
