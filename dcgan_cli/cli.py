@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import os
 from enum import Enum
 from pathlib import Path
@@ -48,12 +49,16 @@ class _App(typer.Typer):
     command's deprecated flag spellings to the current ones (see `_Command`).
     """
 
-    def command(self, *args, renamed: dict[str, str | Callable[[list[str]], str]] | None = None, **kwargs):
+    def command(self, *args, renamed: dict[str, str | Callable[[list[str]], str]] | None = None,
+                settings: "_Settings | None" = None, **kwargs):
         if renamed:
             kwargs["cls"] = type("Command", (_Command,), {"renamed": dict(renamed)})
         register = super().command(*args, **kwargs)
 
         def decorator(f):
+            if settings is not None:
+                settings.check(f)
+
             @functools.wraps(f)
             def wrapper(*a, **kw):
                 try:
@@ -170,11 +175,32 @@ AugmentPFlag = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help=(
     "(default 0)."), show_default=False)]
 
 
-def _given(options: dict, config: type, besides: tuple[str, ...] = ()) -> dict:
-    """The settings of `config` among a command's `options` that the user gave (None: left to the preset or
-    the saved run), choices as their values; `besides` are fields the command resolves itself."""
-    fields = {f.name for f in dataclasses.fields(config)} - set(besides)
-    return {k: v.value if isinstance(v, Enum) else v for k, v in options.items() if k in fields and v is not None}
+class _Settings:
+    """Which of a command's options are settings of its config, checked when the command is registered.
+
+    Each parameter of the command is either a field of `config` (a setting: passed on when given,
+    None meaning "left to the preset or the saved run") or named in `own` (the command resolves it
+    itself, e.g. --data, --name, --dry-run). An option that is neither, such as one renamed away
+    from its field, stops `import dcgan_cli.cli` with its name instead of being dropped in silence.
+    """
+
+    def __init__(self, config: type, own: tuple[str, ...]):
+        self.config, self.own, self.names = config, frozenset(own), frozenset()
+
+    def check(self, command: Callable) -> None:
+        params = set(inspect.signature(command).parameters)
+        fields = {f.name for f in dataclasses.fields(self.config)}
+        stray, stale = sorted(params - fields - self.own), sorted(self.own - params)
+        if stray or stale:
+            raise TypeError(f"{command.__name__}: {stray} are neither {self.config.__name__} fields nor resolved by "
+                            f"the command; {stale} are listed as resolved but are not its parameters")
+        self.names = frozenset(params - self.own)
+
+    def given(self, options: dict) -> dict:
+        """The settings among a command's `options` (its locals()) that the user gave, choices as their values."""
+        assert self.names, "given() before the command was registered with settings="
+        return {k: v.value if isinstance(v, Enum) else v for k, v in options.items()
+                if k in self.names and v is not None}
 
 
 def _data_dir(data_dir: Optional[Path]) -> Path:
@@ -241,14 +267,13 @@ def download(
         for w in weights.WEIGHTS.values():
             typer.echo(f"{w.name:13s} {'':8s}  {w.description}\n{'':24s}into {weights.keras_cache_dir()}")
         return
+    http = HttpOptions(retries=retries, timeout=timeout, min_rate=min_rate, rate_window=rate_window)
     if dataset in weights.WEIGHTS:
-        http = HttpOptions(retries=retries, timeout=timeout, min_rate=min_rate, rate_window=rate_window)
         typer.echo(weights.download_command(dataset, force=force, urls=url or (), archives=archive or (), http=http,
                                             ui=Ui(quiet=quiet)))
         return
     ds = datasets.resolve(dataset, name=name, sha256=sha256, md5=md5)
     root = _data_dir(data_dir)
-    http = HttpOptions(retries=retries, timeout=timeout, min_rate=min_rate, rate_window=rate_window)
     result = datasets.fetch(ds, root, force=force, urls=url or (), archives=archive or (),
                             no_checksum=no_checksum, http=http, ui=Ui(quiet=quiet))
     where = datasets.image_dir(ds.name, root) if ds.name in datasets.DATASETS else result.path
@@ -349,9 +374,15 @@ def preprocess(
 # train
 
 
+# train's options that are not TrainConfig settings, or that it resolves before the config is built.
+TRAIN_SETTINGS = _Settings(TrainConfig, own=("data", "data_dir", "preset", "runs_dir", "name", "resume", "dry_run",
+                                             "verify_data", "quiet"))
+
+
 @app.command(renamed={"--checkpoint-every": "--checkpoint-every-steps",
                       "--checkpoint-epochs": "--checkpoint-every-epochs",
-                      "--sample-every": "--sample-every-epochs", "--eval-every": "--eval-every-epochs"})
+                      "--sample-every": "--sample-every-epochs", "--eval-every": "--eval-every-epochs"},
+             settings=TRAIN_SETTINGS)
 def train(
     data: Annotated[Optional[Path], typer.Option(help="Preprocessed data dir (holds manifest.json).")] = None,
     preset: Annotated[Preset, typer.Option(help="Recipe to start from (flags override it).")] = Preset.dcgan,
@@ -414,17 +445,8 @@ def train(
 
     Example: dcgan train --data data/processed/celeba-64 --epochs 25
     """
-    given = _given(locals(), TrainConfig, besides=("data", "runs_dir", "preset"))
-    from dcgan_cli.config import preset_for_data, resolve_data
-    from dcgan_cli.runs.rundir import resume_config
-    from dcgan_cli.data.shards import load_manifest
-
-    if resume is not None:
-        cfg = resume_config(resume, **given, data=str(data) if data else None)  # the resume rule
-    else:
-        data = resolve_data(data, data_dir, preset.value)
-        cfg = preset_for_data(preset.value, load_manifest(data), data=str(data), runs_dir=str(runs_dir),
-                              run_name=name, **given)
+    cfg = TrainConfig.start_or_resume(resume, TRAIN_SETTINGS.given(locals()), data=data, data_dir=data_dir,
+                                      runs_dir=runs_dir, run_name=name, preset=preset.value)
     if dry_run:
         typer.echo(cfg.to_json(), nl=False)
         return
@@ -799,8 +821,6 @@ def bench(
     wanted = parse_choices(parts, PARTS, "--parts")
     sets = parse_choices(quality_sets, SETS, "--quality-sets")
     modes = parse_choices(quality_augment, AUGMENTS, "--quality-augment")
-    if augment == Augment.auto:
-        raise UsageError("the step is timed on an in-memory batch of no data set: use diffaug or ada", "--augment")
     result = run(size=size, batch_size=batch_size, steps=steps, data=data, precision=precision.value, xla=xla,
                  peers=peers, torch_python=torch_python, parts=wanted, face_images=face_images,
                  stylize_size=stylize_size, quality_steps=quality_steps, quality_seeds=range(quality_seeds),
@@ -819,7 +839,12 @@ identity_app = _App(name="identity", help="Train the face-embedding network (ver
 app.add_typer(identity_app, name="identity")
 
 
-@identity_app.command("train", renamed={"--checkpoint-every": "--checkpoint-every-steps"})
+IDENTITY_SETTINGS = _Settings(IdentityConfig, own=("data", "data_dir", "runs_dir", "name", "resume", "dry_run",
+                                                   "quiet"))
+
+
+@identity_app.command("train", renamed={"--checkpoint-every": "--checkpoint-every-steps"},
+                      settings=IDENTITY_SETTINGS)
 def identity_train(
     data: Annotated[Optional[Path], typer.Option(help="Preprocessed data with identities (`dcgan preprocess celeba`, "
                                                       "or a folder with --labels folders).")] = None,
@@ -877,17 +902,8 @@ def identity_train(
 
     Example: dcgan identity train --data data/processed/celeba-64 --epochs 10
     """
-    given = _given(locals(), IdentityConfig, besides=("data", "runs_dir"))
-    from dcgan_cli.identity.config import resume_config
-    from dcgan_cli.config import resolve_data
-    from dcgan_cli.data.shards import load_manifest
-    if resume is not None:
-        cfg = resume_config(resume, **given, data=str(data) if data else None)
-    else:
-        data = resolve_data(data, data_dir)
-        m = load_manifest(data)
-        cfg = IdentityConfig(data=str(data), runs_dir=str(runs_dir), run_name=name, image_size=m["size"],
-                             channels=m["channels"], **given)
+    cfg = IdentityConfig.start_or_resume(resume, IDENTITY_SETTINGS.given(locals()), data=data, data_dir=data_dir,
+                                         runs_dir=runs_dir, run_name=name)
     if dry_run:
         typer.echo(cfg.to_json(), nl=False)
         return

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dcgan_cli.errors import DcganError
-from dcgan_cli.data.shards import check_size, find_data, processed_name
+from dcgan_cli.data.shards import check_size, find_data, load_manifest, processed_name
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ON_COLLAPSE = ("warn", "stop", "rollback")  # --on-collapse: what the health monitor (health.py) does on a finding
@@ -125,6 +125,28 @@ class FrozenConfig:
             raise DcganError(f"cannot change {', '.join('--' + k.replace('_', '-') for k in fixed)} when resuming "
                              f"{run_dir}; start a new run for a different setup")
         return self.replace(**given)
+
+    @classmethod
+    def start_or_resume(cls, resume: str | Path | None, settings: dict[str, Any], *, data: str | Path | None,
+                        data_dir: str | Path | None = None, runs_dir: str | Path = "runs", run_name: str = "",
+                        **new: Any):
+        """The config a trainer's command runs with, `settings` being the options the user gave (None: not given).
+
+        With `resume` (a run directory): its saved config with `settings` and a moved `data`, under the
+        resume rule (`resumed`). Else a new config for the data, found as `resolve_data` does, from its
+        manifest (`for_data`, which takes `new`, e.g. the preset). Both trainers' commands come here, so
+        they cannot disagree on what --resume keeps.
+        """
+        if resume is not None:
+            return cls.of_run(resume).resumed(resume, **settings, data=str(data) if data else None)
+        data = resolve_data(data, data_dir, new.get("preset"))
+        return cls.for_data(load_manifest(data), data=str(data), runs_dir=str(runs_dir), run_name=run_name,
+                            **new, **settings)
+
+    @classmethod
+    def for_data(cls, manifest: dict, **settings: Any):
+        """A new config for the data of `manifest`: its shape, then `settings`."""
+        return cls(image_size=manifest["size"], channels=manifest["channels"], **settings)
 
 
 @dataclass(frozen=True)
@@ -236,6 +258,11 @@ class TrainConfig(FrozenConfig):
     def __post_init__(self) -> None:
         validate(self)
 
+
+    @classmethod
+    def for_data(cls, manifest: dict, preset: str = "dcgan", **settings: Any) -> "TrainConfig":
+        """The preset's config for the data of `manifest`, then `settings` (`preset_for_data`)."""
+        return preset_for_data(preset, manifest, **settings)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
