@@ -25,7 +25,8 @@ from typing import Annotated, Callable, Optional
 import typer
 from typer.core import TyperCommand, TyperOption
 
-from dcgan_cli.config import Augment, GActivation, OnCollapse, Precision, Preset, Strategy, TrainConfig
+from dcgan_cli.config import (AUGMENT_P, AUTO_ADA_BELOW, AUTO_CADENCE_STEPS, MAX_SEED, Augment, GActivation, OnCollapse,
+                              Precision, Preset, Strategy, TrainConfig, preset_values)
 from dcgan_cli.errors import DcganError, Interrupted, UsageError, resume_hint
 from dcgan_cli.metrics.evaluate import METRICS
 from dcgan_cli.identity.config import ClassAugment, IdentityConfig, Loss, Mining
@@ -128,11 +129,10 @@ app = _App(
     pretty_exceptions_enable=False,
 )
 
-DataDir = Annotated[
-    Optional[Path],
-    typer.Option("--data-dir", help="Data root (default ./data, or $DCGAN_DATA_DIR).", show_default=False),
-]
+DATA_DIR_HELP = "Data root (default ./data, or $DCGAN_DATA_DIR)."
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help=DATA_DIR_HELP, show_default=False)]
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where numbered run directories live.")]
+RUNS_DIR = Path(TrainConfig.runs_dir)  # every command's --runs-dir default, the trainers' own
 # A generator saved as .keras (a run's generator.keras, or `dcgan export`): --generator in every command.
 GeneratorFile = Annotated[Optional[Path], typer.Option(
     "--generator", help="A generator .keras file instead of a run (e.g. RUN/best/generator.keras).",
@@ -141,16 +141,30 @@ GeneratorFile = Annotated[Optional[Path], typer.Option(
 IdentityModel = Annotated[Optional[Path], typer.Option(
     "--identity-model", help="An embedding model (RUN/embedding.keras) or its identity run directory (default: "
                              "the newest under --runs-dir).", show_default=False)]
-# The training-health monitor's action (health.py), an alias so `train`'s signature stays short.
-OnCollapseOption = Annotated[Optional[OnCollapse], typer.Option(
-    help="On D winning, collapse or divergence: warn, stop, or rollback (to the last healthy checkpoint, with "
-         "halved rates). Default warn.", show_default=False)]
+# The panels that group a long command's options in --help (train, bench).
+DATA, MODEL, SCHEDULE, OUTPUT, PERFORMANCE = "Data", "Model", "Schedule", "Output", "Performance"
+
+
+def _shown(value) -> str:
+    """A default as --help shows it."""
+    return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+
+def _preset_default(field: str) -> str:
+    """`train --FIELD`'s default as --help shows it, from config.PRESETS: each value with the presets that give it."""
+    presets_of: dict[str, list[str]] = {}
+    for name, value in preset_values(field).items():
+        presets_of.setdefault(_shown(value), []).append(name)
+    if len(presets_of) == 1:
+        return next(iter(presets_of))
+    return "; ".join(f"{', '.join(names)}: {value}" for value, names in presets_of.items())
+
+
 # Old spellings (hidden, noted on stderr, for one release): see _Command.
 GENERATOR_RENAMED = {"--model": "--generator"}
 IDENTITY_RENAMED = {"--model": "--identity-model"}
 
 
-CheckpointStepsFlag = Annotated[Optional[int], typer.Option(min=0, help="Also checkpoint every N steps.")]
 # `dcgan bench`'s long-run and repair options
 QualityCurveFlag = Annotated[int, typer.Option(min=0, help="Score ours at this many evenly spaced points of each "
                                                            "run too (a long run's FD over steps).")]
@@ -164,15 +178,6 @@ RepairStepsFlag = Annotated[Optional[int], typer.Option(min=1, help="Training st
 RepairFigureFlag = Annotated[Optional[Path], typer.Option(help="With --parts repair: also write a picture of "
                                                                "held-out faces (masked | ours | Telea | real).",
                                                           show_default=False)]
-
-# `dcgan train`'s augmentation flags (docs/training.md, "Small data sets").
-AugmentFlag = Annotated[Optional[Augment], typer.Option(help=(
-    "Augment everything D sees (translation, cutout, colour): diffaug (fixed p), ada (p adapted to D's "
-    "overfitting), none; auto: ada on data sets under 1,000 images, none above (the preset's choice "
-    "when it pins one)."), show_default=False)]
-AugmentPFlag = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help=(
-    "Per-sample probability of each augmentation: diffaug's fixed p (default 1), ada's starting p "
-    "(default 0)."), show_default=False)]
 
 
 class _Settings:
@@ -384,62 +389,121 @@ TRAIN_SETTINGS = _Settings(TrainConfig, own=("data", "data_dir", "preset", "runs
                       "--sample-every": "--sample-every-epochs", "--eval-every": "--eval-every-epochs"},
              settings=TRAIN_SETTINGS)
 def train(
-    data: Annotated[Optional[Path], typer.Option(help="Preprocessed data dir (holds manifest.json).")] = None,
-    preset: Annotated[Preset, typer.Option(help="Recipe to start from (flags override it).")] = Preset.dcgan,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs to train (may be raised on --resume).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Global batch size.")] = None,
-    steps_per_epoch: Annotated[Optional[int], typer.Option(min=0, help="Steps per epoch (0: one pass).")] = None,
-    lr_g: Annotated[Optional[float], typer.Option(help="Generator learning rate (may be lowered on --resume, "
-                                                       "e.g. after a NaN).")] = None,
-    lr_d: Annotated[Optional[float], typer.Option(help="Discriminator learning rate (likewise).")] = None,
-    beta1: Annotated[Optional[float], typer.Option(help="Adam beta1 (may change on --resume).")] = None,
-    beta2: Annotated[Optional[float], typer.Option(help="Adam beta2 (may change on --resume).")] = None,
-    latent_dim: Annotated[Optional[int], typer.Option(min=1, help="Size of the noise z.")] = None,
-    g_filters: Annotated[Optional[int], typer.Option(min=1, help="Generator width (ngf).")] = None,
-    d_filters: Annotated[Optional[int], typer.Option(min=1, help="Discriminator width (ndf).")] = None,
-    g_activation: Annotated[Optional[GActivation], typer.Option(help="Generator's hidden activation (the paper: "
-                                                                     "relu).", show_default=False)] = None,
-    ema: Annotated[Optional[float], typer.Option(help="EMA decay of G's weights, e.g. 0.999 (0: off).")] = None,
-    alternate: Annotated[Optional[bool], typer.Option("--alternate/--shared-step", help=(
-        "Update D, then G through the updated D (better samples; dcgan preset), or both from one "
-        "forward pass (about 10% faster)."), show_default=False)] = None,
-    label_smoothing: Annotated[Optional[float], typer.Option(help="Real labels ~ U(1-s, 1).")] = None,
-    instance_noise: Annotated[Optional[float], typer.Option(help="Noise on real images, std ~ U(0, s).")] = None,
-    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips.",
-                                                 show_default=False)] = None,
-    augment: AugmentFlag = None, augment_p: AugmentPFlag = None,
-    seed: Annotated[Optional[int], typer.Option(min=0, max=2**31 - 1,
-                                                help="Seed of weights, noise and data order.")] = None,
-    precision: Annotated[Optional[Precision], typer.Option(help="Compute precision (auto: by hardware).",
-                                                           show_default=False)] = None,
-    xla: Annotated[Optional[bool], typer.Option("--xla/--no-xla", help="Compile the step with XLA.",
-                                                show_default=False)] = None,
-    strategy: Annotated[Optional[Strategy], typer.Option(help="tf.distribute strategy.", show_default=False)] = None,
-    sync_bn: Annotated[Optional[bool], typer.Option("--sync-bn/--no-sync-bn", help="Synchronised batch norm.",
-                                                    show_default=False)] = None,
-    checkpoint_every_steps: CheckpointStepsFlag = None,
-    checkpoint_every_epochs: Annotated[Optional[int], typer.Option(
-        min=0, help="Checkpoint at the end of every N epochs (0: auto, every epoch unless epochs are under 200 "
-                    "steps; the last epoch and Ctrl-C always checkpoint).", show_default=False)] = None,
-    sample_every_epochs: Annotated[Optional[int], typer.Option(
-        min=0, help="Write the sample grid and loss plot every N epochs (0: auto, like --checkpoint-every-epochs; "
-                    "the last epoch always does).", show_default=False)] = None,
-    cache: Annotated[Optional[bool], typer.Option("--cache/--no-cache", help="Keep the data in memory.",
-                                                  show_default=False)] = None,
-    eval_every_epochs: Annotated[Optional[int], typer.Option(
-        min=0, help="Score FID/KID every N epochs and keep the best checkpoint in RUN/best/ (0: never).")] = None,
-    eval_samples: Annotated[Optional[int], typer.Option(min=2, help="Generated images per evaluation "
-                                                                    "(FID needs 2048 or more).")] = None,
-    on_collapse: OnCollapseOption = None,
-    runs_dir: RunsDir = Path("runs"),
-    name: Annotated[str, typer.Option(help="Suffix for the run directory's name.")] = "",
+    data: Annotated[Optional[Path], typer.Option(help="Preprocessed data dir (holds manifest.json).",
+                                                 rich_help_panel=DATA)] = None,
+    preset: Annotated[Preset, typer.Option(help="Recipe to start from (flags override it); the defaults below "
+                                                "are each preset's.")] = Preset(TrainConfig.preset),
     resume: Annotated[Optional[Path], typer.Option(help="Continue this run directory.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
+    # -- data: what D sees
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help=DATA_DIR_HELP, show_default=False,
+                                                     rich_help_panel=DATA)] = None,
+    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips.",
+                                                 show_default=_preset_default("flip"), rich_help_panel=DATA)] = None,
+    augment: Annotated[Optional[Augment], typer.Option(help=(
+        "Augment everything D sees (translation, cutout, colour): diffaug (fixed p), ada (p adapted to D's "
+        f"overfitting), none; auto: ada on data sets under {AUTO_ADA_BELOW:,} images, none above."),
+        show_default=_preset_default("augment"), rich_help_panel=DATA)] = None,
+    augment_p: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help=(
+        "Per-sample probability of each augmentation: diffaug's fixed p, ada's starting p."),
+        show_default="; ".join(f"{mode}: {p:g}" for mode, p in AUGMENT_P.items()), rich_help_panel=DATA)] = None,
     verify_data: Annotated[bool, typer.Option("--verify-data", help="Check every shard's SHA-256 against the "
                                               "manifest before training (done anyway when the data changed "
-                                              "since the last check).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="One log line per epoch, no progress bar.")] = False,
-    data_dir: DataDir = None,
+                                              "since the last check).", rich_help_panel=DATA)] = False,
+    # -- model: what is trained
+    latent_dim: Annotated[Optional[int], typer.Option(min=1, help="Size of the noise z.",
+                                                      show_default=_preset_default("latent_dim"),
+                                                      rich_help_panel=MODEL)] = None,
+    g_filters: Annotated[Optional[int], typer.Option(min=1, help="Generator width (ngf).",
+                                                     show_default=_preset_default("g_filters"),
+                                                     rich_help_panel=MODEL)] = None,
+    d_filters: Annotated[Optional[int], typer.Option(min=1, help="Discriminator width (ndf).",
+                                                     show_default=_preset_default("d_filters"),
+                                                     rich_help_panel=MODEL)] = None,
+    g_activation: Annotated[Optional[GActivation], typer.Option(help="Generator's hidden activation (the paper: "
+                                                                     "relu).",
+                                                                show_default=_preset_default("g_activation"),
+                                                                rich_help_panel=MODEL)] = None,
+    ema: Annotated[Optional[float], typer.Option(help="EMA decay of G's weights, e.g. 0.999 (0: off).",
+                                                 show_default=_preset_default("ema"), rich_help_panel=MODEL)] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, max=MAX_SEED, help="Seed of weights, noise and data order.",
+                                                show_default=_preset_default("seed"), rich_help_panel=MODEL)] = None,
+    # -- schedule: how long and how it trains
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs to train (may be raised on --resume).",
+                                                  show_default=_preset_default("epochs"),
+                                                  rich_help_panel=SCHEDULE)] = None,
+    steps_per_epoch: Annotated[Optional[int], typer.Option(min=0, help="Steps per epoch (0: one pass).",
+                                                           show_default=_preset_default("steps_per_epoch"),
+                                                           rich_help_panel=SCHEDULE)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Global batch size.",
+                                                      show_default=_preset_default("batch_size"),
+                                                      rich_help_panel=SCHEDULE)] = None,
+    lr_g: Annotated[Optional[float], typer.Option(help="Generator learning rate (may be lowered on --resume, "
+                                                       "e.g. after a NaN).", show_default=_preset_default("lr_g"),
+                                                  rich_help_panel=SCHEDULE)] = None,
+    lr_d: Annotated[Optional[float], typer.Option(help="Discriminator learning rate (likewise).",
+                                                  show_default=_preset_default("lr_d"),
+                                                  rich_help_panel=SCHEDULE)] = None,
+    beta1: Annotated[Optional[float], typer.Option(help="Adam beta1 (may change on --resume).",
+                                                   show_default=_preset_default("beta1"),
+                                                   rich_help_panel=SCHEDULE)] = None,
+    beta2: Annotated[Optional[float], typer.Option(help="Adam beta2 (may change on --resume).",
+                                                   show_default=_preset_default("beta2"),
+                                                   rich_help_panel=SCHEDULE)] = None,
+    alternate: Annotated[Optional[bool], typer.Option("--alternate/--shared-step", help=(
+        "Update D, then G through the updated D (better samples), or both from one forward pass (about 10% "
+        "faster)."), show_default=_preset_default("alternate"), rich_help_panel=SCHEDULE)] = None,
+    label_smoothing: Annotated[Optional[float], typer.Option(help="Real labels ~ U(1-s, 1).",
+                                                             show_default=_preset_default("label_smoothing"),
+                                                             rich_help_panel=SCHEDULE)] = None,
+    instance_noise: Annotated[Optional[float], typer.Option(help="Noise on real images, std ~ U(0, s).",
+                                                            show_default=_preset_default("instance_noise"),
+                                                            rich_help_panel=SCHEDULE)] = None,
+    on_collapse: Annotated[Optional[OnCollapse], typer.Option(
+        help="On D winning, collapse or divergence (health.py): warn, stop, or rollback (to the last healthy "
+             "checkpoint, with halved rates).", show_default=_preset_default("on_collapse"),
+        rich_help_panel=SCHEDULE)] = None,
+    # -- output: what is written, where and how often
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where numbered run directories live.",
+                                           rich_help_panel=OUTPUT)] = RUNS_DIR,
+    name: Annotated[str, typer.Option(help="Suffix for the run directory's name.",
+                                      rich_help_panel=OUTPUT)] = "",
+    checkpoint_every_steps: Annotated[Optional[int], typer.Option(
+        min=0, help="Also checkpoint every N steps (0: at epoch ends only).",
+        show_default=_preset_default("checkpoint_every_steps"), rich_help_panel=OUTPUT)] = None,
+    checkpoint_every_epochs: Annotated[Optional[int], typer.Option(
+        min=0, help=f"Checkpoint at the end of every N epochs (0: auto, every epoch unless epochs are under "
+                    f"{AUTO_CADENCE_STEPS} steps; the last epoch and Ctrl-C always checkpoint).",
+        show_default=_preset_default("checkpoint_every_epochs"), rich_help_panel=OUTPUT)] = None,
+    sample_every_epochs: Annotated[Optional[int], typer.Option(
+        min=0, help="Write the sample grid and loss plot every N epochs (0: auto, like --checkpoint-every-epochs; "
+                    "the last epoch always does).", show_default=_preset_default("sample_every_epochs"),
+        rich_help_panel=OUTPUT)] = None,
+    eval_every_epochs: Annotated[Optional[int], typer.Option(
+        min=0, help="Score FID/KID every N epochs and keep the best checkpoint in RUN/best/ (0: never).",
+        show_default=_preset_default("eval_every_epochs"), rich_help_panel=OUTPUT)] = None,
+    eval_samples: Annotated[Optional[int], typer.Option(min=2, help="Generated images per evaluation "
+                                                                    "(FID needs 2048 or more).",
+                                                        show_default=_preset_default("eval_samples"),
+                                                        rich_help_panel=OUTPUT)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="One log line per epoch, no progress bar.",
+                                        rich_help_panel=OUTPUT)] = False,
+    # -- performance: the same numbers, sooner
+    precision: Annotated[Optional[Precision], typer.Option(help="Compute precision (auto: by hardware).",
+                                                           show_default=_preset_default("precision"),
+                                                           rich_help_panel=PERFORMANCE)] = None,
+    xla: Annotated[Optional[bool], typer.Option("--xla/--no-xla", help="Compile the step with XLA.",
+                                                show_default=_preset_default("xla"),
+                                                rich_help_panel=PERFORMANCE)] = None,
+    strategy: Annotated[Optional[Strategy], typer.Option(help="tf.distribute strategy.",
+                                                         show_default=_preset_default("strategy"),
+                                                         rich_help_panel=PERFORMANCE)] = None,
+    sync_bn: Annotated[Optional[bool], typer.Option("--sync-bn/--no-sync-bn", help="Synchronised batch norm.",
+                                                    show_default=_preset_default("sync_bn"),
+                                                    rich_help_panel=PERFORMANCE)] = None,
+    cache: Annotated[Optional[bool], typer.Option("--cache/--no-cache", help="Keep the data in memory.",
+                                                  show_default=_preset_default("cache"),
+                                                  rich_help_panel=PERFORMANCE)] = None,
 ):
     """Train a DCGAN, writing checkpoints and a sample grid every epoch.
 
@@ -492,7 +556,7 @@ def sample(
     latents: Annotated[Optional[Path], typer.Option(
         metavar="FILE.npy", help="Draw these latents (N, latent_dim) instead of seeds, e.g. the latents.npy "
                                  "`dcgan project` wrote.", show_default=False)] = None,
-    runs_dir: RunsDir = Path("runs"),
+    runs_dir: RunsDir = RUNS_DIR,
 ):
     """Write faces from a trained generator: a grid, one file per seed, or a latent walk.
 
@@ -644,7 +708,7 @@ def project(
     batch_size: RepairBatch = 64,
     force: Annotated[bool, typer.Option("--force", help="Replace outputs already in OUT.")] = False,
     quiet: Quiet = False,
-    runs_dir: RunsDir = Path("runs"),
+    runs_dir: RunsDir = RUNS_DIR,
 ):
     """Find the latent z whose generated face is closest to each photo (GAN inversion).
 
@@ -685,7 +749,7 @@ def inpaint(
     batch_size: RepairBatch = 64,
     force: Annotated[bool, typer.Option("--force", help="Replace outputs already in OUT.")] = False,
     quiet: Quiet = False,
-    runs_dir: RunsDir = Path("runs"),
+    runs_dir: RunsDir = RUNS_DIR,
 ):
     """Fill in the missing part of each photo with the generator (Yeh et al. 2017).
 
@@ -887,7 +951,7 @@ def identity_train(
     seed: Annotated[Optional[int], typer.Option(help="Seed of the weights and batches.", show_default=False)] = None,
     checkpoint_every_steps: Annotated[Optional[int], typer.Option(
         min=0, help="Also checkpoint every N steps.", show_default=False)] = None,
-    runs_dir: RunsDir = Path("runs"),
+    runs_dir: RunsDir = RUNS_DIR,
     name: Annotated[str, typer.Option(help="Suffix for the run directory's name.")] = "",
     resume: Annotated[Optional[Path], typer.Option(help="Continue this identity run directory.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
@@ -924,7 +988,7 @@ def verify(
     identity_model: IdentityModel = None,
     threshold: ThresholdOpt = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    runs_dir: RunsDir = Path("runs"),
+    runs_dir: RunsDir = RUNS_DIR,
 ):
     """Are A and B the same person? Prints verified, distance, threshold and model.
 
@@ -953,7 +1017,7 @@ def identify(
     top: Annotated[int, typer.Option(min=1, help="How many nearest people to list.")] = 5,
     threshold: ThresholdOpt = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    runs_dir: RunsDir = Path("runs"),
+    runs_dir: RunsDir = RUNS_DIR,
 ):
     """Who is this face? The nearest people of a one-photo-per-person gallery, or "unknown".
 
@@ -990,7 +1054,7 @@ def audit(
     grid: Annotated[Optional[Path], typer.Option(help="PNG of the closest pairs (default: audit-closest.png in "
                                                       "the run).", show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    runs_dir: RunsDir = Path("runs"),
+    runs_dir: RunsDir = RUNS_DIR,
 ):
     """Does the generator reproduce real people from its training set?
 
@@ -1036,7 +1100,7 @@ def evaluate(
                                                           "images (0: all; cached per size).")] = 0,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="Score the raw generator, not its EMA.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Images generated and embedded at a time.")] = 64,
-    runs_dir: RunsDir = Path("runs"),
+    runs_dir: RunsDir = RUNS_DIR,
     extractor: Annotated[str, typer.Option(help="Feature extractor: inception_v3; inception-2015 (the papers' "
                                                 "FID: TTUR, StudioGAN) or inception-2015-clean (clean-fid's "
                                                 "resize), which also give IS; or any Keras model as "

@@ -277,7 +277,7 @@ class TrainConfig(FrozenConfig):
             mode = "ada" if n_images < AUTO_ADA_BELOW else "none"
         p = self.augment_p
         if p < 0 and mode != "none":
-            p = 1.0 if mode == "diffaug" else 0.0
+            p = AUGMENT_P[mode]
         return self.replace(augment=mode, augment_p=p)
 
     def epoch_steps(self, n_images: int) -> int:
@@ -302,6 +302,10 @@ class TrainConfig(FrozenConfig):
 # MEASURED on 80 faces at 6,000 steps (docs/quality.md, "Small data: faces80"); ADA was not measured on
 # sklearn's 1,797 digits, so sets of that size and up keep training as before (docs/training.md).
 AUTO_ADA_BELOW = 1_000
+
+# `augment_p` -1 (TrainConfig.with_augment): each mode's own p. DiffAugment applies every augmentation to
+# every image; ADA starts from none and raises p only as far as D's overfitting asks.
+AUGMENT_P = {"diffaug": 1.0, "ada": 0.0}
 
 # End-of-epoch work happens about once per this many steps at least (see TrainConfig.with_cadence):
 # on 2 CPU cores that is a minute or more of training per second of writing.
@@ -367,6 +371,12 @@ def resolve_data(data: str | Path | None, data_dir: str | Path | None = None, pr
 
 
 Preset = Enum("Preset", {p: p for p in PRESETS}, type=str)
+
+
+def preset_values(field: str) -> dict[str, Any]:
+    """{preset: the value of TrainConfig's `field` it trains with}, the TrainConfig default where it sets none."""
+    default = next(f.default for f in fields(TrainConfig) if f.name == field)
+    return {name: recipe.get(field, default) for name, recipe in PRESETS.items()}
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:
