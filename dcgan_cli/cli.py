@@ -36,6 +36,13 @@ from dcgan_cli.data.preprocess.sources import Split
 from dcgan_cli.generate.repair import MaskKind
 from dcgan_cli.generate.sampling import ExportFormat
 from dcgan_cli.data.shards import SIZE_RULE
+from dcgan_cli.bench import quality as bench_quality, repair as bench_repair
+
+# `dcgan bench`'s defaults, its library's own.
+QUALITY_SETS, QUALITY_SEEDS, REPAIR_SEEDS = bench_quality.DEFAULT_SETS, bench_quality.DEFAULT_SEEDS, bench_repair.DEFAULT_SEEDS
+QUALITY_STEPS = {"digits": bench_quality.DEFAULT_STEPS, "faces": bench_quality.FACES_STEPS,
+                 "faces80": bench_quality.FACES80_STEPS}
+REPAIR_STEPS = bench_repair.STEPS
 
 # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -141,6 +148,8 @@ GeneratorFile = Annotated[Optional[Path], typer.Option(
 IdentityModel = Annotated[Optional[Path], typer.Option(
     "--identity-model", help="An embedding model (RUN/embedding.keras) or its identity run directory (default: "
                              "the newest under --runs-dir).", show_default=False)]
+# The panels that group `dcgan --help`'s commands, in the order a user meets them.
+DATA_CMDS, TRAINING, GENERATING, EVALUATING, FACES = "Data", "Training", "Generating", "Evaluating", "Faces"
 # The panels that group a long command's options in --help (train, bench).
 DATA, MODEL, SCHEDULE, OUTPUT, PERFORMANCE = "Data", "Model", "Schedule", "Output", "Performance"
 
@@ -163,21 +172,6 @@ def _preset_default(field: str) -> str:
 # Old spellings (hidden, noted on stderr, for one release): see _Command.
 GENERATOR_RENAMED = {"--model": "--generator"}
 IDENTITY_RENAMED = {"--model": "--identity-model"}
-
-
-# `dcgan bench`'s long-run and repair options
-QualityCurveFlag = Annotated[int, typer.Option(min=0, help="Score ours at this many evenly spaced points of each "
-                                                           "run too (a long run's FD over steps).")]
-QualityWorkdirFlag = Annotated[Optional[Path], typer.Option(help="Keep the quality part's data and trained runs "
-                                                                 "here (default: a temporary folder).",
-                                                            show_default=False)]
-RepairSeedsFlag = Annotated[int, typer.Option(min=1, help="Seeds of the repair part (0, 1, ...).")]
-RepairStepsFlag = Annotated[Optional[int], typer.Option(min=1, help="Training steps per seed of the repair part "
-                                                                    "(default: 2000 for faces, 1500 for digits).",
-                                                        show_default=False)]
-RepairFigureFlag = Annotated[Optional[Path], typer.Option(help="With --parts repair: also write a picture of "
-                                                               "held-out faces (masked | ours | Telea | real).",
-                                                          show_default=False)]
 
 
 class _Settings:
@@ -218,7 +212,7 @@ def _data_dir(data_dir: Optional[Path]) -> Path:
 # download
 
 
-@app.command()
+@app.command(rich_help_panel=DATA_CMDS)
 def download(
     dataset: Annotated[str, typer.Argument(help="celeba, mnist, fashion-mnist, lfw-sample, or the http(s) URL of "
                                                 "a zip/tar archive of images (see --list); or the pretrained files "
@@ -298,7 +292,7 @@ def download(
 # preprocess
 
 
-@app.command()
+@app.command(rich_help_panel=DATA_CMDS)
 def preprocess(
     source: Annotated[str, typer.Argument(
         metavar="SOURCE", help="A data set name under the data dir (celeba, mnist, fashion-mnist, lfw-sample), a "
@@ -387,7 +381,7 @@ TRAIN_SETTINGS = _Settings(TrainConfig, own=("data", "data_dir", "preset", "runs
 @app.command(renamed={"--checkpoint-every": "--checkpoint-every-steps",
                       "--checkpoint-epochs": "--checkpoint-every-epochs",
                       "--sample-every": "--sample-every-epochs", "--eval-every": "--eval-every-epochs"},
-             settings=TRAIN_SETTINGS)
+             settings=TRAIN_SETTINGS, rich_help_panel=TRAINING)
 def train(
     data: Annotated[Optional[Path], typer.Option(help="Preprocessed data dir (holds manifest.json).",
                                                  rich_help_panel=DATA)] = None,
@@ -524,7 +518,7 @@ def train(
 # sample
 
 
-@app.command(renamed=GENERATOR_RENAMED)
+@app.command(renamed=GENERATOR_RENAMED, rich_help_panel=GENERATING)
 def sample(
     out: Annotated[Optional[Path], typer.Argument(
         help="Grid image (.png, .jpg or .webp); an animated .gif with --interpolate. "
@@ -578,7 +572,7 @@ def sample(
 # stylize
 
 
-@app.command(renamed={**GENERATOR_RENAMED, "--save-every": "--save-every-steps"})
+@app.command(renamed={**GENERATOR_RENAMED, "--save-every": "--save-every-steps"}, rich_help_panel=GENERATING)
 def stylize(
     images: Annotated[list[Path], typer.Argument(
         metavar="[CONTENT] STYLE", help="The content image and the style image; with --run or --generator, the "
@@ -693,7 +687,7 @@ def _repair(request, quiet: bool) -> None:
                                  bar=lambda what, total: bars.task(what, total).advance))
 
 
-@app.command()
+@app.command(rich_help_panel=GENERATING)
 def project(
     photos: Photos,
     out: RepairOut,
@@ -727,7 +721,7 @@ def project(
     _repair(request, quiet)
 
 
-@app.command()
+@app.command(rich_help_panel=GENERATING)
 def inpaint(
     photos: Photos,
     out: RepairOut,
@@ -773,7 +767,7 @@ def inpaint(
 # export
 
 
-@app.command()
+@app.command(rich_help_panel=GENERATING)
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory to export the generator of.")],
     out: Annotated[Path, typer.Argument(help="OUT.keras, or a new folder for the SavedModel.")],
@@ -815,15 +809,8 @@ def export(
 # bench
 
 
-@app.command()
+@app.command(rich_help_panel=EVALUATING)
 def bench(
-    size: Annotated[int, typer.Option(help="Image side of the benchmarked model.")] = 64,
-    batch_size: Annotated[int, typer.Option(min=1, help="Global batch size.")] = 128,
-    steps: Annotated[int, typer.Option(min=1, help="Timed steps per measurement.")] = 20,
-    data: Annotated[Optional[Path], typer.Option(help="Preprocessed data for the loop and input figures "
-                                                      "(default: temporary synthetic shards).")] = None,
-    precision: Annotated[Precision, typer.Option(help="Compute precision (auto: by hardware).")] = Precision.auto,
-    xla: Annotated[bool, typer.Option("--xla/--no-xla", help="Compile the step with XLA.")] = False,
     parts: Annotated[str, typer.Option(help="Comma-separated: step, loop, input, preprocess, quality "
                                             "(trains on offline digits and faces: about half an hour on 2 "
                                             "cores), stylize (style transfer), "
@@ -832,38 +819,69 @@ def bench(
                                             "held-out faces and digits against mean fill and OpenCV's Telea: "
                                             "about 25 minutes); the last four run only when asked.")] = (
         "step,loop,input,preprocess"),
-    stylize_size: Annotated[int, typer.Option(min=32, help="Image side of the stylize part.")] = 256,
-    quality_steps: Annotated[Optional[int], typer.Option(min=1, help="Training steps per model and seed of "
-                                                                     "the quality part, for every set (default: "
-                                                                     "300 for digits, 1000 for faces).",
-                                                         show_default=False)] = None,
-    quality_seeds: Annotated[int, typer.Option(min=1, help="Seeds of the quality part (0, 1, ...).")] = 3,
+    # -- data
+    data: Annotated[Optional[Path], typer.Option(help="Preprocessed data for the loop and input figures "
+                                                      "(default: temporary synthetic shards).",
+                                                 rich_help_panel=DATA)] = None,
     quality_sets: Annotated[str, typer.Option(help="Comma-separated data sets of the quality part: digits "
                                                    "(sklearn's, the figure of merit), faces (skimage's 100 LFW "
-                                                   "faces), faces80 (80 of them for 6,000 steps, 20 held out: "
-                                                   "copy ratio and diversity; half an hour per mode and seed)."
-                                              )] = "digits,faces",
-    quality_augment: Annotated[str, typer.Option(help="Comma-separated --augment modes of our model in the "
-                                                      "quality part, each trained per seed against the same "
-                                                      "reference, e.g. none,diffaug,ada.")] = "auto",
-    augment: Annotated[Augment, typer.Option(help="Also time the step with this augmentation (diffaug, ada) "
-                                                  "and give its img/s as a ratio to the plain step's.")
-                       ] = Augment.none,
-    quality_curve: QualityCurveFlag = 0, quality_workdir: QualityWorkdirFlag = None,
-    repair_seeds: RepairSeedsFlag = 2, repair_steps: RepairStepsFlag = None, repair_figure: RepairFigureFlag = None,
-    peers: Annotated[Optional[Path], typer.Option(help="Folder with peer_keras.py / peer_torch.py: time them "
-                                                       "back to back and report ratios.")] = None,
-    torch_python: Annotated[Optional[Path], typer.Option(help="A Python with torch, to run peer_torch.py.")] = None,
-    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+                                                   "faces), faces80 (80 of them, 20 held out: "
+                                                   "copy ratio and diversity; half an hour per mode and seed).",
+                                              rich_help_panel=DATA)] = ",".join(QUALITY_SETS),
     face_images: Annotated[int, typer.Option(min=1, hidden=True, help="Photos for the --crop face figure "
                                                                       "(tests use a few).")] = 600,
+    # -- model
+    size: Annotated[int, typer.Option(help="Image side of the benchmarked model.", rich_help_panel=MODEL)] = 64,
+    augment: Annotated[Augment, typer.Option(help="Also time the step with this augmentation (diffaug, ada) "
+                                                  "and give its img/s as a ratio to the plain step's.",
+                                             rich_help_panel=MODEL)] = Augment.none,
+    quality_augment: Annotated[str, typer.Option(help="Comma-separated --augment modes of our model in the "
+                                                      "quality part, each trained per seed against the same "
+                                                      "reference, e.g. none,diffaug,ada.",
+                                                 rich_help_panel=MODEL)] = "auto",
+    stylize_size: Annotated[int, typer.Option(min=32, help="Image side of the stylize part.",
+                                              rich_help_panel=MODEL)] = 256,
+    # -- schedule
+    steps: Annotated[int, typer.Option(min=1, help="Timed steps per measurement.", rich_help_panel=SCHEDULE)] = 20,
+    batch_size: Annotated[int, typer.Option(min=1, help="Global batch size.", rich_help_panel=SCHEDULE)] = 128,
+    quality_steps: Annotated[Optional[int], typer.Option(
+        min=1, help="Training steps per model and seed of the quality part, for every set.",
+        show_default="; ".join(f"{s}: {n}" for s, n in QUALITY_STEPS.items()), rich_help_panel=SCHEDULE)] = None,
+    quality_seeds: Annotated[int, typer.Option(min=1, help="Seeds of the quality part (0, 1, ...).",
+                                               rich_help_panel=SCHEDULE)] = len(QUALITY_SEEDS),
+    quality_curve: Annotated[int, typer.Option(min=0, help="Score ours at this many evenly spaced points of each "
+                                                           "run too (a long run's FD over steps).",
+                                               rich_help_panel=SCHEDULE)] = 0,
+    repair_seeds: Annotated[int, typer.Option(min=1, help="Seeds of the repair part (0, 1, ...).",
+                                              rich_help_panel=SCHEDULE)] = len(REPAIR_SEEDS),
+    repair_steps: Annotated[Optional[int], typer.Option(
+        min=1, help="Training steps per seed of the repair part.",
+        show_default="; ".join(f"{s}: {n}" for s, n in REPAIR_STEPS.items()), rich_help_panel=SCHEDULE)] = None,
+    # -- output
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.", rich_help_panel=OUTPUT)] = False,
+    quality_workdir: Annotated[Optional[Path], typer.Option(
+        help="Keep the quality part's data and trained runs here (default: a temporary folder).",
+        show_default=False, rich_help_panel=OUTPUT)] = None,
+    repair_figure: Annotated[Optional[Path], typer.Option(
+        help="With --parts repair: also write a picture of held-out faces (masked | ours | Telea | real).",
+        show_default=False, rich_help_panel=OUTPUT)] = None,
+    # -- performance
+    precision: Annotated[Precision, typer.Option(help="Compute precision (auto: by hardware).",
+                                                 rich_help_panel=PERFORMANCE)] = Precision.auto,
+    xla: Annotated[bool, typer.Option("--xla/--no-xla", help="Compile the step with XLA.",
+                                      rich_help_panel=PERFORMANCE)] = False,
+    peers: Annotated[Optional[Path], typer.Option(help="Folder with peer_keras.py / peer_torch.py: time them "
+                                                       "back to back and report ratios.",
+                                                  rich_help_panel=PERFORMANCE)] = None,
+    torch_python: Annotated[Optional[Path], typer.Option(help="A Python with torch, to run peer_torch.py.",
+                                                         rich_help_panel=PERFORMANCE)] = None,
 ):
     """Measure img/s of the train step, the whole loop and the input pipeline; with
     `--parts quality`, the sample quality of the `dcgan` preset against a plain-Keras reference
     (and s/step of stylize, img/s and one-shot accuracy of the identity network, when asked).
 
     The quality part trains both on scikit-learn's digits and on scikit-image's
-    100 LFW faces (32x32 grey), 300 and 1000 steps per seed unless --quality-steps, and prints FD,
+    100 LFW faces (32x32 grey), each set's own steps per seed unless --quality-steps, and prints FD,
     KID, class coverage (digits) or the share of faces, and the
     nearest-training-image distance of each, and the FD ratio ours/reference.
 
@@ -900,7 +918,12 @@ def bench(
 
 identity_app = _App(name="identity", help="Train the face-embedding network (verify, identify and audit use it).",
                     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-app.add_typer(identity_app, name="identity")
+app.add_typer(identity_app, name="identity", rich_help_panel=FACES)
+
+
+def _identity_default(field: str) -> str:
+    """`identity train --FIELD`'s default as --help shows it: IdentityConfig's."""
+    return _shown(next(f.default for f in dataclasses.fields(IdentityConfig) if f.name == field))
 
 
 IDENTITY_SETTINGS = _Settings(IdentityConfig, own=("data", "data_dir", "runs_dir", "name", "resume", "dry_run",
@@ -912,45 +935,47 @@ IDENTITY_SETTINGS = _Settings(IdentityConfig, own=("data", "data_dir", "runs_dir
 def identity_train(
     data: Annotated[Optional[Path], typer.Option(help="Preprocessed data with identities (`dcgan preprocess celeba`, "
                                                       "or a folder with --labels folders).")] = None,
-    loss: Annotated[Optional[Loss], typer.Option(help="arcface (additive angular margin; the default) or "
+    loss: Annotated[Optional[Loss], typer.Option(help="arcface (additive angular margin) or "
                                                       "triplet (online mining). Measured one-shot on unseen digits, "
                                                       "5 seeds: arcface 82.8%, triplet 80.1%, raw pixels 77.6%.",
-                                                 show_default=False)] = None,
-    mining: Annotated[Optional[Mining], typer.Option(help="Triplets for --loss triplet (default batch-hard).",
-                                                     show_default=False)] = None,
-    margin: Annotated[Optional[float], typer.Option(help="Triplet margin, in distance on the unit sphere "
-                                                         "(default 0.2).", show_default=False)] = None,
-    arc_margin: Annotated[Optional[float], typer.Option(help="ArcFace's angular margin m in radians (default 0.3).",
-                                                        show_default=False)] = None,
-    arc_scale: Annotated[Optional[float], typer.Option(help="ArcFace's logit scale s (default 16).",
-                                                       show_default=False)] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs (default 10; may be raised on --resume).",
-                                                  show_default=False)] = None,
+                                                 show_default=_identity_default("loss"))] = None,
+    mining: Annotated[Optional[Mining], typer.Option(help="Triplets for --loss triplet.",
+                                                     show_default=_identity_default("mining"))] = None,
+    margin: Annotated[Optional[float], typer.Option(help="Triplet margin, in distance on the unit sphere.",
+                                                    show_default=_identity_default("margin"))] = None,
+    arc_margin: Annotated[Optional[float], typer.Option(help="ArcFace's angular margin m in radians.",
+                                                        show_default=_identity_default("arc_margin"))] = None,
+    arc_scale: Annotated[Optional[float], typer.Option(help="ArcFace's logit scale s.",
+                                                       show_default=_identity_default("arc_scale"))] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs (may be raised on --resume).",
+                                                  show_default=_identity_default("epochs"))] = None,
     steps_per_epoch: Annotated[Optional[int], typer.Option(min=0, help="Steps per epoch (0: one pass).",
-                                                           show_default=False)] = None,
-    p_identities: Annotated[Optional[int], typer.Option(min=2, help="Identities per batch, P (default 16).",
-                                                        show_default=False)] = None,
-    k_images: Annotated[Optional[int], typer.Option(min=2, help="Images per identity, K (default 4).",
-                                                    show_default=False)] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default 2e-3, cosine decay).",
-                                                show_default=False)] = None,
-    width: Annotated[Optional[int], typer.Option(min=1, help="Filters of the first stage (default 32).",
-                                                 show_default=False)] = None,
-    embedding_dim: Annotated[Optional[int], typer.Option(min=1, help="Embedding length (default 128).",
-                                                         show_default=False)] = None,
+                                                           show_default=_identity_default("steps_per_epoch"))] = None,
+    p_identities: Annotated[Optional[int], typer.Option(min=2, help="Identities per batch, P.",
+                                                        show_default=_identity_default("p_identities"))] = None,
+    k_images: Annotated[Optional[int], typer.Option(min=2, help="Images per identity, K.",
+                                                    show_default=_identity_default("k_images"))] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (cosine decay).",
+                                                show_default=_identity_default("lr"))] = None,
+    width: Annotated[Optional[int], typer.Option(min=1, help="Filters of the first stage.",
+                                                 show_default=_identity_default("width"))] = None,
+    embedding_dim: Annotated[Optional[int], typer.Option(min=1, help="Embedding length.",
+                                                         show_default=_identity_default("embedding_dim"))] = None,
     holdout: Annotated[Optional[float], typer.Option(help="Identities never trained on, for evaluation: a share "
-                                                          "(< 1) or a count (default 0.1).", show_default=False)] = None,
-    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips (default on; "
-                                                 "off for digits or text).", show_default=False)] = None,
+                                                          "(< 1) or a count.", show_default=_identity_default("holdout"))] = None,
+    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips (off for digits "
+                                                 "or text).", show_default=_identity_default("flip"))] = None,
     augment: Annotated[Optional[float], typer.Option(help="Random shifts/zooms up to this share of the side "
-                                                          "(default 0.1; 0: none).", show_default=False)] = None,
+                                                          "(0: none).", show_default=_identity_default("augment"))] = None,
     class_augment: Annotated[Optional[ClassAugment], typer.Option(
         help="dihedral: each identity's images turned by 90/180/270 degrees and mirrored count as 7 more "
              "identities, and an epoch is 8x longer (for digits or characters with few classes, never faces; "
-             "needs --no-flip). Default none.", show_default=False)] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the weights and batches.", show_default=False)] = None,
+             "needs --no-flip).", show_default=_identity_default("class_augment"))] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the weights and batches.",
+                                                show_default=_identity_default("seed"))] = None,
     checkpoint_every_steps: Annotated[Optional[int], typer.Option(
-        min=0, help="Also checkpoint every N steps.", show_default=False)] = None,
+        min=0, help="Also checkpoint every N steps (0: per epoch only).",
+        show_default=_identity_default("checkpoint_every_steps"))] = None,
     runs_dir: RunsDir = RUNS_DIR,
     name: Annotated[str, typer.Option(help="Suffix for the run directory's name.")] = "",
     resume: Annotated[Optional[Path], typer.Option(help="Continue this identity run directory.")] = None,
@@ -981,7 +1006,7 @@ ThresholdOpt = Annotated[Optional[float], typer.Option(
     help="Distance threshold (default: the one stored with the model).", show_default=False)]
 
 
-@app.command(renamed=IDENTITY_RENAMED)
+@app.command(renamed=IDENTITY_RENAMED, rich_help_panel=FACES)
 def verify(
     image_a: Annotated[Path, typer.Argument(metavar="A", help="A photo.")],
     image_b: Annotated[Path, typer.Argument(metavar="B", help="Another photo.")],
@@ -1009,7 +1034,7 @@ def verify(
                              for k in ("verified", "distance", "threshold", "model")))
 
 
-@app.command(renamed=IDENTITY_RENAMED)
+@app.command(renamed=IDENTITY_RENAMED, rich_help_panel=FACES)
 def identify(
     face: Annotated[Path, typer.Argument(help="The photo of someone.")],
     gallery: Annotated[Path, typer.Option(help="A folder with one photo per person: NAME.jpg, or NAME/photo.jpg.")],
@@ -1036,7 +1061,7 @@ def identify(
         typer.echo(f"  {m['distance']:.4f}  {m['identity']}{'' if m['match'] else '  (over the threshold)'}")
 
 
-@app.command(renamed={**GENERATOR_RENAMED, "--model-id": "--identity-model"})
+@app.command(renamed={**GENERATOR_RENAMED, "--model-id": "--identity-model"}, rich_help_panel=FACES)
 def audit(
     run: Annotated[Optional[Path], typer.Option(help="The GAN run to audit (default: the newest under --runs-dir).",
                                                 show_default=False)] = None,
@@ -1083,7 +1108,7 @@ def _evaluate_model_flag(args: list[str]) -> str:
     return "--identity-model" if "--verification" in args else "--generator"
 
 
-@app.command(renamed={"--model": _evaluate_model_flag})
+@app.command(renamed={"--model": _evaluate_model_flag}, rich_help_panel=EVALUATING)
 def evaluate(
     run: Annotated[Optional[Path], typer.Option(help="Run directory (default: the newest under --runs-dir).")] = None,
     generator: GeneratorFile = None,
