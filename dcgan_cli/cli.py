@@ -33,13 +33,17 @@ from dcgan_cli.identity.config import ClassAugment, IdentityConfig, Loss, Mining
 from dcgan_cli.data.preprocess.decoding import CROP_HELP, Crop
 from dcgan_cli.data.preprocess.labels import LabelMode
 from dcgan_cli.data.preprocess.sources import Split
-from dcgan_cli.generate.repair import MaskKind
+from dcgan_cli.generate.repair import MaskKind, Search as _SEARCH
+from dcgan_cli.generate import sampling, stylize as style_transfer
+from dcgan_cli.generate.stylize import StyleOptions as _STYLE
 from dcgan_cli.generate.sampling import ExportFormat
+from dcgan_cli.data.preprocess.config import DEFAULT_CHANNELS as PREPROCESS_CHANNELS, DEFAULT_SIZE as PREPROCESS_SIZE
 from dcgan_cli.data.shards import SIZE_RULE
 from dcgan_cli.bench import quality as bench_quality, repair as bench_repair
 
 # `dcgan bench`'s defaults, its library's own.
-QUALITY_SETS, QUALITY_SEEDS, REPAIR_SEEDS = bench_quality.DEFAULT_SETS, bench_quality.DEFAULT_SEEDS, bench_repair.DEFAULT_SEEDS
+QUALITY_SETS, QUALITY_SEEDS = bench_quality.DEFAULT_SETS, bench_quality.DEFAULT_SEEDS
+REPAIR_SEEDS = bench_repair.DEFAULT_SEEDS
 QUALITY_STEPS = {"digits": bench_quality.DEFAULT_STEPS, "faces": bench_quality.FACES_STEPS,
                  "faces80": bench_quality.FACES80_STEPS}
 REPAIR_STEPS = bench_repair.STEPS
@@ -301,8 +305,8 @@ def preprocess(
     out: Annotated[Optional[str], typer.Option(
         "-o", "--out", help="Output dir, local or gs:// (default DATA_DIR/processed/SOURCE-SIZE).",
         show_default=False)] = None,
-    size: Annotated[Optional[int], typer.Option(help=f"Output side: {SIZE_RULE}. Default: 64; an array data set's "
-                                                     f"own side (28 for mnist).", show_default=False)] = None,
+    size: Annotated[Optional[int], typer.Option(help=f"Output side: {SIZE_RULE}.", show_default=(
+        f"{PREPROCESS_SIZE}; an array data set's own side, 28 for mnist"))] = None,
     crop: Annotated[Optional[Crop], typer.Option(help="; ".join(f"{k}: {v}" for k, v in CROP_HELP.items())
                                                  + ". Default: celeba for CelebA, else center.",
                                                  show_default=False)] = None,
@@ -310,8 +314,8 @@ def preprocess(
                                                        "largest square for center).")] = 0,
     min_face: Annotated[int, typer.Option(min=0, help="With --crop face: leave out faces smaller than N pixels "
                                                       "in the photo (0: keep every face found).")] = 0,
-    channels: Annotated[Optional[int], typer.Option(help="3 (RGB) or 1 (grayscale). Default: 3; an array data "
-                                                         "set's own (1 for mnist).", show_default=False)] = None,
+    channels: Annotated[Optional[int], typer.Option(help="3 (RGB) or 1 (grayscale).", show_default=(
+        f"{PREPROCESS_CHANNELS}; an array data set's own, 1 for mnist"))] = None,
     split: Annotated[Split, typer.Option(help="train or test: CelebA's partitions (list_eval_partition.txt), or "
                                               "an array data set's own train and test sets.")] = Split.ALL,
     workers: Annotated[int, typer.Option(min=0, help="Decoding processes (0: one per CPU core).")] = 0,
@@ -523,12 +527,12 @@ def sample(
     out: Annotated[Optional[Path], typer.Argument(
         help="Grid image (.png, .jpg or .webp); an animated .gif with --interpolate. "
              "May be left out with --individual.", show_default=False)] = None,
-    n: Annotated[Optional[int], typer.Option("-n", "--num", min=1, show_default=False,
-                                             help="Number of images (default 16; with --seeds, how many it lists).")] = None,
+    n: Annotated[Optional[int], typer.Option("-n", "--num", min=1, show_default=str(sampling.DEFAULT_COUNT),
+                                             help="Number of images (with --seeds, how many it lists).")] = None,
     run: Annotated[Optional[Path], typer.Option(help="Run directory (default: the newest under --runs-dir).")] = None,
     generator: GeneratorFile = None,
-    seed: Annotated[Optional[int], typer.Option(min=0, show_default=False,
-                                                help="Image k uses seed S+k (default 0): same seed, same image.")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, show_default="0",
+                                                help="Image k uses seed S+k: same seed, same image.")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Exact seeds, as ranges and lists: 0-99,120,200-210.")] = None,
     nrow: Annotated[Optional[int], typer.Option(min=1, help="Images per row (default: near-square).")] = None,
     truncation: Annotated[Optional[float], typer.Option(
@@ -538,8 +542,8 @@ def sample(
         metavar="DIR", help="Also write one PNG per image into DIR, named by seed (seed-0007.png).")] = None,
     interpolate: Annotated[Optional[int], typer.Option(
         min=2, metavar="K", help="Walk through K latents (slerp) and back, into an animated OUT.gif.")] = None,
-    frames: Annotated[Optional[int], typer.Option(min=1, help="Frames per leg of the walk (default 24).",
-                                                  show_default=False)] = None,
+    frames: Annotated[Optional[int], typer.Option(min=1, help="Frames per leg of the walk.",
+                                                  show_default=str(sampling.DEFAULT_FRAMES))] = None,
     fps: Annotated[float, typer.Option(min=1, max=100, help="Frames per second of the GIF.")] = 25.0,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="Use the raw generator, not its EMA.")] = False,
     best: Annotated[bool, typer.Option("--best", help="The run's best-scoring checkpoint (RUN/best/, kept by "
@@ -580,30 +584,33 @@ def stylize(
     out: Annotated[Path, typer.Option("-o", "--out", help="Output image (.png, .jpg or .webp); a grid with --run "
                                                           "or --generator.", show_default=False)],
     size: Annotated[Optional[int], typer.Option(
-        help="Longer side of the output in pixels (default 256; generated faces: the generator's side, at "
-             "least 64).",
-        show_default=False)] = None,
-    steps: Annotated[int, typer.Option(min=1, help="Adam steps on the pixels.")] = 300,
-    content_weight: Annotated[float, typer.Option(min=0, help="alpha, the weight of the content term.")] = 1.0,
-    style_weight: Annotated[float, typer.Option(min=0, help="beta, the weight of the style term.")] = 10.0,
-    tv_weight: Annotated[float, typer.Option(min=0, help="Weight of the total-variation (smoothness) term.")] = 1.0,
-    init: Annotated[str, typer.Option(help="content | noise: where the pixels start.")] = "content",
+        help="Longer side of the output in pixels.",
+        show_default=f"{style_transfer.DEFAULT_SIZE}; generated faces: the generator's side, at least 64")] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Adam steps on the pixels.")] = _STYLE.steps,
+    content_weight: Annotated[float, typer.Option(min=0, help="alpha, the weight of the content term.")
+                              ] = _STYLE.content_weight,
+    style_weight: Annotated[float, typer.Option(min=0, help="beta, the weight of the style term.")
+                            ] = _STYLE.style_weight,
+    tv_weight: Annotated[float, typer.Option(min=0, help="Weight of the total-variation (smoothness) term.")
+                         ] = _STYLE.tv_weight,
+    init: Annotated[str, typer.Option(help="content | noise: where the pixels start.")] = _STYLE.init,
     features: Annotated[str, typer.Option(
         help="auto (VGG19 when its ImageNet weights are in Keras' cache: `dcgan download vgg19`; else random) | "
              "random (a seeded random VGG-shaped network) | vgg19 | vgg19:FILE (Keras' "
-             "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5).")] = "auto",
+             "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5).")] = _STYLE.features,
     vgg_weights: Annotated[Optional[Path], typer.Option(
         help="VGG19 ImageNet weights file (Keras' vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5) to use.",
         show_default=False)] = None,
     content_layer: Annotated[Optional[str], typer.Option(
-        help="Content layer (default block4_conv2 for random, block5_conv2 for vgg19).", show_default=False)] = None,
+        help="Content layer.",
+        show_default="; ".join(f"{k}: {v}" for k, v in style_transfer.CONTENT_LAYER.items()))] = None,
     style_layers: Annotated[Optional[str], typer.Option(
-        help="Style layers and their relative weights, e.g. block1_conv1:1,block2_conv1:0.5 (default "
-             "block1..5_conv1, equal).", show_default=False)] = None,
-    lr: Annotated[float, typer.Option(help="Adam's learning rate (pixels in [0, 1]).")] = 0.02,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the noise start and the random network.")] = 0,
+        help="Style layers and their relative weights, e.g. block1_conv1:1,block2_conv1:0.5.",
+        show_default=f"{','.join(style_transfer.STYLE_LAYERS)}, equal")] = None,
+    lr: Annotated[float, typer.Option(help="Adam's learning rate (pixels in [0, 1]).")] = _STYLE.lr,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the noise start and the random network.")] = _STYLE.seed,
     save_every_steps: Annotated[int, typer.Option(min=0, help="Also write OUT.step-NNNN.png every N steps "
-                                                              "(0: off).")] = 0,
+                                                              "(0: off).")] = _STYLE.save_every_steps,
     run: Annotated[Optional[Path], typer.Option(help="Stylise faces generated by this run's generator.")] = None,
     generator: Annotated[Optional[Path], typer.Option(
         "--generator", help="... or by this generator .keras file.", show_default=False)] = None,
@@ -693,13 +700,13 @@ def project(
     out: RepairOut,
     run: RepairRun = None,
     crop: RepairCrop = None,
-    steps: Steps = 300,
-    restarts: Restarts = 4,
-    lr: Lr = 0.05,
+    steps: Steps = _SEARCH.steps,
+    restarts: Restarts = _SEARCH.restarts,
+    lr: Lr = _SEARCH.lr,
     feature_weight: Annotated[float, typer.Option(min=0, help="Weight of the discriminator-feature term beside "
-                                                              "the pixel MSE.")] = 1.0,
-    seed: RepairSeed = 0,
-    batch_size: RepairBatch = 64,
+                                                              "the pixel MSE.")] = _SEARCH.feature_weight,
+    seed: RepairSeed = _SEARCH.seed,
+    batch_size: RepairBatch = _SEARCH.batch_size,
     force: Annotated[bool, typer.Option("--force", help="Replace outputs already in OUT.")] = False,
     quiet: Quiet = False,
     runs_dir: RunsDir = RUNS_DIR,
@@ -734,13 +741,14 @@ def inpaint(
              "across the eyes.", show_default=False)] = None,
     run: RepairRun = None,
     crop: RepairCrop = None,
-    steps: Steps = 300,
-    restarts: Restarts = 4,
-    lr: Lr = 0.05,
-    prior_weight: Annotated[float, typer.Option(min=0, help="lambda of the prior loss log(1 - D(G(z))).")] = 0.003,
-    window: Annotated[int, typer.Option(min=1, help="Side of the window of the context weights.")] = 7,
-    seed: RepairSeed = 0,
-    batch_size: RepairBatch = 64,
+    steps: Steps = _SEARCH.steps,
+    restarts: Restarts = _SEARCH.restarts,
+    lr: Lr = _SEARCH.lr,
+    prior_weight: Annotated[float, typer.Option(min=0, help="lambda of the prior loss log(1 - D(G(z))).")
+                            ] = _SEARCH.prior_weight,
+    window: Annotated[int, typer.Option(min=1, help="Side of the window of the context weights.")] = _SEARCH.window,
+    seed: RepairSeed = _SEARCH.seed,
+    batch_size: RepairBatch = _SEARCH.batch_size,
     force: Annotated[bool, typer.Option("--force", help="Replace outputs already in OUT.")] = False,
     quiet: Quiet = False,
     runs_dir: RunsDir = RUNS_DIR,
@@ -962,11 +970,13 @@ def identity_train(
     embedding_dim: Annotated[Optional[int], typer.Option(min=1, help="Embedding length.",
                                                          show_default=_identity_default("embedding_dim"))] = None,
     holdout: Annotated[Optional[float], typer.Option(help="Identities never trained on, for evaluation: a share "
-                                                          "(< 1) or a count.", show_default=_identity_default("holdout"))] = None,
+                                                          "(< 1) or a count.",
+                                                     show_default=_identity_default("holdout"))] = None,
     flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips (off for digits "
                                                  "or text).", show_default=_identity_default("flip"))] = None,
     augment: Annotated[Optional[float], typer.Option(help="Random shifts/zooms up to this share of the side "
-                                                          "(0: none).", show_default=_identity_default("augment"))] = None,
+                                                          "(0: none).",
+                                                     show_default=_identity_default("augment"))] = None,
     class_augment: Annotated[Optional[ClassAugment], typer.Option(
         help="dihedral: each identity's images turned by 90/180/270 degrees and mirrored count as 7 more "
              "identities, and an epoch is 8x longer (for digits or characters with few classes, never faces; "
