@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import os
 from enum import Enum
 from pathlib import Path
@@ -24,16 +25,28 @@ from typing import Annotated, Callable, Optional
 import typer
 from typer.core import TyperCommand, TyperOption
 
-from dcgan_cli.config import Augment, GActivation, OnCollapse, Precision, Preset, Strategy, TrainConfig
+from dcgan_cli.config import (AUGMENT_P, AUTO_ADA_BELOW, AUTO_CADENCE_STEPS, MAX_SEED, Augment, GActivation, OnCollapse,
+                              Precision, Preset, Strategy, TrainConfig, preset_values)
 from dcgan_cli.errors import DcganError, Interrupted, UsageError, resume_hint
 from dcgan_cli.metrics.evaluate import METRICS
 from dcgan_cli.identity.config import ClassAugment, IdentityConfig, Loss, Mining
 from dcgan_cli.data.preprocess.decoding import CROP_HELP, Crop
 from dcgan_cli.data.preprocess.labels import LabelMode
 from dcgan_cli.data.preprocess.sources import Split
-from dcgan_cli.generate.repair import MaskKind
+from dcgan_cli.generate.repair import MaskKind, Search as _SEARCH
+from dcgan_cli.generate import sampling, stylize as style_transfer
+from dcgan_cli.generate.stylize import StyleOptions as _STYLE
 from dcgan_cli.generate.sampling import ExportFormat
+from dcgan_cli.data.preprocess.config import DEFAULT_CHANNELS as PREPROCESS_CHANNELS, DEFAULT_SIZE as PREPROCESS_SIZE
 from dcgan_cli.data.shards import SIZE_RULE
+from dcgan_cli.bench import quality as bench_quality, repair as bench_repair
+
+# `dcgan bench`'s defaults, its library's own.
+QUALITY_SETS, QUALITY_SEEDS = bench_quality.DEFAULT_SETS, bench_quality.DEFAULT_SEEDS
+REPAIR_SEEDS = bench_repair.DEFAULT_SEEDS
+QUALITY_STEPS = {"digits": bench_quality.DEFAULT_STEPS, "faces": bench_quality.FACES_STEPS,
+                 "faces80": bench_quality.FACES80_STEPS}
+REPAIR_STEPS = bench_repair.STEPS
 
 # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -48,12 +61,16 @@ class _App(typer.Typer):
     command's deprecated flag spellings to the current ones (see `_Command`).
     """
 
-    def command(self, *args, renamed: dict[str, str | Callable[[list[str]], str]] | None = None, **kwargs):
+    def command(self, *args, renamed: dict[str, str | Callable[[list[str]], str]] | None = None,
+                settings: "_Settings | None" = None, **kwargs):
         if renamed:
             kwargs["cls"] = type("Command", (_Command,), {"renamed": dict(renamed)})
         register = super().command(*args, **kwargs)
 
         def decorator(f):
+            if settings is not None:
+                settings.check(f)
+
             @functools.wraps(f)
             def wrapper(*a, **kw):
                 try:
@@ -123,11 +140,10 @@ app = _App(
     pretty_exceptions_enable=False,
 )
 
-DataDir = Annotated[
-    Optional[Path],
-    typer.Option("--data-dir", help="Data root (default ./data, or $DCGAN_DATA_DIR).", show_default=False),
-]
+DATA_DIR_HELP = "Data root (default ./data, or $DCGAN_DATA_DIR)."
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help=DATA_DIR_HELP, show_default=False)]
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where numbered run directories live.")]
+RUNS_DIR = Path(TrainConfig.runs_dir)  # every command's --runs-dir default, the trainers' own
 # A generator saved as .keras (a run's generator.keras, or `dcgan export`): --generator in every command.
 GeneratorFile = Annotated[Optional[Path], typer.Option(
     "--generator", help="A generator .keras file instead of a run (e.g. RUN/best/generator.keras).",
@@ -136,45 +152,58 @@ GeneratorFile = Annotated[Optional[Path], typer.Option(
 IdentityModel = Annotated[Optional[Path], typer.Option(
     "--identity-model", help="An embedding model (RUN/embedding.keras) or its identity run directory (default: "
                              "the newest under --runs-dir).", show_default=False)]
-# The training-health monitor's action (health.py), an alias so `train`'s signature stays short.
-OnCollapseOption = Annotated[Optional[OnCollapse], typer.Option(
-    help="On D winning, collapse or divergence: warn, stop, or rollback (to the last healthy checkpoint, with "
-         "halved rates). Default warn.", show_default=False)]
+# The panels that group `dcgan --help`'s commands, in the order a user meets them.
+DATA_CMDS, TRAINING, GENERATING, EVALUATING, FACES = "Data", "Training", "Generating", "Evaluating", "Faces"
+# The panels that group a long command's options in --help (train, bench).
+DATA, MODEL, SCHEDULE, OUTPUT, PERFORMANCE = "Data", "Model", "Schedule", "Output", "Performance"
+
+
+def _shown(value) -> str:
+    """A default as --help shows it."""
+    return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+
+def _preset_default(field: str) -> str:
+    """`train --FIELD`'s default as --help shows it, from config.PRESETS: each value with the presets that give it."""
+    presets_of: dict[str, list[str]] = {}
+    for name, value in preset_values(field).items():
+        presets_of.setdefault(_shown(value), []).append(name)
+    if len(presets_of) == 1:
+        return next(iter(presets_of))
+    return "; ".join(f"{', '.join(names)}: {value}" for value, names in presets_of.items())
+
+
 # Old spellings (hidden, noted on stderr, for one release): see _Command.
 GENERATOR_RENAMED = {"--model": "--generator"}
 IDENTITY_RENAMED = {"--model": "--identity-model"}
 
 
-CheckpointStepsFlag = Annotated[Optional[int], typer.Option(min=0, help="Also checkpoint every N steps.")]
-# `dcgan bench`'s long-run and repair options
-QualityCurveFlag = Annotated[int, typer.Option(min=0, help="Score ours at this many evenly spaced points of each "
-                                                           "run too (a long run's FD over steps).")]
-QualityWorkdirFlag = Annotated[Optional[Path], typer.Option(help="Keep the quality part's data and trained runs "
-                                                                 "here (default: a temporary folder).",
-                                                            show_default=False)]
-RepairSeedsFlag = Annotated[int, typer.Option(min=1, help="Seeds of the repair part (0, 1, ...).")]
-RepairStepsFlag = Annotated[Optional[int], typer.Option(min=1, help="Training steps per seed of the repair part "
-                                                                    "(default: 2000 for faces, 1500 for digits).",
-                                                        show_default=False)]
-RepairFigureFlag = Annotated[Optional[Path], typer.Option(help="With --parts repair: also write a picture of "
-                                                               "held-out faces (masked | ours | Telea | real).",
-                                                          show_default=False)]
+class _Settings:
+    """Which of a command's options are settings of its config, checked when the command is registered.
 
-# `dcgan train`'s augmentation flags (docs/training.md, "Small data sets").
-AugmentFlag = Annotated[Optional[Augment], typer.Option(help=(
-    "Augment everything D sees (translation, cutout, colour): diffaug (fixed p), ada (p adapted to D's "
-    "overfitting), none; auto: ada on data sets under 1,000 images, none above (the preset's choice "
-    "when it pins one)."), show_default=False)]
-AugmentPFlag = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help=(
-    "Per-sample probability of each augmentation: diffaug's fixed p (default 1), ada's starting p "
-    "(default 0)."), show_default=False)]
+    Each parameter of the command is either a field of `config` (a setting: passed on when given,
+    None meaning "left to the preset or the saved run") or named in `own` (the command resolves it
+    itself, e.g. --data, --name, --dry-run). An option that is neither, such as one renamed away
+    from its field, stops `import dcgan_cli.cli` with its name instead of being dropped in silence.
+    """
 
+    def __init__(self, config: type, own: tuple[str, ...]):
+        self.config, self.own, self.names = config, frozenset(own), frozenset()
 
-def _given(options: dict, config: type, besides: tuple[str, ...] = ()) -> dict:
-    """The settings of `config` among a command's `options` that the user gave (None: left to the preset or
-    the saved run), choices as their values; `besides` are fields the command resolves itself."""
-    fields = {f.name for f in dataclasses.fields(config)} - set(besides)
-    return {k: v.value if isinstance(v, Enum) else v for k, v in options.items() if k in fields and v is not None}
+    def check(self, command: Callable) -> None:
+        params = set(inspect.signature(command).parameters)
+        fields = {f.name for f in dataclasses.fields(self.config)}
+        stray, stale = sorted(params - fields - self.own), sorted(self.own - params)
+        if stray or stale:
+            raise TypeError(f"{command.__name__}: {stray} are neither {self.config.__name__} fields nor resolved by "
+                            f"the command; {stale} are listed as resolved but are not its parameters")
+        self.names = frozenset(params - self.own)
+
+    def given(self, options: dict) -> dict:
+        """The settings among a command's `options` (its locals()) that the user gave, choices as their values."""
+        assert self.names, "given() before the command was registered with settings="
+        return {k: v.value if isinstance(v, Enum) else v for k, v in options.items()
+                if k in self.names and v is not None}
 
 
 def _data_dir(data_dir: Optional[Path]) -> Path:
@@ -187,7 +216,7 @@ def _data_dir(data_dir: Optional[Path]) -> Path:
 # download
 
 
-@app.command()
+@app.command(rich_help_panel=DATA_CMDS)
 def download(
     dataset: Annotated[str, typer.Argument(help="celeba, mnist, fashion-mnist, lfw-sample, or the http(s) URL of "
                                                 "a zip/tar archive of images (see --list); or the pretrained files "
@@ -241,14 +270,13 @@ def download(
         for w in weights.WEIGHTS.values():
             typer.echo(f"{w.name:13s} {'':8s}  {w.description}\n{'':24s}into {weights.keras_cache_dir()}")
         return
+    http = HttpOptions(retries=retries, timeout=timeout, min_rate=min_rate, rate_window=rate_window)
     if dataset in weights.WEIGHTS:
-        http = HttpOptions(retries=retries, timeout=timeout, min_rate=min_rate, rate_window=rate_window)
         typer.echo(weights.download_command(dataset, force=force, urls=url or (), archives=archive or (), http=http,
                                             ui=Ui(quiet=quiet)))
         return
     ds = datasets.resolve(dataset, name=name, sha256=sha256, md5=md5)
     root = _data_dir(data_dir)
-    http = HttpOptions(retries=retries, timeout=timeout, min_rate=min_rate, rate_window=rate_window)
     result = datasets.fetch(ds, root, force=force, urls=url or (), archives=archive or (),
                             no_checksum=no_checksum, http=http, ui=Ui(quiet=quiet))
     where = datasets.image_dir(ds.name, root) if ds.name in datasets.DATASETS else result.path
@@ -268,7 +296,7 @@ def download(
 # preprocess
 
 
-@app.command()
+@app.command(rich_help_panel=DATA_CMDS)
 def preprocess(
     source: Annotated[str, typer.Argument(
         metavar="SOURCE", help="A data set name under the data dir (celeba, mnist, fashion-mnist, lfw-sample), a "
@@ -277,8 +305,8 @@ def preprocess(
     out: Annotated[Optional[str], typer.Option(
         "-o", "--out", help="Output dir, local or gs:// (default DATA_DIR/processed/SOURCE-SIZE).",
         show_default=False)] = None,
-    size: Annotated[Optional[int], typer.Option(help=f"Output side: {SIZE_RULE}. Default: 64; an array data set's "
-                                                     f"own side (28 for mnist).", show_default=False)] = None,
+    size: Annotated[Optional[int], typer.Option(help=f"Output side: {SIZE_RULE}.", show_default=(
+        f"{PREPROCESS_SIZE}; an array data set's own side, 28 for mnist"))] = None,
     crop: Annotated[Optional[Crop], typer.Option(help="; ".join(f"{k}: {v}" for k, v in CROP_HELP.items())
                                                  + ". Default: celeba for CelebA, else center.",
                                                  show_default=False)] = None,
@@ -286,8 +314,8 @@ def preprocess(
                                                        "largest square for center).")] = 0,
     min_face: Annotated[int, typer.Option(min=0, help="With --crop face: leave out faces smaller than N pixels "
                                                       "in the photo (0: keep every face found).")] = 0,
-    channels: Annotated[Optional[int], typer.Option(help="3 (RGB) or 1 (grayscale). Default: 3; an array data "
-                                                         "set's own (1 for mnist).", show_default=False)] = None,
+    channels: Annotated[Optional[int], typer.Option(help="3 (RGB) or 1 (grayscale).", show_default=(
+        f"{PREPROCESS_CHANNELS}; an array data set's own, 1 for mnist"))] = None,
     split: Annotated[Split, typer.Option(help="train or test: CelebA's partitions (list_eval_partition.txt), or "
                                               "an array data set's own train and test sets.")] = Split.ALL,
     workers: Annotated[int, typer.Option(min=0, help="Decoding processes (0: one per CPU core).")] = 0,
@@ -349,82 +377,138 @@ def preprocess(
 # train
 
 
+# train's options that are not TrainConfig settings, or that it resolves before the config is built.
+TRAIN_SETTINGS = _Settings(TrainConfig, own=("data", "data_dir", "preset", "runs_dir", "name", "resume", "dry_run",
+                                             "verify_data", "quiet"))
+
+
 @app.command(renamed={"--checkpoint-every": "--checkpoint-every-steps",
                       "--checkpoint-epochs": "--checkpoint-every-epochs",
-                      "--sample-every": "--sample-every-epochs", "--eval-every": "--eval-every-epochs"})
+                      "--sample-every": "--sample-every-epochs", "--eval-every": "--eval-every-epochs"},
+             settings=TRAIN_SETTINGS, rich_help_panel=TRAINING)
 def train(
-    data: Annotated[Optional[Path], typer.Option(help="Preprocessed data dir (holds manifest.json).")] = None,
-    preset: Annotated[Preset, typer.Option(help="Recipe to start from (flags override it).")] = Preset.dcgan,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs to train (may be raised on --resume).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Global batch size.")] = None,
-    steps_per_epoch: Annotated[Optional[int], typer.Option(min=0, help="Steps per epoch (0: one pass).")] = None,
-    lr_g: Annotated[Optional[float], typer.Option(help="Generator learning rate (may be lowered on --resume, "
-                                                       "e.g. after a NaN).")] = None,
-    lr_d: Annotated[Optional[float], typer.Option(help="Discriminator learning rate (likewise).")] = None,
-    beta1: Annotated[Optional[float], typer.Option(help="Adam beta1 (may change on --resume).")] = None,
-    beta2: Annotated[Optional[float], typer.Option(help="Adam beta2 (may change on --resume).")] = None,
-    latent_dim: Annotated[Optional[int], typer.Option(min=1, help="Size of the noise z.")] = None,
-    g_filters: Annotated[Optional[int], typer.Option(min=1, help="Generator width (ngf).")] = None,
-    d_filters: Annotated[Optional[int], typer.Option(min=1, help="Discriminator width (ndf).")] = None,
-    g_activation: Annotated[Optional[GActivation], typer.Option(help="Generator's hidden activation (the paper: "
-                                                                     "relu).", show_default=False)] = None,
-    ema: Annotated[Optional[float], typer.Option(help="EMA decay of G's weights, e.g. 0.999 (0: off).")] = None,
-    alternate: Annotated[Optional[bool], typer.Option("--alternate/--shared-step", help=(
-        "Update D, then G through the updated D (better samples; dcgan preset), or both from one "
-        "forward pass (about 10% faster)."), show_default=False)] = None,
-    label_smoothing: Annotated[Optional[float], typer.Option(help="Real labels ~ U(1-s, 1).")] = None,
-    instance_noise: Annotated[Optional[float], typer.Option(help="Noise on real images, std ~ U(0, s).")] = None,
-    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips.",
-                                                 show_default=False)] = None,
-    augment: AugmentFlag = None, augment_p: AugmentPFlag = None,
-    seed: Annotated[Optional[int], typer.Option(min=0, max=2**31 - 1,
-                                                help="Seed of weights, noise and data order.")] = None,
-    precision: Annotated[Optional[Precision], typer.Option(help="Compute precision (auto: by hardware).",
-                                                           show_default=False)] = None,
-    xla: Annotated[Optional[bool], typer.Option("--xla/--no-xla", help="Compile the step with XLA.",
-                                                show_default=False)] = None,
-    strategy: Annotated[Optional[Strategy], typer.Option(help="tf.distribute strategy.", show_default=False)] = None,
-    sync_bn: Annotated[Optional[bool], typer.Option("--sync-bn/--no-sync-bn", help="Synchronised batch norm.",
-                                                    show_default=False)] = None,
-    checkpoint_every_steps: CheckpointStepsFlag = None,
-    checkpoint_every_epochs: Annotated[Optional[int], typer.Option(
-        min=0, help="Checkpoint at the end of every N epochs (0: auto, every epoch unless epochs are under 200 "
-                    "steps; the last epoch and Ctrl-C always checkpoint).", show_default=False)] = None,
-    sample_every_epochs: Annotated[Optional[int], typer.Option(
-        min=0, help="Write the sample grid and loss plot every N epochs (0: auto, like --checkpoint-every-epochs; "
-                    "the last epoch always does).", show_default=False)] = None,
-    cache: Annotated[Optional[bool], typer.Option("--cache/--no-cache", help="Keep the data in memory.",
-                                                  show_default=False)] = None,
-    eval_every_epochs: Annotated[Optional[int], typer.Option(
-        min=0, help="Score FID/KID every N epochs and keep the best checkpoint in RUN/best/ (0: never).")] = None,
-    eval_samples: Annotated[Optional[int], typer.Option(min=2, help="Generated images per evaluation "
-                                                                    "(FID needs 2048 or more).")] = None,
-    on_collapse: OnCollapseOption = None,
-    runs_dir: RunsDir = Path("runs"),
-    name: Annotated[str, typer.Option(help="Suffix for the run directory's name.")] = "",
+    data: Annotated[Optional[Path], typer.Option(help="Preprocessed data dir (holds manifest.json).",
+                                                 rich_help_panel=DATA)] = None,
+    preset: Annotated[Preset, typer.Option(help="Recipe to start from (flags override it); the defaults below "
+                                                "are each preset's.")] = Preset(TrainConfig.preset),
     resume: Annotated[Optional[Path], typer.Option(help="Continue this run directory.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
+    # -- data: what D sees
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help=DATA_DIR_HELP, show_default=False,
+                                                     rich_help_panel=DATA)] = None,
+    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips.",
+                                                 show_default=_preset_default("flip"), rich_help_panel=DATA)] = None,
+    augment: Annotated[Optional[Augment], typer.Option(help=(
+        "Augment everything D sees (translation, cutout, colour): diffaug (fixed p), ada (p adapted to D's "
+        f"overfitting), none; auto: ada on data sets under {AUTO_ADA_BELOW:,} images, none above."),
+        show_default=_preset_default("augment"), rich_help_panel=DATA)] = None,
+    augment_p: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help=(
+        "Per-sample probability of each augmentation: diffaug's fixed p, ada's starting p."),
+        show_default="; ".join(f"{mode}: {p:g}" for mode, p in AUGMENT_P.items()), rich_help_panel=DATA)] = None,
     verify_data: Annotated[bool, typer.Option("--verify-data", help="Check every shard's SHA-256 against the "
                                               "manifest before training (done anyway when the data changed "
-                                              "since the last check).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="One log line per epoch, no progress bar.")] = False,
-    data_dir: DataDir = None,
+                                              "since the last check).", rich_help_panel=DATA)] = False,
+    # -- model: what is trained
+    latent_dim: Annotated[Optional[int], typer.Option(min=1, help="Size of the noise z.",
+                                                      show_default=_preset_default("latent_dim"),
+                                                      rich_help_panel=MODEL)] = None,
+    g_filters: Annotated[Optional[int], typer.Option(min=1, help="Generator width (ngf).",
+                                                     show_default=_preset_default("g_filters"),
+                                                     rich_help_panel=MODEL)] = None,
+    d_filters: Annotated[Optional[int], typer.Option(min=1, help="Discriminator width (ndf).",
+                                                     show_default=_preset_default("d_filters"),
+                                                     rich_help_panel=MODEL)] = None,
+    g_activation: Annotated[Optional[GActivation], typer.Option(help="Generator's hidden activation (the paper: "
+                                                                     "relu).",
+                                                                show_default=_preset_default("g_activation"),
+                                                                rich_help_panel=MODEL)] = None,
+    ema: Annotated[Optional[float], typer.Option(help="EMA decay of G's weights, e.g. 0.999 (0: off).",
+                                                 show_default=_preset_default("ema"), rich_help_panel=MODEL)] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, max=MAX_SEED, help="Seed of weights, noise and data order.",
+                                                show_default=_preset_default("seed"), rich_help_panel=MODEL)] = None,
+    # -- schedule: how long and how it trains
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs to train (may be raised on --resume).",
+                                                  show_default=_preset_default("epochs"),
+                                                  rich_help_panel=SCHEDULE)] = None,
+    steps_per_epoch: Annotated[Optional[int], typer.Option(min=0, help="Steps per epoch (0: one pass).",
+                                                           show_default=_preset_default("steps_per_epoch"),
+                                                           rich_help_panel=SCHEDULE)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Global batch size.",
+                                                      show_default=_preset_default("batch_size"),
+                                                      rich_help_panel=SCHEDULE)] = None,
+    lr_g: Annotated[Optional[float], typer.Option(help="Generator learning rate (may be lowered on --resume, "
+                                                       "e.g. after a NaN).", show_default=_preset_default("lr_g"),
+                                                  rich_help_panel=SCHEDULE)] = None,
+    lr_d: Annotated[Optional[float], typer.Option(help="Discriminator learning rate (likewise).",
+                                                  show_default=_preset_default("lr_d"),
+                                                  rich_help_panel=SCHEDULE)] = None,
+    beta1: Annotated[Optional[float], typer.Option(help="Adam beta1 (may change on --resume).",
+                                                   show_default=_preset_default("beta1"),
+                                                   rich_help_panel=SCHEDULE)] = None,
+    beta2: Annotated[Optional[float], typer.Option(help="Adam beta2 (may change on --resume).",
+                                                   show_default=_preset_default("beta2"),
+                                                   rich_help_panel=SCHEDULE)] = None,
+    alternate: Annotated[Optional[bool], typer.Option("--alternate/--shared-step", help=(
+        "Update D, then G through the updated D (better samples), or both from one forward pass (about 10% "
+        "faster)."), show_default=_preset_default("alternate"), rich_help_panel=SCHEDULE)] = None,
+    label_smoothing: Annotated[Optional[float], typer.Option(help="Real labels ~ U(1-s, 1).",
+                                                             show_default=_preset_default("label_smoothing"),
+                                                             rich_help_panel=SCHEDULE)] = None,
+    instance_noise: Annotated[Optional[float], typer.Option(help="Noise on real images, std ~ U(0, s).",
+                                                            show_default=_preset_default("instance_noise"),
+                                                            rich_help_panel=SCHEDULE)] = None,
+    on_collapse: Annotated[Optional[OnCollapse], typer.Option(
+        help="On D winning, collapse or divergence (health.py): warn, stop, or rollback (to the last healthy "
+             "checkpoint, with halved rates).", show_default=_preset_default("on_collapse"),
+        rich_help_panel=SCHEDULE)] = None,
+    # -- output: what is written, where and how often
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where numbered run directories live.",
+                                           rich_help_panel=OUTPUT)] = RUNS_DIR,
+    name: Annotated[str, typer.Option(help="Suffix for the run directory's name.",
+                                      rich_help_panel=OUTPUT)] = "",
+    checkpoint_every_steps: Annotated[Optional[int], typer.Option(
+        min=0, help="Also checkpoint every N steps (0: at epoch ends only).",
+        show_default=_preset_default("checkpoint_every_steps"), rich_help_panel=OUTPUT)] = None,
+    checkpoint_every_epochs: Annotated[Optional[int], typer.Option(
+        min=0, help=f"Checkpoint at the end of every N epochs (0: auto, every epoch unless epochs are under "
+                    f"{AUTO_CADENCE_STEPS} steps; the last epoch and Ctrl-C always checkpoint).",
+        show_default=_preset_default("checkpoint_every_epochs"), rich_help_panel=OUTPUT)] = None,
+    sample_every_epochs: Annotated[Optional[int], typer.Option(
+        min=0, help="Write the sample grid and loss plot every N epochs (0: auto, like --checkpoint-every-epochs; "
+                    "the last epoch always does).", show_default=_preset_default("sample_every_epochs"),
+        rich_help_panel=OUTPUT)] = None,
+    eval_every_epochs: Annotated[Optional[int], typer.Option(
+        min=0, help="Score FID/KID every N epochs and keep the best checkpoint in RUN/best/ (0: never).",
+        show_default=_preset_default("eval_every_epochs"), rich_help_panel=OUTPUT)] = None,
+    eval_samples: Annotated[Optional[int], typer.Option(min=2, help="Generated images per evaluation "
+                                                                    "(FID needs 2048 or more).",
+                                                        show_default=_preset_default("eval_samples"),
+                                                        rich_help_panel=OUTPUT)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="One log line per epoch, no progress bar.",
+                                        rich_help_panel=OUTPUT)] = False,
+    # -- performance: the same numbers, sooner
+    precision: Annotated[Optional[Precision], typer.Option(help="Compute precision (auto: by hardware).",
+                                                           show_default=_preset_default("precision"),
+                                                           rich_help_panel=PERFORMANCE)] = None,
+    xla: Annotated[Optional[bool], typer.Option("--xla/--no-xla", help="Compile the step with XLA.",
+                                                show_default=_preset_default("xla"),
+                                                rich_help_panel=PERFORMANCE)] = None,
+    strategy: Annotated[Optional[Strategy], typer.Option(help="tf.distribute strategy.",
+                                                         show_default=_preset_default("strategy"),
+                                                         rich_help_panel=PERFORMANCE)] = None,
+    sync_bn: Annotated[Optional[bool], typer.Option("--sync-bn/--no-sync-bn", help="Synchronised batch norm.",
+                                                    show_default=_preset_default("sync_bn"),
+                                                    rich_help_panel=PERFORMANCE)] = None,
+    cache: Annotated[Optional[bool], typer.Option("--cache/--no-cache", help="Keep the data in memory.",
+                                                  show_default=_preset_default("cache"),
+                                                  rich_help_panel=PERFORMANCE)] = None,
 ):
     """Train a DCGAN, writing checkpoints and a sample grid every epoch.
 
     Example: dcgan train --data data/processed/celeba-64 --epochs 25
     """
-    given = _given(locals(), TrainConfig, besides=("data", "runs_dir", "preset"))
-    from dcgan_cli.config import preset_for_data, resolve_data
-    from dcgan_cli.runs.rundir import resume_config
-    from dcgan_cli.data.shards import load_manifest
-
-    if resume is not None:
-        cfg = resume_config(resume, **given, data=str(data) if data else None)  # the resume rule
-    else:
-        data = resolve_data(data, data_dir, preset.value)
-        cfg = preset_for_data(preset.value, load_manifest(data), data=str(data), runs_dir=str(runs_dir),
-                              run_name=name, **given)
+    cfg = TrainConfig.start_or_resume(resume, TRAIN_SETTINGS.given(locals()), data=data, data_dir=data_dir,
+                                      runs_dir=runs_dir, run_name=name, preset=preset.value)
     if dry_run:
         typer.echo(cfg.to_json(), nl=False)
         return
@@ -438,17 +522,17 @@ def train(
 # sample
 
 
-@app.command(renamed=GENERATOR_RENAMED)
+@app.command(renamed=GENERATOR_RENAMED, rich_help_panel=GENERATING)
 def sample(
     out: Annotated[Optional[Path], typer.Argument(
         help="Grid image (.png, .jpg or .webp); an animated .gif with --interpolate. "
              "May be left out with --individual.", show_default=False)] = None,
-    n: Annotated[Optional[int], typer.Option("-n", "--num", min=1, show_default=False,
-                                             help="Number of images (default 16; with --seeds, how many it lists).")] = None,
+    n: Annotated[Optional[int], typer.Option("-n", "--num", min=1, show_default=str(sampling.DEFAULT_COUNT),
+                                             help="Number of images (with --seeds, how many it lists).")] = None,
     run: Annotated[Optional[Path], typer.Option(help="Run directory (default: the newest under --runs-dir).")] = None,
     generator: GeneratorFile = None,
-    seed: Annotated[Optional[int], typer.Option(min=0, show_default=False,
-                                                help="Image k uses seed S+k (default 0): same seed, same image.")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, show_default="0",
+                                                help="Image k uses seed S+k: same seed, same image.")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Exact seeds, as ranges and lists: 0-99,120,200-210.")] = None,
     nrow: Annotated[Optional[int], typer.Option(min=1, help="Images per row (default: near-square).")] = None,
     truncation: Annotated[Optional[float], typer.Option(
@@ -458,8 +542,8 @@ def sample(
         metavar="DIR", help="Also write one PNG per image into DIR, named by seed (seed-0007.png).")] = None,
     interpolate: Annotated[Optional[int], typer.Option(
         min=2, metavar="K", help="Walk through K latents (slerp) and back, into an animated OUT.gif.")] = None,
-    frames: Annotated[Optional[int], typer.Option(min=1, help="Frames per leg of the walk (default 24).",
-                                                  show_default=False)] = None,
+    frames: Annotated[Optional[int], typer.Option(min=1, help="Frames per leg of the walk.",
+                                                  show_default=str(sampling.DEFAULT_FRAMES))] = None,
     fps: Annotated[float, typer.Option(min=1, max=100, help="Frames per second of the GIF.")] = 25.0,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="Use the raw generator, not its EMA.")] = False,
     best: Annotated[bool, typer.Option("--best", help="The run's best-scoring checkpoint (RUN/best/, kept by "
@@ -470,7 +554,7 @@ def sample(
     latents: Annotated[Optional[Path], typer.Option(
         metavar="FILE.npy", help="Draw these latents (N, latent_dim) instead of seeds, e.g. the latents.npy "
                                  "`dcgan project` wrote.", show_default=False)] = None,
-    runs_dir: RunsDir = Path("runs"),
+    runs_dir: RunsDir = RUNS_DIR,
 ):
     """Write faces from a trained generator: a grid, one file per seed, or a latent walk.
 
@@ -492,7 +576,7 @@ def sample(
 # stylize
 
 
-@app.command(renamed={**GENERATOR_RENAMED, "--save-every": "--save-every-steps"})
+@app.command(renamed={**GENERATOR_RENAMED, "--save-every": "--save-every-steps"}, rich_help_panel=GENERATING)
 def stylize(
     images: Annotated[list[Path], typer.Argument(
         metavar="[CONTENT] STYLE", help="The content image and the style image; with --run or --generator, the "
@@ -500,30 +584,33 @@ def stylize(
     out: Annotated[Path, typer.Option("-o", "--out", help="Output image (.png, .jpg or .webp); a grid with --run "
                                                           "or --generator.", show_default=False)],
     size: Annotated[Optional[int], typer.Option(
-        help="Longer side of the output in pixels (default 256; generated faces: the generator's side, at "
-             "least 64).",
-        show_default=False)] = None,
-    steps: Annotated[int, typer.Option(min=1, help="Adam steps on the pixels.")] = 300,
-    content_weight: Annotated[float, typer.Option(min=0, help="alpha, the weight of the content term.")] = 1.0,
-    style_weight: Annotated[float, typer.Option(min=0, help="beta, the weight of the style term.")] = 10.0,
-    tv_weight: Annotated[float, typer.Option(min=0, help="Weight of the total-variation (smoothness) term.")] = 1.0,
-    init: Annotated[str, typer.Option(help="content | noise: where the pixels start.")] = "content",
+        help="Longer side of the output in pixels.",
+        show_default=f"{style_transfer.DEFAULT_SIZE}; generated faces: the generator's side, at least 64")] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Adam steps on the pixels.")] = _STYLE.steps,
+    content_weight: Annotated[float, typer.Option(min=0, help="alpha, the weight of the content term.")
+                              ] = _STYLE.content_weight,
+    style_weight: Annotated[float, typer.Option(min=0, help="beta, the weight of the style term.")
+                            ] = _STYLE.style_weight,
+    tv_weight: Annotated[float, typer.Option(min=0, help="Weight of the total-variation (smoothness) term.")
+                         ] = _STYLE.tv_weight,
+    init: Annotated[str, typer.Option(help="content | noise: where the pixels start.")] = _STYLE.init,
     features: Annotated[str, typer.Option(
         help="auto (VGG19 when its ImageNet weights are in Keras' cache: `dcgan download vgg19`; else random) | "
              "random (a seeded random VGG-shaped network) | vgg19 | vgg19:FILE (Keras' "
-             "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5).")] = "auto",
+             "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5).")] = _STYLE.features,
     vgg_weights: Annotated[Optional[Path], typer.Option(
         help="VGG19 ImageNet weights file (Keras' vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5) to use.",
         show_default=False)] = None,
     content_layer: Annotated[Optional[str], typer.Option(
-        help="Content layer (default block4_conv2 for random, block5_conv2 for vgg19).", show_default=False)] = None,
+        help="Content layer.",
+        show_default="; ".join(f"{k}: {v}" for k, v in style_transfer.CONTENT_LAYER.items()))] = None,
     style_layers: Annotated[Optional[str], typer.Option(
-        help="Style layers and their relative weights, e.g. block1_conv1:1,block2_conv1:0.5 (default "
-             "block1..5_conv1, equal).", show_default=False)] = None,
-    lr: Annotated[float, typer.Option(help="Adam's learning rate (pixels in [0, 1]).")] = 0.02,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the noise start and the random network.")] = 0,
+        help="Style layers and their relative weights, e.g. block1_conv1:1,block2_conv1:0.5.",
+        show_default=f"{','.join(style_transfer.STYLE_LAYERS)}, equal")] = None,
+    lr: Annotated[float, typer.Option(help="Adam's learning rate (pixels in [0, 1]).")] = _STYLE.lr,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the noise start and the random network.")] = _STYLE.seed,
     save_every_steps: Annotated[int, typer.Option(min=0, help="Also write OUT.step-NNNN.png every N steps "
-                                                              "(0: off).")] = 0,
+                                                              "(0: off).")] = _STYLE.save_every_steps,
     run: Annotated[Optional[Path], typer.Option(help="Stylise faces generated by this run's generator.")] = None,
     generator: Annotated[Optional[Path], typer.Option(
         "--generator", help="... or by this generator .keras file.", show_default=False)] = None,
@@ -607,22 +694,22 @@ def _repair(request, quiet: bool) -> None:
                                  bar=lambda what, total: bars.task(what, total).advance))
 
 
-@app.command()
+@app.command(rich_help_panel=GENERATING)
 def project(
     photos: Photos,
     out: RepairOut,
     run: RepairRun = None,
     crop: RepairCrop = None,
-    steps: Steps = 300,
-    restarts: Restarts = 4,
-    lr: Lr = 0.05,
+    steps: Steps = _SEARCH.steps,
+    restarts: Restarts = _SEARCH.restarts,
+    lr: Lr = _SEARCH.lr,
     feature_weight: Annotated[float, typer.Option(min=0, help="Weight of the discriminator-feature term beside "
-                                                              "the pixel MSE.")] = 1.0,
-    seed: RepairSeed = 0,
-    batch_size: RepairBatch = 64,
+                                                              "the pixel MSE.")] = _SEARCH.feature_weight,
+    seed: RepairSeed = _SEARCH.seed,
+    batch_size: RepairBatch = _SEARCH.batch_size,
     force: Annotated[bool, typer.Option("--force", help="Replace outputs already in OUT.")] = False,
     quiet: Quiet = False,
-    runs_dir: RunsDir = Path("runs"),
+    runs_dir: RunsDir = RUNS_DIR,
 ):
     """Find the latent z whose generated face is closest to each photo (GAN inversion).
 
@@ -641,7 +728,7 @@ def project(
     _repair(request, quiet)
 
 
-@app.command()
+@app.command(rich_help_panel=GENERATING)
 def inpaint(
     photos: Photos,
     out: RepairOut,
@@ -654,16 +741,17 @@ def inpaint(
              "across the eyes.", show_default=False)] = None,
     run: RepairRun = None,
     crop: RepairCrop = None,
-    steps: Steps = 300,
-    restarts: Restarts = 4,
-    lr: Lr = 0.05,
-    prior_weight: Annotated[float, typer.Option(min=0, help="lambda of the prior loss log(1 - D(G(z))).")] = 0.003,
-    window: Annotated[int, typer.Option(min=1, help="Side of the window of the context weights.")] = 7,
-    seed: RepairSeed = 0,
-    batch_size: RepairBatch = 64,
+    steps: Steps = _SEARCH.steps,
+    restarts: Restarts = _SEARCH.restarts,
+    lr: Lr = _SEARCH.lr,
+    prior_weight: Annotated[float, typer.Option(min=0, help="lambda of the prior loss log(1 - D(G(z))).")
+                            ] = _SEARCH.prior_weight,
+    window: Annotated[int, typer.Option(min=1, help="Side of the window of the context weights.")] = _SEARCH.window,
+    seed: RepairSeed = _SEARCH.seed,
+    batch_size: RepairBatch = _SEARCH.batch_size,
     force: Annotated[bool, typer.Option("--force", help="Replace outputs already in OUT.")] = False,
     quiet: Quiet = False,
-    runs_dir: RunsDir = Path("runs"),
+    runs_dir: RunsDir = RUNS_DIR,
 ):
     """Fill in the missing part of each photo with the generator (Yeh et al. 2017).
 
@@ -687,7 +775,7 @@ def inpaint(
 # export
 
 
-@app.command()
+@app.command(rich_help_panel=GENERATING)
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory to export the generator of.")],
     out: Annotated[Path, typer.Argument(help="OUT.keras, or a new folder for the SavedModel.")],
@@ -729,15 +817,8 @@ def export(
 # bench
 
 
-@app.command()
+@app.command(rich_help_panel=EVALUATING)
 def bench(
-    size: Annotated[int, typer.Option(help="Image side of the benchmarked model.")] = 64,
-    batch_size: Annotated[int, typer.Option(min=1, help="Global batch size.")] = 128,
-    steps: Annotated[int, typer.Option(min=1, help="Timed steps per measurement.")] = 20,
-    data: Annotated[Optional[Path], typer.Option(help="Preprocessed data for the loop and input figures "
-                                                      "(default: temporary synthetic shards).")] = None,
-    precision: Annotated[Precision, typer.Option(help="Compute precision (auto: by hardware).")] = Precision.auto,
-    xla: Annotated[bool, typer.Option("--xla/--no-xla", help="Compile the step with XLA.")] = False,
     parts: Annotated[str, typer.Option(help="Comma-separated: step, loop, input, preprocess, quality "
                                             "(trains on offline digits and faces: about half an hour on 2 "
                                             "cores), stylize (style transfer), "
@@ -746,38 +827,69 @@ def bench(
                                             "held-out faces and digits against mean fill and OpenCV's Telea: "
                                             "about 25 minutes); the last four run only when asked.")] = (
         "step,loop,input,preprocess"),
-    stylize_size: Annotated[int, typer.Option(min=32, help="Image side of the stylize part.")] = 256,
-    quality_steps: Annotated[Optional[int], typer.Option(min=1, help="Training steps per model and seed of "
-                                                                     "the quality part, for every set (default: "
-                                                                     "300 for digits, 1000 for faces).",
-                                                         show_default=False)] = None,
-    quality_seeds: Annotated[int, typer.Option(min=1, help="Seeds of the quality part (0, 1, ...).")] = 3,
+    # -- data
+    data: Annotated[Optional[Path], typer.Option(help="Preprocessed data for the loop and input figures "
+                                                      "(default: temporary synthetic shards).",
+                                                 rich_help_panel=DATA)] = None,
     quality_sets: Annotated[str, typer.Option(help="Comma-separated data sets of the quality part: digits "
                                                    "(sklearn's, the figure of merit), faces (skimage's 100 LFW "
-                                                   "faces), faces80 (80 of them for 6,000 steps, 20 held out: "
-                                                   "copy ratio and diversity; half an hour per mode and seed)."
-                                              )] = "digits,faces",
-    quality_augment: Annotated[str, typer.Option(help="Comma-separated --augment modes of our model in the "
-                                                      "quality part, each trained per seed against the same "
-                                                      "reference, e.g. none,diffaug,ada.")] = "auto",
-    augment: Annotated[Augment, typer.Option(help="Also time the step with this augmentation (diffaug, ada) "
-                                                  "and give its img/s as a ratio to the plain step's.")
-                       ] = Augment.none,
-    quality_curve: QualityCurveFlag = 0, quality_workdir: QualityWorkdirFlag = None,
-    repair_seeds: RepairSeedsFlag = 2, repair_steps: RepairStepsFlag = None, repair_figure: RepairFigureFlag = None,
-    peers: Annotated[Optional[Path], typer.Option(help="Folder with peer_keras.py / peer_torch.py: time them "
-                                                       "back to back and report ratios.")] = None,
-    torch_python: Annotated[Optional[Path], typer.Option(help="A Python with torch, to run peer_torch.py.")] = None,
-    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+                                                   "faces), faces80 (80 of them, 20 held out: "
+                                                   "copy ratio and diversity; half an hour per mode and seed).",
+                                              rich_help_panel=DATA)] = ",".join(QUALITY_SETS),
     face_images: Annotated[int, typer.Option(min=1, hidden=True, help="Photos for the --crop face figure "
                                                                       "(tests use a few).")] = 600,
+    # -- model
+    size: Annotated[int, typer.Option(help="Image side of the benchmarked model.", rich_help_panel=MODEL)] = 64,
+    augment: Annotated[Augment, typer.Option(help="Also time the step with this augmentation (diffaug, ada) "
+                                                  "and give its img/s as a ratio to the plain step's.",
+                                             rich_help_panel=MODEL)] = Augment.none,
+    quality_augment: Annotated[str, typer.Option(help="Comma-separated --augment modes of our model in the "
+                                                      "quality part, each trained per seed against the same "
+                                                      "reference, e.g. none,diffaug,ada.",
+                                                 rich_help_panel=MODEL)] = "auto",
+    stylize_size: Annotated[int, typer.Option(min=32, help="Image side of the stylize part.",
+                                              rich_help_panel=MODEL)] = 256,
+    # -- schedule
+    steps: Annotated[int, typer.Option(min=1, help="Timed steps per measurement.", rich_help_panel=SCHEDULE)] = 20,
+    batch_size: Annotated[int, typer.Option(min=1, help="Global batch size.", rich_help_panel=SCHEDULE)] = 128,
+    quality_steps: Annotated[Optional[int], typer.Option(
+        min=1, help="Training steps per model and seed of the quality part, for every set.",
+        show_default="; ".join(f"{s}: {n}" for s, n in QUALITY_STEPS.items()), rich_help_panel=SCHEDULE)] = None,
+    quality_seeds: Annotated[int, typer.Option(min=1, help="Seeds of the quality part (0, 1, ...).",
+                                               rich_help_panel=SCHEDULE)] = len(QUALITY_SEEDS),
+    quality_curve: Annotated[int, typer.Option(min=0, help="Score ours at this many evenly spaced points of each "
+                                                           "run too (a long run's FD over steps).",
+                                               rich_help_panel=SCHEDULE)] = 0,
+    repair_seeds: Annotated[int, typer.Option(min=1, help="Seeds of the repair part (0, 1, ...).",
+                                              rich_help_panel=SCHEDULE)] = len(REPAIR_SEEDS),
+    repair_steps: Annotated[Optional[int], typer.Option(
+        min=1, help="Training steps per seed of the repair part.",
+        show_default="; ".join(f"{s}: {n}" for s, n in REPAIR_STEPS.items()), rich_help_panel=SCHEDULE)] = None,
+    # -- output
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.", rich_help_panel=OUTPUT)] = False,
+    quality_workdir: Annotated[Optional[Path], typer.Option(
+        help="Keep the quality part's data and trained runs here (default: a temporary folder).",
+        show_default=False, rich_help_panel=OUTPUT)] = None,
+    repair_figure: Annotated[Optional[Path], typer.Option(
+        help="With --parts repair: also write a picture of held-out faces (masked | ours | Telea | real).",
+        show_default=False, rich_help_panel=OUTPUT)] = None,
+    # -- performance
+    precision: Annotated[Precision, typer.Option(help="Compute precision (auto: by hardware).",
+                                                 rich_help_panel=PERFORMANCE)] = Precision.auto,
+    xla: Annotated[bool, typer.Option("--xla/--no-xla", help="Compile the step with XLA.",
+                                      rich_help_panel=PERFORMANCE)] = False,
+    peers: Annotated[Optional[Path], typer.Option(help="Folder with peer_keras.py / peer_torch.py: time them "
+                                                       "back to back and report ratios.",
+                                                  rich_help_panel=PERFORMANCE)] = None,
+    torch_python: Annotated[Optional[Path], typer.Option(help="A Python with torch, to run peer_torch.py.",
+                                                         rich_help_panel=PERFORMANCE)] = None,
 ):
     """Measure img/s of the train step, the whole loop and the input pipeline; with
     `--parts quality`, the sample quality of the `dcgan` preset against a plain-Keras reference
     (and s/step of stylize, img/s and one-shot accuracy of the identity network, when asked).
 
     The quality part trains both on scikit-learn's digits and on scikit-image's
-    100 LFW faces (32x32 grey), 300 and 1000 steps per seed unless --quality-steps, and prints FD,
+    100 LFW faces (32x32 grey), each set's own steps per seed unless --quality-steps, and prints FD,
     KID, class coverage (digits) or the share of faces, and the
     nearest-training-image distance of each, and the FD ratio ours/reference.
 
@@ -799,8 +911,6 @@ def bench(
     wanted = parse_choices(parts, PARTS, "--parts")
     sets = parse_choices(quality_sets, SETS, "--quality-sets")
     modes = parse_choices(quality_augment, AUGMENTS, "--quality-augment")
-    if augment == Augment.auto:
-        raise UsageError("the step is timed on an in-memory batch of no data set: use diffaug or ada", "--augment")
     result = run(size=size, batch_size=batch_size, steps=steps, data=data, precision=precision.value, xla=xla,
                  peers=peers, torch_python=torch_python, parts=wanted, face_images=face_images,
                  stylize_size=stylize_size, quality_steps=quality_steps, quality_seeds=range(quality_seeds),
@@ -816,53 +926,67 @@ def bench(
 
 identity_app = _App(name="identity", help="Train the face-embedding network (verify, identify and audit use it).",
                     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-app.add_typer(identity_app, name="identity")
+app.add_typer(identity_app, name="identity", rich_help_panel=FACES)
 
 
-@identity_app.command("train", renamed={"--checkpoint-every": "--checkpoint-every-steps"})
+def _identity_default(field: str) -> str:
+    """`identity train --FIELD`'s default as --help shows it: IdentityConfig's."""
+    return _shown(next(f.default for f in dataclasses.fields(IdentityConfig) if f.name == field))
+
+
+IDENTITY_SETTINGS = _Settings(IdentityConfig, own=("data", "data_dir", "runs_dir", "name", "resume", "dry_run",
+                                                   "quiet"))
+
+
+@identity_app.command("train", renamed={"--checkpoint-every": "--checkpoint-every-steps"},
+                      settings=IDENTITY_SETTINGS)
 def identity_train(
     data: Annotated[Optional[Path], typer.Option(help="Preprocessed data with identities (`dcgan preprocess celeba`, "
                                                       "or a folder with --labels folders).")] = None,
-    loss: Annotated[Optional[Loss], typer.Option(help="arcface (additive angular margin; the default) or "
+    loss: Annotated[Optional[Loss], typer.Option(help="arcface (additive angular margin) or "
                                                       "triplet (online mining). Measured one-shot on unseen digits, "
                                                       "5 seeds: arcface 82.8%, triplet 80.1%, raw pixels 77.6%.",
-                                                 show_default=False)] = None,
-    mining: Annotated[Optional[Mining], typer.Option(help="Triplets for --loss triplet (default batch-hard).",
-                                                     show_default=False)] = None,
-    margin: Annotated[Optional[float], typer.Option(help="Triplet margin, in distance on the unit sphere "
-                                                         "(default 0.2).", show_default=False)] = None,
-    arc_margin: Annotated[Optional[float], typer.Option(help="ArcFace's angular margin m in radians (default 0.3).",
-                                                        show_default=False)] = None,
-    arc_scale: Annotated[Optional[float], typer.Option(help="ArcFace's logit scale s (default 16).",
-                                                       show_default=False)] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs (default 10; may be raised on --resume).",
-                                                  show_default=False)] = None,
+                                                 show_default=_identity_default("loss"))] = None,
+    mining: Annotated[Optional[Mining], typer.Option(help="Triplets for --loss triplet.",
+                                                     show_default=_identity_default("mining"))] = None,
+    margin: Annotated[Optional[float], typer.Option(help="Triplet margin, in distance on the unit sphere.",
+                                                    show_default=_identity_default("margin"))] = None,
+    arc_margin: Annotated[Optional[float], typer.Option(help="ArcFace's angular margin m in radians.",
+                                                        show_default=_identity_default("arc_margin"))] = None,
+    arc_scale: Annotated[Optional[float], typer.Option(help="ArcFace's logit scale s.",
+                                                       show_default=_identity_default("arc_scale"))] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs (may be raised on --resume).",
+                                                  show_default=_identity_default("epochs"))] = None,
     steps_per_epoch: Annotated[Optional[int], typer.Option(min=0, help="Steps per epoch (0: one pass).",
-                                                           show_default=False)] = None,
-    p_identities: Annotated[Optional[int], typer.Option(min=2, help="Identities per batch, P (default 16).",
-                                                        show_default=False)] = None,
-    k_images: Annotated[Optional[int], typer.Option(min=2, help="Images per identity, K (default 4).",
-                                                    show_default=False)] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default 2e-3, cosine decay).",
-                                                show_default=False)] = None,
-    width: Annotated[Optional[int], typer.Option(min=1, help="Filters of the first stage (default 32).",
-                                                 show_default=False)] = None,
-    embedding_dim: Annotated[Optional[int], typer.Option(min=1, help="Embedding length (default 128).",
-                                                         show_default=False)] = None,
+                                                           show_default=_identity_default("steps_per_epoch"))] = None,
+    p_identities: Annotated[Optional[int], typer.Option(min=2, help="Identities per batch, P.",
+                                                        show_default=_identity_default("p_identities"))] = None,
+    k_images: Annotated[Optional[int], typer.Option(min=2, help="Images per identity, K.",
+                                                    show_default=_identity_default("k_images"))] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (cosine decay).",
+                                                show_default=_identity_default("lr"))] = None,
+    width: Annotated[Optional[int], typer.Option(min=1, help="Filters of the first stage.",
+                                                 show_default=_identity_default("width"))] = None,
+    embedding_dim: Annotated[Optional[int], typer.Option(min=1, help="Embedding length.",
+                                                         show_default=_identity_default("embedding_dim"))] = None,
     holdout: Annotated[Optional[float], typer.Option(help="Identities never trained on, for evaluation: a share "
-                                                          "(< 1) or a count (default 0.1).", show_default=False)] = None,
-    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips (default on; "
-                                                 "off for digits or text).", show_default=False)] = None,
+                                                          "(< 1) or a count.",
+                                                     show_default=_identity_default("holdout"))] = None,
+    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips (off for digits "
+                                                 "or text).", show_default=_identity_default("flip"))] = None,
     augment: Annotated[Optional[float], typer.Option(help="Random shifts/zooms up to this share of the side "
-                                                          "(default 0.1; 0: none).", show_default=False)] = None,
+                                                          "(0: none).",
+                                                     show_default=_identity_default("augment"))] = None,
     class_augment: Annotated[Optional[ClassAugment], typer.Option(
         help="dihedral: each identity's images turned by 90/180/270 degrees and mirrored count as 7 more "
              "identities, and an epoch is 8x longer (for digits or characters with few classes, never faces; "
-             "needs --no-flip). Default none.", show_default=False)] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the weights and batches.", show_default=False)] = None,
+             "needs --no-flip).", show_default=_identity_default("class_augment"))] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the weights and batches.",
+                                                show_default=_identity_default("seed"))] = None,
     checkpoint_every_steps: Annotated[Optional[int], typer.Option(
-        min=0, help="Also checkpoint every N steps.", show_default=False)] = None,
-    runs_dir: RunsDir = Path("runs"),
+        min=0, help="Also checkpoint every N steps (0: per epoch only).",
+        show_default=_identity_default("checkpoint_every_steps"))] = None,
+    runs_dir: RunsDir = RUNS_DIR,
     name: Annotated[str, typer.Option(help="Suffix for the run directory's name.")] = "",
     resume: Annotated[Optional[Path], typer.Option(help="Continue this identity run directory.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
@@ -877,17 +1001,8 @@ def identity_train(
 
     Example: dcgan identity train --data data/processed/celeba-64 --epochs 10
     """
-    given = _given(locals(), IdentityConfig, besides=("data", "runs_dir"))
-    from dcgan_cli.identity.config import resume_config
-    from dcgan_cli.config import resolve_data
-    from dcgan_cli.data.shards import load_manifest
-    if resume is not None:
-        cfg = resume_config(resume, **given, data=str(data) if data else None)
-    else:
-        data = resolve_data(data, data_dir)
-        m = load_manifest(data)
-        cfg = IdentityConfig(data=str(data), runs_dir=str(runs_dir), run_name=name, image_size=m["size"],
-                             channels=m["channels"], **given)
+    cfg = IdentityConfig.start_or_resume(resume, IDENTITY_SETTINGS.given(locals()), data=data, data_dir=data_dir,
+                                         runs_dir=runs_dir, run_name=name)
     if dry_run:
         typer.echo(cfg.to_json(), nl=False)
         return
@@ -901,14 +1016,14 @@ ThresholdOpt = Annotated[Optional[float], typer.Option(
     help="Distance threshold (default: the one stored with the model).", show_default=False)]
 
 
-@app.command(renamed=IDENTITY_RENAMED)
+@app.command(renamed=IDENTITY_RENAMED, rich_help_panel=FACES)
 def verify(
     image_a: Annotated[Path, typer.Argument(metavar="A", help="A photo.")],
     image_b: Annotated[Path, typer.Argument(metavar="B", help="Another photo.")],
     identity_model: IdentityModel = None,
     threshold: ThresholdOpt = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    runs_dir: RunsDir = Path("runs"),
+    runs_dir: RunsDir = RUNS_DIR,
 ):
     """Are A and B the same person? Prints verified, distance, threshold and model.
 
@@ -929,7 +1044,7 @@ def verify(
                              for k in ("verified", "distance", "threshold", "model")))
 
 
-@app.command(renamed=IDENTITY_RENAMED)
+@app.command(renamed=IDENTITY_RENAMED, rich_help_panel=FACES)
 def identify(
     face: Annotated[Path, typer.Argument(help="The photo of someone.")],
     gallery: Annotated[Path, typer.Option(help="A folder with one photo per person: NAME.jpg, or NAME/photo.jpg.")],
@@ -937,7 +1052,7 @@ def identify(
     top: Annotated[int, typer.Option(min=1, help="How many nearest people to list.")] = 5,
     threshold: ThresholdOpt = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    runs_dir: RunsDir = Path("runs"),
+    runs_dir: RunsDir = RUNS_DIR,
 ):
     """Who is this face? The nearest people of a one-photo-per-person gallery, or "unknown".
 
@@ -956,7 +1071,7 @@ def identify(
         typer.echo(f"  {m['distance']:.4f}  {m['identity']}{'' if m['match'] else '  (over the threshold)'}")
 
 
-@app.command(renamed={**GENERATOR_RENAMED, "--model-id": "--identity-model"})
+@app.command(renamed={**GENERATOR_RENAMED, "--model-id": "--identity-model"}, rich_help_panel=FACES)
 def audit(
     run: Annotated[Optional[Path], typer.Option(help="The GAN run to audit (default: the newest under --runs-dir).",
                                                 show_default=False)] = None,
@@ -974,7 +1089,7 @@ def audit(
     grid: Annotated[Optional[Path], typer.Option(help="PNG of the closest pairs (default: audit-closest.png in "
                                                       "the run).", show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    runs_dir: RunsDir = Path("runs"),
+    runs_dir: RunsDir = RUNS_DIR,
 ):
     """Does the generator reproduce real people from its training set?
 
@@ -1003,7 +1118,7 @@ def _evaluate_model_flag(args: list[str]) -> str:
     return "--identity-model" if "--verification" in args else "--generator"
 
 
-@app.command(renamed={"--model": _evaluate_model_flag})
+@app.command(renamed={"--model": _evaluate_model_flag}, rich_help_panel=EVALUATING)
 def evaluate(
     run: Annotated[Optional[Path], typer.Option(help="Run directory (default: the newest under --runs-dir).")] = None,
     generator: GeneratorFile = None,
@@ -1020,7 +1135,7 @@ def evaluate(
                                                           "images (0: all; cached per size).")] = 0,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="Score the raw generator, not its EMA.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Images generated and embedded at a time.")] = 64,
-    runs_dir: RunsDir = Path("runs"),
+    runs_dir: RunsDir = RUNS_DIR,
     extractor: Annotated[str, typer.Option(help="Feature extractor: inception_v3; inception-2015 (the papers' "
                                                 "FID: TTUR, StudioGAN) or inception-2015-clean (clean-fid's "
                                                 "resize), which also give IS; or any Keras model as "

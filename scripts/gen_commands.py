@@ -6,7 +6,8 @@
 The reference is generated so it cannot drift from the code: every command and
 sub-command of `dcgan_cli.cli.app` (including `identity ...`) is rendered through
 Click's plain help formatter at a fixed width, with Rich switched off, so the
-output is the same on any machine, whatever the terminal's size or colours.
+output is the same on any machine, whatever the terminal's size or colours. Options
+and commands are grouped under their `rich_help_panel` headings, as `--help` shows them.
 `tests/test_docs.py` fails when the file is stale.
 """
 
@@ -29,6 +30,29 @@ together, start with the [README](../README.md).
 """
 
 
+def _format_options(cmd, ctx, formatter):
+    """Typer's plain Arguments, Options and Commands sections, one per `rich_help_panel` as `--help` groups them."""
+    sections: dict[str, list] = {"Arguments": [], "Options": []}
+    for param in cmd.get_params(ctx):
+        record = param.get_help_record(ctx)
+        if record is not None:
+            default = "Arguments" if param.param_type_name == "argument" else "Options"
+            sections.setdefault(getattr(param, "rich_help_panel", None) or default, []).append(record)
+    commands = getattr(cmd, "commands", None) or {}
+    if commands:
+        sections["Commands"] = []
+        width = ctx.terminal_width - 6 - max(map(len, commands))
+        for name in cmd.list_commands(ctx):
+            child = commands[name]
+            if not child.hidden:
+                panel = getattr(child, "rich_help_panel", None) or "Commands"
+                sections.setdefault(panel, []).append((name, child.get_short_help_str(width)))
+    for title, rows in sections.items():
+        if rows:
+            with formatter.section(title):
+                formatter.write_dl(rows)
+
+
 def _walk(cmd, ctx, path):
     """Yield (full name, rendered help) for `cmd` and every visible sub-command, depth first."""
     import typer
@@ -36,6 +60,7 @@ def _walk(cmd, ctx, path):
     # Typer renders help through Rich unless a command's markup mode is None; these command
     # objects are built fresh by get_command, so switching it off here touches nothing else.
     cmd.rich_markup_mode = None
+    cmd.format_options = lambda ctx, formatter: _format_options(cmd, ctx, formatter)
     sub = typer.Context(cmd, info_name=path[-1], parent=ctx, terminal_width=WIDTH, max_content_width=WIDTH,
                         color=False)
     yield " ".join(path), cmd.get_help(sub)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from enum import Enum
+from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
+import typer.main
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -19,8 +23,87 @@ runner = CliRunner()
 COMMANDS = [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands]
 
 
-def test_the_command_list_is_the_apps():
-    assert len(COMMANDS) == len(set(COMMANDS)) and {"train", "sample", "evaluate"} <= set(COMMANDS)
+def test_every_command_is_in_a_help_panel_and_the_command_reference():
+    """`dcgan --help` groups its commands: one registered without a panel would sit alone under "Commands"."""
+    root = typer.main.get_command(app)
+    reference = (Path(__file__).resolve().parent.parent / "docs" / "commands.md").read_text(encoding="utf-8")
+    for name, cmd in root.commands.items():
+        assert cmd.rich_help_panel in {"Data", "Training", "Generating", "Evaluating", "Faces"}, name
+        assert f"## `dcgan {name}`" in reference, f"{name} is not in docs/commands.md: run `make docs`"
+
+
+# ----------------------------------------------------------------------------
+# every option that is a config setting reaches the config
+
+
+def test_an_option_renamed_away_from_its_config_field_stops_the_import():
+    """An option whose name is no config field would otherwise be dropped in silence."""
+    from dcgan_cli.cli import _App, _Settings
+    from dcgan_cli.config import TrainConfig
+
+    def train(epoch_count: int = 1, name: str = ""):  # was `epochs`
+        """Example: dcgan train"""
+
+    with pytest.raises(TypeError, match="epoch_count"):
+        _App().command(settings=_Settings(TrainConfig, own=("name",)))(train)
+    with pytest.raises(TypeError, match="resume"):  # and a resolved name that is no parameter
+        _App().command(settings=_Settings(TrainConfig, own=("name", "resume", "epoch_count")))(train)
+
+
+def _command(path):
+    cmd = typer.main.get_command(app)
+    for name in path:
+        cmd = cmd.commands[name]
+    return cmd
+
+
+def _settings():
+    """(command, option) for every option of the trainers named as a field of their config, but --data and
+    --preset (the data and recipe the test gives): read from the commands, not from what cli.py declares."""
+    import dataclasses
+
+    from dcgan_cli.config import TrainConfig
+    from dcgan_cli.identity.config import IdentityConfig
+
+    return [(command, p.name) for command, config in (("train", TrainConfig), ("identity train", IdentityConfig))
+            for p in _command(command.split()).params
+            if p.name in {f.name for f in dataclasses.fields(config)} - {"data", "preset"}]
+
+
+def _changed(param, base):
+    """Command-line arguments that set `param` to a valid value other than `base`, and that value."""
+    if isinstance(base, str) and param.type_descriptor.annotation is Path:
+        return [param.opts[-1], base + "-elsewhere"], base + "-elsewhere"
+    if param.is_flag:
+        return [param.secondary_opts[0] if base else param.opts[0]], not base
+    kind = param.type_descriptor.annotation
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        value = next(c.value for c in kind if c.value not in (base, "auto"))
+    elif isinstance(base, bool) or not isinstance(base, (int, float)):
+        raise AssertionError(f"no rule for {param.name}={base!r}")
+    elif isinstance(base, int):
+        value = base + 1
+    else:
+        value = base / 2 if base > 0 else 0.05
+    return [param.opts[-1], str(value)], value
+
+
+@pytest.mark.parametrize("command, field", _settings())
+def test_every_setting_option_reaches_the_config(command, field, data16, tmp_path):
+    path = command.split()
+    param = next(p for p in _command(path).params if p.name == field)
+    base_args = [*path, "--data", str(data16), "--runs-dir", str(tmp_path / "runs"), "--dry-run"]
+    base = json.loads(runner.invoke(app, base_args).stdout)
+    args, value = _changed(param, base[field])
+    if field == "class_augment":
+        args.append("--no-flip")  # dihedral identities are mirror images, which flips would undo
+    r = runner.invoke(app, base_args + args)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)[field] == value, (args, r.stdout)
+
+
+def test_bench_refuses_augment_auto_as_a_usage_error():
+    one_line_error(runner.invoke(app, ["bench", "--augment", "auto", "--parts", "step"]), "diffaug or ada", code=2)
 
 
 def test_top_level_help_lists_the_commands_without_importing_tensorflow():

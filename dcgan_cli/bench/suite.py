@@ -255,6 +255,8 @@ def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=Fa
 
     `augment` (diffaug or ada): the step is timed with it too, after the plain one, and their ratio given.
     `quality_augment`: the quality part trains our model once per mode per seed."""
+    if augment == "auto":  # auto is resolved from a data set's size, and the step is timed on no data set
+        raise UsageError("the step is timed on an in-memory batch of no data set: use diffaug or ada", "--augment")
     result: dict = {"size": size, "batch": batch_size, "device": _device()}
     ref = _peers_before(peers, torch_python, size, batch_size, steps, log) if peers else {}
     if "step" in parts:
