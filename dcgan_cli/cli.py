@@ -416,7 +416,7 @@ def train(
     """
     given = _given(locals(), TrainConfig, besides=("data", "runs_dir", "preset"))
     from dcgan_cli.config import preset_for_data, resolve_data
-    from dcgan_cli.runs.rundir import resume_config
+    from dcgan_cli.runs.layout import resume_config
     from dcgan_cli.data.shards import load_manifest
 
     if resume is not None:
@@ -709,10 +709,10 @@ def export(
     from dcgan_cli.generate import sampling
 
     format_ = format_.value if format_ is not None else None
-    from dcgan_cli.runs import rundir
+    from dcgan_cli.gan import generator_io
 
     sampling.check_export_target(out, format_, force)  # before the slow part
-    restored = rundir.restore(run_dir, ema=not no_ema, best=best,
+    restored = generator_io.restore(run_dir, ema=not no_ema, best=best,
                               warn=lambda m: typer.echo(f"Warning: {m}", err=True))
     path, fmt = sampling.export(restored, out, format_, force=force)
     cfg = restored.config

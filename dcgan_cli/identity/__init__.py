@@ -8,5 +8,5 @@
   verification.py  the embedding model file + its metadata, the LFW pair protocol, ROC, verify, identify
   audit.py         does a generator reproduce people from its training set?
 
-Imports flow cli -> identity.* -> (pipeline, shards, rundir, sampling, preprocess.decoding).
+Imports flow cli -> identity.* -> (pipeline, shards, runs, sampling, preprocess.decoding).
 """
