@@ -95,7 +95,7 @@ def test_a_nan_before_any_checkpoint_says_to_start_again_and_leaves_no_empty_run
 def test_weights_past_the_bound_are_never_checkpointed(run):
     import tensorflow as tf
 
-    from dcgan_cli.runs.lifecycle import WEIGHT_LIMIT, weight_problem
+    from dcgan_cli.runs.checkpoints import WEIGHT_LIMIT, weight_problem
     from dcgan_cli.gan.step import build_gan
 
     gan = build_gan(layout.load_config(run))

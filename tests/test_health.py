@@ -286,7 +286,7 @@ def test_on_collapse_rollback_restores_the_healthy_checkpoint_with_halved_rates_
 
 
 def test_on_collapse_rollback_after_a_nan_goes_back_to_the_healthy_checkpoint_once(data16, tmp_path):
-    from dcgan_cli.runs.lifecycle import NonFiniteLoss
+    from dcgan_cli.runs.checkpoints import NonFiniteLoss
     from dcgan_cli.gan.training import train
 
     cfg = tiny_config(data16, tmp_path / "runs", epochs=1, steps_per_epoch=20, num_samples=16, on_collapse="rollback")

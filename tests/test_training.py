@@ -229,7 +229,8 @@ def test_resume_without_checkpoint_is_an_error(data16, tmp_path):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data16, tmp_path):
     import tensorflow as tf
 
-    from dcgan_cli.gan.training import NonFiniteLoss, train
+    from dcgan_cli.gan.training import train
+    from dcgan_cli.runs.checkpoints import NonFiniteLoss
 
     cfg = tiny_config(data16, tmp_path, epochs=1)
     run = train(cfg, quiet=True, log=lambda m: None)
