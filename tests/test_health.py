@@ -301,3 +301,14 @@ def test_on_collapse_rollback_after_a_nan_goes_back_to_the_healthy_checkpoint_on
     assert [e["event"] for e in events] == ["start", "resume", "rollback"] and events[-1]["step"] == 20
     assert events[-1]["because"][0]["what"].startswith("training diverged: loss became")
     assert "the last good checkpoint, ckpt-20, is kept" in str(caught.value)
+
+
+def test_on_collapse_rollback_on_several_workers_is_refused_before_training(tmp_path):
+    from dcgan_cli.errors import DcganError
+    from dcgan_cli.gan.on_collapse import check_workers
+
+    cfg = tiny_config(tmp_path / "data", tmp_path / "runs", on_collapse="rollback")
+    with pytest.raises(DcganError, match=r"--on-collapse rollback needs one worker \(this cluster has 2\)"):
+        check_workers(cfg, 2)
+    check_workers(cfg, 1)
+    check_workers(cfg.replace(on_collapse="stop"), 2)  # stop and warn work on a cluster

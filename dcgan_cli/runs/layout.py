@@ -128,10 +128,10 @@ def save_config(run_dir: str | Path, cfg: FrozenConfig, event: dict | None = Non
                json.dumps({**cfg.to_dict(), **({HISTORY_KEY: history} if history else {})}, indent=2) + "\n")
 
 
-def resume_changes(saved: FrozenConfig, cfg: FrozenConfig) -> dict:
+def resume_changes(saved_cfg: FrozenConfig, cfg: FrozenConfig) -> dict:
     """{field: [old, new]} for the RESUMABLE fields (and the data's place) that a resume changes."""
-    return {k: [getattr(saved, k), getattr(cfg, k)] for k in sorted(saved.RESUMABLE | {"data"})
-            if getattr(saved, k) != getattr(cfg, k)}
+    return {k: [getattr(saved_cfg, k), getattr(cfg, k)] for k in sorted(saved_cfg.RESUMABLE | {"data"})
+            if getattr(saved_cfg, k) != getattr(cfg, k)}
 
 
 def recorded_data_id(run_dir: str | Path) -> str | None:
