@@ -4,7 +4,7 @@ only: nothing here imports gan/ (what is restored into a checkpoint is the calle
 
     layout.py       the layout of runs/NNNNN-NAME/: every entry's name, numbering, the newest run,
                     config.json and its history, metrics.jsonl, samples/ names, the lock
-    checkpoints.py  everything about checkpoints: ckpt-STEP names, the index, save (never NaN weights),
+    checkpoints.py  everything about checkpoints: their names, the index, save (never NaN weights),
                     restore with its fall-backs, partial saves cleaned, last-good/, healthy/, best/
     lifecycle.py    what both trainers share: placing and holding a run, the resume rule and its
                     bookkeeping, signals, the schedule (Run), the epoch's metrics line

@@ -2,7 +2,7 @@
 
     runs/00003-NAME/
       config.json          the frozen TrainConfig (`dcgan train` writes it, --resume and sample read it)
-      checkpoints/         ckpt-STEP.* and the `checkpoint` index (checkpoints.py reads and writes them)
+      checkpoints/         the checkpoints and their `checkpoint` index (checkpoints.py names, reads and writes them)
       last-good/           the newest end-of-epoch checkpoint (hard links), which periodic saves never rotate out
       healthy/             with --on-collapse rollback: the newest checkpoint the health monitor found healthy
       best/                with --eval-every-epochs: the best-scoring checkpoint, its generator.keras and best.json
