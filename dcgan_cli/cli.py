@@ -641,7 +641,10 @@ def stylize(
     request = st.StylizeRequest(  # every cross-option check, before any image or model loads (usage errors)
         images=tuple(images), out=out, run=run, generator=generator, seeds=seeds, ema=not no_ema,
         identity_model=identity_model, options=options)
-    typer.echo(st.fulfil(request, bar=lambda total: _loss_bar(total, quiet), log=lambda m: typer.echo(m, err=True)))
+    from dcgan_cli.identity.verification import resolve_model, same_person_check
+
+    typer.echo(st.fulfil(request, bar=lambda total: _loss_bar(total, quiet), log=lambda m: typer.echo(m, err=True),
+                         make_verifier=lambda model: same_person_check(resolve_model(model))))
 
 
 def _loss_bar(total: int, quiet: bool):
@@ -797,11 +800,11 @@ def export(
     from dcgan_cli.generate import sampling
 
     format_ = format_.value if format_ is not None else None
-    from dcgan_cli.runs import rundir
+    from dcgan_cli.gan import generator_io
 
     sampling.check_export_target(out, format_, force)  # before the slow part
-    restored = rundir.restore(run_dir, ema=not no_ema, best=best,
-                              warn=lambda m: typer.echo(f"Warning: {m}", err=True))
+    restored = generator_io.restore(run_dir, ema=not no_ema, best=best,
+                                    warn=lambda m: typer.echo(f"Warning: {m}", err=True))
     path, fmt = sampling.export(restored, out, format_, force=force)
     cfg = restored.config
     nz, h, w, c = cfg.latent_dim, cfg.image_size, cfg.image_size, cfg.channels

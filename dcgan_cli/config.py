@@ -49,7 +49,7 @@ def upgrade_keys(d: dict[str, Any]) -> dict[str, Any]:
             **{k: v for k, v in d.items() if k not in RENAMED_KEYS}}
 
 
-# config.json's list of what changed on each start and --resume (rundir.save_config writes it); not a setting.
+# config.json's list of what changed on each start and --resume (layout.save_config writes it); not a setting.
 HISTORY_KEY = "history"
 
 

@@ -76,16 +76,16 @@ def os_error(e: OSError, path: str | os.PathLike | None = None, *, elsewhere: st
     `again` what to do once fixed.
     """
     where = path if path is not None else e.filename
-    said = e.strerror or str(e)
-    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+    kind = os_error_kind(e)
+    if kind == "space":
         fix = f"free some space there (or use {elsewhere} on another disk) and {again}"
-    elif e.errno == errno.EROFS:
+    elif kind == "read-only":
         fix = f"use {elsewhere} on a writable disk"
-    elif e.errno in (errno.EACCES, errno.EPERM):
+    elif kind == "permission":
         fix = f"check its permissions (or use {elsewhere}) and {again}"
     else:
         fix = f"fix that and {again}"
-    return DcganError(f"{os.fsdecode(where) if where is not None else 'a file'}: {said}; {fix}")
+    return DcganError(f"{os.fsdecode(where) if where is not None else 'a file'}: {e.strerror or str(e)}; {fix}")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -226,19 +226,36 @@ def _os_error(e: OSError, doing: str) -> DcganError:
     return DcganError(describe_os_error(e, doing))
 
 
+def os_error_kind(e: BaseException) -> str | None:
+    """What a failed file operation ran into, by errno: "space" (disk full, quota, file too big), "read-only",
+    "permission", or None (something else). The one errno table: every message's fix is chosen from it."""
+    code = getattr(e, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "space"
+    if code == errno.EROFS:
+        return "read-only"
+    if code in (errno.EACCES, errno.EPERM):
+        return "permission"
+    return None
+
+
+def os_error_reason(e: BaseException) -> str:
+    """What the system said, in one line: an OSError's strerror, a TensorFlow OpError's message, else str(e)."""
+    reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e) or type(e).__name__
+    return reason.splitlines()[0]
+
+
 def describe_os_error(e: OSError, doing: str) -> str:
     """'doing: PATH: no space left on device; free some space ...' - one line for a failed write."""
-    import errno
-
     where = e.filename or ""
-    reason = e.strerror or str(e) or type(e).__name__
-    if e.errno == errno.ENOSPC or e.errno == errno.EDQUOT:
+    kind = os_error_kind(e)
+    if kind == "space" and e.errno != errno.EFBIG:
         fix = "free some space there (or choose another location)"
-    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    elif kind in ("read-only", "permission"):
         fix = "make it writable (or choose another location)"
     else:
         fix = "fix that and try again"
-    return f"{doing}{f' ({where})' if where else ''}: {reason.lower()}; {fix}"
+    return f"{doing}{f' ({where})' if where else ''}: {os_error_reason(e).lower()}; {fix}"
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:

@@ -170,7 +170,7 @@ def test_resume_with_ada_gives_the_same_weights_and_p_as_one_run(data16, tmp_pat
 def test_no_augmentation_adds_nothing_to_the_step(data16, tmp_path):
     import tensorflow as tf
 
-    from dcgan_cli.gan.training import build_gan, make_train_step
+    from dcgan_cli.gan.step import build_gan, make_train_step
 
     batch = tf.zeros([8, 16, 16, 3], tf.uint8)
     ops = {}
@@ -192,7 +192,7 @@ def test_no_augmentation_adds_nothing_to_the_step(data16, tmp_path):
 def test_the_augmented_step_runs_in_mixed_precision(data16, tmp_path, precision):
     import tensorflow as tf
 
-    from dcgan_cli.gan.training import build_gan, make_train_step
+    from dcgan_cli.gan.step import build_gan, make_train_step
 
     cfg = tiny_config(data16, tmp_path, augment="ada", augment_p=0.5, ada_interval=1, ada_kimg=0.1)
     gan = build_gan(cfg, precision)

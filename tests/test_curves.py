@@ -85,14 +85,15 @@ def test_eval_every_keeps_enough_checkpoints_for_a_curve(data16, tmp_path):
 
 
 def test_best_is_scored_beside_the_kept_checkpoints(run):
-    from dcgan_cli.runs import rundir
+    from dcgan_cli.runs import checkpoints
+    from dcgan_cli.runs import layout
     from dcgan_cli.metrics.curves import kept_checkpoints
 
-    best = run / rundir.BEST_DIR
+    best = run / layout.BEST_DIR
     best.mkdir()
     for f in (run / "checkpoints").glob("ckpt-6.*"):
         shutil.copy(f, best / f.name)
-    rundir.write_checkpoint_index(best, [str(best / "ckpt-6")])
+    checkpoints.write_checkpoint_index(best, [str(best / "ckpt-6")])
     chosen = kept_checkpoints(run)
     assert [(label, p.parent.name, b) for label, p, b in chosen] == [
         ("ckpt-3", "checkpoints", False), ("ckpt-6", "checkpoints", False), ("best/ckpt-6", "best", True)]

@@ -342,7 +342,7 @@ def test_eval_every_scores_epochs_and_keeps_the_best_checkpoint(data16, tmp_path
     import tensorflow as tf
 
     from dcgan_cli.metrics.evaluate import preflight_training
-    from dcgan_cli.runs.rundir import BEST_DIR
+    from dcgan_cli.runs.layout import BEST_DIR
     from dcgan_cli.metrics.extractors import WEIGHTS_ENV
     from dcgan_cli.gan.training import train
 
@@ -368,7 +368,7 @@ def test_eval_every_scores_epochs_and_keeps_the_best_checkpoint(data16, tmp_path
     g = keras.saving.load_model(run / BEST_DIR / "generator.keras", compile=False)
     assert g.output_shape == (None, 16, 16, 3)
     # best/generator.keras holds the best checkpoint's generator.
-    from dcgan_cli.runs.rundir import restore
+    from dcgan_cli.gan.generator_io import restore
 
     best_g = restore(run, best=True)
     assert best_g.step == winner["step"] and best_g.best

@@ -21,7 +21,9 @@ import numpy as np
 import pytest
 
 from conftest import one_line_error, snapshot, tiny_config, write_faces
-from dcgan_cli.runs import rundir
+from dcgan_cli.runs import checkpoints
+from dcgan_cli.gan import generator_io
+from dcgan_cli.runs import layout
 from dcgan_cli.errors import DcganError
 
 QUIET = lambda m: None  # noqa: E731
@@ -49,7 +51,7 @@ def run(tiny_run_copy):
 
 
 def ckpt_step(run_dir: Path) -> int:
-    return rundir.restore(run_dir).step
+    return generator_io.restore(run_dir).step
 
 
 # ----------------------------------------------------------------------------
@@ -57,7 +59,7 @@ def ckpt_step(run_dir: Path) -> int:
 
 
 def test_after_a_nan_the_printed_command_recovers_and_the_change_is_recorded(run):
-    before = snapshot(run / rundir.CKPT_DIR)
+    before = snapshot(run / layout.CKPT_DIR)
     # --checkpoint-every 1: before, the exploding (finite, ~1e30) weights were saved, and every resume NaN'd again.
     r = dcgan("train", "--resume", run, "--epochs", "4", "--lr-d", "1e30", "--lr-g", "1e30", "--checkpoint-every-steps",
               "1", "--quiet")
@@ -66,17 +68,17 @@ def test_after_a_nan_the_printed_command_recovers_and_the_change_is_recorded(run
     assert "the last good checkpoint, ckpt-6, is kept" in line
     command = re.search(r"dcgan train --resume \S+ --lr-d \S+ --lr-g \S+", line).group(0)
     assert command == f"dcgan train --resume {run} --lr-d 0.0002 --lr-g 0.0002"
-    assert snapshot(run / rundir.CKPT_DIR) == before, "a NaN never writes or rotates a checkpoint"
+    assert snapshot(run / layout.CKPT_DIR) == before, "a NaN never writes or rotates a checkpoint"
 
     # Following the advice works: the learning rates may change on resume.
     r = dcgan(*command.split()[1:], "--epochs", "3", "--quiet")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "lr-g 1e+30 -> 0.0002" in r.stdout + r.stderr
     assert ckpt_step(run) == 9
-    history = rundir.read_history(run)
+    history = layout.read_history(run)
     assert [e["event"] for e in history] == ["start", "resume", "resume"]
     assert history[-1]["changed"]["lr_g"] == [1e30, 0.0002] and history[-1]["step"] == 6
-    assert rundir.load_config(run).lr_d == 0.0002
+    assert layout.load_config(run).lr_d == 0.0002
 
 
 def test_a_nan_before_any_checkpoint_says_to_start_again_and_leaves_no_empty_run(data16, tmp_path):
@@ -93,10 +95,10 @@ def test_a_nan_before_any_checkpoint_says_to_start_again_and_leaves_no_empty_run
 def test_weights_past_the_bound_are_never_checkpointed(run):
     import tensorflow as tf
 
-    from dcgan_cli.runs.lifecycle import WEIGHT_LIMIT, weight_problem
-    from dcgan_cli.gan.training import build_gan
+    from dcgan_cli.runs.checkpoints import WEIGHT_LIMIT, weight_problem
+    from dcgan_cli.gan.step import build_gan
 
-    gan = build_gan(rundir.load_config(run))
+    gan = build_gan(layout.load_config(run))
     assert weight_problem([gan.generator, gan.discriminator]) is None
     kernel = gan.generator.trainable_variables[0]
     kernel.assign(tf.fill(kernel.shape, WEIGHT_LIMIT * 10))
@@ -111,7 +113,7 @@ def test_weights_past_the_bound_are_never_checkpointed(run):
 
 def test_a_second_writer_of_a_run_is_refused_by_pid_and_a_dead_holders_lock_is_taken_over(run):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from dcgan_cli.runs.rundir import lock_run; "
+        [sys.executable, "-c", "import sys, time; from dcgan_cli.runs.layout import lock_run; "
                                f"lock = lock_run({str(run)!r}); print('locked', flush=True); time.sleep(600)"],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -143,17 +145,17 @@ def test_a_second_writer_of_a_run_is_refused_by_pid_and_a_dead_holders_lock_is_t
     (None, "is missing"),
 ])
 def test_checkpoints_are_found_from_their_files_when_the_index_is_damaged(run, content, problem):
-    index = run / rundir.CKPT_DIR / "checkpoint"
+    index = run / layout.CKPT_DIR / "checkpoint"
     index.unlink() if content is None else index.write_bytes(content)
     warnings = []
-    paths = rundir.checkpoint_paths(run / rundir.CKPT_DIR, warnings.append)
+    paths = checkpoints.checkpoint_paths(run / layout.CKPT_DIR, warnings.append)
     assert [Path(p).name for p in paths] == ["ckpt-3", "ckpt-6"]
     assert len(warnings) == 1 and problem in warnings[0] and "ckpt-3, ckpt-6" in warnings[0]
-    assert rundir.restore(run).step == 6
+    assert generator_io.restore(run).step == 6
 
 
 def test_sample_and_resume_go_on_past_a_garbage_index_and_a_kills_temp_folder(run, tmp_path):
-    ckpts = run / rundir.CKPT_DIR
+    ckpts = run / layout.CKPT_DIR
     (ckpts / "checkpoint").write_bytes(b"\xff\xfe\x00 power cut")
     (ckpts / "ckpt-7_temp").mkdir()
     (ckpts / "ckpt-7_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"half")
@@ -169,7 +171,7 @@ def test_sample_and_resume_go_on_past_a_garbage_index_and_a_kills_temp_folder(ru
     assert "rebuilt it from the checkpoints on disk (ckpt-3, ckpt-6)" in r.stdout + r.stderr
     assert "Resumed from" in r.stdout and "step 6" in r.stdout
     assert not (ckpts / "ckpt-7_temp").exists()
-    assert [Path(p).name for p in rundir.checkpoint_paths(ckpts)] == ["ckpt-3", "ckpt-6", "ckpt-9"]
+    assert [Path(p).name for p in checkpoints.checkpoint_paths(ckpts)] == ["ckpt-3", "ckpt-6", "ckpt-9"]
 
 
 # ----------------------------------------------------------------------------
@@ -277,19 +279,19 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_earlier_ones(
     run = tmpfs / "runs" / tiny_run.name
     shutil.copytree(tiny_run, run)
     filler = _fill(tmpfs, 24 << 10)  # room for config.json, not for a checkpoint
-    before = snapshot(run / rundir.CKPT_DIR)
+    before = snapshot(run / layout.CKPT_DIR)
     r = dcgan("train", "--resume", run, "--epochs", "3", "--quiet")
     line = one_line_error(r)
     assert "no space left on device" in line.lower() and str(run) in line and "--resume" in line, line
-    left = {p.name for p in (run / rundir.CKPT_DIR).iterdir()}
+    left = {p.name for p in (run / layout.CKPT_DIR).iterdir()}
     assert {k for k in before if "/" not in k} <= left
     assert not [n for n in left if n.startswith("ckpt-9") or "_temp" in n or ".tmp" in n], left
     assert not [p for p in run.rglob(".*") if p.name != ".dcgan.lock" and p.is_file()]
-    assert rundir.restore(run).step == 6
+    assert generator_io.restore(run).step == 6
     filler.unlink()
     r = dcgan("train", "--resume", run, "--epochs", "3", "--quiet")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert rundir.restore(run).step == 9
+    assert generator_io.restore(run).step == 9
 
 
 def test_a_read_only_runs_dir_is_one_line_naming_it(data16, tmpfs):
@@ -310,7 +312,7 @@ def test_a_failed_generator_keras_write_is_one_line_and_leaves_no_temp_file(data
     real_replace = os.replace
 
     def disk_full_on_the_generator(src, dst, *a, **kw):  # the file system's answer, at its boundary
-        if str(dst).endswith(rundir.GENERATOR_FILE):
+        if str(dst).endswith(layout.GENERATOR_FILE):
             raise OSError(errno.ENOSPC, "No space left on device", str(dst))
         return real_replace(src, dst, *a, **kw)
 
@@ -320,10 +322,10 @@ def test_a_failed_generator_keras_write_is_one_line_and_leaves_no_temp_file(data
     msg = str(err.value)
     assert "generator.keras failed" in msg and "no space left on device" in msg and "--resume" in msg
     run = next((tmp_path / "runs").iterdir())
-    assert not list(run.glob(".generator*")) and not (run / rundir.GENERATOR_FILE).exists()
+    assert not list(run.glob(".generator*")) and not (run / layout.GENERATOR_FILE).exists()
     monkeypatch.setattr(fsutil.os, "replace", real_replace)
-    train(rundir.load_config(run), resume=run, quiet=True, log=QUIET)  # writes it again
-    assert rundir.is_generator_file(run / rundir.GENERATOR_FILE)
+    train(layout.load_config(run), resume=run, quiet=True, log=QUIET)  # writes it again
+    assert generator_io.is_generator_file(run / layout.GENERATOR_FILE)
 
 
 # ----------------------------------------------------------------------------
@@ -356,7 +358,7 @@ def test_a_huge_sample_batch_is_a_usage_error_naming_one_that_fits(tiny_run, tmp
     ({"seed": -3}, "seed must be between 0"),
 ])
 def test_a_hand_edited_config_of_the_wrong_types_is_one_line_naming_the_file(run, tmp_path, edit, says):
-    path = run / rundir.CONFIG_FILE
+    path = run / layout.CONFIG_FILE
     path.write_text(json.dumps({**json.loads(path.read_text()), **edit}))
     command = dcgan if "lr_g" in edit else dcgan_here
     line = one_line_error(command("sample", "--run", run, "-n", "2", tmp_path / "o.png"))
@@ -417,7 +419,7 @@ def test_resuming_a_finished_run_or_on_other_data_says_so(run, tmp_path):
     from dcgan_cli.data.preprocess import PreprocessConfig, preprocess
     from dcgan_cli.gan.training import train
 
-    cfg = rundir.load_config(run)
+    cfg = layout.load_config(run)
     logs = []
     train(cfg, resume=run, quiet=True, log=logs.append)
     assert any("at step 6 (all 2 epochs done)" in m for m in logs), logs
@@ -429,6 +431,6 @@ def test_resuming_a_finished_run_or_on_other_data_says_so(run, tmp_path):
     logs = []
     train(cfg.replace(data=str(other), epochs=3), resume=run, quiet=True, log=logs.append)
     assert any("is not the data this run trained on so far" in m for m in logs), logs
-    last = rundir.read_history(run)[-1]
+    last = layout.read_history(run)[-1]
     assert last["data_changed_from"] != last["data_id"] and last["changed"]["data"][1] == str(other)
     assert np.isfinite(json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["d_loss"])

@@ -13,7 +13,8 @@ import pytest
 
 from conftest import one_line_error, tiny_config
 from dcgan_cli.gan import health
-from dcgan_cli.runs import rundir
+from dcgan_cli.runs import checkpoints
+from dcgan_cli.runs import layout
 
 
 def rows(n, every=20, **values):
@@ -138,7 +139,7 @@ def train_tiny(data, tmp_path, **kw):
 
 
 def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / rundir.METRICS_FILE).read_text().splitlines()]
+    return [json.loads(line) for line in (run / layout.METRICS_FILE).read_text().splitlines()]
 
 
 def epoch_rows(run: Path) -> list[dict]:
@@ -161,7 +162,7 @@ def test_a_healthy_run_triggers_nothing(data16, tmp_path):
     assert [r["step"] for r in rows] == [20, 40, 60, 80, 100, 120] and all(r["healthy"] for r in rows)
     assert min(min(r["pixel_diversity"], r["feature_diversity"]) for r in rows[-2:]) > health.COLLAPSE_RATIO
     assert max(r["largest_weight"] for r in rows) < 2
-    assert not (run / rundir.HEALTHY_DIR).exists()  # kept only for --on-collapse rollback
+    assert not (run / layout.HEALTHY_DIR).exists()  # kept only for --on-collapse rollback
     print("monitor seconds per epoch:", [r["health_seconds"] for r in rows])
 
 
@@ -169,7 +170,7 @@ def _tensorboard_tags(run: Path) -> set[str]:
     import tensorflow as tf
 
     tags = set()
-    for f in (run / rundir.TENSORBOARD_DIR).glob("events.*"):
+    for f in (run / layout.TENSORBOARD_DIR).glob("events.*"):
         for event in tf.compat.v1.train.summary_iterator(str(f)):
             tags |= {v.tag for v in event.summary.value}
     return tags
@@ -238,9 +239,9 @@ def test_d_winning_is_reported_and_on_collapse_stop_ends_the_run_with_its_checkp
     assert [r["healthy"] for r in epoch_rows(run)] == [True, False, False]
     tags = _tensorboard_tags(run)
     assert {"health/d_winning", "health/healthy", "health/pixel_diversity", "health/feature_diversity"} <= tags
-    assert rundir.checkpoint_paths(run / rundir.CKPT_DIR)[-1].endswith("ckpt-60")
-    assert not (run / rundir.GENERATOR_FILE).exists()  # not finished: nothing exported
-    rundir.lock_run(run).release()  # the run's lock was released: it can be resumed
+    assert checkpoints.checkpoint_paths(run / layout.CKPT_DIR)[-1].endswith("ckpt-60")
+    assert not (run / layout.GENERATOR_FILE).exists()  # not finished: nothing exported
+    layout.lock_run(run).release()  # the run's lock was released: it can be resumed
 
 
 def _variables(path: str) -> dict[str, np.ndarray]:
@@ -262,15 +263,15 @@ def test_on_collapse_rollback_restores_the_healthy_checkpoint_with_halved_rates_
     assert rolled == ["Health: rolled back from step 60 to ckpt-20 (--on-collapse rollback) with both learning rates "
                       "halved (lr-g 1e-06 -> 5e-07, lr-d 0.002 -> 0.001: smaller steps, the same G/D ratio); "
                       "recorded in config.json's history"], logs
-    history = rundir.read_history(run)
+    history = layout.read_history(run)
     assert [e["event"] for e in history] == ["start", "rollback"]
     assert history[1]["step"] == 20 and history[1]["from_step"] == 60
     assert history[1]["changed"] == {"lr_g": [1e-6, 5e-7], "lr_d": [2e-3, 1e-3]}
     assert history[1]["because"][0]["kind"] == "d_winning"
-    cfg = rundir.load_config(run)
+    cfg = layout.load_config(run)
     assert (cfg.lr_g, cfg.lr_d) == (5e-7, 1e-3)  # a later --resume goes on at the lowered rates
     # The checkpoint written right after the rollback holds the healthy checkpoint's weights (other files).
-    healthy, again = str(run / rundir.HEALTHY_DIR / "ckpt-20"), str(run / rundir.CKPT_DIR / "ckpt-20")
+    healthy, again = str(run / layout.HEALTHY_DIR / "ckpt-20"), str(run / layout.CKPT_DIR / "ckpt-20")
     assert os.stat(healthy + ".index").st_ino != os.stat(again + ".index").st_ino
     a, b = _variables(healthy), _variables(again)
     assert a.keys() == b.keys() and len(a) > 40 and all(np.array_equal(a[k], b[k]) for k in a)
@@ -285,18 +286,29 @@ def test_on_collapse_rollback_restores_the_healthy_checkpoint_with_halved_rates_
 
 
 def test_on_collapse_rollback_after_a_nan_goes_back_to_the_healthy_checkpoint_once(data16, tmp_path):
-    from dcgan_cli.runs.lifecycle import NonFiniteLoss
+    from dcgan_cli.runs.checkpoints import NonFiniteLoss
     from dcgan_cli.gan.training import train
 
     cfg = tiny_config(data16, tmp_path / "runs", epochs=1, steps_per_epoch=20, num_samples=16, on_collapse="rollback")
     run = train(cfg, quiet=True, log=lambda m: None)
-    assert rundir.checkpoint_paths(run / rundir.HEALTHY_DIR)[-1].endswith("ckpt-20")
+    assert checkpoints.checkpoint_paths(run / layout.HEALTHY_DIR)[-1].endswith("ckpt-20")
     logs = []
     with pytest.raises(NonFiniteLoss, match="stopped without checkpointing") as caught:  # the second NaN stands
         train(cfg.replace(epochs=3, lr_g=1e30, lr_d=1e30), resume=run, quiet=True, log=logs.append)
     rolled = [m for m in logs if m.startswith("Health: rolled back")]
     assert len(rolled) == 1 and " to ckpt-20 " in rolled[0] and "lr-g 1e+30 -> 5e+29" in rolled[0], logs
-    events = rundir.read_history(run)
+    events = layout.read_history(run)
     assert [e["event"] for e in events] == ["start", "resume", "rollback"] and events[-1]["step"] == 20
     assert events[-1]["because"][0]["what"].startswith("training diverged: loss became")
     assert "the last good checkpoint, ckpt-20, is kept" in str(caught.value)
+
+
+def test_on_collapse_rollback_on_several_workers_is_refused_before_training(tmp_path):
+    from dcgan_cli.errors import DcganError
+    from dcgan_cli.gan.on_collapse import check_workers
+
+    cfg = tiny_config(tmp_path / "data", tmp_path / "runs", on_collapse="rollback")
+    with pytest.raises(DcganError, match=r"--on-collapse rollback needs one worker \(this cluster has 2\)"):
+        check_workers(cfg, 2)
+    check_workers(cfg, 1)
+    check_workers(cfg.replace(on_collapse="stop"), 2)  # stop and warn work on a cluster

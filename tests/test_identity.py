@@ -337,7 +337,7 @@ def test_a_class_label_serves_as_identity_when_there_is_no_person_label(tmp_path
 def test_stylize_counts_the_faces_that_still_verify_with_an_identity_model(trained, digits, tmp_path):
     from dcgan_cli.identity.verification import same_person_check
     from dcgan_cli.gan.model import build_generator
-    from dcgan_cli.runs.rundir import save_generator
+    from dcgan_cli.gan.generator_io import save_generator
 
     gen = save_generator(build_generator(16, 1, latent_dim=8, filters=8), tmp_path / "g.keras")
     style = digit_png(digits, 3, 0)

@@ -9,7 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import one_line_error, tiny_config
-from dcgan_cli.runs import rundir
+from dcgan_cli.gan import generator_io
+from dcgan_cli.runs import layout
+from dcgan_cli.runs import lifecycle
 from dcgan_cli.cli import app
 from dcgan_cli.errors import DcganError, UsageError
 
@@ -25,19 +27,19 @@ def two_epoch_run(tiny_run_copy):
 def _corrupt_newest(run: Path) -> str:
     import tensorflow as tf
 
-    newest = tf.train.latest_checkpoint(str(run / rundir.CKPT_DIR))
+    newest = tf.train.latest_checkpoint(str(run / layout.CKPT_DIR))
     data_file = Path(newest + ".data-00000-of-00001")
     data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 3])  # truncated by a crash
     return Path(newest).name
 
 
 def test_restore_reports_the_checkpoint_it_really_used_after_a_corrupt_newest_one(two_epoch_run):
-    restored = rundir.restore(two_epoch_run)
+    restored = generator_io.restore(two_epoch_run)
     assert restored.checkpoint_name == "ckpt-6" and restored.step == 6 and restored.ema
 
     assert _corrupt_newest(two_epoch_run) == "ckpt-6"
     warnings = []
-    restored = rundir.restore(two_epoch_run, warn=warnings.append)
+    restored = generator_io.restore(two_epoch_run, warn=warnings.append)
     assert restored.checkpoint_name == "ckpt-3" and restored.step == 3
     assert len(warnings) == 1 and "ckpt-6 could not be read" in warnings[0]
     assert "at step 3" in restored.describe()
@@ -53,29 +55,29 @@ def test_restore_reports_the_checkpoint_it_really_used_after_a_corrupt_newest_on
 def test_restore_of_a_run_whose_checkpoints_are_all_damaged_is_one_error(two_epoch_run):
     import tensorflow as tf
 
-    for path in tf.train.get_checkpoint_state(str(two_epoch_run / rundir.CKPT_DIR)).all_model_checkpoint_paths:
+    for path in tf.train.get_checkpoint_state(str(two_epoch_run / layout.CKPT_DIR)).all_model_checkpoint_paths:
         Path(path + ".data-00000-of-00001").write_bytes(b"")
     with pytest.raises(DcganError, match="no checkpoint in .* could be read.*damaged"):
-        rundir.restore(two_epoch_run)
+        generator_io.restore(two_epoch_run)
     with pytest.raises(DcganError, match="no best checkpoint.*--eval-every"):
-        rundir.restore(two_epoch_run, best=True)
+        generator_io.restore(two_epoch_run, best=True)
 
 
 def test_the_trainer_enforces_the_resume_rule_for_every_caller(two_epoch_run):
     from dcgan_cli.gan.training import train
 
-    saved = rundir.load_config(two_epoch_run)
+    saved = layout.load_config(two_epoch_run)
     # A Python caller (or bench) cannot slip a different model past --resume.
     with pytest.raises(DcganError, match="cannot change --g-filters, --label-smoothing when resuming"):
         train(saved.replace(epochs=3, label_smoothing=0.2, g_filters=16), resume=two_epoch_run, quiet=True,
               log=lambda m: None)
     with pytest.raises(TypeError, match="resume names the run directory"):
         train(saved, resume=True, quiet=True, log=lambda m: None)
-    assert rundir.load_config(two_epoch_run) == saved, "a refused resume leaves the run as it was"
+    assert layout.load_config(two_epoch_run) == saved, "a refused resume leaves the run as it was"
     # What may change does: epochs, checkpointing, precision...
-    rundir.check_resume(two_epoch_run, saved.replace(epochs=9, checkpoint_every_steps=2, precision="bf16", data="moved",
+    lifecycle.check_resume(two_epoch_run, saved.replace(epochs=9, checkpoint_every_steps=2, precision="bf16", data="moved",
                                                      lr_g=1e-5, lr_d=1e-5, beta1=0.0, beta2=0.9))
-    assert rundir.resume_config(two_epoch_run, epochs=4, lr_g=None).epochs == 4
+    assert layout.resume_config(two_epoch_run, epochs=4, lr_g=None).epochs == 4
     # The command line goes through the same rule.
     one_line_error(runner.invoke(app, ["train", "--resume", str(two_epoch_run), "--g-filters", "4", "--dry-run"]),
                    "cannot change --g-filters")
@@ -93,23 +95,23 @@ def test_the_trainer_checks_eval_every_before_writing_anything(data16, tmp_path)
 def test_run_numbers_sort_and_the_newest_run_is_found(tmp_path):
     runs = tmp_path / "runs"
     with pytest.raises(DcganError, match="no training runs"):
-        rundir.latest_run(runs)
-    first, second = rundir.new_run_dir(runs, "a"), rundir.new_run_dir(runs, "b")
+        layout.latest_run(runs)
+    first, second = layout.new_run_dir(runs, "a"), layout.new_run_dir(runs, "b")
     assert (first.name, second.name) == ("00000-a", "00001-b")
     for run in (first, second):
-        rundir.save_config(run, tiny_config("data", runs))
+        layout.save_config(run, tiny_config("data", runs))
     # A run that died before its first checkpoint (bad data, a full disk) is never "the newest run".
     with pytest.raises(DcganError, match=r"no training runs with a checkpoint .*\(2 without a checkpoint yet\)"):
-        rundir.latest_run(runs)
-    (first / rundir.CKPT_DIR).mkdir()
-    (first / rundir.CKPT_DIR / "ckpt-3.index").write_bytes(b"x")
-    assert rundir.latest_run(runs) == first
-    (second / rundir.GENERATOR_FILE).write_bytes(b"x")  # a finished run
-    assert rundir.latest_run(runs) == second
-    rundir.new_run_dir(runs, "c")  # created, then failed: still not the newest
-    assert rundir.latest_run(runs) == second
-    assert rundir.run_of(second / rundir.BEST_DIR / rundir.GENERATOR_FILE) == second
-    assert rundir.run_of(tmp_path / "loose.keras") is None
+        layout.latest_run(runs)
+    (first / layout.CKPT_DIR).mkdir()
+    (first / layout.CKPT_DIR / "ckpt-3.index").write_bytes(b"x")
+    assert layout.latest_run(runs) == first
+    (second / layout.GENERATOR_FILE).write_bytes(b"x")  # a finished run
+    assert layout.latest_run(runs) == second
+    layout.new_run_dir(runs, "c")  # created, then failed: still not the newest
+    assert layout.latest_run(runs) == second
+    assert layout.run_of(second / layout.BEST_DIR / layout.GENERATOR_FILE) == second
+    assert layout.run_of(tmp_path / "loose.keras") is None
 
 
 # ----------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def trained(tiny_run):
 
 @pytest.fixture(scope="session")
 def sampler(trained):
-    from dcgan_cli.runs.rundir import restore
+    from dcgan_cli.gan.generator_io import restore
     from dcgan_cli.generate.sampling import Sampler
 
     return Sampler(restore(trained).model, batch_size=8)

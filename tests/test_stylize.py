@@ -326,14 +326,14 @@ def generator_file(tmp_path_factory):
     import keras
 
     from dcgan_cli.gan.model import build_generator
-    from dcgan_cli.runs.rundir import save_generator
+    from dcgan_cli.gan.generator_io import save_generator
 
     keras.utils.set_random_seed(0)  # the same weights in every run, whatever ran before
     return save_generator(build_generator(16, 3, 8, 8, fast=False), tmp_path_factory.mktemp("gen") / "generator.keras")
 
 
 def test_model_faces_grid_has_the_faces_above_their_stylised_versions(generator_file, pictures, tmp_path):
-    from dcgan_cli.runs.rundir import load_generator_file
+    from dcgan_cli.gan.generator_io import load_generator_file
     from dcgan_cli.generate.sampling import Sampler, latents
     from dcgan_cli.generate.stylize import resize_longer_side
 
@@ -364,7 +364,7 @@ def test_model_faces_grid_has_the_faces_above_their_stylised_versions(generator_
 
 def test_the_identity_check_extension_point_counts_the_verifiers_verdicts(generator_file, pictures, tmp_path):
     """What the face-verification issue plugs in: a callable judging (original, stylised) pairs."""
-    from dcgan_cli.runs.rundir import load_generator_file
+    from dcgan_cli.gan.generator_io import load_generator_file
     from dcgan_cli.generate.sampling import Seeds
     from dcgan_cli.generate.stylize import StyleOptions, stylize_faces
 

@@ -61,7 +61,7 @@ def _weights(run_dir, key="generator"):
     import tensorflow as tf
 
     from dcgan_cli.config import TrainConfig
-    from dcgan_cli.gan.training import build_gan
+    from dcgan_cli.gan.step import build_gan
 
     cfg = TrainConfig.load(run_dir / "config.json")
     gan = build_gan(cfg, "fp32")  # any precision restores: the checkpoint holds the plain Adam state
@@ -90,14 +90,16 @@ def test_training_writes_per_epoch_files_and_moves_the_weights(data16, tmp_path)
     saved = json.loads((run / "config.json").read_text())
     assert [e["event"] for e in saved.pop("history")] == ["start"]
     assert saved == cfg.to_dict()
-    assert sorted(p.name for p in (run / "last-good").iterdir()) == [
-        "checkpoint", "ckpt-6.data-00000-of-00001", "ckpt-6.index"]
+    from dcgan_cli.runs import checkpoints
+
+    # last-good/ holds the last epoch's checkpoint, and the one owner of checkpoints finds it there.
+    assert [checkpoints.checkpoint_step(p) for p in checkpoints.checkpoint_paths(run / "last-good")] == [6]
     assert not (run / ".dcgan.lock").exists(), "the run's lock goes when training ends"
 
     gan = _weights(run)
     assert int(gan.step.numpy()) == 6 and int(gan.epoch.numpy()) == 2
     assert int(gan.g_opt.iterations.numpy()) == 6 and int(gan.d_opt.iterations.numpy()) == 6
-    from dcgan_cli.gan.training import build_gan
+    from dcgan_cli.gan.step import build_gan
 
     init = build_gan(cfg, "fp32")  # the same seeded initial weights
     moved = [np.abs(a.numpy() - b.numpy()).max() for a, b in
@@ -117,7 +119,7 @@ def test_training_writes_per_epoch_files_and_moves_the_weights(data16, tmp_path)
 
 
 def test_ema_decay_ramps_up_to_the_configured_one():
-    from dcgan_cli.gan.training import ema_decay
+    from dcgan_cli.gan.step import ema_decay
 
     assert float(ema_decay(0.999, 0)) == pytest.approx(0.1)
     assert float(ema_decay(0.999, 90)) == pytest.approx(0.91)
@@ -127,7 +129,8 @@ def test_ema_decay_ramps_up_to_the_configured_one():
 
 def test_ema_leaves_its_random_start_within_a_few_steps(data16, tmp_path):
     """With decay 0.999 and no ramp-up, six steps would leave the EMA at 0.6% of the way from the init."""
-    from dcgan_cli.gan.training import build_gan, train
+    from dcgan_cli.gan.step import build_gan
+    from dcgan_cli.gan.training import train
 
     cfg = tiny_config(data16, tmp_path, epochs=2, ema=0.999)
     gan = _weights(train(cfg, quiet=True, log=lambda m: None))
@@ -145,8 +148,8 @@ def test_ema_batch_norm_statistics_come_from_its_own_forward_passes(data16, tmp_
     import keras
     import tensorflow as tf
 
-    from dcgan_cli.gan.training import (STANDING_STATS_BATCH, STANDING_STATS_SAMPLES, _STANDING_SEED,
-                                    standing_statistics, train)
+    from dcgan_cli.gan.step import STANDING_STATS_BATCH, STANDING_STATS_SAMPLES, _STANDING_SEED, standing_statistics
+    from dcgan_cli.gan.training import train
 
     cfg = tiny_config(data16, tmp_path, epochs=1, ema=0.9)
     gan = _weights(train(cfg, quiet=True, log=lambda m: None))
@@ -216,9 +219,9 @@ def test_resume_without_checkpoint_is_an_error(data16, tmp_path):
     run.mkdir()
     with pytest.raises(DcganError, match="is not a run directory"):
         train(tiny_config(data16, tmp_path), resume=run, quiet=True, log=lambda m: None)
-    from dcgan_cli.runs import rundir
+    from dcgan_cli.runs import layout
 
-    rundir.save_config(run, tiny_config(data16, tmp_path))
+    layout.save_config(run, tiny_config(data16, tmp_path))
     with pytest.raises(DcganError, match="no checkpoint to resume from"):
         train(tiny_config(data16, tmp_path), resume=run, quiet=True, log=lambda m: None)
 
@@ -226,7 +229,8 @@ def test_resume_without_checkpoint_is_an_error(data16, tmp_path):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data16, tmp_path):
     import tensorflow as tf
 
-    from dcgan_cli.gan.training import NonFiniteLoss, train
+    from dcgan_cli.gan.training import train
+    from dcgan_cli.runs.checkpoints import NonFiniteLoss
 
     cfg = tiny_config(data16, tmp_path, epochs=1)
     run = train(cfg, quiet=True, log=lambda m: None)
@@ -333,7 +337,7 @@ def test_precision_auto_follows_the_hardware():
 
     import tensorflow as tf
 
-    from dcgan_cli.gan.training import resolve_precision
+    from dcgan_cli.gan.step import resolve_precision
 
     for name in ("fp32", "bf16", "fp16"):
         assert resolve_precision(name) == name  # an explicit choice is never second-guessed

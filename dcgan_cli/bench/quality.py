@@ -335,7 +335,7 @@ def our_config(qs: QualitySet, seed: int, steps: int, runs_dir: Path, epochs: in
 
 def train_ours(cfg, run_dir: Path) -> tuple[object, object | None]:
     """(sampled generator, live generator or None): trained as `dcgan train` trains, restored as `dcgan sample` does."""
-    from dcgan_cli.runs.rundir import restore
+    from dcgan_cli.gan.generator_io import restore
     from dcgan_cli.gan.training import train
 
     train(cfg, run_dir, quiet=True, log=lambda m: None)
@@ -351,7 +351,7 @@ def train_ours_curve(cfg, run_dir: Path, reals: Reals, log: Callable[[str], None
     Its last point is the same model `train_ours` gives: a resume continues at the exact step.
     """
     from dcgan_cli.config import TrainConfig
-    from dcgan_cli.runs.rundir import restore
+    from dcgan_cli.gan.generator_io import restore
     from dcgan_cli.gan.training import train
 
     curve = []

@@ -25,7 +25,7 @@ def bench_step(size: int = 64, batch_size: int = 128, steps: int = 20, precision
     ada at p 0.5 so that its augmentations do run)."""
     import tensorflow as tf
 
-    from dcgan_cli.gan.training import build_gan, make_train_step, resolve_precision
+    from dcgan_cli.gan.step import build_gan, make_train_step, resolve_precision
 
     cfg = preset("dcgan", image_size=size, channels=channels, batch_size=batch_size, precision=precision, xla=xla,
                  strategy="default", augment=augment, augment_p=0.5 if augment == "ada" else -1.0
@@ -120,7 +120,8 @@ def _end_of_epoch_seconds(cfg) -> float:
     from dcgan_cli.fsutil import append_line
     from dcgan_cli.images import make_grid, save_image
     from dcgan_cli.generate.sampling import Sampler
-    from dcgan_cli.gan.training import build_gan, plot_losses, resolve_precision, standing_statistics
+    from dcgan_cli.gan.step import build_gan, resolve_precision, standing_statistics
+    from dcgan_cli.gan.training import plot_losses
 
     gan = build_gan(cfg, resolve_precision(cfg.precision))
     with tempfile.TemporaryDirectory() as d:

@@ -30,7 +30,7 @@ TRANSLATION = 1 / 8  # the largest shift, as a share of the side
 CUTOUT = 1 / 2  # the cut-out square's side, as a share of the image's
 # Columns of the per-sample draw: on/off for brightness, saturation, contrast, translation, cutout;
 # then the three colour magnitudes, the shift (x, y) and the cut-out centre (x, y).
-_ON = range(5)
+
 _BRIGHT, _SAT, _CONTRAST, _TX, _TY, _CX, _CY = range(5, 12)
 DRAWS = 12
 

@@ -8,12 +8,12 @@ Three detectors, each a small pure function over per-epoch statistics (testable 
                 in pixels AND in D's penultimate features (both: a grid of one face in many
                 colours is not a collapse in features, a grid of noise is not one in pixels)
     diverging   the losses past float32's sigmoid saturation, or weights past a tenth of
-                lifecycle.WEIGHT_LIMIT (the NaN guard's), before they become NaN
+                checkpoints.WEIGHT_LIMIT (the NaN guard's), before they become NaN
 
 `Monitor` feeds them at the end of each epoch: the epoch's metrics row (what the step already
 returns, summed by lifecycle.EpochMeter) every epoch, and at the sample cadence the cheap
 extras (the grid's images, one D forward of them and of the real batch, the largest weight).
-What to do on a finding (--on-collapse warn|stop|rollback) is the trainer's (training.py).
+What to do on a finding (--on-collapse warn|stop|rollback) is on_collapse.py's, beside this module.
 No TensorFlow at module level.
 """
 

@@ -83,14 +83,14 @@ def load_models(run: Path | None, runs_dir: Path = Path("runs"), warn: Callable[
     import keras
     import tensorflow as tf
 
-    from dcgan_cli.runs import rundir
+    from dcgan_cli.runs import checkpoints
     from dcgan_cli.gan.model import build_discriminator
     from dcgan_cli.generate.sampling import load_generator
 
     loaded = load_generator(run, runs_dir=runs_dir, warn=warn)
     cfg, restored = loaded.restored.config, loaded.restored
     d = build_discriminator(cfg.image_size, cfg.channels, cfg.d_filters, cfg.init_std, fast=False)
-    rundir.restore_first_readable(tf.train.Checkpoint(**{rundir.DISCRIMINATOR_SLOT: d}), [restored.checkpoint],
+    checkpoints.restore_first_readable(tf.train.Checkpoint(**{checkpoints.DISCRIMINATOR_SLOT: d}), [restored.checkpoint],
                                   restored.checkpoint, partial=True)
     hidden = [layer for layer in d.layers if layer.name.endswith("_lrelu")][-1]
     features = keras.Model(d.input, [hidden.output, d.output])

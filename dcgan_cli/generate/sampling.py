@@ -13,7 +13,7 @@ Reproducibility rests on three rules:
   of a batch cannot leak into an image.
 
 A run's generator is rebuilt from its `config.json` and restored from the
-newest checkpoint (the EMA weights when the run kept them; see `rundir.restore`),
+newest checkpoint (the EMA weights when the run kept them; see `generator_io.restore`),
 so sampling works mid-training as well as after it.
 
 `Sampler` is the one generator runner: the trainer's per-epoch grids,
@@ -36,7 +36,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from dcgan_cli.runs import rundir
+from dcgan_cli.gan import generator_io
+from dcgan_cli.runs import layout
 from dcgan_cli.errors import DcganError, UsageError
 
 DEFAULT_BATCH = 64
@@ -334,13 +335,13 @@ class LoadedGenerator:
     facts: dict
     run_dir: Path | None
     newest: bool = False
-    restored: rundir.RunGenerator | None = None
+    restored: generator_io.RunGenerator | None = None
 
     def training_data(self) -> str | None:
         """The data dir the generator's run trained on, or None for a file outside any run."""
         if self.restored is not None:
             return self.restored.config.data
-        return rundir.load_config(self.run_dir).data if self.run_dir is not None else None
+        return layout.load_config(self.run_dir).data if self.run_dir is not None else None
 
 
 def load_generator(run: Path | None = None, generator: Path | None = None, *, ema: bool = True, best: bool = False,
@@ -349,11 +350,11 @@ def load_generator(run: Path | None = None, generator: Path | None = None, *, em
     or, given neither, of the newest run under `runs_dir`: what sample, stylize, evaluate and audit load."""
     check_generator_source(run, generator, ema=ema, best=best)
     if generator is not None:
-        g = rundir.load_generator_file(generator)
-        return LoadedGenerator(g, str(generator), {"model": str(generator)}, rundir.run_of(generator))
+        g = generator_io.load_generator_file(generator)
+        return LoadedGenerator(g, str(generator), {"model": str(generator)}, layout.run_of(generator))
     newest = run is None
-    run = rundir.latest_run(runs_dir) if newest else Path(run)
-    restored = rundir.restore(run, ema=ema, best=best, warn=warn)
+    run = layout.latest_run(runs_dir) if newest else Path(run)
+    restored = generator_io.restore(run, ema=ema, best=best, warn=warn)
     facts = {"run": str(run), "checkpoint": restored.checkpoint_name, "generator": "ema" if restored.ema else "raw"}
     return LoadedGenerator(restored.model, restored.describe(), facts, run, newest, restored)
 
@@ -608,7 +609,7 @@ def check_export_target(out: str | Path, fmt: str | None = None, force: bool = F
         raise DcganError(f"a Keras model file must end in .keras; name it {out.with_suffix('.keras').name} "
                          f"or use --format savedmodel")
     if out.exists() or out.is_symlink():
-        ours = rundir.is_generator_file(out) if fmt == "keras" else (out / "saved_model.pb").is_file()
+        ours = generator_io.is_generator_file(out) if fmt == "keras" else (out / "saved_model.pb").is_file()
         if not ours:
             raise DcganError(f"{out} already exists and is not a {fmt} export; choose another path")
         if not force:
@@ -617,12 +618,12 @@ def check_export_target(out: str | Path, fmt: str | None = None, force: bool = F
     return fmt
 
 
-def export(run: rundir.RunGenerator, out: str | Path, fmt: str | None = None, force: bool = False) -> tuple[Path, str]:
+def export(run: generator_io.RunGenerator, out: str | Path, fmt: str | None = None, force: bool = False) -> tuple[Path, str]:
     """Write a run's generator as a .keras file or a TF SavedModel; returns (path, format)."""
     out = Path(out)
     fmt = check_export_target(out, fmt, force)
     if fmt == "keras":
-        rundir.save_generator(run.model, out)
+        generator_io.save_generator(run.model, out)
     else:
         _write_savedmodel(run.model, out)
     return out, fmt

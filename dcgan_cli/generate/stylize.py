@@ -765,8 +765,12 @@ class StylizeRequest:
 
 
 def fulfil(req: StylizeRequest, *, bar: Callable[[int], ContextManager[Callable[[int, dict], None]]],
-           log: Callable[[str], None] = lambda m: None) -> str:
+           log: Callable[[str], None] = lambda m: None,
+           make_verifier: Callable[[Path], Verifier] | None = None) -> str:
     """Do what `req` asks; returns the one-line summary.
+
+    `make_verifier(identity_model)` turns `req.identity_model` into a `Verifier` (the CLI passes
+    identity's `same_person_check` over `resolve_model`); style transfer itself knows no identity model.
 
     `bar(total_steps)` is a context manager yielding the per-step callback (a
     progress bar, or a no-op). Ctrl-C leaves OUT unwritten and says so.
@@ -785,9 +789,7 @@ def fulfil(req: StylizeRequest, *, bar: Callable[[int], ContextManager[Callable[
         check_output(req.out)  # before the generator loads
         verifier = None
         if req.identity_model is not None:
-            from dcgan_cli.identity.verification import resolve_model, same_person_check
-
-            verifier = same_person_check(resolve_model(req.identity_model))  # a bad file fails now, not later
+            verifier = make_verifier(req.identity_model)  # a bad file fails now, not after the faces
         loaded = load_generator(req.run, req.generator, ema=req.ema, warn=lambda m: log(f"Warning: {m}"))
         log(f"Generating faces with {loaded.source}")
         _, batches = faces_plan(loaded.model, len(req.chosen), req.options.size)

@@ -9,5 +9,5 @@
   audit.py         does a generator reproduce people from its training set?
   bench.py         the offline quality bar: one-shot verification on digit classes never trained on
 
-Imports flow cli -> identity.* -> (pipeline, shards, rundir, sampling, preprocess.decoding).
+Imports flow cli -> identity.* -> (pipeline, shards, runs, sampling, preprocess.decoding).
 """

@@ -30,6 +30,7 @@ import numpy as np
 
 from dcgan_cli.errors import DcganError, UsageError
 from dcgan_cli.fsutil import file_digest, write_bytes
+from dcgan_cli.runs.layout import AUDIT_GRID_FILE
 
 CACHE_PREFIX = "audit-embeddings-"
 CACHE_VERSION = 1
@@ -301,7 +302,7 @@ def _grid_path(grid: Path | None, subject: _Subject, generator: Path | None) -> 
     if grid is not None:
         return Path(grid)
     beside = subject.run_dir or (Path(generator).parent if generator is not None else Path(subject.data))
-    return beside / "audit-closest.png"  # in the data's folder, as the embeddings' cache
+    return beside / AUDIT_GRID_FILE  # in the data's folder, as the embeddings' cache
 
 
 def _closest_pairs(subject: _Subject, near: _Nearest, meta: dict, seed: int, grid: Path) -> np.ndarray:

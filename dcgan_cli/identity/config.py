@@ -16,7 +16,7 @@ CLASS_AUGMENTS = ("none", "dihedral")
 Loss = Enum("Loss", {x: x for x in LOSSES}, type=str)
 Mining = Enum("Mining", [(x.replace("-", "_"), x) for x in MININGS], type=str)
 ClassAugment = Enum("ClassAugment", {x: x for x in CLASS_AUGMENTS}, type=str)
-CONFIG_FILE = "identity_config.json"  # not rundir's config.json: `dcgan sample` never mistakes this run for a GAN
+CONFIG_FILE = "identity_config.json"  # not layout.CONFIG_FILE: `dcgan sample` never mistakes this run for a GAN
 
 
 @dataclass(frozen=True)

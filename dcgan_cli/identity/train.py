@@ -27,8 +27,8 @@ from typing import Callable
 import numpy as np
 
 from dcgan_cli.runs import lifecycle
-
-from dcgan_cli.runs import rundir
+from dcgan_cli.runs.checkpoints import Checkpoints, NonFiniteLoss
+from dcgan_cli.runs.layout import CKPT_DIR, SPLIT_FILE
 from dcgan_cli.errors import DcganError
 from dcgan_cli.fsutil import write_json
 from dcgan_cli.identity.config import IdentityConfig
@@ -36,9 +36,6 @@ from dcgan_cli.identity.data import (DIHEDRAL, PKSampler, load_identities, split
                                     view_identities)
 from dcgan_cli.identity.verification import (META_FORMAT, MODEL_FILE, PAIRS, evaluate_verification, save_model,
                                              write_meta)
-
-SPLIT_FILE = "split.json"
-
 
 def build_state(cfg: IdentityConfig, n_classes: int, total_steps: int):
     """(model, ArcFace centres or None, optimizer, step variable)."""
@@ -190,22 +187,24 @@ def train_identity(cfg: IdentityConfig, run_dir: str | Path | None = None, *, re
 
     lifecycle.check_call(run_dir, resume)
     # -- setup: every rule checked before anything is written ---------------
-    saved = IdentityConfig.of_run(resume) if resume is not None else None  # refuses a non-run before locking it
+    saved_cfg = IdentityConfig.of_run(resume) if resume is not None else None  # refuses a non-run before locking it
     data = TrainingData.load(cfg)
     run_dir, new = lifecycle.place_run(cfg, lifecycle.run_name(cfg.data, "identity", cfg.loss, cfg.run_name),
                                        run_dir, resume)
     with lifecycle.hold(run_dir, cfg, new=new):
-        if saved is not None:
+        if saved_cfg is not None:
             lifecycle.reopen(run_dir, cfg, log)
             data.check_split(run_dir)
-        net, run = _restore_or_init(cfg, run_dir, saved, data, max_steps, log)
+        net, run = _restore_or_init(cfg, run_dir, saved_cfg, data, max_steps, log)
         # -- the epochs ---------------------------------------------------------
         with run.signals, Bars(not quiet) as progress:
             for epoch in run.epochs_from(net.step):
                 meter = _train_epoch(net, run, data, epoch, progress)
-                if not run.epoch_ended(net.step):  # max_steps reached mid-epoch (checkpointed)
+                if not run.epoch_complete(net.step):  # a signal or max_steps mid-epoch
+                    run.save_and_stop(net.step)  # raises TrainingInterrupted after a signal
                     break
-                run.checkpoint_epoch(epoch, net.step)
+                if run.epoch_checkpoint_due(epoch, net.step):
+                    run.save_last_good(net.step)
                 row = meter.row(epoch + 1, net.step)
                 run.log_epoch(row)
                 progress.print(f"epoch {epoch + 1}/{cfg.epochs} step {net.step} loss {row['loss']:.4f} "
@@ -217,13 +216,13 @@ def train_identity(cfg: IdentityConfig, run_dir: str | Path | None = None, *, re
     return run_dir
 
 
-def _restore_or_init(cfg: IdentityConfig, run_dir: Path, saved: IdentityConfig | None, data: TrainingData,
+def _restore_or_init(cfg: IdentityConfig, run_dir: Path, saved_cfg: IdentityConfig | None, data: TrainingData,
                      max_steps: int | None, log) -> tuple[Network, lifecycle.Run]:
     """The run's config and split written, the network built (and restored on resume), the step compiled."""
     import tensorflow as tf
 
     log(data.describe())
-    resume = lifecycle.resume_command(cfg, run_dir)
+    resume_command = lifecycle.resume_command(cfg, run_dir)
     steps_per_epoch = data.steps_per_epoch
     model, centres, opt, step_var = build_state(cfg, len(data.split["train_identities"]) * data.views,
                                                 steps_per_epoch * cfg.epochs)
@@ -234,25 +233,25 @@ def _restore_or_init(cfg: IdentityConfig, run_dir: Path, saved: IdentityConfig |
     parts = dict(model=model, optimizer=opt, step=step_var, rng=rng_state)
     if centres is not None:
         parts["centres"] = centres
-    checkpoints = lifecycle.Checkpoints(tf.train.Checkpoint(**parts), run_dir / rundir.CKPT_DIR, run_dir,
-                                        keep=cfg.keep_checkpoints, resume=resume, models=[model],
-                                        advice=lambda last: _recovery_advice(resume, last))
-    run = lifecycle.Run(run_dir, resume, steps_per_epoch, cfg.epochs, checkpoints, max_steps,
+    checkpoints = Checkpoints(tf.train.Checkpoint(**parts), run_dir / CKPT_DIR, run_dir,
+                              keep=cfg.keep_checkpoints, resume_command=resume_command, models=[model],
+                              advice=lambda last: _recovery_advice(resume_command, last))
+    run = lifecycle.Run(run_dir, resume_command, steps_per_epoch, cfg.epochs, checkpoints, max_steps,
                         checkpoint_every_steps=cfg.checkpoint_every_steps)
     event = {"event": "start", "data": cfg.data}
-    if saved is not None:
+    if saved_cfg is not None:
         restored = checkpoints.restore(checkpoints.directory, log)
-        event = lifecycle.announce_resume(run, saved, cfg, restored, int(step_var.numpy()), log)
+        event = lifecycle.announce_resume(run, saved_cfg, cfg, restored, int(step_var.numpy()), log)
     lifecycle.record(run, cfg, event)
     write_json(run_dir / SPLIT_FILE, data.split)
     return Network(model, centres, opt, step_var, make_step(cfg, model, centres, opt, augment)), run
 
 
-def _recovery_advice(resume: str, last: str | None) -> str:
+def _recovery_advice(resume_command: str, last: str | None) -> str:
     """What to run after a NaN: resume the last good checkpoint with a lower rate, or start again with one."""
     if last is None:
         return "no checkpoint was written before it: start a new run with a lower --lr"
-    return f"lower --lr and resume from the last checkpoint, {Path(last).name} (`{resume} --lr ...`)"
+    return f"lower --lr and resume from the last checkpoint, {Path(last).name} (`{resume_command} --lr ...`)"
 
 
 def _train_epoch(net: Network, run: lifecycle.Run, data: TrainingData, epoch: int, progress) -> lifecycle.EpochMeter:
@@ -265,10 +264,12 @@ def _train_epoch(net: Network, run: lifecycle.Run, data: TrainingData, epoch: in
         loss = float(net.train_step(x, y))
         step = int(net.step_var.assign_add(1).numpy())
         if not np.isfinite(loss):
-            raise lifecycle.NonFiniteLoss(f"the loss became {loss} at step {step}; {run.checkpoints.recovery()}")
+            raise NonFiniteLoss(f"the loss became {loss} at step {step}; {run.checkpoints.recovery()}")
         meter.add({"loss": loss})
         bar.advance(1, f"loss {loss:.4f} {meter.img_per_s():.0f} img/s")
-        if run.after_step(step):
+        if run.checkpoint_due(step):
+            run.checkpoints.save(step)  # --checkpoint-every-steps
+        if run.leave_epoch(step):  # a signal, or max_steps
             break
     bar.remove()
     meter.stop()

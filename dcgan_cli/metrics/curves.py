@@ -1,15 +1,15 @@
 """Scores over training: `dcgan evaluate --run RUN --all-checkpoints` (or `--checkpoints N,M`).
 
-Each kept checkpoint (RUN/checkpoints/ckpt-STEP, and RUN/best/'s) is scored
+Each kept checkpoint (RUN/checkpoints/'s, and RUN/best/'s) is scored
 once with evaluate.evaluate_generator and its result cached as
-RUN/eval-cache/ckpt-STEP-KEY.json. KEY hashes what decides the numbers: the
+RUN/eval-cache/NAME-KEY.json (NAME the checkpoint's). KEY hashes what decides the numbers: the
 checkpoint's own .index file (it holds every tensor's CRC, so a checkpoint
 rewritten after a rollback is a new one), the data's statistics key (its
 shards, the extractor and its weights), and the evaluation options. Running
 the command again scores only new checkpoints. The curve goes to RUN/eval.png
 (FID, KID, precision/recall/density/coverage and IS over steps), written
 atomically, and each newly scored checkpoint is appended to metrics.jsonl.
-This module only scores: it reads runs through `rundir` and never imports the trainer.
+This module only scores: it reads runs through runs/ (layout, checkpoints) and never imports the trainer.
 """
 
 from __future__ import annotations
@@ -20,12 +20,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-from dcgan_cli.runs import rundir
+from dcgan_cli.runs import checkpoints, layout
 from dcgan_cli.errors import DcganError, UsageError
 from dcgan_cli.fsutil import atomic_path, write_json
 
-CACHE_DIR = "eval-cache"
-PLOT_FILE = "eval.png"
 # With --eval-every-epochs the trainer keeps at least this many checkpoints, so a curve exists.
 EVAL_KEEP_CHECKPOINTS = 10
 _PANELS = (("fid", "FID"), ("kid", "KID"), ("precision_k3", "precision (k=3)"), ("recall_k3", "recall (k=3)"),
@@ -33,11 +31,12 @@ _PANELS = (("fid", "FID"), ("kid", "KID"), ("precision_k3", "precision (k=3)"), 
 
 
 def parse_checkpoints(text: str) -> tuple[int, ...]:
-    """'5,10,20' -> (5, 10, 20): checkpoint numbers (the step in ckpt-STEP)."""
+    """'5,10,20' -> (5, 10, 20): checkpoint numbers (the step a checkpoint is named after)."""
     try:
         steps = tuple(sorted({int(t) for t in text.split(",") if t.strip()}))
     except ValueError:
-        raise UsageError(f"--checkpoints takes checkpoint numbers such as 500,1000 (the STEP of ckpt-STEP), "
+        raise UsageError(f"--checkpoints takes checkpoint numbers such as 500,1000 (the STEP of "
+                         f"{checkpoints.checkpoint_name('STEP')}), "
                          f"got {text!r}", "--checkpoints") from None
     if not steps:
         raise UsageError("--checkpoints needs at least one checkpoint number", "--checkpoints")
@@ -46,8 +45,8 @@ def parse_checkpoints(text: str) -> tuple[int, ...]:
 
 def kept_checkpoints(run_dir: Path, steps: tuple[int, ...] | None = None) -> list[tuple[str, Path, bool]]:
     """[(label, checkpoint path, from best/)], oldest first: the kept ones (or those numbered `steps`), then best/'s."""
-    found = [Path(p) for p in rundir.checkpoint_paths(run_dir / rundir.CKPT_DIR)]
-    by_step = {int(p.name.split("-")[1]): p for p in found}
+    found = [Path(p) for p in checkpoints.checkpoint_paths(run_dir / layout.CKPT_DIR)]
+    by_step = {checkpoints.checkpoint_step(p): p for p in found}
     if steps is not None:
         unknown = [s for s in steps if s not in by_step]
         if unknown:
@@ -55,7 +54,7 @@ def kept_checkpoints(run_dir: Path, steps: tuple[int, ...] | None = None) -> lis
                              f"{', '.join(map(str, sorted(by_step))) or 'none'}")
         found = [by_step[s] for s in steps]
     chosen = [(p.name, p, False) for p in found]
-    best = rundir.checkpoint_paths(run_dir / rundir.BEST_DIR)
+    best = checkpoints.checkpoint_paths(run_dir / layout.BEST_DIR)
     if best:
         chosen.append((f"best/{Path(best[-1]).name}", Path(best[-1]), True))
     if not chosen:
@@ -64,16 +63,16 @@ def kept_checkpoints(run_dir: Path, steps: tuple[int, ...] | None = None) -> lis
 
 
 def _restore(run_dir: Path, path: Path, ema: bool):
-    """The generator of exactly this checkpoint (stock layers, like rundir.restore)."""
+    """The generator of exactly this checkpoint (stock layers, like generator_io.restore)."""
     import tensorflow as tf
 
     from dcgan_cli.gan.model import build_generator
 
-    cfg = rundir.load_config(run_dir)
+    cfg = layout.load_config(run_dir)
     g = build_generator(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.g_filters, cfg.init_std, fast=False,
                         activation=cfg.g_activation)
     use_ema = ema and cfg.ema > 0
-    slot = rundir.EMA_SLOT if use_ema else rundir.GENERATOR_SLOT
+    slot = checkpoints.EMA_SLOT if use_ema else checkpoints.GENERATOR_SLOT
     try:
         tf.train.Checkpoint(**{slot: g}).restore(str(path)).expect_partial().assert_existing_objects_matched()
     except Exception as e:  # truncated or unreadable files: tf raises several types
@@ -84,7 +83,7 @@ def _restore(run_dir: Path, path: Path, ema: bool):
 
 def _cache_file(run_dir: Path, label: str, path: Path, ident: str) -> Path:
     digest = hashlib.sha256((Path(str(path) + ".index").read_bytes()) + ident.encode()).hexdigest()[:16]
-    return run_dir / CACHE_DIR / f"{label.replace('/', '-')}-{digest}.json"
+    return run_dir / layout.EVAL_CACHE_DIR / f"{label.replace('/', '-')}-{digest}.json"
 
 
 def evaluate_checkpoints(run_dir: Path, data: Path | None, opts, *, ema: bool = True,
@@ -96,7 +95,7 @@ def evaluate_checkpoints(run_dir: Path, data: Path | None, opts, *, ema: bool = 
 
     run_dir = Path(run_dir)
     chosen = kept_checkpoints(run_dir, steps)
-    cfg = rundir.load_config(run_dir)
+    cfg = layout.load_config(run_dir)
     data = Path(data or cfg.data)
     manifest = load_manifest(data)
     n_real = plan(opts, manifest["count"])[2]  # refuses impossible options before any checkpoint loads
@@ -116,7 +115,7 @@ def evaluate_checkpoints(run_dir: Path, data: Path | None, opts, *, ema: bool = 
         write_json(cache, result)
         append_to_metrics(run_dir, result)
         rows.append({**result, "cached": False})
-    plot = run_dir / PLOT_FILE
+    plot = run_dir / layout.EVAL_PLOT_FILE
     plot_curves([r for r in rows if not r["best"]], plot, title=f"{run_dir.name} ({opts.extractor})")
     return {"run": str(run_dir), "rows": rows, "plot": str(plot)}
 
@@ -131,7 +130,7 @@ def curve_target(run: Path | None, generator: Path | None, data: Path | None, op
         raise UsageError("a curve scores a run's checkpoints: pass --run, not --generator", "--generator")
     steps = parse_checkpoints(checkpoints) if checkpoints else None
     if run is None:
-        run = rundir.latest_run(runs_dir)
+        run = layout.latest_run(runs_dir)
         log(f"Using the newest run: {run}")
     return evaluate_checkpoints(run, data, opts, ema=ema, steps=steps, log=log)
 

@@ -5,7 +5,7 @@ images once (cached beside its manifest.json), embeds generated images in
 batches, and scores them. `dcgan evaluate` calls it on a run or a model file;
 the trainer calls it every `--eval-every-epochs` epochs (and keeps RUN/best/ itself,
 see `training.evaluate_epoch`). This module only scores: it reads runs through
-`rundir` and never imports the trainer.
+`runs.layout` and never imports the trainer.
 
 The pitfalls this avoids (documented by pytorch-fid, clean-fid and StyleGAN's
 metrics): FID on fewer samples than feature dimensions is refused, not
@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from dcgan_cli.runs import rundir
+from dcgan_cli.runs import layout
 from dcgan_cli.errors import DcganError, UsageError
 from dcgan_cli.fsutil import write_bytes
 from dcgan_cli.metrics import extractors
@@ -357,7 +357,7 @@ def summary(result: dict) -> str:
 
 def append_to_metrics(run_dir: str | Path, result: dict) -> None:
     """One {"eval": {...}} line; rows with "d_loss" are the per-epoch training ones."""
-    rundir.append_metrics(run_dir, {"eval": result})
+    layout.append_metrics(run_dir, {"eval": result})
 
 
 # ----------------------------------------------------------------------------

@@ -3,11 +3,14 @@
     place the run (numbered new, or the one --resume names)   place_run, run_name
       hold it: the lock, failed writes in one line, a new run  hold
         that died before its first checkpoint removed again
-      reopen for --resume: checkpoints repaired, the rule       reopen
-      restore or initialise, the resume bookkeeping             Checkpoints.restore, announce_resume, record
-      epochs of steps                                           Run: after_step, epoch_ended, checkpoint_epoch
+      reopen for --resume: checkpoints repaired, the rule       reopen, check_resume
+      restore or initialise, the resume bookkeeping             checkpoints.Checkpoints.restore, announce_resume,
+                                                                record
+      epochs of steps, asked of Run by the trainer's loop,      Run: checkpoint_due, leave_epoch, epoch_complete,
+        which saves where it is seen to save                    epoch_checkpoint_due; save_last_good,
+                                                                save_and_stop
         Ctrl-C / SIGTERM: finish the step, checkpoint, exit 130 StopSignals
-        never a checkpoint of NaN or exploding weights          Checkpoints.save, weight_problem
+        never a checkpoint of NaN or exploding weights          checkpoints.Checkpoints.save
         one line in metrics.jsonl per epoch                     EpochMeter, Run.log_epoch
       the export (the trainer's own)
 
@@ -27,50 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from dcgan_cli.runs import rundir
 from dcgan_cli.config import FrozenConfig
 from dcgan_cli.errors import DcganError, TrainingInterrupted
 from dcgan_cli.fsutil import describe_os_error
-
-
-class NonFiniteLoss(DcganError):
-    """A loss became NaN/Inf, or the weights blew up; nothing is checkpointed, the last good checkpoint is kept."""
-
-
-# Trainable weights past this size are not a model any more (DCGAN's start at N(0, 0.02); Adam at a
-# sane rate moves each by about the rate per step): a checkpoint of them would only lead to NaN again.
-WEIGHT_LIMIT = 1e4
-
-
-def weight_problem(models) -> str | None:
-    """Why these models' weights must not be saved (NaN/Inf anywhere, or a trainable |w| > WEIGHT_LIMIT), or None."""
-    import tensorflow as tf
-
-    for model in models:
-        for v in model.variables:
-            if "float" in str(v.dtype) and not bool(tf.reduce_all(tf.math.is_finite(v))):
-                return f"{v.path} is not finite"
-    path, biggest = largest_weight(models)
-    if biggest > WEIGHT_LIMIT:
-        return f"{path} reached |w| = {biggest:.3g} (over {WEIGHT_LIMIT:g}: the weights are exploding)"
-    return None
-
-
-def largest_weight(models) -> tuple[str, float]:
-    """(the path of the trainable float variable with the largest |w|, that |w|) over `models`.
-
-    weight_problem's bound, and the health monitor's early warning before it.
-    """
-    import numpy as np
-    import tensorflow as tf
-
-    weights = [v for model in models for v in model.trainable_variables if "float" in str(v.dtype)]
-    if not weights:
-        return ("", 0.0)
-    # One transfer to the host for all of them, not one per variable.
-    biggest = tf.stack([tf.reduce_max(tf.abs(tf.cast(v, tf.float32))) for v in weights]).numpy()
-    i = int(np.argmax(np.where(np.isnan(biggest), np.inf, biggest)))  # NaN counts as the largest
-    return (weights[i].path, float(biggest[i]))
+from dcgan_cli.runs import checkpoints, layout
+from dcgan_cli.runs.checkpoints import Checkpoints
 
 
 # ----------------------------------------------------------------------------
@@ -106,7 +70,7 @@ def place_run(cfg: FrozenConfig, name: str, run_dir: str | Path | None = None, r
     if resume is not None:
         return Path(resume), False
     if run_dir is None:
-        make = lambda: rundir.new_run_dir(cfg.runs_dir, name)  # noqa: E731
+        make = lambda: layout.new_run_dir(cfg.runs_dir, name)  # noqa: E731
         try:
             return Path(share(make) if share else make()), True
         except OSError as e:
@@ -128,16 +92,16 @@ def hold(run_dir: Path, cfg: FrozenConfig, *, new: bool, chief: bool = True) -> 
     when there is a checkpoint to continue from; a `new` run that fails before its first
     checkpoint holds nothing worth keeping and is removed. Only the chief locks and removes.
     """
-    lock = rundir.lock_run(run_dir) if chief else None
+    lock = layout.lock_run(run_dir) if chief else None
     try:
         try:
             yield
         except OSError as e:  # the checkpoints written so far are intact
-            resumable = rundir.checkpoint_paths(run_dir / rundir.CKPT_DIR)
+            resumable = checkpoints.checkpoint_paths(run_dir / layout.CKPT_DIR)
             raise DcganError(describe_os_error(e, "writing the run failed")
                              + (f"; then continue: {resume_command(cfg, run_dir)}" if resumable else "")) from None
     except BaseException:
-        if new and chief and not rundir.checkpoint_paths(run_dir / rundir.CKPT_DIR):
+        if new and chief and not checkpoints.checkpoint_paths(run_dir / layout.CKPT_DIR):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     finally:
@@ -148,26 +112,37 @@ def hold(run_dir: Path, cfg: FrozenConfig, *, new: bool, chief: bool = True) -> 
 def reopen(run_dir: Path, cfg: FrozenConfig, log: Callable[[str], None], *, chief: bool = True) -> None:
     """Before resuming `run_dir` with `cfg`, holding its lock: repair its checkpoints, apply the resume rule.
 
-    A damaged index is rebuilt from the files and a kill's ckpt-N_temp folders removed (the chief
+    A damaged index is rebuilt from the files and what a killed save left removed (the chief
     only); then the run must have a checkpoint and `cfg` may differ from its config only as
-    RESUMABLE allows (rundir.check_resume), whoever calls the trainer.
+    RESUMABLE allows (check_resume), whoever calls the trainer.
     """
     if chief:
-        rundir.repair_checkpoints(run_dir / rundir.CKPT_DIR, warn=lambda m: log(f"Warning: {m}"))
-    rundir.check_resume(run_dir, cfg)
+        checkpoints.repair_checkpoints(run_dir / layout.CKPT_DIR, warn=lambda m: log(f"Warning: {m}"))
+    check_resume(run_dir, cfg)
+
+
+def check_resume(run_dir: str | Path, cfg: FrozenConfig) -> None:
+    """Refuse to resume `run_dir` with `cfg` unless it has a checkpoint and the resume rule allows `cfg`.
+
+    Either trainer's runs (the rule is `FrozenConfig.resumed`, with each config's RESUMABLE fields).
+    The data may move (the trainer checks its shape against the config).
+    """
+    run_dir = Path(run_dir)
+    checkpoints.find_resumable(run_dir / layout.CKPT_DIR, run_dir)
+    type(cfg).of_run(run_dir).resumed(run_dir, **cfg.to_dict())
 
 
 # ----------------------------------------------------------------------------
 # config and history
 
 
-def announce_resume(run: "Run", saved: FrozenConfig, cfg: FrozenConfig, restored: str, step: int,
+def announce_resume(run: "Run", saved_cfg: FrozenConfig, cfg: FrozenConfig, restored: str, step: int,
                     log: Callable[[str], None]) -> dict:
     """Say where the run resumed and what changed; returns the history event (the trainer may add to it)."""
     where = f"epoch {step // run.steps_per_epoch + 1}/{run.epochs}" if not run.finished(step) \
         else f"all {run.epochs} epochs done"
     log(f"Resumed from {restored} at step {step} ({where})")
-    changes = rundir.resume_changes(saved, cfg)
+    changes = layout.resume_changes(saved_cfg, cfg)
     if changes:
         log(f"Changed on resume (recorded in {cfg.FILE}'s history): "
             + ", ".join(f"{k.replace('_', '-')} {a} -> {b}" for k, (a, b) in changes.items()))
@@ -184,9 +159,9 @@ def record(run: "Run", cfg: FrozenConfig, event: dict) -> None:
     """
     if not run.chief:
         return
-    rundir.save_config(run.run_dir, cfg, event)
+    layout.save_config(run.run_dir, cfg, event)
     if event["event"] in ("resume", "rollback"):
-        rundir.forget_metrics_after(run.run_dir, event["step"])
+        layout.forget_metrics_after(run.run_dir, event["step"])
 
 
 # ----------------------------------------------------------------------------
@@ -229,81 +204,6 @@ class StopSignals:
         return signal.Signals(self.received).name
 
 
-class Checkpoints:
-    """A run's checkpoints/ through a tf.train.CheckpointManager, with the rules of writing and reading them.
-
-    `save` refuses NaN or exploding weights of `models` (NonFiniteLoss, with `advice(last
-    checkpoint)` saying what to run), calls `before_save` (state the checkpoint must hold fresh),
-    and turns a full or read-only disk into one line, leaving the earlier checkpoints as they were.
-    `restore` falls back from checkpoints/ to last-good/ and from a damaged checkpoint to the one before.
-    """
-
-    def __init__(self, ckpt, directory: Path, run_dir: Path, *, keep: int, resume: str, models=(),
-                 advice: Callable[[str | None], str], before_save: Callable[[], None] | None = None):
-        import tensorflow as tf
-
-        self.ckpt, self.directory, self.run_dir, self.resume = ckpt, Path(directory), Path(run_dir), resume
-        self.keep = keep
-        self.manager = tf.train.CheckpointManager(ckpt, str(directory), max_to_keep=keep)
-        self.models, self.advice, self.before_save = list(models), advice, before_save
-
-    @property
-    def latest(self) -> str | None:
-        return self.manager.latest_checkpoint
-
-    def recovery(self) -> str:
-        """What to run after a NaN, given the checkpoints kept."""
-        return self.advice(self.latest)
-
-    def restore(self, source: Path, log: Callable[[str], None]) -> str:
-        """Restore the newest readable checkpoint of `source` (else of RUN/last-good/); returns its path."""
-        paths, where = rundir.resume_checkpoints(source, self.run_dir)
-        restored = rundir.restore_first_readable(self.ckpt, paths, where, warn=lambda m: log(f"Warning: {m}"))
-        if restored is None:
-            raise DcganError(f"{self.run_dir} has no checkpoint to resume from; start a new run without --resume")
-        return restored
-
-    def drop_after(self, step: int) -> None:
-        """Delete the checkpoints after `step` (a rollback: they hold the training that went wrong).
-
-        The index is rewritten from the ones kept and the manager re-made from it, so the next
-        save is the newest and a --resume never picks a dropped one.
-        """
-        import tensorflow as tf
-
-        kept = []
-        for path in rundir.checkpoint_paths(self.directory):
-            n = int(path.rsplit("-", 1)[1])
-            if n > step:
-                rundir.remove_partial_checkpoint(self.directory, n)
-            else:
-                kept.append(path)
-        if kept:
-            rundir.write_checkpoint_index(self.directory, kept)
-        else:
-            (self.directory / "checkpoint").unlink(missing_ok=True)
-        self.manager = tf.train.CheckpointManager(self.ckpt, str(self.directory), max_to_keep=self.keep)
-
-    def save(self, step: int) -> str:
-        import tensorflow as tf
-
-        problem = weight_problem(self.models)
-        if problem:
-            raise NonFiniteLoss(f"not checkpointing step {step}: {problem}; {self.recovery()}")
-        if self.before_save is not None:
-            self.before_save()
-        existed = f"{self.directory}/ckpt-{step}" in self.manager.checkpoints
-        try:
-            return self.manager.save(checkpoint_number=step)
-        except (OSError, tf.errors.OpError) as e:  # disk full, read-only, quota: the earlier checkpoints stay
-            if not existed:
-                rundir.remove_partial_checkpoint(self.directory, step)
-            reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
-            raise DcganError(f"writing checkpoint ckpt-{step} into {self.directory} failed "
-                             f"({reason.splitlines()[0]}); free some space there or make it writable, then "
-                             f"continue from {Path(self.latest or 'no checkpoint').name}: {self.resume}") from None
-
-
 class EpochMeter:
     """One epoch's running sums of the step's scalars, and its pace."""
 
@@ -344,7 +244,7 @@ class Run:
     """
 
     run_dir: Path
-    resume: str  # the command that continues it
+    resume_command: str  # the command that continues it
     steps_per_epoch: int
     epochs: int
     checkpoints: Checkpoints
@@ -372,43 +272,43 @@ class Run:
         """The steps of `epoch` still to take, counted within the epoch (for the bar)."""
         return range(step - epoch * self.steps_per_epoch, self.steps_per_epoch)
 
-    def after_step(self, step: int, share: Callable[[bool], bool] | None = None) -> bool:
-        """Once per step, after it: a periodic checkpoint when due; whether to leave the epoch's loop now."""
-        if self.checkpoint_every_steps and step % self.checkpoint_every_steps == 0 and step % self.steps_per_epoch:
-            self.checkpoints.save(step)
+    def checkpoint_due(self, step: int) -> bool:
+        """Whether a periodic checkpoint (--checkpoint-every-steps) falls on `step` (not on an epoch's end)."""
+        return bool(self.checkpoint_every_steps and step % self.checkpoint_every_steps == 0
+                    and step % self.steps_per_epoch)
+
+    def leave_epoch(self, step: int, share: Callable[[bool], bool] | None = None) -> bool:
+        """Whether to leave the epoch's loop after `step`: a signal (on any worker, with `share`), or max_steps."""
         return self.signals.stopping(share) or self.reached_max(step)
 
-    def epoch_ended(self, step: int) -> bool:
-        """After an epoch's loop: whether the epoch is complete.
-
-        A signal checkpoints and raises TrainingInterrupted; a stop mid-epoch (max_steps)
-        checkpoints and returns False.
-        """
-        if self.signals.received is not None:
-            path = self.checkpoints.save(step)
-            raise TrainingInterrupted(f"{self.signals.name} at step {step}: checkpoint written to {path}. "
-                                      f"Continue with: {self.resume}")
-        if step % self.steps_per_epoch == 0 and step > 0:
-            return True
-        self.checkpoints.save(step)
-        return False
+    def epoch_complete(self, step: int) -> bool:
+        """Whether the epoch's loop ran to its end (not left by a signal or max_steps)."""
+        return self.signals.received is None and step % self.steps_per_epoch == 0 and step > 0
 
     def last_epoch(self, epoch: int, step: int) -> bool:
         return epoch + 1 == self.epochs or self.reached_max(step)
 
-    def checkpoint_epoch(self, epoch: int, step: int) -> str | None:
-        """The end-of-epoch checkpoint, every checkpoint_every_epochs epochs and at the last; its path, or None.
+    def epoch_checkpoint_due(self, epoch: int, step: int) -> bool:
+        """Whether `epoch` ends with a checkpoint: every checkpoint_every_epochs epochs, and the last."""
+        return self.last_epoch(epoch, step) or (epoch + 1) % self.checkpoint_every_epochs == 0
 
-        The chief also keeps it as RUN/last-good/ (checked sane by `save`), which periodic saves never rotate out.
-        """
-        if self.last_epoch(epoch, step) or (epoch + 1) % self.checkpoint_every_epochs == 0:
-            path = self.checkpoints.save(step)
-            if self.chief:
-                rundir.keep_last_good(self.run_dir, path)
-            return path
-        return None
+    def save_last_good(self, step: int) -> str:
+        """Write the checkpoint of `step` (an epoch's end); the chief keeps it as RUN/last-good/ too. Returns its path.
+
+        `Checkpoints.save` refuses NaN or exploding weights, so last-good/ only ever holds sane ones."""
+        path = self.checkpoints.save(step)
+        if self.chief:
+            checkpoints.keep_copy(self.run_dir, path)
+        return path
+
+    def save_and_stop(self, step: int) -> None:
+        """Left mid-epoch: checkpoint; after a signal, raise TrainingInterrupted with the command to continue."""
+        path = self.checkpoints.save(step)
+        if self.signals.received is not None:
+            raise TrainingInterrupted(f"{self.signals.name} at step {step}: checkpoint written to {path}. "
+                                      f"Continue with: {self.resume_command}")
 
     def log_epoch(self, row: dict) -> None:
         """The epoch's line in metrics.jsonl (the chief's)."""
         if self.chief:
-            rundir.append_metrics(self.run_dir, row)
+            layout.append_metrics(self.run_dir, row)
