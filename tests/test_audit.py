@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +10,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import tiny_config  # noqa: E402
-from digits import preprocess_digits  # noqa: E402
-
-from dcgan_cli.cli import app  # noqa: E402
-from dcgan_cli.identity import audit as au  # noqa: E402
+from dcgan_cli.cli import app
+from dcgan_cli.identity import audit as au
+from dcgan_cli.identity.bench import preprocess_digits
+from helpers import tiny_config
 
 runner = CliRunner()
 

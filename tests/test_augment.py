@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import one_line_error, tiny_config
+from helpers import metrics as _metrics, one_line_error, tiny_config
 from dcgan_cli.gan import augment as aug
 from dcgan_cli.cli import app
 
@@ -109,10 +109,6 @@ def test_ada_adjust_moves_p_by_the_papers_rate_and_clips():
 
 
 # -- the step and the loop ----------------------------------------------------
-
-
-def _metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def _state(run: Path) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from conftest import tiny_config
+from helpers import tiny_config
 
 from dcgan_cli.config import AUTO_CADENCE_STEPS, TrainConfig
 from dcgan_cli.gan.training import train

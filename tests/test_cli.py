@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dcgan_cli.cli import app
-from conftest import one_line_error
+from helpers import one_line_error
 
 runner = CliRunner()
 # Every command the app registers, read from the app itself: a new command is tested without editing this list.

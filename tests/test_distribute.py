@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import pytest
 
 from dcgan_cli.runs import distribute
 from dcgan_cli.errors import DcganError
+from helpers import metrics, wait_for_checkpoint
 
 HERE = Path(__file__).parent
 REPO = HERE.parent
@@ -146,8 +146,7 @@ def _checkpoint(run: Path) -> dict[str, np.ndarray]:
 
 
 def _metrics(run: Path) -> np.ndarray:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return np.array([[r["d_loss"], r["g_loss"], r["d_real"], r["d_fake"]] for r in rows])
+    return np.array([[r["d_loss"], r["g_loss"], r["d_real"], r["d_fake"]] for r in metrics(run)])
 
 
 @pytest.mark.slow
@@ -259,15 +258,6 @@ def test_two_workers_train_and_only_the_chief_writes_the_run(data16, tmp_path):
     assert _scratch_left(tmp_path, 1) == [], "the worker left its scratch directory behind"
 
 
-def _wait_for_checkpoint(runs: Path, step: int, procs, tmp_path: Path, tag: str) -> None:
-    """Until the chief has written the checkpoint of `step`; fails if a worker exits first or time runs out."""
-    deadline = time.monotonic() + TIMEOUT
-    while not list(runs.glob(f"*/checkpoints/ckpt-{step}.index")):
-        assert all(p.poll() is None for p in procs), _log(tmp_path, tag, 0)[-3000:]
-        assert time.monotonic() < deadline, f"training never reached step {step}"
-        time.sleep(0.2)
-
-
 @pytest.mark.slow
 def test_a_killed_worker_stops_the_other_with_an_error_and_resume_continues(data16, tmp_path):
     runs = tmp_path / "runs"
@@ -275,7 +265,7 @@ def test_a_killed_worker_stops_the_other_with_an_error_and_resume_continues(data
     args = ["--data", str(data16), "--runs-dir", str(runs), "--epochs", "500", "--steps-per-epoch", str(spe),
             "--checkpoint-every-steps", "1", *TINY]
     with _cluster(tmp_path, args, "killed") as (chief, worker):
-        _wait_for_checkpoint(runs, 2, (chief, worker), tmp_path, "killed")
+        wait_for_checkpoint(runs, (chief, worker), step=2, log=lambda: _log(tmp_path, "killed", 0))
         worker.kill()
         code = chief.wait(timeout=TIMEOUT)  # the bound: the chief must not hang on its dead peer
     (run,) = runs.iterdir()
@@ -305,7 +295,7 @@ def test_sigterm_on_one_worker_stops_both_at_the_same_step_with_checkpoints(data
     args = ["--data", str(data16), "--runs-dir", str(runs), "--epochs", "500", "--steps-per-epoch", "4",
             "--checkpoint-every-epochs", "1", *TINY]
     with _cluster(tmp_path, args, "sigterm") as (chief, worker):
-        _wait_for_checkpoint(runs, 4, (chief, worker), tmp_path, "sigterm")
+        wait_for_checkpoint(runs, (chief, worker), step=4, log=lambda: _log(tmp_path, "sigterm", 0))
         worker.send_signal(signal.SIGTERM)  # the worker, not the chief: the chief must still save
         codes = [chief.wait(timeout=TIMEOUT), worker.wait(timeout=TIMEOUT)]
     assert codes == [130, 130], _log(tmp_path, "sigterm", 0)[-3000:] + _log(tmp_path, "sigterm", 1)[-3000:]

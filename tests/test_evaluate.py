@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from dcgan_cli.cli import app
 from dcgan_cli.errors import DcganError
 from dcgan_cli.metrics.stats import FeatureStats, frechet_distance, kernel_inception_distance
-from conftest import copy_run, tiny_config, write_faces
+from helpers import copy_run, tiny_config, write_faces
 
 runner = CliRunner()
 TINY = "tiny-random"

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import one_line_error
+from helpers import one_line_error
 from dcgan_cli.cli import app
 from dcgan_cli.data.preprocess import PreprocessConfig, faces, preprocess
 from dcgan_cli.data.shards import ShardWriter

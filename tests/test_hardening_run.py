@@ -20,26 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import one_line_error, snapshot, tiny_config, write_faces
+from helpers import dcgan, dcgan_here, one_line_error, snapshot, tiny_config, write_faces
 from dcgan_cli.runs import rundir
 from dcgan_cli.errors import DcganError
 
 QUIET = lambda m: None  # noqa: E731
-
-
-def dcgan(*args, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dcgan_cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def dcgan_here(*args) -> subprocess.CompletedProcess:
-    """The same command in this process (Typer's runner): for tables of cases, where a process each is slow."""
-    from typer.testing import CliRunner
-
-    from dcgan_cli.cli import app
-
-    r = CliRunner().invoke(app, [str(a) for a in args])
-    return subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.stderr)
 
 
 @pytest.fixture()

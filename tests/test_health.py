@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import one_line_error, tiny_config
+from helpers import dcgan_here, metrics, one_line_error, tiny_config
 from dcgan_cli.gan import health
 from dcgan_cli.runs import rundir
 
@@ -137,10 +135,6 @@ def train_tiny(data, tmp_path, **kw):
     return run, logs, error
 
 
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / rundir.METRICS_FILE).read_text().splitlines()]
-
-
 def epoch_rows(run: Path) -> list[dict]:
     return [r for r in metrics(run) if "d_loss" in r]
 
@@ -195,16 +189,6 @@ def test_divergence_is_reported_before_any_nan(data16, tmp_path):
 
 
 # -- --on-collapse ----------------------------------------------------------------------------------
-
-
-def dcgan_here(*args) -> subprocess.CompletedProcess:
-    """`dcgan ARGS` in this process (Typer's runner)."""
-    from typer.testing import CliRunner
-
-    from dcgan_cli.cli import app
-
-    r = CliRunner().invoke(app, [str(a) for a in args])
-    return subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.stderr)
 
 
 def test_a_bad_on_collapse_is_one_usage_line_and_a_good_one_is_saved(data16, tmp_path):

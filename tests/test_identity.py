@@ -18,24 +18,15 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent))
-from digits import preprocess_digits  # noqa: E402
-
-from dcgan_cli.cli import app  # noqa: E402
-from dcgan_cli.errors import DcganError  # noqa: E402
-from dcgan_cli.identity.config import IdentityConfig  # noqa: E402
-from dcgan_cli.identity.data import (PKSampler, check_disjoint, dihedral, load_identities,  # noqa: E402
-                                     split_identities, view_batch, view_identities)
-from dcgan_cli.identity import verification as ver  # noqa: E402
+from dcgan_cli.cli import app
+from dcgan_cli.errors import DcganError
+from dcgan_cli.identity.config import IdentityConfig
+from dcgan_cli.identity.data import (PKSampler, check_disjoint, dihedral, load_identities, split_identities,
+                                     view_batch, view_identities)
+from dcgan_cli.identity import verification as ver
+from helpers import TINY_IDENTITY as TINY
 
 runner = CliRunner()
-TINY = dict(image_size=16, channels=1, width=8, embedding_dim=16, p_identities=7, k_images=4, holdout=3,
-            flip=False, augment=0.0)
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    return preprocess_digits(tmp_path_factory.mktemp("digits"), per_class=40)
 
 
 @pytest.fixture(scope="module")

@@ -17,25 +17,15 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import tiny_config  # noqa: E402
-from digits import preprocess_digits  # noqa: E402
-
-from dcgan_cli.runs import lifecycle  # noqa: E402
-
+from dcgan_cli.runs import lifecycle
 from dcgan_cli.runs import rundir
-from dcgan_cli.errors import DcganError  # noqa: E402
-from dcgan_cli.identity.config import IdentityConfig  # noqa: E402
+from dcgan_cli.errors import DcganError
+from dcgan_cli.identity.config import IdentityConfig
+from helpers import TINY_IDENTITY, tiny_config
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dcgan_cli"
-TINY = dict(image_size=16, channels=1, width=8, embedding_dim=16, p_identities=7, k_images=4, holdout=3,
-            flip=False, augment=0.0, steps_per_epoch=2)
+TINY = {**TINY_IDENTITY, "steps_per_epoch": 2}
 QUIET = dict(quiet=True, log=lambda m: None)
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    return preprocess_digits(tmp_path_factory.mktemp("digits"), per_class=40)
 
 
 def _identity_run(digits, runs, **kw):

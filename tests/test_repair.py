@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import ok, one_line_error
+from helpers import ok, one_line_error, snapshot
 from dcgan_cli.cli import app
 from dcgan_cli.generate.repair import (_neighbour_sum, check_mask, context_weights, make_masks, poisson_blend)
 
@@ -33,10 +33,6 @@ def cli(*args):
 
 def pixels(path):
     return np.asarray(Image.open(path))
-
-
-def snapshot(folder):
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
 # ----------------------------------------------------------------------------

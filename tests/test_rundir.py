@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import one_line_error, tiny_config
+from helpers import one_line_error, tiny_config
 from dcgan_cli.runs import rundir
 from dcgan_cli.cli import app
 from dcgan_cli.errors import DcganError, UsageError

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import ok, one_line_error
+from helpers import ok, one_line_error
 from dcgan_cli.cli import app
 from dcgan_cli.errors import DcganError
 from dcgan_cli.images import GRID_PAD, grid_shape, make_grid

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from dcgan_cli.cli import app
 from dcgan_cli.errors import DcganError
 from dcgan_cli.images import GRID_PAD
-from conftest import ok, one_line_error
+from helpers import ok, one_line_error
 
 runner = CliRunner()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from helpers import metrics as _metrics, tiny_config, wait_for_checkpoint as _wait_for_checkpoint
 from dcgan_cli.errors import DcganError
 
 
@@ -68,10 +68,6 @@ def _weights(run_dir, key="generator"):
     path = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
     gan.checkpoint().restore(path).assert_existing_objects_matched()
     return gan
-
-
-def _metrics(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_training_writes_per_epoch_files_and_moves_the_weights(data16, tmp_path):
@@ -266,17 +262,6 @@ def _train_cmd(data, runs, *extra):
     return [sys.executable, "-m", "dcgan_cli", "train", "--data", str(data), "--runs-dir", str(runs),
             "--batch-size", "8", "--g-filters", "8", "--d-filters", "8", "--latent-dim", "8", "--precision", "fp32",
             "--strategy", "default", "--steps-per-epoch", "3", "--checkpoint-every-epochs", "1", "--quiet", *extra]
-
-
-def _wait_for_checkpoint(runs: Path, proc, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if list(runs.glob("*/checkpoints/checkpoint")):
-            return next(runs.glob("*/checkpoints")).parent
-        if proc.poll() is not None:
-            raise AssertionError(f"training exited early: {proc.communicate()}")
-        time.sleep(0.2)
-    raise AssertionError("no checkpoint appeared")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
