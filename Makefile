@@ -6,11 +6,12 @@ DCGAN  := $(VENV)/bin/dcgan
 DEMO_DATA := data
 DEMO_RUNS := runs
 
-.PHONY: demo test bench clean help
+.PHONY: demo test test-fast bench clean help
 
 help:
 	@echo "make demo   - set up .venv, train on 100 offline faces, write a sample grid"
-	@echo "make test   - set up .venv with test deps and run the test suite"
+	@echo "make test   - set up .venv with test deps and run the whole test suite (what CI runs)"
+	@echo "make test-fast - the tests that neither train for long nor start a process: the inner loop"
 	@echo "make bench  - print training, loop and input-pipeline throughput, and sample quality vs a reference"
 
 $(VENV)/.installed-%: pyproject.toml
@@ -26,8 +27,18 @@ demo: $(VENV)/.installed-demo
 	$(DCGAN) sample -n 16 $(DEMO_RUNS)/demo-samples.png --runs-dir $(DEMO_RUNS)
 	@echo "Grid written: $(DEMO_RUNS)/demo-samples.png (per-epoch grids under the run's samples/)"
 
+# Two processes (most tests keep one core busy). --dist loadgroup: a test goes to whichever process is free,
+# so no module's tests queue behind each other on one core (loadfile pinned test_hostile's 56 cases to one,
+# the critical path); only a module whose module-scoped fixture trains or builds something costly marks itself
+# `pytest.mark.xdist_group`, so that fixture runs once rather than once per process. --durations: the slowest
+# tests, to keep the tiers honest (a test over a few seconds is marked slow: pyproject.toml's markers).
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadgroup
+
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q -n 2 --dist loadfile  # two processes: most tests keep one core busy; a module stays in one
+	$(PYTEST) --durations=15
+
+test-fast: $(VENV)/.installed-test
+	$(PYTEST) --durations=10 -m "not slow and not subprocess"
 
 PEERS := $(wildcard ../shared/bench/peer_keras.py)
 TORCH_PY := $(wildcard /tmp/torchenv/bin/python)

@@ -8,11 +8,15 @@ Fixtures (pytest finds them here):
     digits                 scikit-learn's digits as a folder data set with classes, 40 per class (per module).
     server                 a local HTTP server (fake_http.FakeServer), closed after the test.
     fast_backoff           download retries without the real back-off waits (modules opt in).
+Hooks:
+    _python_processes_are_marked   a test that starts a Python process without the `subprocess` mark fails.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -90,3 +94,25 @@ def fast_backoff(monkeypatch):
     from dcgan_cli.data.datasets import http
 
     monkeypatch.setattr(http, "BACKOFF_SECONDS", 0.001)
+
+
+# ----------------------------------------------------------------------------
+# the tiers: `make test-fast` leaves out tests marked slow or subprocess (pyproject.toml's markers)
+
+
+@pytest.fixture(autouse=True)
+def _python_processes_are_marked(request, monkeypatch):
+    """A test that starts a Python process (`python -m dcgan_cli`, a script, `python -c`) is marked `subprocess`,
+    or it fails here saying so: the fast tier stays free of them without anyone keeping a list."""
+    if request.node.get_closest_marker("subprocess"):
+        return
+    real_init = subprocess.Popen.__init__
+
+    def checked(self, args, *a, **kw):
+        program = str(args if isinstance(args, (str, bytes, os.PathLike)) else args[0])
+        if program == sys.executable or os.path.basename(program).startswith("python"):
+            pytest.fail(f"{request.node.nodeid} starts a Python process ({program}): mark it "
+                        "@pytest.mark.subprocess", pytrace=False)
+        real_init(self, args, *a, **kw)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", checked)

@@ -324,6 +324,8 @@ def test_celeba28_generator_is_the_examples_architecture():
     assert not any(isinstance(x, layers.LeakyReLU) for x in build_generator(28, 1, 8, 8, fast=False).layers)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("name,channels", [("mnist", 1), ("celeba28", 3)])
 def test_presets_train_a_step_and_sample_from_the_saved_generator(tmp_path, name, channels):
     from dcgan_cli.config import preset

@@ -123,6 +123,7 @@ def _p(state: dict) -> float:
     return float(next(v for k, v in state.items() if k.startswith("augment_p/")))
 
 
+@pytest.mark.slow
 def test_ada_raises_p_when_d_overfits_and_lowers_it_when_d_cannot_tell(data16, tmp_path):
     from dcgan_cli.gan.training import train
 
@@ -139,6 +140,7 @@ def test_ada_raises_p_when_d_overfits_and_lowers_it_when_d_cannot_tell(data16, t
     assert (saved["augment"], saved["augment_p"]) == ("ada", 0.5)
 
 
+@pytest.mark.slow
 def test_resume_with_ada_gives_the_same_weights_and_p_as_one_run(data16, tmp_path):
     from dcgan_cli.gan.training import train
 
@@ -163,6 +165,7 @@ def test_resume_with_ada_gives_the_same_weights_and_p_as_one_run(data16, tmp_pat
         assert rb[-1][k] == pytest.approx(ra[-1][k], rel=1e-5, abs=1e-6), k
 
 
+@pytest.mark.slow
 def test_no_augmentation_adds_nothing_to_the_step(data16, tmp_path):
     import tensorflow as tf
 
@@ -214,6 +217,7 @@ def test_auto_is_ada_on_small_data_and_none_on_large():
     assert TrainConfig.from_dict(old).augment == "none"
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_two_replicas_augment_like_one_device(data16, tmp_path):
     overrides = dict(epochs=1, steps_per_epoch=3, augment="ada", augment_p=0.5, ada_kimg=0.1, ada_interval=1,

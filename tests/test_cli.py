@@ -23,6 +23,7 @@ def test_the_command_list_is_the_apps():
     assert len(COMMANDS) == len(set(COMMANDS)) and {"train", "sample", "evaluate"} <= set(COMMANDS)
 
 
+@pytest.mark.subprocess
 def test_top_level_help_lists_the_commands_without_importing_tensorflow():
     code = ("import sys; from dcgan_cli.cli import app; sys.argv=['dcgan','--help']\n"
             "try: app()\nexcept SystemExit: pass\n"
@@ -33,6 +34,7 @@ def test_top_level_help_lists_the_commands_without_importing_tensorflow():
     assert "TF-NOT-LOADED" in out
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("cmd", COMMANDS)
 def test_every_command_has_help_with_an_example_and_no_tensorflow(cmd):
     code = (f"import sys; from dcgan_cli.cli import app; sys.argv=['dcgan','{cmd}','--help']\n"
@@ -62,6 +64,7 @@ def test_dry_run_prints_the_config_the_trainer_would_save(data16, tmp_path):
     assert not list(tmp_path.iterdir()), "--dry-run must not create a run"
 
 
+@pytest.mark.slow
 def test_end_to_end_download_preprocess_train_sample(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = runner.invoke(app, ["download", "lfw-sample", "--data-dir", "data"])

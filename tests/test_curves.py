@@ -24,6 +24,8 @@ def run(tiny_run, data16, tmp_path):
     return copy_run(tiny_run, tmp_path / "runs", data=data)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_all_checkpoints_scores_each_once_writes_the_curve_and_caches(run):
     from dcgan_cli.metrics import curves
     from dcgan_cli.metrics.evaluate import EvalOptions

@@ -149,6 +149,7 @@ def _metrics(run: Path) -> np.ndarray:
     return np.array([[r["d_loss"], r["g_loss"], r["d_real"], r["d_fake"]] for r in metrics(run)])
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_two_replicas_with_sync_bn_train_like_one_device(data16, tmp_path):
     # Every kind of per-example randomness is on (flips, label smoothing,
@@ -214,6 +215,7 @@ def _cluster(tmp_path: Path, args: list[str], tag: str):
                 p.wait()
 
 
+@pytest.mark.subprocess
 def test_a_busy_port_is_a_one_line_error(data16, tmp_path):
     with socket.socket() as busy:
         busy.bind(("0.0.0.0", 0))
@@ -238,6 +240,7 @@ def _scratch_left(tmp_path: Path, i: int) -> list[str]:
     return [p.name for p in (tmp_path / f"tmp-worker{i}").glob("dcgan-*")]
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_two_workers_train_and_only_the_chief_writes_the_run(data16, tmp_path):
     runs = tmp_path / "runs"
@@ -258,6 +261,7 @@ def test_two_workers_train_and_only_the_chief_writes_the_run(data16, tmp_path):
     assert _scratch_left(tmp_path, 1) == [], "the worker left its scratch directory behind"
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_a_killed_worker_stops_the_other_with_an_error_and_resume_continues(data16, tmp_path):
     runs = tmp_path / "runs"
@@ -289,6 +293,7 @@ def test_a_killed_worker_stops_the_other_with_an_error_and_resume_continues(data
     assert _scratch_left(tmp_path, 1) == []
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_sigterm_on_one_worker_stops_both_at_the_same_step_with_checkpoints(data16, tmp_path):
     runs = tmp_path / "runs"

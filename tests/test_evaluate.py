@@ -335,6 +335,7 @@ def random_inception_weights(tmp_path_factory):
     return path
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_eval_every_scores_epochs_and_keeps_the_best_checkpoint(data16, tmp_path, monkeypatch,
                                                                 random_inception_weights):
@@ -423,6 +424,7 @@ def test_train_flags_reach_the_config_and_may_be_turned_on_when_resuming(data16,
     assert json.loads(r.stdout)["eval_every_epochs"] == 2
 
 
+@pytest.mark.subprocess
 def test_evaluate_help_has_an_example_and_does_not_import_tensorflow():
     code = ("import sys; from dcgan_cli.cli import app; sys.argv=['dcgan','evaluate','--help']\n"
             "try: app()\nexcept SystemExit as e: assert e.code in (0, None), e.code\n"

@@ -113,6 +113,7 @@ def test_digits_carry_their_classes(digits):
     assert m["labels"][0]["classes"] == [str(i) for i in range(10)]
 
 
+@pytest.mark.subprocess
 def test_train_writes_a_run_with_a_portable_model_and_a_threshold(trained, tmp_path):
     meta = json.loads((trained / "embedding.json").read_text())
     cfg = json.loads((trained / "identity_config.json").read_text())
@@ -295,6 +296,7 @@ def test_dry_run_prints_the_config_with_the_data_shape(digits, tmp_path):
     assert r.exit_code == 2
 
 
+@pytest.mark.subprocess
 def test_identity_help_has_an_example_without_tensorflow():
     code = ("import sys; from dcgan_cli.cli import app; sys.argv=['dcgan','identity','train','--help']\n"
             "try: app()\nexcept SystemExit as e: assert e.code in (0, None), e.code\n"

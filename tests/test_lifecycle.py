@@ -43,6 +43,7 @@ def test_no_function_of_either_trainer_is_over_80_lines():
         assert long == [], f"{path.name}: {long} (split them into named phases)"
 
 
+@pytest.mark.subprocess
 def test_two_identity_resumes_of_one_run_one_is_refused_in_one_line(digits, tmp_path):
     run = _identity_run(digits, tmp_path / "runs")
     cmd = [sys.executable, "-m", "dcgan_cli", "identity", "train", "--resume", str(run), "--epochs", "100000",

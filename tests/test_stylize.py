@@ -167,6 +167,7 @@ def test_stripes_onto_noise_take_the_style_orientation_and_the_style_loss_falls(
 # the command
 
 
+@pytest.mark.subprocess
 def test_same_seed_same_bytes_across_processes_and_another_seed_differs(pictures, tmp_path):
     args = [pictures["noise"], pictures["stripes"], "--size", 32, "--steps", 15, "--init", "noise", "--quiet"]
     ok(stylize(*args, "-o", tmp_path / "a.png", "--seed", 3))

@@ -264,6 +264,7 @@ def _train_cmd(data, runs, *extra):
             "--strategy", "default", "--steps-per-epoch", "3", "--checkpoint-every-epochs", "1", "--quiet", *extra]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_writes_a_checkpoint_and_exits_130(data16, tmp_path, sig):
     runs = tmp_path / "runs"
@@ -280,6 +281,7 @@ def test_signal_writes_a_checkpoint_and_exits_130(data16, tmp_path, sig):
     assert int(gan.step.numpy()) >= 3
 
 
+@pytest.mark.subprocess
 def test_kill_9_leaves_a_loadable_checkpoint(data16, tmp_path):
     runs = tmp_path / "runs"
     proc = subprocess.Popen(_train_cmd(data16, runs, "--epochs", "100000", "--checkpoint-every-steps", "1"),
