@@ -245,6 +245,7 @@ def _classifier_file(path, data, seed=0, grey=False):
     return path
 
 
+@pytest.mark.slow
 def test_evaluate_takes_any_keras_model_as_the_extractor_and_keys_the_cache_by_it(trained_run, tmp_path):
     data = trained_run.parent.parent / "faces-16"
     clf = _classifier_file(tmp_path / "clf.keras", data)
@@ -274,6 +275,7 @@ def test_evaluate_takes_any_keras_model_as_the_extractor_and_keys_the_cache_by_i
     assert r.exit_code == 0 and np.isfinite(json.loads(r.stdout)["kid"]), r.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what, says", [("missing.keras", "no feature extractor model at"),
                                         ("notes.keras", "cannot load"),
                                         ("clf.keras:nope", "has no layer 'nope'")])
