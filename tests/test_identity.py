@@ -113,6 +113,8 @@ def test_digits_carry_their_classes(digits):
     assert m["labels"][0]["classes"] == [str(i) for i in range(10)]
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("identity-trained")
 @pytest.mark.subprocess
 def test_train_writes_a_run_with_a_portable_model_and_a_threshold(trained, tmp_path):
     meta = json.loads((trained / "embedding.json").read_text())
@@ -143,6 +145,8 @@ def digit_png(digits_dir: Path, digit: int, k: int) -> Path:
     return digits_dir.parent / "digits" / str(digit) / f"{k:04d}.png"
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("identity-trained")
 def test_verify_and_identify_on_unseen_digits(trained, digits, tmp_path):
     meta = json.loads((trained / "embedding.json").read_text())
     held = meta["heldout_identities"]
@@ -180,6 +184,8 @@ def test_verify_and_identify_on_unseen_digits(trained, digits, tmp_path):
     assert r.exit_code == 1 and "has no lonely.json beside it" in r.output
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("identity-trained")
 def test_evaluate_verification_on_held_out_identities(trained, tmp_path):
     roc = tmp_path / "curve.png"
     r = runner.invoke(app, ["evaluate", "--verification", "--identity-model", str(trained), "--pairs", "200",
@@ -195,6 +201,8 @@ def test_evaluate_verification_on_held_out_identities(trained, tmp_path):
     assert r.exit_code == 0 and "accuracy" in r.output and "FAR steps are 1%" in r.output
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("identity-trained")
 def test_evaluation_refuses_people_the_model_trained_on(trained, tmp_path):
     import shutil
 
@@ -234,6 +242,7 @@ def test_protocol_numbers_on_known_distances():
     assert far <= 0.02 and tar == pytest.approx(49 / 50)
 
 
+@pytest.mark.slow
 def test_resume_after_ctrl_c_trains_what_an_uninterrupted_run_would(digits, tmp_path):
     import signal
 
@@ -268,6 +277,7 @@ def test_resume_after_ctrl_c_trains_what_an_uninterrupted_run_would(digits, tmp_
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_triplet_with_class_augment_trains_and_unlabelled_data_is_refused(digits, data16, tmp_path):
     from dcgan_cli.identity.train import train_identity
 
@@ -305,6 +315,7 @@ def test_identity_help_has_an_example_without_tensorflow():
     assert "Example: dcgan identity train" in out and "TF-NOT-LOADED" in out
 
 
+@pytest.mark.slow
 def test_bench_identity_figures():
     from dcgan_cli.bench.suite import bench_identity
 
@@ -327,6 +338,8 @@ def test_a_class_label_serves_as_identity_when_there_is_no_person_label(tmp_path
     assert ids.tolist() == [0, 1, 2, 0, 1, 2] and images[4, 0, 0, 0] == 4
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("identity-trained")
 def test_stylize_counts_the_faces_that_still_verify_with_an_identity_model(trained, digits, tmp_path):
     from dcgan_cli.identity.verification import same_person_check
     from dcgan_cli.gan.model import build_generator
@@ -353,6 +366,7 @@ def test_stylize_counts_the_faces_that_still_verify_with_an_identity_model(train
     assert r.exit_code == 1 and "has no embedding.keras" in r.output and "Traceback" not in r.output
 
 
+@pytest.mark.slow
 def test_the_default_setup_beats_raw_pixels_on_unseen_digits():
     """The offline bar, one seed (tests/bench_identity.py runs more): the default setup plus what digits
     need (identity/bench.py's DIGITS) on all 1,797 digits, the LFW protocol on the 3 never trained on.

@@ -43,6 +43,7 @@ def test_no_function_of_either_trainer_is_over_80_lines():
         assert long == [], f"{path.name}: {long} (split them into named phases)"
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_two_identity_resumes_of_one_run_one_is_refused_in_one_line(digits, tmp_path):
     run = _identity_run(digits, tmp_path / "runs")
@@ -72,6 +73,7 @@ def test_two_identity_resumes_of_one_run_one_is_refused_in_one_line(digits, tmp_
     assert not (run / ".dcgan.lock").exists(), "the lock goes with the process that held it"
 
 
+@pytest.mark.slow
 def test_the_identity_trainer_keeps_the_resume_rule_history_and_last_good(digits, tmp_path):
     from dcgan_cli.identity.train import train_identity
 

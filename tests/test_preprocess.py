@@ -349,6 +349,7 @@ def _wait_for_reader(fifo, proc, timeout=180):
     pytest.fail("preprocess never reached the named pipe")
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_interrupted_runs_keep_the_old_output_and_resume(tmp_path):
     src = tmp_path / "many"
