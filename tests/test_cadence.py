@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from helpers import tiny_config
 
 from dcgan_cli.config import AUTO_CADENCE_STEPS, TrainConfig

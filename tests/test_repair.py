@@ -155,6 +155,7 @@ def test_project_writes_images_latents_and_losses_and_the_same_seed_gives_the_sa
     one_line_error(cli("project", *photos, "--run", tiny_run, "-o", a, *FAST), "already exists", "--force")
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_latents_draw_the_same_faces_again_in_a_fresh_process_and_through_sample(tiny_run, photos, tmp_path):
     out = tmp_path / "p"

@@ -253,6 +253,7 @@ def test_without_run_the_newest_run_is_used_and_named(trained, tmp_path):
 # export
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_savedmodel_export_serves_uint8_images_without_this_package(trained, sampler, tmp_path):
     out = tmp_path / "served"
@@ -286,6 +287,7 @@ def test_savedmodel_export_serves_uint8_images_without_this_package(trained, sam
     assert np.abs(served - sampler(z)).max() <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_keras_export_loads_with_plain_keras_and_matches_the_run(trained, tmp_path):
     out = tmp_path / "g.keras"

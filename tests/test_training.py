@@ -165,6 +165,7 @@ def test_ema_batch_norm_statistics_come_from_its_own_forward_passes(data16, tmp_
     assert ema_bn.momentum == live_bn.momentum
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted_training(data16, tmp_path):
     from dcgan_cli.gan.training import train
 
@@ -264,6 +265,7 @@ def _train_cmd(data, runs, *extra):
             "--strategy", "default", "--steps-per-epoch", "3", "--checkpoint-every-epochs", "1", "--quiet", *extra]
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_writes_a_checkpoint_and_exits_130(data16, tmp_path, sig):
@@ -281,6 +283,7 @@ def test_signal_writes_a_checkpoint_and_exits_130(data16, tmp_path, sig):
     assert int(gan.step.numpy()) >= 3
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_kill_9_leaves_a_loadable_checkpoint(data16, tmp_path):
     runs = tmp_path / "runs"
