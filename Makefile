@@ -9,10 +9,10 @@ DEMO_RUNS := runs
 .PHONY: demo test test-fast bench clean help
 
 help:
-	@echo "make demo   - set up .venv, train on 100 offline faces, write a sample grid"
-	@echo "make test   - set up .venv with test deps and run the whole test suite (what CI runs)"
+	@echo "make demo      - set up .venv, train on 100 offline faces, write a sample grid"
+	@echo "make test      - set up .venv with test deps and run the whole test suite (what CI runs)"
 	@echo "make test-fast - the tests that neither train for long nor start a process: the inner loop"
-	@echo "make bench  - print training, loop and input-pipeline throughput, and sample quality vs a reference"
+	@echo "make bench     - print training, loop and input-pipeline throughput, and sample quality vs a reference"
 
 $(VENV)/.installed-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,11 +27,13 @@ demo: $(VENV)/.installed-demo
 	$(DCGAN) sample -n 16 $(DEMO_RUNS)/demo-samples.png --runs-dir $(DEMO_RUNS)
 	@echo "Grid written: $(DEMO_RUNS)/demo-samples.png (per-epoch grids under the run's samples/)"
 
-# Two processes (most tests keep one core busy). --dist loadgroup: a test goes to whichever process is free,
+# Two processes (most tests keep one core busy). --dist loadgroup: each test goes to whichever process is free,
 # so no module's tests queue behind each other on one core (loadfile pinned test_hostile's 56 cases to one,
-# the critical path); only a module whose module-scoped fixture trains or builds something costly marks itself
-# `pytest.mark.xdist_group`, so that fixture runs once rather than once per process. --durations: the slowest
-# tests, to keep the tiers honest (a test over a few seconds is marked slow: pyproject.toml's markers).
+# the critical path). Under load or worksteal a module-scoped fixture is built once per process, so the tests
+# that share a costly one (a training, a scored data set: test_bench_quality, test_hostile, test_identity's
+# `trained`, test_audit's `setup`) carry one `pytest.mark.xdist_group` and run in one process, the fixture
+# built once. --durations lists the slowest tests, to keep the tiers honest: a test over ~5 s is marked slow,
+# one that starts a Python process is marked subprocess (pyproject.toml; conftest.py fails an unmarked one).
 PYTEST := $(PY) -m pytest -q -n 2 --dist loadgroup
 
 test: $(VENV)/.installed-test
