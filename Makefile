@@ -27,14 +27,17 @@ demo: $(VENV)/.installed-demo
 	$(DCGAN) sample -n 16 $(DEMO_RUNS)/demo-samples.png --runs-dir $(DEMO_RUNS)
 	@echo "Grid written: $(DEMO_RUNS)/demo-samples.png (per-epoch grids under the run's samples/)"
 
-# Two processes (most tests keep one core busy). --dist loadgroup: each test goes to whichever process is free,
-# so no module's tests queue behind each other on one core (loadfile pinned test_hostile's 56 cases to one,
-# the critical path). Under load or worksteal a module-scoped fixture is built once per process, so the tests
-# that share a costly one (a training, a scored data set: test_bench_quality, test_hostile, test_identity's
-# `trained`, test_audit's `setup`) carry one `pytest.mark.xdist_group` and run in one process, the fixture
-# built once. --durations lists the slowest tests, to keep the tiers honest: a test over ~5 s is marked slow,
-# one that starts a Python process is marked subprocess (pyproject.toml; conftest.py fails an unmarked one).
-PYTEST := $(PY) -m pytest -q -n 2 --dist loadgroup
+# Two processes (most tests keep one core busy), a module in one (--dist loadfile), so each module-scoped
+# fixture (test_bench_quality's scored data sets, test_hostile's run, test_identity's trained network) is built
+# once; --dist load or worksteal would build each in both processes. loadfile's cost is that a module's tests
+# queue on one core: that pinned test_hostile's 56 subprocess cases (~5 min) to one, the critical path. They now
+# run in-process (~30 s), and the longest modules left (test_distribute, test_bench_quality: 2-3 min alone)
+# are collected early, so they end well inside half the suite. (--dist loadgroup, grouping only the tests
+# that share a fixture, would be finer, but with pytest 9.2 and xdist 3.8 it silently stops grouping:
+# pytest-dev/pytest-xdist#1386.) --durations lists the slowest tests, to keep the tiers honest: a test over
+# ~5 s is marked slow, and one that starts a Python process is marked subprocess (pyproject.toml's markers;
+# conftest.py fails an unmarked one).
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile
 
 test: $(VENV)/.installed-test
 	$(PYTEST) --durations=15

@@ -58,7 +58,6 @@ def test_chunked_nearest_matches_brute_force():
     assert ids[i[0]] != ids[3]
 
 
-@pytest.mark.xdist_group("audit-setup")
 @pytest.mark.slow
 def test_audit_a_run_through_the_cli(setup):
     root, digits, ident, gan = setup
@@ -80,7 +79,6 @@ def test_audit_a_run_through_the_cli(setup):
     assert r.exit_code == 0 and "same person as a training face" in r.output and "baseline" in r.output
 
 
-@pytest.mark.xdist_group("audit-setup")
 @pytest.mark.slow
 def test_real_training_images_are_flagged_as_copies(setup, tmp_path):
     root, digits, ident, gan = setup
@@ -95,7 +93,6 @@ def test_real_training_images_are_flagged_as_copies(setup, tmp_path):
     assert out["closest"][0]["distance"] < 1e-3
 
 
-@pytest.mark.xdist_group("audit-setup")
 @pytest.mark.slow
 def test_lfw_faces_without_identities_use_a_leave_one_out_baseline(setup, tmp_path):
     """lfw_subset (no identities): the real faces are still flagged as copies of themselves."""
@@ -114,7 +111,6 @@ def test_lfw_faces_without_identities_use_a_leave_one_out_baseline(setup, tmp_pa
     assert "leave one out" in out["baseline"] and out["baseline_faces"] == 20
 
 
-@pytest.mark.xdist_group("audit-setup")
 @pytest.mark.slow
 def test_audit_refuses_mismatched_sizes_in_one_line(setup, data16):
     root, digits, ident, gan = setup

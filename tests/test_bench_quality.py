@@ -19,8 +19,7 @@ from dcgan_cli.bench import quality as bq
 from dcgan_cli.cli import app
 from dcgan_cli.config import PRESETS
 
-# Its module fixtures build and score data sets for a minute: once, on one worker (make test: --dist loadgroup).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bench_quality")]
+pytestmark = pytest.mark.slow  # its module fixtures alone build and score data sets for a minute
 
 
 @pytest.fixture(scope="module")

@@ -41,9 +41,6 @@ from fake_http import FakeServer, file_route, html_route, trickling_route, unsiz
 from fs_faults import read_only, small_disk
 from helpers import dcgan, dcgan_here, one_line_error, snapshot, tiny_config
 
-# The module's `context` trains a run and starts a server: once, on one worker (make test: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("hostile")
-
 MAX_USAGE_LINES = 6  # a usage error: Typer's usage line, its hint, and the message in a box
 TIMEOUT = 240  # seconds: a case in a process that hangs fails (a pipe named .jpg used to hang preprocess forever)
 TINY = ["--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "8", "--latent-dim", "8", "--g-filters", "8",

@@ -114,7 +114,6 @@ def test_digits_carry_their_classes(digits):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("identity-trained")
 @pytest.mark.subprocess
 def test_train_writes_a_run_with_a_portable_model_and_a_threshold(trained, tmp_path):
     meta = json.loads((trained / "embedding.json").read_text())
@@ -146,7 +145,6 @@ def digit_png(digits_dir: Path, digit: int, k: int) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("identity-trained")
 def test_verify_and_identify_on_unseen_digits(trained, digits, tmp_path):
     meta = json.loads((trained / "embedding.json").read_text())
     held = meta["heldout_identities"]
@@ -185,7 +183,6 @@ def test_verify_and_identify_on_unseen_digits(trained, digits, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("identity-trained")
 def test_evaluate_verification_on_held_out_identities(trained, tmp_path):
     roc = tmp_path / "curve.png"
     r = runner.invoke(app, ["evaluate", "--verification", "--identity-model", str(trained), "--pairs", "200",
@@ -202,7 +199,6 @@ def test_evaluate_verification_on_held_out_identities(trained, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("identity-trained")
 def test_evaluation_refuses_people_the_model_trained_on(trained, tmp_path):
     import shutil
 
@@ -339,7 +335,6 @@ def test_a_class_label_serves_as_identity_when_there_is_no_person_label(tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("identity-trained")
 def test_stylize_counts_the_faces_that_still_verify_with_an_identity_model(trained, digits, tmp_path):
     from dcgan_cli.identity.verification import same_person_check
     from dcgan_cli.gan.model import build_generator
