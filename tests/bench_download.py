@@ -12,20 +12,17 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import sys
 import tempfile
 import time
 import zipfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+from fake_http import FakeServer, file_route  # this script's folder, tests/, is on sys.path
 
-from fake_http import FakeServer, file_route  # noqa: E402
-
-from dcgan_cli.data.datasets import RemoteFile  # noqa: E402
-from dcgan_cli.data.datasets.extract import count_images, extract  # noqa: E402
-from dcgan_cli.data.datasets.http import download  # noqa: E402
-from dcgan_cli.data.datasets.verify import hash_file  # noqa: E402
+from dcgan_cli.data.datasets import RemoteFile
+from dcgan_cli.data.datasets.extract import count_images, extract
+from dcgan_cli.data.datasets.http import download
+from dcgan_cli.data.datasets.verify import hash_file
 
 
 def main():

@@ -22,7 +22,7 @@ from dcgan_cli.data import datasets
 from dcgan_cli.cli import app
 from dcgan_cli.errors import DcganError
 
-from conftest import one_line_error
+from helpers import one_line_error
 from fake_http import dropping_route, failing_route, file_route
 
 runner = CliRunner()
@@ -275,7 +275,7 @@ def test_cli_defaults_follow_the_arrays_and_a_damaged_file_names_the_fix(tmp_pat
 
 
 def test_celeba_split_test_is_partition_2(tmp_path):
-    from conftest import write_faces
+    from helpers import write_faces
 
     folder = write_faces(tmp_path / "img_align_celeba", n=6)
     names = sorted(p.name for p in folder.iterdir())
@@ -324,6 +324,8 @@ def test_celeba28_generator_is_the_examples_architecture():
     assert not any(isinstance(x, layers.LeakyReLU) for x in build_generator(28, 1, 8, 8, fast=False).layers)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("name,channels", [("mnist", 1), ("celeba28", 3)])
 def test_presets_train_a_step_and_sample_from_the_saved_generator(tmp_path, name, channels):
     from dcgan_cli.config import preset

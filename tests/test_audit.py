@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +10,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import tiny_config  # noqa: E402
-from digits import preprocess_digits  # noqa: E402
-
-from dcgan_cli.cli import app  # noqa: E402
-from dcgan_cli.identity import audit as au  # noqa: E402
+from dcgan_cli.cli import app
+from dcgan_cli.identity import audit as au
+from dcgan_cli.identity.bench import preprocess_digits
+from helpers import tiny_config
 
 runner = CliRunner()
 
@@ -61,6 +58,7 @@ def test_chunked_nearest_matches_brute_force():
     assert ids[i[0]] != ids[3]
 
 
+@pytest.mark.slow
 def test_audit_a_run_through_the_cli(setup):
     root, digits, ident, gan = setup
     r = runner.invoke(app, ["audit", "--run", str(gan), "--identity-model", str(ident), "--samples", "40", "--json"])
@@ -81,6 +79,7 @@ def test_audit_a_run_through_the_cli(setup):
     assert r.exit_code == 0 and "same person as a training face" in r.output and "baseline" in r.output
 
 
+@pytest.mark.slow
 def test_real_training_images_are_flagged_as_copies(setup, tmp_path):
     root, digits, ident, gan = setup
     pngs = sorted((root / "digits").rglob("*.png"))[:30]
@@ -94,6 +93,7 @@ def test_real_training_images_are_flagged_as_copies(setup, tmp_path):
     assert out["closest"][0]["distance"] < 1e-3
 
 
+@pytest.mark.slow
 def test_lfw_faces_without_identities_use_a_leave_one_out_baseline(setup, tmp_path):
     """lfw_subset (no identities): the real faces are still flagged as copies of themselves."""
     from dcgan_cli.data.datasets.lfw_sample import write_lfw_sample
@@ -111,6 +111,7 @@ def test_lfw_faces_without_identities_use_a_leave_one_out_baseline(setup, tmp_pa
     assert "leave one out" in out["baseline"] and out["baseline_faces"] == 20
 
 
+@pytest.mark.slow
 def test_audit_refuses_mismatched_sizes_in_one_line(setup, data16):
     root, digits, ident, gan = setup
     r = runner.invoke(app, ["audit", "--images", str(root / "digits"), "--data", str(data16), "--identity-model",

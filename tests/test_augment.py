@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import one_line_error, tiny_config
+from helpers import metrics as _metrics, one_line_error, tiny_config
 from dcgan_cli.gan import augment as aug
 from dcgan_cli.cli import app
 
@@ -111,10 +111,6 @@ def test_ada_adjust_moves_p_by_the_papers_rate_and_clips():
 # -- the step and the loop ----------------------------------------------------
 
 
-def _metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
 def _state(run: Path) -> dict[str, np.ndarray]:
     import tensorflow as tf
 
@@ -127,6 +123,7 @@ def _p(state: dict) -> float:
     return float(next(v for k, v in state.items() if k.startswith("augment_p/")))
 
 
+@pytest.mark.slow
 def test_ada_raises_p_when_d_overfits_and_lowers_it_when_d_cannot_tell(data16, tmp_path):
     from dcgan_cli.gan.training import train
 
@@ -143,6 +140,7 @@ def test_ada_raises_p_when_d_overfits_and_lowers_it_when_d_cannot_tell(data16, t
     assert (saved["augment"], saved["augment_p"]) == ("ada", 0.5)
 
 
+@pytest.mark.slow
 def test_resume_with_ada_gives_the_same_weights_and_p_as_one_run(data16, tmp_path):
     from dcgan_cli.gan.training import train
 
@@ -167,6 +165,7 @@ def test_resume_with_ada_gives_the_same_weights_and_p_as_one_run(data16, tmp_pat
         assert rb[-1][k] == pytest.approx(ra[-1][k], rel=1e-5, abs=1e-6), k
 
 
+@pytest.mark.slow
 def test_no_augmentation_adds_nothing_to_the_step(data16, tmp_path):
     import tensorflow as tf
 
@@ -218,6 +217,7 @@ def test_auto_is_ada_on_small_data_and_none_on_large():
     assert TrainConfig.from_dict(old).augment == "none"
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_two_replicas_augment_like_one_device(data16, tmp_path):
     overrides = dict(epochs=1, steps_per_epoch=3, augment="ada", augment_p=0.5, ada_kimg=0.1, ada_interval=1,

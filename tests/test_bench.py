@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -11,6 +12,7 @@ from dcgan_cli.cli import app
 from dcgan_cli.config import TrainConfig
 
 
+@pytest.mark.slow
 def test_bench_json_reports_step_loop_input_and_preprocess_figures():
     r = CliRunner().invoke(app, ["bench", "--size", "16", "--batch-size", "8", "--steps", "2", "--precision",
                                  "fp32", "--json", "--face-images", "40"])
@@ -26,6 +28,7 @@ def test_bench_json_reports_step_loop_input_and_preprocess_figures():
     assert face["vs_celeba_crop"] > 0
 
 
+@pytest.mark.slow
 def test_bench_loop_on_given_data_uses_its_real_epochs(data16):
     from dcgan_cli.bench.suite import bench
 
@@ -40,6 +43,7 @@ def test_bench_loop_on_given_data_uses_its_real_epochs(data16):
     assert out["loop_vs_step"] == loop["loop_vs_step"] > 0
 
 
+@pytest.mark.slow
 def test_bench_step_with_augment_reports_its_cost_as_a_ratio():
     r = CliRunner().invoke(app, ["bench", "--parts", "step", "--size", "16", "--batch-size", "8", "--steps", "2",
                                  "--precision", "fp32", "--augment", "ada"])
@@ -55,6 +59,7 @@ def test_bench_rejects_unknown_parts():
     assert r.exit_code == 2
 
 
+@pytest.mark.slow
 def test_bench_stylize_reports_seconds_per_step_and_the_default_run():
     r = CliRunner().invoke(app, ["bench", "--parts", "stylize", "--stylize-size", "32", "--steps", "2", "--json"])
     assert r.exit_code == 0, r.output

@@ -19,6 +19,8 @@ from dcgan_cli.bench import quality as bq
 from dcgan_cli.cli import app
 from dcgan_cli.config import PRESETS
 
+pytestmark = pytest.mark.slow  # its module fixtures alone build and score data sets for a minute
+
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):

@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from conftest import tiny_config
+import pytest
+from helpers import tiny_config
 
 from dcgan_cli.config import AUTO_CADENCE_STEPS, TrainConfig
 from dcgan_cli.gan.training import train
@@ -45,6 +46,7 @@ def test_auto_cadence_follows_the_epoch_length():
     assert resolved.sample_every_epochs == 4 and resolved.checkpoint_every_epochs == 15  # a choice given is kept
 
 
+@pytest.mark.slow
 def test_checkpoints_and_grids_at_the_promised_epochs(data16, tmp_path):
     cfg = tiny_config(data16, tmp_path, epochs=5, checkpoint_every_epochs=3, sample_every_epochs=2, keep_checkpoints=10)
     run = train(cfg, **QUIET)
@@ -56,6 +58,7 @@ def test_checkpoints_and_grids_at_the_promised_epochs(data16, tmp_path):
     assert (saved["checkpoint_every_epochs"], saved["sample_every_epochs"]) == (3, 2)
 
 
+@pytest.mark.slow
 def test_auto_is_resolved_and_recorded_and_the_last_epoch_always_writes(data16, tmp_path):
     cfg = tiny_config(data16, tmp_path, epochs=2, checkpoint_every_epochs=0, sample_every_epochs=0)
     run = train(cfg, **QUIET)
@@ -65,6 +68,7 @@ def test_auto_is_resolved_and_recorded_and_the_last_epoch_always_writes(data16, 
     assert _ckpt_steps(run) == [6] and _samples(run) == ["epoch-0002.png"]
 
 
+@pytest.mark.slow
 def test_resume_from_an_older_checkpoint_retrains_exactly_and_logs_each_epoch_once(data16, tmp_path):
     cfg = tiny_config(data16, tmp_path, epochs=5, checkpoint_every_epochs=3, sample_every_epochs=5, keep_checkpoints=10)
     straight = train(cfg, **QUIET)

@@ -16,7 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dcgan_cli.cli import app
-from conftest import one_line_error
+from helpers import one_line_error
 
 runner = CliRunner()
 # Every command the app registers, read from the app itself: a new command is tested without editing this list.
@@ -106,6 +106,7 @@ def test_bench_refuses_augment_auto_as_a_usage_error():
     one_line_error(runner.invoke(app, ["bench", "--augment", "auto", "--parts", "step"]), "diffaug or ada", code=2)
 
 
+@pytest.mark.subprocess
 def test_top_level_help_lists_the_commands_without_importing_tensorflow():
     code = ("import sys; from dcgan_cli.cli import app; sys.argv=['dcgan','--help']\n"
             "try: app()\nexcept SystemExit: pass\n"
@@ -116,6 +117,7 @@ def test_top_level_help_lists_the_commands_without_importing_tensorflow():
     assert "TF-NOT-LOADED" in out
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("cmd", COMMANDS)
 def test_every_command_has_help_with_an_example_and_no_tensorflow(cmd):
     code = (f"import sys; from dcgan_cli.cli import app; sys.argv=['dcgan','{cmd}','--help']\n"
@@ -145,6 +147,7 @@ def test_dry_run_prints_the_config_the_trainer_would_save(data16, tmp_path):
     assert not list(tmp_path.iterdir()), "--dry-run must not create a run"
 
 
+@pytest.mark.slow
 def test_end_to_end_download_preprocess_train_sample(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = runner.invoke(app, ["download", "lfw-sample", "--data-dir", "data"])

@@ -10,7 +10,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from conftest import copy_run, ok, one_line_error
+from helpers import copy_run, ok, one_line_error
 from dcgan_cli.cli import app
 
 runner = CliRunner()
@@ -24,6 +24,8 @@ def run(tiny_run, data16, tmp_path):
     return copy_run(tiny_run, tmp_path / "runs", data=data)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_all_checkpoints_scores_each_once_writes_the_curve_and_caches(run):
     from dcgan_cli.metrics import curves
     from dcgan_cli.metrics.evaluate import EvalOptions
@@ -75,7 +77,7 @@ def test_curve_options_are_checked_in_one_line(run):
 
 
 def test_eval_every_keeps_enough_checkpoints_for_a_curve(data16, tmp_path):
-    from conftest import tiny_config
+    from helpers import tiny_config
     from dcgan_cli.metrics.curves import EVAL_KEEP_CHECKPOINTS
     from dcgan_cli.gan.training import checkpoints_to_keep
 

@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import pytest
 
 from dcgan_cli.runs import distribute
 from dcgan_cli.errors import DcganError
+from helpers import metrics, wait_for_checkpoint
 
 HERE = Path(__file__).parent
 REPO = HERE.parent
@@ -146,10 +146,10 @@ def _checkpoint(run: Path) -> dict[str, np.ndarray]:
 
 
 def _metrics(run: Path) -> np.ndarray:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return np.array([[r["d_loss"], r["g_loss"], r["d_real"], r["d_fake"]] for r in rows])
+    return np.array([[r["d_loss"], r["g_loss"], r["d_real"], r["d_fake"]] for r in metrics(run)])
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_two_replicas_with_sync_bn_train_like_one_device(data16, tmp_path):
     # Every kind of per-example randomness is on (flips, label smoothing,
@@ -215,6 +215,7 @@ def _cluster(tmp_path: Path, args: list[str], tag: str):
                 p.wait()
 
 
+@pytest.mark.subprocess
 def test_a_busy_port_is_a_one_line_error(data16, tmp_path):
     with socket.socket() as busy:
         busy.bind(("0.0.0.0", 0))
@@ -239,6 +240,7 @@ def _scratch_left(tmp_path: Path, i: int) -> list[str]:
     return [p.name for p in (tmp_path / f"tmp-worker{i}").glob("dcgan-*")]
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_two_workers_train_and_only_the_chief_writes_the_run(data16, tmp_path):
     runs = tmp_path / "runs"
@@ -259,15 +261,7 @@ def test_two_workers_train_and_only_the_chief_writes_the_run(data16, tmp_path):
     assert _scratch_left(tmp_path, 1) == [], "the worker left its scratch directory behind"
 
 
-def _wait_for_checkpoint(runs: Path, step: int, procs, tmp_path: Path, tag: str) -> None:
-    """Until the chief has written the checkpoint of `step`; fails if a worker exits first or time runs out."""
-    deadline = time.monotonic() + TIMEOUT
-    while not list(runs.glob(f"*/checkpoints/ckpt-{step}.index")):
-        assert all(p.poll() is None for p in procs), _log(tmp_path, tag, 0)[-3000:]
-        assert time.monotonic() < deadline, f"training never reached step {step}"
-        time.sleep(0.2)
-
-
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_a_killed_worker_stops_the_other_with_an_error_and_resume_continues(data16, tmp_path):
     runs = tmp_path / "runs"
@@ -275,7 +269,7 @@ def test_a_killed_worker_stops_the_other_with_an_error_and_resume_continues(data
     args = ["--data", str(data16), "--runs-dir", str(runs), "--epochs", "500", "--steps-per-epoch", str(spe),
             "--checkpoint-every-steps", "1", *TINY]
     with _cluster(tmp_path, args, "killed") as (chief, worker):
-        _wait_for_checkpoint(runs, 2, (chief, worker), tmp_path, "killed")
+        wait_for_checkpoint(runs, (chief, worker), step=2, log=lambda: _log(tmp_path, "killed", 0))
         worker.kill()
         code = chief.wait(timeout=TIMEOUT)  # the bound: the chief must not hang on its dead peer
     (run,) = runs.iterdir()
@@ -299,13 +293,14 @@ def test_a_killed_worker_stops_the_other_with_an_error_and_resume_continues(data
     assert _scratch_left(tmp_path, 1) == []
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_sigterm_on_one_worker_stops_both_at_the_same_step_with_checkpoints(data16, tmp_path):
     runs = tmp_path / "runs"
     args = ["--data", str(data16), "--runs-dir", str(runs), "--epochs", "500", "--steps-per-epoch", "4",
             "--checkpoint-every-epochs", "1", *TINY]
     with _cluster(tmp_path, args, "sigterm") as (chief, worker):
-        _wait_for_checkpoint(runs, 4, (chief, worker), tmp_path, "sigterm")
+        wait_for_checkpoint(runs, (chief, worker), step=4, log=lambda: _log(tmp_path, "sigterm", 0))
         worker.send_signal(signal.SIGTERM)  # the worker, not the chief: the chief must still save
         codes = [chief.wait(timeout=TIMEOUT), worker.wait(timeout=TIMEOUT)]
     assert codes == [130, 130], _log(tmp_path, "sigterm", 0)[-3000:] + _log(tmp_path, "sigterm", 1)[-3000:]

@@ -25,7 +25,7 @@ from dcgan_cli.data.datasets import Dataset, RemoteFile, drive, http
 from dcgan_cli.data.datasets.extract import extract
 from dcgan_cli.errors import DcganError
 
-from conftest import one_line_error
+from helpers import one_line_error
 from fake_http import (LOGIN_PAGE, QUOTA_PAGE, drive_cookie_route, drive_form_route, dropping_route,
                        failing_route, file_route, html_route, stalling_route, trickling_route, unsized_route)
 from fs_faults import read_only, small_disk

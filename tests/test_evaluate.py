@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from dcgan_cli.cli import app
 from dcgan_cli.errors import DcganError
 from dcgan_cli.metrics.stats import FeatureStats, frechet_distance, kernel_inception_distance
-from conftest import copy_run, tiny_config, write_faces
+from helpers import copy_run, tiny_config, write_faces
 
 runner = CliRunner()
 TINY = "tiny-random"
@@ -245,6 +245,7 @@ def _classifier_file(path, data, seed=0, grey=False):
     return path
 
 
+@pytest.mark.slow
 def test_evaluate_takes_any_keras_model_as_the_extractor_and_keys_the_cache_by_it(trained_run, tmp_path):
     data = trained_run.parent.parent / "faces-16"
     clf = _classifier_file(tmp_path / "clf.keras", data)
@@ -274,6 +275,7 @@ def test_evaluate_takes_any_keras_model_as_the_extractor_and_keys_the_cache_by_i
     assert r.exit_code == 0 and np.isfinite(json.loads(r.stdout)["kid"]), r.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what, says", [("missing.keras", "no feature extractor model at"),
                                         ("notes.keras", "cannot load"),
                                         ("clf.keras:nope", "has no layer 'nope'")])
@@ -335,6 +337,7 @@ def random_inception_weights(tmp_path_factory):
     return path
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_eval_every_scores_epochs_and_keeps_the_best_checkpoint(data16, tmp_path, monkeypatch,
                                                                 random_inception_weights):
@@ -423,6 +426,7 @@ def test_train_flags_reach_the_config_and_may_be_turned_on_when_resuming(data16,
     assert json.loads(r.stdout)["eval_every_epochs"] == 2
 
 
+@pytest.mark.subprocess
 def test_evaluate_help_has_an_example_and_does_not_import_tensorflow():
     code = ("import sys; from dcgan_cli.cli import app; sys.argv=['dcgan','evaluate','--help']\n"
             "try: app()\nexcept SystemExit as e: assert e.code in (0, None), e.code\n"

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import one_line_error
+from helpers import one_line_error
 from dcgan_cli.cli import app
 from dcgan_cli.data.preprocess import PreprocessConfig, faces, preprocess
 from dcgan_cli.data.shards import ShardWriter
@@ -181,6 +181,7 @@ def test_cli_face_crop_and_its_summary(lfw, tmp_path):
     one_line_error(res, "--min-face applies to --crop face")
 
 
+@pytest.mark.subprocess
 def test_without_the_extra_the_error_names_it(tmp_path):
     """mtcnn hidden from a real process (not mocked): one line that names the extra, nothing written."""
     photos = tmp_path / "photos"

@@ -2,7 +2,9 @@
 and nothing good is lost (NaN recovery, locks, damaged checkpoint index, bad data, full and read-only
 disks, absurd flags and config files, quiet overwrites).
 
-Where a user meets a case on the command line, the test runs the real command in a subprocess.
+Where a user meets a case on the command line, the test runs the real command: in this process through Typer's
+runner (helpers.dcgan_here) where the command is refused, in a subprocess (marked so) where a run goes on
+training, resumes, or another process holds it.
 """
 
 from __future__ import annotations
@@ -20,28 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import one_line_error, snapshot, tiny_config, write_faces
+from helpers import dcgan, dcgan_here, one_line_error, snapshot, tiny_config, write_faces
 from dcgan_cli.runs import checkpoints
 from dcgan_cli.gan import generator_io
 from dcgan_cli.runs import layout
 from dcgan_cli.errors import DcganError
 
 QUIET = lambda m: None  # noqa: E731
-
-
-def dcgan(*args, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dcgan_cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def dcgan_here(*args) -> subprocess.CompletedProcess:
-    """The same command in this process (Typer's runner): for tables of cases, where a process each is slow."""
-    from typer.testing import CliRunner
-
-    from dcgan_cli.cli import app
-
-    r = CliRunner().invoke(app, [str(a) for a in args])
-    return subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.stderr)
 
 
 @pytest.fixture()
@@ -58,6 +45,8 @@ def ckpt_step(run_dir: Path) -> int:
 # 1. NaN recovery that can be followed
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_after_a_nan_the_printed_command_recovers_and_the_change_is_recorded(run):
     before = snapshot(run / layout.CKPT_DIR)
     # --checkpoint-every 1: before, the exploding (finite, ~1e30) weights were saved, and every resume NaN'd again.
@@ -81,11 +70,12 @@ def test_after_a_nan_the_printed_command_recovers_and_the_change_is_recorded(run
     assert layout.load_config(run).lr_d == 0.0002
 
 
+@pytest.mark.slow
 def test_a_nan_before_any_checkpoint_says_to_start_again_and_leaves_no_empty_run(data16, tmp_path):
     runs = tmp_path / "runs"
-    r = dcgan("train", "--data", data16, "--runs-dir", runs, "--batch-size", "8", "--g-filters", "8",
-              "--d-filters", "8", "--latent-dim", "8", "--precision", "fp32", "--strategy", "default",
-              "--steps-per-epoch", "3", "--epochs", "1", "--lr-d", "1e30", "--lr-g", "1e30", "--quiet")
+    r = dcgan_here("train", "--data", data16, "--runs-dir", runs, "--batch-size", "8", "--g-filters", "8",
+                   "--d-filters", "8", "--latent-dim", "8", "--precision", "fp32", "--strategy", "default",
+                   "--steps-per-epoch", "3", "--epochs", "1", "--lr-d", "1e30", "--lr-g", "1e30", "--quiet")
     line = one_line_error(r)
     assert "no checkpoint was written before it, so there is nothing to resume: start a new run" in line
     assert "--lr-d 0.0002 --lr-g 0.0002" in line and "--resume" not in line
@@ -111,6 +101,8 @@ def test_weights_past_the_bound_are_never_checkpointed(run):
 # 2. One writer per run
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_second_writer_of_a_run_is_refused_by_pid_and_a_dead_holders_lock_is_taken_over(run):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from dcgan_cli.runs.layout import lock_run; "
@@ -154,6 +146,8 @@ def test_checkpoints_are_found_from_their_files_when_the_index_is_damaged(run, c
     assert generator_io.restore(run).step == 6
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sample_and_resume_go_on_past_a_garbage_index_and_a_kills_temp_folder(run, tmp_path):
     ckpts = run / layout.CKPT_DIR
     (ckpts / "checkpoint").write_bytes(b"\xff\xfe\x00 power cut")
@@ -200,7 +194,7 @@ def test_a_truncated_shard_is_refused_before_any_run_dir_exists(data_copy, tmp_p
     shard = _shard(data_copy)
     shard.write_bytes(shard.read_bytes()[:-100])
     runs = tmp_path / "runs"
-    r = dcgan("train", "--data", data_copy, "--runs-dir", runs, "--batch-size", "8", "--quiet")
+    r = dcgan_here("train", "--data", data_copy, "--runs-dir", runs, "--batch-size", "8", "--quiet")
     line = one_line_error(r)
     assert f"shard {shard} is" in line and "truncated" in line and "dcgan preprocess" in line
     assert not runs.exists(), "no run directory for a run that cannot start"
@@ -275,6 +269,8 @@ def _fill(where: Path, leave: int) -> Path:
     return filler
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_earlier_ones(tiny_run, tmpfs):
     run = tmpfs / "runs" / tiny_run.name
     shutil.copytree(tiny_run, run)
@@ -299,12 +295,13 @@ def test_a_read_only_runs_dir_is_one_line_naming_it(data16, tmpfs):
     runs.mkdir()
     if subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], capture_output=True).returncode:
         pytest.skip("cannot remount read-only")
-    r = dcgan("train", "--data", data16, "--runs-dir", runs, "--batch-size", "8", "--quiet")
+    r = dcgan_here("train", "--data", data16, "--runs-dir", runs, "--batch-size", "8", "--quiet")
     line = one_line_error(r)
     assert f"cannot create a run directory under {runs}" in line and "read-only file system" in line
     assert "make it writable" in line
 
 
+@pytest.mark.slow
 def test_a_failed_generator_keras_write_is_one_line_and_leaves_no_temp_file(data16, tmp_path, monkeypatch):
     from dcgan_cli import fsutil
     from dcgan_cli.gan.training import train
@@ -333,7 +330,7 @@ def test_a_failed_generator_keras_write_is_one_line_and_leaves_no_temp_file(data
 
 
 @pytest.mark.parametrize("args, code, says", [
-    (["train", "--seed", "-1"], 2, "--seed"),
+    pytest.param(["train", "--seed", "-1"], 2, "--seed", marks=pytest.mark.subprocess),  # the real entry point too
     (["train", "--name", "a/b"], 1, "name 'a/b' is not a run name"),
     (["train", "--lr-g", "inf"], 1, "lr_g must be a finite number"),
     (["train", "--latent-dim", "1000000"], 1, "lower --latent-dim"),
@@ -346,13 +343,13 @@ def test_absurd_train_flags_are_one_line(data16, tmp_path, args, code, says):
 
 
 def test_a_huge_sample_batch_is_a_usage_error_naming_one_that_fits(tiny_run, tmp_path):
-    r = dcgan("sample", "--run", tiny_run, "-n", "4", "--batch-size", "100000000", tmp_path / "o.png")
+    r = dcgan_here("sample", "--run", tiny_run, "-n", "4", "--batch-size", "100000000", tmp_path / "o.png")
     text = one_line_error(r, code=2)
     assert "--batch-size" in text and "of memory" in text and not (tmp_path / "o.png").exists()
 
 
 @pytest.mark.parametrize("edit, says", [
-    ({"lr_g": "fast"}, "lr_g must be a number"),
+    pytest.param({"lr_g": "fast"}, "lr_g must be a number", marks=pytest.mark.subprocess),  # the real entry point
     ({"latent_dim": 8.5}, "latent_dim must be a whole number"),
     ({"flip": "yes"}, "flip must be true or false"),
     ({"seed": -3}, "seed must be between 0"),
@@ -390,7 +387,7 @@ def test_the_memory_estimate_counts_the_models_parameters_exactly():
 def test_sample_never_overwrites_without_force(tiny_run, tmp_path):
     out = tmp_path / "grid.png"
     out.write_bytes(b"precious")
-    line = one_line_error(dcgan("sample", "--run", tiny_run, "-n", "2", out))
+    line = one_line_error(dcgan_here("sample", "--run", tiny_run, "-n", "2", out))
     assert "already exists; pass --force" in line and out.read_bytes() == b"precious"
     faces = tmp_path / "faces"
     faces.mkdir()
@@ -407,7 +404,7 @@ def test_export_force_replaces_only_an_export(tiny_run, tmp_path):
     other = tmp_path / "classifier.keras"
     keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)], name="classifier").save(other)
     before = other.read_bytes()
-    line = one_line_error(dcgan("export", tiny_run, other, "--force"))
+    line = one_line_error(dcgan_here("export", tiny_run, other, "--force"))
     assert "is not a keras export" in line and other.read_bytes() == before
     mine = tmp_path / "g.keras"
     assert dcgan_here("export", tiny_run, mine).returncode == 0
@@ -415,6 +412,7 @@ def test_export_force_replaces_only_an_export(tiny_run, tmp_path):
     assert r.returncode == 0, r.stderr[-1000:]
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_or_on_other_data_says_so(run, tmp_path):
     from dcgan_cli.data.preprocess import PreprocessConfig, preprocess
     from dcgan_cli.gan.training import train

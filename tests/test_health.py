@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import one_line_error, tiny_config
+from helpers import dcgan_here, metrics, one_line_error, tiny_config
 from dcgan_cli.gan import health
 from dcgan_cli.runs import checkpoints
 from dcgan_cli.runs import layout
@@ -138,10 +136,6 @@ def train_tiny(data, tmp_path, **kw):
     return run, logs, error
 
 
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / layout.METRICS_FILE).read_text().splitlines()]
-
-
 def epoch_rows(run: Path) -> list[dict]:
     return [r for r in metrics(run) if "d_loss" in r]
 
@@ -154,6 +148,7 @@ def findings(run: Path) -> list[str]:
     return [f["kind"] for h in health_records(run) for f in h["findings"]]
 
 
+@pytest.mark.slow
 def test_a_healthy_run_triggers_nothing(data16, tmp_path):
     run, logs, error = train_tiny(data16, tmp_path, **HEALTHY)
     assert error is None and not [m for m in logs if m.startswith("Health")]
@@ -176,6 +171,7 @@ def _tensorboard_tags(run: Path) -> set[str]:
     return tags
 
 
+@pytest.mark.slow
 def test_mode_collapse_is_reported_from_the_grid_in_pixels_and_features(data16, tmp_path):
     run, logs, error = train_tiny(data16, tmp_path, **COLLAPSES)
     assert error is None and "collapse" in findings(run) and "diverging" not in findings(run)
@@ -187,6 +183,7 @@ def test_mode_collapse_is_reported_from_the_grid_in_pixels_and_features(data16, 
     assert "try a lower --lr-g or `--augment ada`" in line and f"dcgan train --resume {run} --lr-g 0.075" in line
 
 
+@pytest.mark.slow
 def test_divergence_is_reported_before_any_nan(data16, tmp_path):
     run, logs, error = train_tiny(data16, tmp_path, **DIVERGES)
     assert error is None
@@ -196,16 +193,6 @@ def test_divergence_is_reported_before_any_nan(data16, tmp_path):
 
 
 # -- --on-collapse ----------------------------------------------------------------------------------
-
-
-def dcgan_here(*args) -> subprocess.CompletedProcess:
-    """`dcgan ARGS` in this process (Typer's runner)."""
-    from typer.testing import CliRunner
-
-    from dcgan_cli.cli import app
-
-    r = CliRunner().invoke(app, [str(a) for a in args])
-    return subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.stderr)
 
 
 def test_a_bad_on_collapse_is_one_usage_line_and_a_good_one_is_saved(data16, tmp_path):
@@ -219,6 +206,7 @@ def test_a_bad_on_collapse_is_one_usage_line_and_a_good_one_is_saved(data16, tmp
         tiny_config(data16, tmp_path, on_collapse="never")
 
 
+@pytest.mark.slow
 def test_d_winning_is_reported_and_on_collapse_stop_ends_the_run_with_its_checkpoint(data16, tmp_path):
     """D at 2e-3, G at 1e-6: D(x) 0.99 and D(G(z)) 0.02 from step 40; the finding at step 60 stops the run."""
     runs = tmp_path / "runs"
@@ -254,6 +242,7 @@ def _variables(path: str) -> dict[str, np.ndarray]:
     return {n: reader.get_tensor(n) for n in names}
 
 
+@pytest.mark.slow
 def test_on_collapse_rollback_restores_the_healthy_checkpoint_with_halved_rates_once(data16, tmp_path):
     import os
 
@@ -285,6 +274,7 @@ def test_on_collapse_rollback_restores_the_healthy_checkpoint_with_halved_rates_
     assert stopped["action"] == "stop" and stopped["step"] >= 60
 
 
+@pytest.mark.slow
 def test_on_collapse_rollback_after_a_nan_goes_back_to_the_healthy_checkpoint_once(data16, tmp_path):
     from dcgan_cli.runs.checkpoints import NonFiniteLoss
     from dcgan_cli.gan.training import train

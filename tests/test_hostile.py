@@ -1,14 +1,20 @@
-"""Hostile inputs through the real command line, one subprocess each, as a user would meet them.
+"""Hostile inputs through the real command line, as a user would meet them.
 
 Every case gets its own workspace (the current directory of the command):
 copies of a tiny trained run (`run/`), its 16x16 data (`data/`) and a few
 images (`faces/`), plus whatever the case breaks. The command must
 
-  - exit 1 (an `Error: ...` from the library) or 2 (a usage error),
-  - say so in at most a few lines on stderr, with no traceback,
+  - exit with the case's one code: 1 (an `Error: ...` from the library) or
+    2 (a usage error),
+  - say so on stderr in one line (a usage error: Typer's few-line box), with
+    the piece of the message that names the fix, and no traceback,
   - and touch no file: the workspace is snapshotted before and after
     (names, kinds, sizes, modification times), and only what a case lists
     in `may_change` may differ.
+
+A case runs in this process through Typer's runner (the same app `dcgan` runs),
+unless it names why it needs a real one (`process`): a read that blocks
+forever can only be ended by killing a process.
 
 Downloads go to a server on 127.0.0.1 (tests/fake_http.py). A full disk is a
 real tmpfs and a read-only folder a real read-only mount (tests/fs_faults.py:
@@ -23,8 +29,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,14 +37,12 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from conftest import tiny_config
 from fake_http import FakeServer, file_route, html_route, trickling_route, unsized_route
 from fs_faults import read_only, small_disk
+from helpers import dcgan, dcgan_here, one_line_error, snapshot, tiny_config
 
-# An error: one line (the download's "every mirror failed" lists its mirror: 3 lines). A usage error: Typer's
-# usage line, its hint, and the message in a box.
-MAX_STDERR_LINES = {1: 4, 2: 6}
-TIMEOUT = 240  # seconds: a case that hangs fails (a pipe named .jpg used to hang preprocess forever)
+MAX_USAGE_LINES = 6  # a usage error: Typer's usage line, its hint, and the message in a box
+TIMEOUT = 240  # seconds: a case in a process that hangs fails (a pipe named .jpg used to hang preprocess forever)
 TINY = ["--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "8", "--latent-dim", "8", "--g-filters", "8",
         "--d-filters", "8", "--precision", "fp32", "--quiet"]  # if a train case is wrongly accepted, it ends fast
 
@@ -49,12 +51,16 @@ TINY = ["--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "8", "--laten
 class Case:
     id: str
     args: list[str]  # after `dcgan`; "{url}" is the local server's root
+    code: int  # the exit code: 1 (the library refused) or 2 (a usage error)
+    says: str  # a piece of the message that must be there (the fix it names)
+    # stderr's lines for exit 1: one, but a download that every mirror failed says 4 (the attempt's warning,
+    # the error, its mirror, how to fetch the file by hand)
+    lines: int = 1
     setup: Callable[[Path, "Context"], None] | None = None
-    says: str = ""  # a piece of the message that must be there (the fix it names)
     must_not_say: str = ""
     may_change: tuple[str, ...] = ()  # globs of workspace paths the command may create or change
-    code: tuple[int, ...] = (1, 2)
     mounts: tuple[str, ...] = ()  # "ro:PATH" (read-only) or "disk:PATH:KB" (a small tmpfs), under the workspace
+    process: str = ""  # why the case needs a real process (then it runs `python -m dcgan_cli`), or ""
 
 
 @dataclass
@@ -180,130 +186,138 @@ def _latents(shape: tuple[int, ...]):
 
 CASES = [
     # -- download (a server on 127.0.0.1) -------------------------------------------
-    Case("download-404", ["download", "{url}/missing.zip", "--retries", "0", "--quiet"], says="HTTP 404",
-         may_change=("data", "data/downloads", "data/downloads/missing*", "data/downloads/missing/.lock")),
-    Case("download-html-page", ["download", "{url}/page.zip", "--retries", "0", "--quiet"],
-         says="served an HTML page", may_change=("data", "data/downloads", "data/downloads/page*")),
-    Case("download-not-an-archive", ["download", "{url}/noise.zip", "--quiet"], says="neither a zip nor a tar",
+    Case("download-404", ["download", "{url}/missing.zip", "--retries", "0", "--quiet"], code=1, says="HTTP 404",
+         lines=4, may_change=("data", "data/downloads", "data/downloads/missing*", "data/downloads/missing/.lock")),
+    Case("download-html-page", ["download", "{url}/page.zip", "--retries", "0", "--quiet"], code=1,
+         says="served an HTML page", lines=4, may_change=("data", "data/downloads", "data/downloads/page*")),
+    Case("download-not-an-archive", ["download", "{url}/noise.zip", "--quiet"], code=1, says="neither a zip nor a tar",
          may_change=("data", "data/downloads", "data/downloads/noise", "data/downloads/noise/*")),
-    Case("download-zip-slip", ["download", "{url}/slip.zip", "--quiet"], says="climbs out with '..'",
+    Case("download-zip-slip", ["download", "{url}/slip.zip", "--quiet"], code=1, says="climbs out with '..'",
          may_change=("data", "data/downloads", "data/downloads/slip", "data/downloads/slip/*")),
-    Case("download-connection-refused", ["download", "http://127.0.0.1:9/x.zip", "--retries", "0", "--quiet"],
-         says="connection refused", may_change=("data", "data/downloads", "data/downloads/x*")),
-    Case("download-trickle", ["download", "{url}/trickle.zip", "--retries", "0", "--min-rate", "1000",
-                              "--rate-window", "0.2", "--quiet"], says="too slow",
+    Case("download-connection-refused", ["download", "http://127.0.0.1:9/x.zip", "--retries", "0", "--quiet"], code=1,
+         says="connection refused", lines=4, may_change=("data", "data/downloads", "data/downloads/x*")),
+    Case("download-trickle", ["download", "{url}/trickle.zip", "--retries", "0", "--min-rate", "1000", "--rate-window",
+                              "0.2", "--quiet"], code=1, says="too slow", lines=4,
          may_change=("data", "data/downloads", "data/downloads/trickle", "data/downloads/trickle/*")),
-    Case("download-read-only-data-dir", ["download", "{url}/good.zip", "--data-dir", "ro", "--quiet"],
-         setup=_ro_dir, mounts=("ro:ro",), says="--data-dir"),
-    Case("download-disk-full", ["download", "{url}/big.zip", "--data-dir", "disk", "--quiet"],
-         mounts=("disk:disk:300",), says="No space left on device",
+    Case("download-read-only-data-dir", ["download", "{url}/good.zip", "--data-dir", "ro", "--quiet"], code=1,
+         says="--data-dir", setup=_ro_dir, mounts=("ro:ro",)),
+    Case("download-disk-full", ["download", "{url}/big.zip", "--data-dir", "disk", "--quiet"], code=1,
+         says="No space left on device", mounts=("disk:disk:300",),
          may_change=("disk/downloads", "disk/downloads/big", "disk/downloads/big/*")),
-    Case("download-bad-sha256", ["download", "{url}/good.zip", "--sha256", "xyz"], says="64 hex digits"),
-    Case("download-archive-not-celeba", ["download", "celeba", "--archive", "notes.zip", "--quiet"],
-         setup=_text("notes.zip", "just text"), says="neither a zip nor a tar",
+    Case("download-bad-sha256", ["download", "{url}/good.zip", "--sha256", "xyz"], code=1, says="64 hex digits"),
+    Case("download-archive-not-celeba", ["download", "celeba", "--archive", "notes.zip", "--quiet"], code=1,
+         says="neither a zip nor a tar", setup=_text("notes.zip", "just text"),
          may_change=("data", "data/downloads", "data/downloads/celeba", "data/downloads/celeba/.lock")),
-    Case("download-timeout-zero", ["download", "{url}/good.zip", "--timeout", "0"], code=(2,)),
-    Case("download-negative-min-rate", ["download", "{url}/good.zip", "--min-rate", "-5"], code=(2,)),
+    Case("download-timeout-zero", ["download", "{url}/good.zip", "--timeout", "0"], code=2,
+         says="Invalid value for '--timeout'"),
+    Case("download-negative-min-rate", ["download", "{url}/good.zip", "--min-rate", "-5"], code=2,
+         says="Invalid value for '--min-rate'"),
     # -- preprocess -----------------------------------------------------------------
-    Case("preprocess-missing-source", ["preprocess", "nowhere", "--out", "out"], says="neither a known data set"),
-    Case("preprocess-damaged-zip", ["preprocess", "photos.zip", "--out", "out"], setup=_damaged_zip,
-         says="not a readable zip"),
-    Case("preprocess-not-images", ["preprocess", "docs", "--out", "out", "--workers", "1"], setup=_not_images,
-         says="could be used", may_change=("out",)),
-    Case("preprocess-only-a-pipe", ["preprocess", "pipes", "--out", "out", "--workers", "1"], setup=_fifo_only,
-         says="a named pipe", may_change=("out",)),
-    Case("preprocess-out-read-only", ["preprocess", "faces", "--out", "ro/out"], setup=_ro_dir, mounts=("ro:ro",),
-         says="--out"),
-    Case("preprocess-workers-negative", ["preprocess", "faces", "--workers", "-1"], code=(2,)),
-    Case("preprocess-shard-mb-zero", ["preprocess", "faces", "--shard-mb", "0"], code=(2,)),
-    # -- train ------------------------------------------------------------------------
-    Case("train-missing-data", ["train", "--data", "nowhere", *TINY], says="dcgan preprocess"),
-    Case("train-manifest-not-json", ["train", "--data", "data", *TINY], setup=_manifest(lambda m: "{oops"),
-         says="is corrupt"),
-    Case("train-truncated-shard", ["train", "--data", "data", *TINY, "--runs-dir", "runs"], setup=_truncate_shard),
-    Case("train-grey-data-rgb-run", ["train", "--resume", "run", "--data", "grey", "--epochs", "2", "--quiet"],
-         setup=_grey_copy, says="--channels 3", must_not_say="--size"),
-    # A damaged checkpoint index is recovered from (a warning, exit 0), not refused: test_hardening_run.
-    Case("train-runs-dir-read-only", ["train", "--data", "data", *TINY, "--runs-dir", "ro"], setup=_ro_dir,
+    Case("preprocess-missing-source", ["preprocess", "nowhere", "--out", "out"], code=1,
+         says="neither a known data set"),
+    Case("preprocess-damaged-zip", ["preprocess", "photos.zip", "--out", "out"], code=1, says="not a readable zip",
+         setup=_damaged_zip),
+    Case("preprocess-not-images", ["preprocess", "docs", "--out", "out", "--workers", "1"], code=1,
+         says="could be used", setup=_not_images, may_change=("out",)),
+    Case("preprocess-only-a-pipe", ["preprocess", "pipes", "--out", "out", "--workers", "1"], code=1,
+         says="a named pipe", setup=_fifo_only, may_change=("out",),
+         process="opening a named pipe blocks until a writer comes: if preprocess opened it, only killing a "
+                 "process (the timeout) would end the case"),
+    Case("preprocess-out-read-only", ["preprocess", "faces", "--out", "ro/out"], code=1, says="--out", setup=_ro_dir,
          mounts=("ro:ro",)),
-    Case("train-lr-inf", ["train", "--data", "data", *TINY, "--lr-g", "inf", "--dry-run"]),
-    Case("train-epochs-zero", ["train", "--data", "data", "--epochs", "0"], code=(2,)),
+    Case("preprocess-workers-negative", ["preprocess", "faces", "--workers", "-1"], code=2,
+         says="Invalid value for '--workers'"),
+    Case("preprocess-shard-mb-zero", ["preprocess", "faces", "--shard-mb", "0"], code=2,
+         says="Invalid value for '--shard-mb'"),
+    # -- train ------------------------------------------------------------------------
+    Case("train-missing-data", ["train", "--data", "nowhere", *TINY], code=1, says="dcgan preprocess"),
+    Case("train-manifest-not-json", ["train", "--data", "data", *TINY], code=1, says="is corrupt",
+         setup=_manifest(lambda m: "{oops")),
+    Case("train-truncated-shard", ["train", "--data", "data", *TINY, "--runs-dir", "runs"], code=1,
+         says="(truncated or replaced); re-run `dcgan preprocess ... --force`", setup=_truncate_shard),
+    Case("train-grey-data-rgb-run", ["train", "--resume", "run", "--data", "grey", "--epochs", "2", "--quiet"], code=1,
+         says="--channels 3", setup=_grey_copy, must_not_say="--size"),
+    # A damaged checkpoint index is recovered from (a warning, exit 0), not refused: test_hardening_run.
+    Case("train-runs-dir-read-only", ["train", "--data", "data", *TINY, "--runs-dir", "ro"], code=1,
+         says="read-only file system; make it writable", setup=_ro_dir, mounts=("ro:ro",)),
+    Case("train-lr-inf", ["train", "--data", "data", *TINY, "--lr-g", "inf", "--dry-run"], code=1,
+         says="lr-g must be a finite number, got inf"),
+    Case("train-epochs-zero", ["train", "--data", "data", "--epochs", "0"], code=2,
+         says="Invalid value for '--epochs'"),
     # -- sample -----------------------------------------------------------------------
-    Case("sample-run-missing", ["sample", "out.png", "--run", "nowhere"]),
-    Case("sample-out-read-only", ["sample", "ro/out.png", "--run", "run"], setup=_ro_dir, mounts=("ro:ro",)),
-    Case("sample-model-not-keras", ["sample", "out.png", "--generator", "notes.keras"],
-         setup=_text("notes.keras", "not a model")),
-    Case("sample-overwrites-existing", ["sample", "old.png", "--run", "run"], setup=_text("old.png", "precious"),
-         says="--force"),
-    Case("sample-latents-wrong-size", ["sample", "out.png", "--run", "run", "--latents", "z.npy"],
-         setup=_latents((2, 5)), says="takes 8-dim"),
+    Case("sample-run-missing", ["sample", "out.png", "--run", "nowhere"], code=1,
+         says="is not a run directory (no config.json)"),
+    Case("sample-out-read-only", ["sample", "ro/out.png", "--run", "run"], code=1,
+         says="cannot write ro/out.png: Read-only file system", setup=_ro_dir, mounts=("ro:ro",)),
+    Case("sample-model-not-keras", ["sample", "out.png", "--generator", "notes.keras"], code=1,
+         says="cannot read notes.keras as a Keras model", setup=_text("notes.keras", "not a model")),
+    Case("sample-overwrites-existing", ["sample", "old.png", "--run", "run"], code=1, says="--force",
+         setup=_text("old.png", "precious")),
+    Case("sample-latents-wrong-size", ["sample", "out.png", "--run", "run", "--latents", "z.npy"], code=1,
+         says="takes 8-dim", setup=_latents((2, 5))),
     # -- project, inpaint ---------------------------------------------------------------
-    Case("project-no-face", ["project", "faces/img-000.png", "--run", "run", "-o", "out", "--crop", "face",
-                             "--steps", "1"], says="no face found"),
-    Case("project-data-of-another-size", ["project", "faces/img-000.png", "--run", "run", "-o", "out", "--steps",
-                                          "1"], setup=_manifest(lambda m: {**m, "size": 32}), says="--crop"),
-    Case("inpaint-mask-wrong-size", ["inpaint", "faces/img-000.png", "--mask", "mask.png", "--run", "run", "-o",
-                                     "out", "--steps", "1"], setup=_mask(20, 255), says="draw it at 16x16"),
+    Case("project-no-face", ["project", "faces/img-000.png", "--run", "run", "-o", "out", "--crop", "face", "--steps",
+                             "1"], code=1, says="no face found"),
+    Case("project-data-of-another-size", ["project", "faces/img-000.png", "--run", "run", "-o", "out", "--steps", "1"],
+         code=1, says="--crop", setup=_manifest(lambda m: {**m, "size": 32})),
+    Case("inpaint-mask-wrong-size", ["inpaint", "faces/img-000.png", "--mask", "mask.png", "--run", "run", "-o", "out",
+                                     "--steps", "1"], code=1, says="draw it at 16x16", setup=_mask(20, 255)),
     Case("inpaint-mask-empty", ["inpaint", "faces/img-000.png", "--mask", "mask.png", "--run", "run", "-o", "out",
-                                "--steps", "1"], setup=_mask(16, 0), says="marks no pixel"),
+                                "--steps", "1"], code=1, says="marks no pixel", setup=_mask(16, 0)),
     Case("inpaint-mask-full", ["inpaint", "faces/img-000.png", "--box", "0,0,16,16", "--run", "run", "-o", "out",
-                               "--steps", "1"], says="marks every pixel"),
+                               "--steps", "1"], code=1, says="marks every pixel"),
     Case("inpaint-two-holes", ["inpaint", "faces/img-000.png", "--box", "0,0,4,4", "--mask-kind", "center", "-o",
-                               "out"], code=(2,)),
+                               "out"], code=2, says="give exactly one of --mask"),
     # -- export -----------------------------------------------------------------------
-    Case("export-force-over-a-non-export", ["export", "run", "old.keras", "--force"],
-         setup=_text("old.keras", "precious")),
-    Case("export-out-read-only", ["export", "run", "ro/gen.keras"], setup=_ro_dir, mounts=("ro:ro",)),
+    Case("export-force-over-a-non-export", ["export", "run", "old.keras", "--force"], code=1,
+         says="already exists and is not a keras export", setup=_text("old.keras", "precious")),
+    Case("export-out-read-only", ["export", "run", "ro/gen.keras"], code=1,
+         says="Read-only file system; choose a writable location", setup=_ro_dir, mounts=("ro:ro",)),
     # -- evaluate ---------------------------------------------------------------------
     Case("evaluate-data-damaged", ["evaluate", "--run", "run", "--data", "data", "--extractor", "tiny-random",
-                                   "--samples", "4"], setup=_manifest(lambda m: "{oops")),
-    Case("evaluate-weights-missing", ["evaluate", "--run", "run", "--inception-weights", "none.h5", "--samples",
-                                      "4"]),
-    Case("evaluate-samples-one", ["evaluate", "--run", "run", "--samples", "1"], code=(2,)),
-    Case("evaluate-unknown-metric", ["evaluate", "--run", "run", "--metrics", "fid,sharpness"], code=(2,)),
-    Case("evaluate-is-without-a-classifier-head", ["evaluate", "--run", "run", "--metrics", "is"],
-         says="inception-2015 has one", code=(1,)),
+                                   "--samples", "4"], code=1, says="data/manifest.json is corrupt",
+         setup=_manifest(lambda m: "{oops")),
+    Case("evaluate-weights-missing", ["evaluate", "--run", "run", "--inception-weights", "none.h5", "--samples", "4"],
+         code=1, says="none.h5 (from --inception-weights) does not exist"),
+    Case("evaluate-samples-one", ["evaluate", "--run", "run", "--samples", "1"], code=2,
+         says="Invalid value for '--samples'"),
+    Case("evaluate-unknown-metric", ["evaluate", "--run", "run", "--metrics", "fid,sharpness"], code=2,
+         says="unknown metric sharpness; choose from fid, kid, prdc, is"),
+    Case("evaluate-is-without-a-classifier-head", ["evaluate", "--run", "run", "--metrics", "is"], code=1,
+         says="inception-2015 has one"),
     # -- stylize ----------------------------------------------------------------------
-    Case("stylize-content-missing", ["stylize", "nowhere.png", "faces/img-000.png", "-o", "out.png",
-                                     "--size", "32", "--steps", "1"]),
-    Case("stylize-style-not-an-image", ["stylize", "faces/img-000.png", "notes.png", "-o", "out.png",
-                                        "--size", "32", "--steps", "1"], setup=_text("notes.png", "not an image")),
-    Case("stylize-out-read-only", ["stylize", "faces/img-000.png", "faces/img-001.png", "-o", "ro/out.png",
-                                   "--size", "32", "--steps", "1"], setup=_ro_dir, mounts=("ro:ro",)),
-    Case("stylize-size-absurd", ["stylize", "faces/img-000.png", "faces/img-001.png", "-o", "out.png",
-                                 "--size", "100000"]),
+    Case("stylize-content-missing", ["stylize", "nowhere.png", "faces/img-000.png", "-o", "out.png", "--size", "32",
+                                     "--steps", "1"], code=1, says="no content image at nowhere.png"),
+    Case("stylize-style-not-an-image", ["stylize", "faces/img-000.png", "notes.png", "-o", "out.png", "--size", "32",
+                                        "--steps", "1"], code=1, says="notes.png is not an image Pillow can read",
+         setup=_text("notes.png", "not an image")),
+    Case("stylize-out-read-only", ["stylize", "faces/img-000.png", "faces/img-001.png", "-o", "ro/out.png", "--size",
+                                   "32", "--steps", "1"], code=1, says="cannot write ro/out.png: Read-only file system",
+         setup=_ro_dir, mounts=("ro:ro",)),
+    Case("stylize-size-absurd", ["stylize", "faces/img-000.png", "faces/img-001.png", "-o", "out.png", "--size",
+                                 "100000"], code=1, says="--size 100000 is above 1024"),
     # -- identity train, verify, identify, audit (the identity network) ----------------
     Case("identity-train-dihedral-with-flips", ["identity", "train", "--data", "data", "--class-augment", "dihedral",
-                                                "--runs-dir", "runs"], says="add --no-flip", code=(1,)),
+                                                "--runs-dir", "runs"], code=1, says="add --no-flip"),
     Case("identity-train-unknown-class-augment", ["identity", "train", "--data", "data", "--class-augment", "rot13"],
-         says="--class-augment", code=(2,)),
-    Case("verify-model-missing", ["verify", "a.png", "b.png", "--identity-model", "nowhere.keras"], says="no model at"),
-    Case("identify-gan-run-as-model", ["identify", "a.png", "--gallery", "faces", "--identity-model", "run"],
+         code=2, says="--class-augment"),
+    Case("verify-model-missing", ["verify", "a.png", "b.png", "--identity-model", "nowhere.keras"], code=1,
+         says="no model at"),
+    Case("identify-gan-run-as-model", ["identify", "a.png", "--gallery", "faces", "--identity-model", "run"], code=1,
          says="has no embedding.keras"),
-    Case("audit-no-identity-model", ["audit", "--run", "run", "--identity-model", "run", "--samples", "4"],
+    Case("audit-no-identity-model", ["audit", "--run", "run", "--identity-model", "run", "--samples", "4"], code=1,
          says="has no embedding.keras"),
-    Case("audit-two-sources", ["audit", "--run", "run", "--images", "faces", "--identity-model", "run"], code=(2,)),
+    Case("audit-two-sources", ["audit", "--run", "run", "--images", "faces", "--identity-model", "run"], code=2,
+         says="audit one thing: --run, --generator or --images"),
     # -- bench ------------------------------------------------------------------------
-    Case("bench-unknown-part", ["bench", "--parts", "warp"], code=(2,)),
-    Case("bench-missing-data", ["bench", "--parts", "input", "--data", "nowhere", "--steps", "1"]),
+    Case("bench-unknown-part", ["bench", "--parts", "warp"], code=2, says="Invalid value for '--parts'"),
+    Case("bench-missing-data", ["bench", "--parts", "input", "--data", "nowhere", "--steps", "1"], code=1,
+         says="data directory nowhere does not exist"),
 ]
 
 
 # ----------------------------------------------------------------------------
 # the test
-
-
-def _snapshot(root: Path) -> dict[str, tuple]:
-    """Every path under `root`: kind, size and modification time (the mounts' own roots included)."""
-    seen = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            st = path.lstat()
-            kind = "dir" if path.is_dir() and not path.is_symlink() else oct(st.st_mode >> 12)
-            seen[path.relative_to(root).as_posix()] = (kind, None if kind == "dir" else st.st_size,
-                                                       None if kind == "dir" else st.st_mtime_ns)
-    return seen
 
 
 def _workspace(ws: Path, ctx: Context) -> None:
@@ -315,13 +329,20 @@ def _workspace(ws: Path, ctx: Context) -> None:
     (ws / "run/config.json").write_text(json.dumps({**cfg, "data": str(ws / "data")}, indent=2))
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
-def test_hostile_input_is_one_line_and_touches_nothing(case: Case, context: Context, tmp_path):
+def _param(case: Case):
+    return pytest.param(case, id=case.id, marks=[pytest.mark.subprocess] if case.process else [])
+
+
+@pytest.mark.parametrize("case", [_param(c) for c in CASES])
+def test_hostile_input_is_one_line_and_touches_nothing(case: Case, context: Context, tmp_path, monkeypatch):
     ws = tmp_path / "ws"
     ws.mkdir()
     _workspace(ws, context)
     if case.setup:
         case.setup(ws, context)
+    args = [a.replace("{url}", context.server.url("")) for a in case.args]
+    env = {"KERAS_HOME": str(tmp_path / "keras-home"), "DCGAN_DATA_DIR": "data", "COLUMNS": "200",
+           "DCGAN_INCEPTION_WEIGHTS": None}
     with contextlib.ExitStack() as mounts:
         for spec in case.mounts:
             kind, rel, *size = spec.split(":")
@@ -329,20 +350,24 @@ def test_hostile_input_is_one_line_and_touches_nothing(case: Case, context: Cont
                 mounts.enter_context(read_only(ws / rel))
             else:
                 mounts.enter_context(small_disk(ws / rel, int(size[0])))
-        before = _snapshot(ws)
-        args = [a.replace("{url}", context.server.url("")) for a in case.args]
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_HOME": str(tmp_path / "keras-home"),
-               "DCGAN_DATA_DIR": "data", "COLUMNS": "200"}
-        env.pop("DCGAN_INCEPTION_WEIGHTS", None)
-        proc = subprocess.run([sys.executable, "-m", "dcgan_cli", *args], cwd=ws, env=env, capture_output=True,
-                              text=True, timeout=TIMEOUT)
-        after = _snapshot(ws)
-    err = proc.stderr
-    assert "Traceback" not in err, err
-    assert proc.returncode in case.code, (proc.returncode, err, proc.stdout)
-    assert 0 < len(err.strip().splitlines()) <= MAX_STDERR_LINES[proc.returncode], err
-    assert case.says in err, err
-    assert not case.must_not_say or case.must_not_say not in err, err
+        before = snapshot(ws, times=True)
+        if case.process:
+            env = {k: v for k, v in {**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "3"}.items() if v is not None}
+            result = dcgan(*args, cwd=ws, env=env, timeout=TIMEOUT)
+        else:
+            monkeypatch.chdir(ws)
+            result = dcgan_here(*args, env=env)
+        after = snapshot(ws, times=True)
+    if case.lines == 1:
+        message = one_line_error(result, case.says, code=case.code)
+    else:
+        assert result.returncode == case.code and "Traceback" not in result.stderr, result.stderr
+        message = result.stderr
+        assert len(message.strip().splitlines()) == case.lines and case.says in message, message
+        assert message.splitlines()[1].startswith("Error: "), message
+    if case.code == 2:
+        assert len(result.stderr.strip().splitlines()) <= MAX_USAGE_LINES, result.stderr
+    assert not case.must_not_say or case.must_not_say not in message, message
     changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p)
                      and not any(fnmatch.fnmatch(p, g) for g in case.may_change))
     assert not changed, f"touched {changed}"

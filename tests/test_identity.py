@@ -18,24 +18,15 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent))
-from digits import preprocess_digits  # noqa: E402
-
-from dcgan_cli.cli import app  # noqa: E402
-from dcgan_cli.errors import DcganError  # noqa: E402
-from dcgan_cli.identity.config import IdentityConfig  # noqa: E402
-from dcgan_cli.identity.data import (PKSampler, check_disjoint, dihedral, load_identities,  # noqa: E402
-                                     split_identities, view_batch, view_identities)
-from dcgan_cli.identity import verification as ver  # noqa: E402
+from dcgan_cli.cli import app
+from dcgan_cli.errors import DcganError
+from dcgan_cli.identity.config import IdentityConfig
+from dcgan_cli.identity.data import (PKSampler, check_disjoint, dihedral, load_identities, split_identities,
+                                     view_batch, view_identities)
+from dcgan_cli.identity import verification as ver
+from helpers import TINY_IDENTITY as TINY
 
 runner = CliRunner()
-TINY = dict(image_size=16, channels=1, width=8, embedding_dim=16, p_identities=7, k_images=4, holdout=3,
-            flip=False, augment=0.0)
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    return preprocess_digits(tmp_path_factory.mktemp("digits"), per_class=40)
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +113,8 @@ def test_digits_carry_their_classes(digits):
     assert m["labels"][0]["classes"] == [str(i) for i in range(10)]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_train_writes_a_run_with_a_portable_model_and_a_threshold(trained, tmp_path):
     meta = json.loads((trained / "embedding.json").read_text())
     cfg = json.loads((trained / "identity_config.json").read_text())
@@ -151,6 +144,7 @@ def digit_png(digits_dir: Path, digit: int, k: int) -> Path:
     return digits_dir.parent / "digits" / str(digit) / f"{k:04d}.png"
 
 
+@pytest.mark.slow
 def test_verify_and_identify_on_unseen_digits(trained, digits, tmp_path):
     meta = json.loads((trained / "embedding.json").read_text())
     held = meta["heldout_identities"]
@@ -188,6 +182,7 @@ def test_verify_and_identify_on_unseen_digits(trained, digits, tmp_path):
     assert r.exit_code == 1 and "has no lonely.json beside it" in r.output
 
 
+@pytest.mark.slow
 def test_evaluate_verification_on_held_out_identities(trained, tmp_path):
     roc = tmp_path / "curve.png"
     r = runner.invoke(app, ["evaluate", "--verification", "--identity-model", str(trained), "--pairs", "200",
@@ -203,6 +198,7 @@ def test_evaluate_verification_on_held_out_identities(trained, tmp_path):
     assert r.exit_code == 0 and "accuracy" in r.output and "FAR steps are 1%" in r.output
 
 
+@pytest.mark.slow
 def test_evaluation_refuses_people_the_model_trained_on(trained, tmp_path):
     import shutil
 
@@ -242,6 +238,7 @@ def test_protocol_numbers_on_known_distances():
     assert far <= 0.02 and tar == pytest.approx(49 / 50)
 
 
+@pytest.mark.slow
 def test_resume_after_ctrl_c_trains_what_an_uninterrupted_run_would(digits, tmp_path):
     import signal
 
@@ -276,6 +273,7 @@ def test_resume_after_ctrl_c_trains_what_an_uninterrupted_run_would(digits, tmp_
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_triplet_with_class_augment_trains_and_unlabelled_data_is_refused(digits, data16, tmp_path):
     from dcgan_cli.identity.train import train_identity
 
@@ -304,6 +302,7 @@ def test_dry_run_prints_the_config_with_the_data_shape(digits, tmp_path):
     assert r.exit_code == 2
 
 
+@pytest.mark.subprocess
 def test_identity_help_has_an_example_without_tensorflow():
     code = ("import sys; from dcgan_cli.cli import app; sys.argv=['dcgan','identity','train','--help']\n"
             "try: app()\nexcept SystemExit as e: assert e.code in (0, None), e.code\n"
@@ -312,6 +311,7 @@ def test_identity_help_has_an_example_without_tensorflow():
     assert "Example: dcgan identity train" in out and "TF-NOT-LOADED" in out
 
 
+@pytest.mark.slow
 def test_bench_identity_figures():
     from dcgan_cli.bench.suite import bench_identity
 
@@ -334,6 +334,7 @@ def test_a_class_label_serves_as_identity_when_there_is_no_person_label(tmp_path
     assert ids.tolist() == [0, 1, 2, 0, 1, 2] and images[4, 0, 0, 0] == 4
 
 
+@pytest.mark.slow
 def test_stylize_counts_the_faces_that_still_verify_with_an_identity_model(trained, digits, tmp_path):
     from dcgan_cli.identity.verification import same_person_check
     from dcgan_cli.gan.model import build_generator
@@ -360,6 +361,7 @@ def test_stylize_counts_the_faces_that_still_verify_with_an_identity_model(train
     assert r.exit_code == 1 and "has no embedding.keras" in r.output and "Traceback" not in r.output
 
 
+@pytest.mark.slow
 def test_the_default_setup_beats_raw_pixels_on_unseen_digits():
     """The offline bar, one seed (tests/bench_identity.py runs more): the default setup plus what digits
     need (identity/bench.py's DIGITS) on all 1,797 digits, the LFW protocol on the 3 never trained on.

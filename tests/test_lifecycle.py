@@ -17,25 +17,15 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import tiny_config  # noqa: E402
-from digits import preprocess_digits  # noqa: E402
-
-from dcgan_cli.runs import lifecycle  # noqa: E402
-
-from dcgan_cli.errors import DcganError  # noqa: E402
-from dcgan_cli.runs.checkpoints import NonFiniteLoss  # noqa: E402
-from dcgan_cli.identity.config import IdentityConfig  # noqa: E402
+from dcgan_cli.errors import DcganError
+from dcgan_cli.identity.config import IdentityConfig
+from dcgan_cli.runs import lifecycle
+from dcgan_cli.runs.checkpoints import NonFiniteLoss
+from helpers import TINY_IDENTITY, tiny_config
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dcgan_cli"
-TINY = dict(image_size=16, channels=1, width=8, embedding_dim=16, p_identities=7, k_images=4, holdout=3,
-            flip=False, augment=0.0, steps_per_epoch=2)
+TINY = {**TINY_IDENTITY, "steps_per_epoch": 2}
 QUIET = dict(quiet=True, log=lambda m: None)
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    return preprocess_digits(tmp_path_factory.mktemp("digits"), per_class=40)
 
 
 def _identity_run(digits, runs, **kw):
@@ -54,6 +44,8 @@ def test_no_function_of_either_trainer_is_over_80_lines():
         assert long == [], f"{path.name}: {long} (split them into named phases)"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_two_identity_resumes_of_one_run_one_is_refused_in_one_line(digits, tmp_path):
     run = _identity_run(digits, tmp_path / "runs")
     cmd = [sys.executable, "-m", "dcgan_cli", "identity", "train", "--resume", str(run), "--epochs", "100000",
@@ -82,6 +74,7 @@ def test_two_identity_resumes_of_one_run_one_is_refused_in_one_line(digits, tmp_
     assert not (run / ".dcgan.lock").exists(), "the lock goes with the process that held it"
 
 
+@pytest.mark.slow
 def test_the_identity_trainer_keeps_the_resume_rule_history_and_last_good(digits, tmp_path):
     from dcgan_cli.identity.train import train_identity
 

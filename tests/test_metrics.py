@@ -195,7 +195,7 @@ def test_evaluate_with_the_graph_reports_inception_score_and_prdc(tiny_run, data
 
     from typer.testing import CliRunner
 
-    from conftest import copy_run, ok
+    from helpers import copy_run, ok
     from dcgan_cli.cli import app
 
     data = shutil.copytree(data16, tmp_path / "faces-16", ignore=shutil.ignore_patterns("eval-stats-*"))

@@ -349,6 +349,8 @@ def _wait_for_reader(fifo, proc, timeout=180):
     pytest.fail("preprocess never reached the named pipe")
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_interrupted_runs_keep_the_old_output_and_resume(tmp_path):
     src = tmp_path / "many"
     src.mkdir()
@@ -450,6 +452,7 @@ def test_exif_rotation_is_applied(tmp_path):
 # Hostile files: special files, names no text file can hold, oversized zip members
 
 
+@pytest.mark.subprocess
 def test_special_files_named_like_images_are_skipped_without_being_opened(tmp_path):
     """A pipe named *.jpg used to hang the run forever (no output at all); a device never ended."""
     import socket
@@ -547,6 +550,7 @@ def test_the_zip_reader_stops_at_the_limit_whatever_the_header_says(tmp_path):
             read_zip_member(zf, "x.png", 500)
 
 
+@pytest.mark.subprocess
 def test_a_disk_that_fills_up_is_one_line_and_the_run_resumes_once_there_is_space(tmp_path):
     src = tmp_path / "noise"
     src.mkdir()

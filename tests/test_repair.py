@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import ok, one_line_error
+from helpers import ok, one_line_error, snapshot
 from dcgan_cli.cli import app
 from dcgan_cli.generate.repair import (_neighbour_sum, check_mask, context_weights, make_masks, poisson_blend)
 
@@ -33,10 +33,6 @@ def cli(*args):
 
 def pixels(path):
     return np.asarray(Image.open(path))
-
-
-def snapshot(folder):
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
 # ----------------------------------------------------------------------------
@@ -159,6 +155,8 @@ def test_project_writes_images_latents_and_losses_and_the_same_seed_gives_the_sa
     one_line_error(cli("project", *photos, "--run", tiny_run, "-o", a, *FAST), "already exists", "--force")
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_latents_draw_the_same_faces_again_in_a_fresh_process_and_through_sample(tiny_run, photos, tmp_path):
     out = tmp_path / "p"
     ok(cli("project", *photos, "--run", tiny_run, "-o", out, *FAST))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import one_line_error, tiny_config
+from helpers import one_line_error, tiny_config
 from dcgan_cli.gan import generator_io
 from dcgan_cli.runs import layout
 from dcgan_cli.runs import lifecycle

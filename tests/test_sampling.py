@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import ok, one_line_error
+from helpers import ok, one_line_error
 from dcgan_cli.cli import app
 from dcgan_cli.errors import DcganError
 from dcgan_cli.images import GRID_PAD, grid_shape, make_grid
@@ -253,6 +253,8 @@ def test_without_run_the_newest_run_is_used_and_named(trained, tmp_path):
 # export
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_savedmodel_export_serves_uint8_images_without_this_package(trained, sampler, tmp_path):
     out = tmp_path / "served"
     r = runner.invoke(app, ["export", str(trained), str(out)])
@@ -285,6 +287,8 @@ def test_savedmodel_export_serves_uint8_images_without_this_package(trained, sam
     assert np.abs(served - sampler(z)).max() <= 1
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_keras_export_loads_with_plain_keras_and_matches_the_run(trained, tmp_path):
     out = tmp_path / "g.keras"
     r = runner.invoke(app, ["export", str(trained), str(out), "--format", "keras", "--no-ema"])
@@ -322,6 +326,7 @@ def test_export_never_replaces_silently(trained, tmp_path):
     assert runner.invoke(app, ["export", str(trained), str(tmp_path / "x"), "--format", "onnx"]).exit_code == 2
 
 
+@pytest.mark.subprocess
 def test_export_help_has_an_example_and_loads_no_tensorflow():
     code = ("import sys; from dcgan_cli.cli import app; sys.argv=['dcgan','export','--help']\n"
             "try: app()\nexcept SystemExit as e: assert e.code in (0, None), e.code\n"

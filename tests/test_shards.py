@@ -170,6 +170,7 @@ def test_find_data_prefers_celeba_then_the_only_set(tmp_path):
     assert shards.find_data(tmp_path, 128) == tmp_path / "processed" / "celeba-128"
 
 
+@pytest.mark.subprocess
 def test_shards_imports_no_tensorflow():
     import subprocess
     import sys

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from dcgan_cli.cli import app
 from dcgan_cli.errors import DcganError
 from dcgan_cli.images import GRID_PAD
-from conftest import ok, one_line_error
+from helpers import ok, one_line_error
 
 runner = CliRunner()
 
@@ -142,6 +142,7 @@ def orientation_ratio(pixels):
     return p[(angle < 15) & away_from_dc].sum() / p[(angle > 75) & away_from_dc].sum()
 
 
+@pytest.mark.slow
 def test_stripes_onto_noise_take_the_style_orientation_and_the_style_loss_falls(tmp_path):
     from dcgan_cli.generate.stylize import StyleOptions, stylize_file
 
@@ -167,6 +168,8 @@ def test_stripes_onto_noise_take_the_style_orientation_and_the_style_loss_falls(
 # the command
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_same_seed_same_bytes_across_processes_and_another_seed_differs(pictures, tmp_path):
     args = [pictures["noise"], pictures["stripes"], "--size", 32, "--steps", 15, "--init", "noise", "--quiet"]
     ok(stylize(*args, "-o", tmp_path / "a.png", "--seed", 3))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from helpers import metrics as _metrics, tiny_config, wait_for_checkpoint as _wait_for_checkpoint
 from dcgan_cli.errors import DcganError
 
 
@@ -68,10 +68,6 @@ def _weights(run_dir, key="generator"):
     path = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
     gan.checkpoint().restore(path).assert_existing_objects_matched()
     return gan
-
-
-def _metrics(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_training_writes_per_epoch_files_and_moves_the_weights(data16, tmp_path):
@@ -172,6 +168,7 @@ def test_ema_batch_norm_statistics_come_from_its_own_forward_passes(data16, tmp_
     assert ema_bn.momentum == live_bn.momentum
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted_training(data16, tmp_path):
     from dcgan_cli.gan.training import train
 
@@ -272,17 +269,8 @@ def _train_cmd(data, runs, *extra):
             "--strategy", "default", "--steps-per-epoch", "3", "--checkpoint-every-epochs", "1", "--quiet", *extra]
 
 
-def _wait_for_checkpoint(runs: Path, proc, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if list(runs.glob("*/checkpoints/checkpoint")):
-            return next(runs.glob("*/checkpoints")).parent
-        if proc.poll() is not None:
-            raise AssertionError(f"training exited early: {proc.communicate()}")
-        time.sleep(0.2)
-    raise AssertionError("no checkpoint appeared")
-
-
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_writes_a_checkpoint_and_exits_130(data16, tmp_path, sig):
     runs = tmp_path / "runs"
@@ -299,6 +287,8 @@ def test_signal_writes_a_checkpoint_and_exits_130(data16, tmp_path, sig):
     assert int(gan.step.numpy()) >= 3
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_kill_9_leaves_a_loadable_checkpoint(data16, tmp_path):
     runs = tmp_path / "runs"
     proc = subprocess.Popen(_train_cmd(data16, runs, "--epochs", "100000", "--checkpoint-every-steps", "1"),

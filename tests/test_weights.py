@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 from typer.testing import CliRunner
 
-from conftest import ok, one_line_error
+from helpers import ok, one_line_error
 from dcgan_cli.data import weights
 from dcgan_cli.cli import app
 from fake_http import dropping_route, file_route

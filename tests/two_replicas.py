@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 
 def main(data: str, runs_dir: str, overrides: str, only: str = "") -> None:
@@ -23,8 +22,7 @@ def main(data: str, runs_dir: str, overrides: str, only: str = "") -> None:
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from conftest import tiny_config
+    from helpers import tiny_config  # this script's folder, tests/, is on sys.path
 
     from dcgan_cli.runs.distribute import make_strategy
     from dcgan_cli.gan.training import train
