@@ -512,7 +512,7 @@ def train(
     if dry_run:
         typer.echo(cfg.to_json(), nl=False)
         return
-    from dcgan_cli.gan.training import train as run
+    from dcgan_cli.training.loop import train as run
 
     run_dir = run(cfg, resume=resume, quiet=quiet, verify_data=verify_data)  # checks resume and --eval-every-epochs itself
     typer.echo(f"Run directory: {run_dir}")

@@ -50,7 +50,7 @@ def tiny_run(data16, tmp_path_factory):
     fp32, 2 epochs of 3 steps, so checkpoints ckpt-3 and ckpt-6 (a fall-back exists), a grid per epoch and
     generator.keras. Tests only read it (sample, export, restore); a test that writes to a run (resume,
     damage, evaluate's metrics rows) takes `tiny_run_copy`. The end of the session checks nobody wrote."""
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     runs = tmp_path_factory.mktemp("tiny-runs")
     run = train(tiny_config(data16, runs, ema=0.9), quiet=True, log=lambda m: None)

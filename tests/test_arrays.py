@@ -329,7 +329,7 @@ def test_celeba28_generator_is_the_examples_architecture():
 @pytest.mark.parametrize("name,channels", [("mnist", 1), ("celeba28", 3)])
 def test_presets_train_a_step_and_sample_from_the_saved_generator(tmp_path, name, channels):
     from dcgan_cli.config import preset
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     src = write_files(tmp_path / "m", {"mnist.npz": npz_bytes()})
     data = tmp_path / f"data-{channels}"

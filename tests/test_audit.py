@@ -22,7 +22,7 @@ runner = CliRunner()
 def setup(tmp_path_factory):
     from dcgan_cli.identity.config import IdentityConfig
     from dcgan_cli.identity.train import train_identity
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     root = tmp_path_factory.mktemp("audit")
     digits = preprocess_digits(root, per_class=20)

@@ -125,7 +125,7 @@ def _p(state: dict) -> float:
 
 @pytest.mark.slow
 def test_ada_raises_p_when_d_overfits_and_lowers_it_when_d_cannot_tell(data16, tmp_path):
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     # Fast ADA (p moves 8 / 100 = 0.08 a step) so a few steps show the direction.
     fast = dict(augment="ada", augment_p=0.5, ada_kimg=0.1, ada_interval=1, epochs=1, steps_per_epoch=6)
@@ -142,7 +142,7 @@ def test_ada_raises_p_when_d_overfits_and_lowers_it_when_d_cannot_tell(data16, t
 
 @pytest.mark.slow
 def test_resume_with_ada_gives_the_same_weights_and_p_as_one_run(data16, tmp_path):
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     # Interval 4 over 3-step epochs: the interruption at step 2 and the epoch ends fall mid-interval,
     # so ADA's running sums must come back from the checkpoint too. Flips and EMA on as well.

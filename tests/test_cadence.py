@@ -12,7 +12,7 @@ import pytest
 from helpers import tiny_config
 
 from dcgan_cli.config import AUTO_CADENCE_STEPS, TrainConfig
-from dcgan_cli.gan.training import train
+from dcgan_cli.training.loop import train
 
 QUIET = dict(quiet=True, log=lambda m: None)
 

@@ -79,7 +79,7 @@ def test_curve_options_are_checked_in_one_line(run):
 def test_eval_every_keeps_enough_checkpoints_for_a_curve(data16, tmp_path):
     from helpers import tiny_config
     from dcgan_cli.metrics.curves import EVAL_KEEP_CHECKPOINTS
-    from dcgan_cli.gan.training import checkpoints_to_keep
+    from dcgan_cli.training.loop import checkpoints_to_keep
 
     assert checkpoints_to_keep(tiny_config(data16, tmp_path)) == 3  # off: --keep-checkpoints as given
     assert checkpoints_to_keep(tiny_config(data16, tmp_path, eval_every_epochs=1)) == EVAL_KEEP_CHECKPOINTS

@@ -347,7 +347,7 @@ def test_eval_every_scores_epochs_and_keeps_the_best_checkpoint(data16, tmp_path
     from dcgan_cli.metrics.evaluate import preflight_training
     from dcgan_cli.runs.layout import BEST_DIR
     from dcgan_cli.metrics.extractors import WEIGHTS_ENV
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     monkeypatch.setenv(WEIGHTS_ENV, str(random_inception_weights))
     cfg = tiny_config(data16, tmp_path, epochs=2, steps_per_epoch=2, eval_every_epochs=1, eval_samples=16)

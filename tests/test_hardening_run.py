@@ -185,7 +185,7 @@ def _shard(data: Path) -> Path:
 
 
 def _train_new(data, runs, verify=False):
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     return train(tiny_config(data, runs, epochs=1), quiet=True, log=QUIET, verify_data=verify)
 
@@ -304,7 +304,7 @@ def test_a_read_only_runs_dir_is_one_line_naming_it(data16, tmpfs):
 @pytest.mark.slow
 def test_a_failed_generator_keras_write_is_one_line_and_leaves_no_temp_file(data16, tmp_path, monkeypatch):
     from dcgan_cli import fsutil
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     real_replace = os.replace
 
@@ -415,7 +415,7 @@ def test_export_force_replaces_only_an_export(tiny_run, tmp_path):
 @pytest.mark.slow
 def test_resuming_a_finished_run_or_on_other_data_says_so(run, tmp_path):
     from dcgan_cli.data.preprocess import PreprocessConfig, preprocess
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     cfg = layout.load_config(run)
     logs = []

@@ -126,7 +126,7 @@ COLLAPSES = dict(epochs=5, steps_per_epoch=20, num_samples=16, lr_g=0.15, lr_d=0
 def train_tiny(data, tmp_path, **kw):
     """(the run dir, the log lines, the error or None) of a real tiny run on `data`."""
     from dcgan_cli.errors import DcganError
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     logs, runs = [], tmp_path / "runs"
     try:
@@ -277,7 +277,7 @@ def test_on_collapse_rollback_restores_the_healthy_checkpoint_with_halved_rates_
 @pytest.mark.slow
 def test_on_collapse_rollback_after_a_nan_goes_back_to_the_healthy_checkpoint_once(data16, tmp_path):
     from dcgan_cli.runs.checkpoints import NonFiniteLoss
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     cfg = tiny_config(data16, tmp_path / "runs", epochs=1, steps_per_epoch=20, num_samples=16, on_collapse="rollback")
     run = train(cfg, quiet=True, log=lambda m: None)

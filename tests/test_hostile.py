@@ -80,7 +80,7 @@ class Context:
 @pytest.fixture(scope="module")
 def context(data16, image_folder, tmp_path_factory):
     from dcgan_cli.data.preprocess import PreprocessConfig, preprocess
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     root = tmp_path_factory.mktemp("hostile")
     run = train(tiny_config(data16, root / "runs", epochs=1, steps_per_epoch=1), quiet=True, log=lambda m: None)

@@ -36,7 +36,7 @@ def _identity_run(digits, runs, **kw):
 
 
 def test_no_function_of_either_trainer_is_over_80_lines():
-    for path in (PACKAGE / "gan" / "training.py", PACKAGE / "gan" / "step.py", PACKAGE / "gan" / "on_collapse.py",
+    for path in (PACKAGE / "training" / "loop.py", PACKAGE / "gan" / "step.py", PACKAGE / "gan" / "on_collapse.py",
                  PACKAGE / "identity" / "train.py"):
         tree = ast.parse(path.read_text())
         long = [(f.name, f.end_lineno - f.lineno + 1) for f in ast.walk(tree)
@@ -99,7 +99,7 @@ def test_the_identity_trainer_keeps_the_resume_rule_history_and_last_good(digits
 
 def test_both_trainers_refuse_data_of_another_shape_naming_the_preprocess_flags(digits, data16, tmp_path):
     from dcgan_cli.identity.train import train_identity
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     with pytest.raises(DcganError, match=r"data is 16x16x1 but the config wants 32x32x1.*--size 32`"):
         train_identity(IdentityConfig(data=str(digits), runs_dir=str(tmp_path), **{**TINY, "image_size": 32}),
@@ -110,7 +110,7 @@ def test_both_trainers_refuse_data_of_another_shape_naming_the_preprocess_flags(
 
 
 def test_a_trainer_takes_the_run_to_continue_or_a_new_runs_folder_not_both(data16, tmp_path):
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     with pytest.raises(TypeError, match="names the run directory to continue"):
         train(tiny_config(data16, tmp_path), resume=True, **QUIET)

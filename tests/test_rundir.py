@@ -64,7 +64,7 @@ def test_restore_of_a_run_whose_checkpoints_are_all_damaged_is_one_error(two_epo
 
 
 def test_the_trainer_enforces_the_resume_rule_for_every_caller(two_epoch_run):
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     saved = layout.load_config(two_epoch_run)
     # A Python caller (or bench) cannot slip a different model past --resume.
@@ -84,7 +84,7 @@ def test_the_trainer_enforces_the_resume_rule_for_every_caller(two_epoch_run):
 
 
 def test_the_trainer_checks_eval_every_before_writing_anything(data16, tmp_path):
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     cfg = tiny_config(data16, tmp_path / "runs", eval_every_epochs=1, strategy="multiworker")
     with pytest.raises(DcganError, match="not supported with several workers"):

@@ -71,7 +71,7 @@ def _weights(run_dir, key="generator"):
 
 
 def test_training_writes_per_epoch_files_and_moves_the_weights(data16, tmp_path):
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     cfg = tiny_config(data16, tmp_path, epochs=2, ema=0.9)
     run = train(cfg, quiet=True, log=lambda m: None)
@@ -126,7 +126,7 @@ def test_ema_decay_ramps_up_to_the_configured_one():
 def test_ema_leaves_its_random_start_within_a_few_steps(data16, tmp_path):
     """With decay 0.999 and no ramp-up, six steps would leave the EMA at 0.6% of the way from the init."""
     from dcgan_cli.gan.step import build_gan
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     cfg = tiny_config(data16, tmp_path, epochs=2, ema=0.999)
     gan = _weights(train(cfg, quiet=True, log=lambda m: None))
@@ -145,7 +145,7 @@ def test_ema_batch_norm_statistics_come_from_its_own_forward_passes(data16, tmp_
     import tensorflow as tf
 
     from dcgan_cli.gan.step import STANDING_STATS_BATCH, STANDING_STATS_SAMPLES, _STANDING_SEED, standing_statistics
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     cfg = tiny_config(data16, tmp_path, epochs=1, ema=0.9)
     gan = _weights(train(cfg, quiet=True, log=lambda m: None))
@@ -170,7 +170,7 @@ def test_ema_batch_norm_statistics_come_from_its_own_forward_passes(data16, tmp_
 
 @pytest.mark.slow
 def test_resume_equals_uninterrupted_training(data16, tmp_path):
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     cfg = tiny_config(data16, tmp_path / "a", epochs=3, ema=0.5, label_smoothing=0.1, instance_noise=0.1,
                       flip=True)
@@ -197,7 +197,7 @@ def test_resume_equals_uninterrupted_training(data16, tmp_path):
 
 def test_resume_refuses_data_of_another_size(tiny_run_copy, tmp_path, image_folder):
     from dcgan_cli.data.preprocess import PreprocessConfig, preprocess
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     run = tiny_run_copy
     data32 = tmp_path / "faces-32"
@@ -210,7 +210,7 @@ def test_resume_refuses_data_of_another_size(tiny_run_copy, tmp_path, image_fold
 
 
 def test_resume_without_checkpoint_is_an_error(data16, tmp_path):
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     run = tmp_path / "00000-empty"
     run.mkdir()
@@ -226,7 +226,7 @@ def test_resume_without_checkpoint_is_an_error(data16, tmp_path):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data16, tmp_path):
     import tensorflow as tf
 
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
     from dcgan_cli.runs.checkpoints import NonFiniteLoss
 
     cfg = tiny_config(data16, tmp_path, epochs=1)
@@ -248,7 +248,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data16, tmp_path):
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous(data16, tmp_path):
     import tensorflow as tf
 
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     cfg = tiny_config(data16, tmp_path, epochs=2)
     run = train(cfg, quiet=True, log=lambda m: None)
@@ -301,7 +301,7 @@ def test_kill_9_leaves_a_loadable_checkpoint(data16, tmp_path):
     assert step >= 1
     # And the run continues from it.
     from dcgan_cli.config import TrainConfig
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     cfg = TrainConfig.load(run / "config.json")
     target = (step // 3 + 1) * 3
@@ -310,7 +310,7 @@ def test_kill_9_leaves_a_loadable_checkpoint(data16, tmp_path):
 
 
 def test_missing_data_is_a_one_line_error_naming_preprocess(tmp_path):
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     with pytest.raises(DcganError, match="dcgan preprocess"):
         train(tiny_config(tmp_path / "nothing", tmp_path), quiet=True, log=lambda m: None)
@@ -345,7 +345,7 @@ def test_precision_auto_follows_the_hardware():
 
 
 def test_bf16_training_runs_and_stays_finite(data16, tmp_path):
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     run = train(tiny_config(data16, tmp_path, epochs=1, precision="bf16"), quiet=True, log=lambda m: None)
     assert np.isfinite(_metrics(run)[0]["g_loss"])
@@ -370,7 +370,7 @@ def test_fused_batch_norm_matches_keras_batch_norm():
 
 
 def test_fp16_training_uses_loss_scaling_and_stays_finite(data16, tmp_path):
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     cfg = tiny_config(data16, tmp_path, epochs=1, precision="fp16")
     run = train(cfg, quiet=True, log=lambda m: None)

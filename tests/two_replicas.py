@@ -25,7 +25,7 @@ def main(data: str, runs_dir: str, overrides: str, only: str = "") -> None:
     from helpers import tiny_config  # this script's folder, tests/, is on sys.path
 
     from dcgan_cli.runs.distribute import make_strategy
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     runs = {}
     setups = {"mirrored": dict(strategy="mirrored", sync_bn=True),

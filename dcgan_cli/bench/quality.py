@@ -336,7 +336,7 @@ def our_config(qs: QualitySet, seed: int, steps: int, runs_dir: Path, epochs: in
 def train_ours(cfg, run_dir: Path) -> tuple[object, object | None]:
     """(sampled generator, live generator or None): trained as `dcgan train` trains, restored as `dcgan sample` does."""
     from dcgan_cli.gan.generator_io import restore
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     train(cfg, run_dir, quiet=True, log=lambda m: None)
     sampled = restore(run_dir, ema=True)
@@ -352,7 +352,7 @@ def train_ours_curve(cfg, run_dir: Path, reals: Reals, log: Callable[[str], None
     """
     from dcgan_cli.config import TrainConfig
     from dcgan_cli.gan.generator_io import restore
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     curve = []
     for epoch in range(1, cfg.epochs + 1):

@@ -123,7 +123,7 @@ def repair_seed(qs: QualitySet, seed: int, steps: int, runs: Path, search: Searc
     """Train on `qs` with `seed`, repair its held-out images under each mask: ({mask: figures}, arrays for a figure)."""
     from dcgan_cli.bench.quality import our_config
     from dcgan_cli.generate.repair import inpaint_arrays, load_models, make_masks
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     cfg = our_config(qs, seed, steps, runs, batch_size=BATCH)
     t = time.perf_counter()

@@ -51,7 +51,7 @@ def bench_loop(data: str | Path, size: int = 64, batch_size: int = 128, steps: i
                precision: str = "auto", epoch_steps: int = 2000) -> dict:
     """The real training loop from shards on disk, with the per-epoch work
     (checkpoint, grid, metrics, plot) measured and amortised over `epoch_steps`."""
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     cfg = preset("dcgan", data=str(data), image_size=size, batch_size=batch_size, precision=precision,
                  strategy="default", steps_per_epoch=steps, epochs=3, augment="none")  # the plain loop
@@ -84,7 +84,7 @@ def bench_loop_epochs(data: str | Path, batch_size: int = 128, precision: str = 
     end-of-epoch work costs).
     """
     from dcgan_cli.data.shards import load_manifest
-    from dcgan_cli.gan.training import train
+    from dcgan_cli.training.loop import train
 
     m = load_manifest(data)
     base = preset("dcgan", data=str(data), image_size=m["size"], channels=m["channels"], batch_size=batch_size,
@@ -121,7 +121,7 @@ def _end_of_epoch_seconds(cfg) -> float:
     from dcgan_cli.images import make_grid, save_image
     from dcgan_cli.generate.sampling import Sampler
     from dcgan_cli.gan.step import build_gan, resolve_precision, standing_statistics
-    from dcgan_cli.gan.training import plot_losses
+    from dcgan_cli.training.loop import plot_losses
 
     gan = build_gan(cfg, resolve_precision(cfg.precision))
     with tempfile.TemporaryDirectory() as d:

@@ -3,8 +3,8 @@
 `_loop` reads top to bottom in the order things happen, under headed blocks: restore or start;
 each step (a periodic checkpoint when due; a signal or max_steps leaves the epoch); end of epoch:
 checkpoint, sample grid, health, metrics, evaluation, the health monitor's response; export.
-Every checkpoint write is seen there. The step itself is step.py's (`make_train_step`); what
-happens when training goes wrong (warn, stop, roll back) is on_collapse.py's; what both trainers
+Every checkpoint write is seen there. The step itself is gan/step.py's (`make_train_step`); what
+happens when training goes wrong (warn, stop, roll back) is gan/on_collapse.py's; what both trainers
 share (the run's lock, signals, the resume rule and bookkeeping, metrics lines) is runs/lifecycle.py's,
 and everything about checkpoints runs/checkpoints.py's.
 """
