@@ -1156,7 +1156,7 @@ def evaluate(
     all_checkpoints: Annotated[bool, typer.Option("--all-checkpoints", help="Score every kept checkpoint of the "
                                                   "run (and best/) once, cached; write RUN/eval.png.")] = False,
     checkpoints: Annotated[Optional[str], typer.Option(help="Like --all-checkpoints, for these checkpoint "
-                                                             "numbers (the STEP of ckpt-STEP), e.g. 500,1000.",
+                                                             "steps (as training printed them), e.g. 500,1000.",
                                                        show_default=False)] = None,
 ):
     """Score a generator with FID, KID, precision/recall, density/coverage (and IS) against real data.

@@ -168,7 +168,7 @@ def test_end_to_end_download_preprocess_train_sample(tmp_path, monkeypatch):
     # The config in the run dir is exactly the one the CLI resolves (and --dry-run prints).
     dry = runner.invoke(app, args + ["--dry-run"])
     saved = json.loads((run / "config.json").read_text())
-    saved.pop("history")  # rundir's record of starts and resumes, beside the config
+    saved.pop("history")  # layout's record of starts and resumes, beside the config
     assert saved == json.loads(dry.output)
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch-0001.png", "epoch-0002.png"]
 

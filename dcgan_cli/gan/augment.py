@@ -15,13 +15,13 @@ under p; a sample whose draw says off is passed through unchanged (`tf.where`, s
 p = 0 is exactly the identity).
 
 The randomness is one stateless uniform draw of (global batch, DRAWS) numbers
-per step and per kind (training.py keys it by (seed, kind, step) and slices this
+per step and per kind (gan/step.py keys it by (seed, kind, step) and slices this
 replica's rows), so the augmentations of step k do not depend on the number of
 replicas or on a resume.
 
 ADA: p moves every `interval` steps by sign(r_t - target) * batch * interval /
 (kimg * 1000), r_t = E[sign(D(x_real))] over those steps (`ada_adjust`), clipped
-to [0, 1]; training.py keeps p and the running sums in the checkpoint.
+to [0, 1]; gan/step.py keeps p and the running sums in the checkpoint.
 """
 
 from __future__ import annotations

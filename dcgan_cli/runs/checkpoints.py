@@ -28,7 +28,7 @@ from dcgan_cli.errors import DcganError
 from dcgan_cli.fsutil import os_error_reason, write_json, write_text
 from dcgan_cli.runs.layout import BEST_DIR, BEST_FILE, LAST_GOOD_DIR
 
-# The names a GAN checkpoint holds its networks under: gan/loop.GAN.checkpoint() writes them, a generator
+# The names a GAN checkpoint holds its networks under: gan/step.GAN.checkpoint() writes them, a generator
 # is restored out of one by slot (sample, export, evaluate, stylize, repair). Renaming one orphans every run.
 GENERATOR_SLOT = "generator"
 DISCRIMINATOR_SLOT = "discriminator"

@@ -1,6 +1,6 @@
 """Choosing a `tf.distribute.Strategy`, who writes files, and what a lost worker means.
 
-The train step is written for a strategy from the start (see training.py): on
+The train step is written for a strategy from the start (see gan/step.py): on
 one device the default strategy runs it as is; `mirrored` spreads it over the
 local GPUs; `multiworker` over machines described by `TF_CONFIG`; `tpu` over
 the cores of a TPU. The global batch is split across replicas and losses are
