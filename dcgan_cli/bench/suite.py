@@ -19,6 +19,10 @@ from dcgan_cli.config import preset
 from dcgan_cli.errors import UsageError
 
 
+# The step, loop and input parts' defaults: the peers' scripts time 64x64 at batch 128 too.
+SIZE, BATCH_SIZE, STEPS = 64, 128, 20
+
+
 def bench_step(size: int = 64, batch_size: int = 128, steps: int = 20, precision: str = "auto",
                xla: bool = False, warmup: int = 3, channels: int = 3, augment: str = "none") -> dict:
     """The `dcgan` preset's train step alone, on an in-memory uint8 batch (`augment`: none, diffaug or ada;
@@ -247,7 +251,7 @@ def parse_choices(text: str, choices: tuple[str, ...], option: str) -> tuple[str
     return wanted
 
 
-def bench(size=64, batch_size=128, steps=20, data=None, precision="auto", xla=False, peers=None,
+def bench(size=SIZE, batch_size=BATCH_SIZE, steps=STEPS, data=None, precision="auto", xla=False, peers=None,
           torch_python=None, log=print, parts=("step", "loop", "input", "preprocess"), face_images=600,
           stylize_size=256, quality_steps=None, quality_seeds=None, quality_sets=None, augment="none",
           quality_augment=("auto",), quality_curve=0, quality_workdir=None,

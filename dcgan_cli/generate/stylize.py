@@ -594,6 +594,9 @@ def stylize_file(content_path: str | Path, style_path: str | Path, out: str | Pa
 # generated faces
 
 
+DEFAULT_SEEDS = "0-15"  # the faces `dcgan stylize --run` paints when --seeds is not given
+
+
 class Verifier(Protocol):
     """Is each styled face still its original's person? One verdict per (original, styled) pair of uint8 images.
 
@@ -715,7 +718,7 @@ class StylizeRequest:
         images: (CONTENT, STYLE), or (STYLE,) with `run` or `generator`.
         out: the output image; a grid of faces above their stylised versions for faces.
         run / generator: stylise faces of this run's generator, or of this generator .keras file.
-        seeds: the faces' seeds, "0-15" by default. ema: a run's EMA weights (when it kept them).
+        seeds: the faces' seeds, DEFAULT_SEEDS when not given. ema: a run's EMA weights (when it kept them).
         identity_model: an embedding model (or its run) to count the faces that still verify.
         options: how to stylise (its size None: DEFAULT_SIZE for one image, the generator's side for faces).
     """
@@ -755,7 +758,7 @@ class StylizeRequest:
             raise UsageError("--save-every-steps applies to one CONTENT image, not to a grid of faces",
                              "--save-every-steps")
         try:
-            chosen = Seeds.parse(self.seeds or "0-15")
+            chosen = Seeds.parse(self.seeds or DEFAULT_SEEDS)
         except DcganError as e:
             raise UsageError(str(e), "--seeds") from None
         if self.options.size is None and not faces:

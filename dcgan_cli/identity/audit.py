@@ -35,6 +35,7 @@ from dcgan_cli.runs.layout import AUDIT_GRID_FILE
 CACHE_PREFIX = "audit-embeddings-"
 CACHE_VERSION = 1
 THUMB = 16  # side of the grey thumbnails of the pixel-space check
+SAMPLES = 10_000  # generated images audited when --samples is not given
 PIXEL_RMSE = 0.05  # a near duplicate: RMS difference under 5% of the range on 16x16 grey thumbnails
 GRID_PAIRS = 16
 Z95 = 1.959963984540054
@@ -162,7 +163,7 @@ class _Nearest:
 
 
 def audit(identity_model: str | Path | None = None, *, run: Path | None = None, generator: Path | None = None,
-          images: Path | None = None, data: Path | None = None, samples: int = 10_000, seed: int = 0,
+          images: Path | None = None, data: Path | None = None, samples: int = SAMPLES, seed: int = 0,
           threshold: float | None = None, pixel_rmse: float = PIXEL_RMSE, grid: Path | None = None,
           runs_dir: Path = Path("runs"), batch_size: int = 256, progress: bool = True,
           log: Callable[[str], None] = print) -> dict:

@@ -29,8 +29,12 @@ from dcgan_cli.errors import DcganError, UsageError
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
+DATA_DIR_ENV = "DCGAN_DATA_DIR"  # where --data-dir points when not given
+DEFAULT_DATA_DIR = "data"  # ... and when that is not set either: ./data
+
+
 def default_data_dir() -> Path:
-    return Path(os.environ.get("DCGAN_DATA_DIR") or "data")
+    return Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
 
 
 @dataclass(frozen=True)
