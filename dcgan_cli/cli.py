@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import typing
 import os
 from enum import Enum
 from pathlib import Path
@@ -50,6 +51,7 @@ REPAIR_SEEDS = bench_repair.DEFAULT_SEEDS
 QUALITY_STEPS = {"digits": bench_quality.DEFAULT_STEPS, "faces": bench_quality.FACES_STEPS,
                  "faces80": bench_quality.FACES80_STEPS}
 REPAIR_STEPS = bench_repair.STEPS
+FACE_IMAGES, STYLIZE_SIZE = bench_suite.FACE_IMAGES, bench_suite.STYLIZE_SIZE
 
 # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -65,12 +67,14 @@ class _App(typer.Typer):
     """
 
     def command(self, *args, renamed: dict[str, str | Callable[[list[str]], str]] | None = None,
-                settings: "_Settings | None" = None, **kwargs):
+                settings: "_Settings | None" = None, panels: dict[str, tuple[str, ...]] | None = None, **kwargs):
         if renamed:
             kwargs["cls"] = type("Command", (_Command,), {"renamed": dict(renamed)})
         register = super().command(*args, **kwargs)
 
         def decorator(f):
+            if panels is not None:
+                _into_panels(f, panels)
             if settings is not None:
                 settings.check(f)
 
@@ -190,8 +194,9 @@ class _Settings:
     from its field, stops `import dcgan_cli.cli` with its name instead of being dropped in silence.
     """
 
-    def __init__(self, config: type, own: tuple[str, ...]):
+    def __init__(self, config: type, own: tuple[str, ...], shown: Callable[[str], str] | None = None):
         self.config, self.own, self.names = config, frozenset(own), frozenset()
+        self.shown = shown  # a setting's default as help shows it (an option's own show_default wins)
 
     def check(self, command: Callable) -> None:
         params = set(inspect.signature(command).parameters)
@@ -201,12 +206,37 @@ class _Settings:
             raise TypeError(f"{command.__name__}: {stray} are neither {self.config.__name__} fields nor resolved by "
                             f"the command; {stale} are listed as resolved but are not its parameters")
         self.names = frozenset(params - self.own)
+        if self.shown is not None:
+            for name, info in _options(command).items():
+                if name in self.names and info.show_default is True:
+                    info.show_default = self.shown(name)
 
     def given(self, options: dict) -> dict:
         """The settings among a command's `options` (its locals()) that the user gave, choices as their values."""
         assert self.names, "given() before the command was registered with settings="
         return {k: v.value if isinstance(v, Enum) else v for k, v in options.items()
                 if k in self.names and v is not None}
+
+
+def _options(command: Callable) -> dict[str, typer.models.ParameterInfo]:
+    """A command's parameters -> their typer.Option / typer.Argument, read from the Annotated hints."""
+    params = inspect.signature(command, eval_str=True).parameters
+    # Annotations are strings here (PEP 563): each evaluation makes new typer.Option objects. Keep the
+    # evaluated ones, so that what is set on them is what Typer reads.
+    command.__annotations__.update({name: p.annotation for name, p in params.items()})
+    return {name: info for name, p in params.items()
+            for info in typing.get_args(p.annotation)[1:] if isinstance(info, typer.models.ParameterInfo)}
+
+
+def _into_panels(command: Callable, panels: dict[str, tuple[str, ...]]) -> None:
+    """Put each option named in `panels` (panel -> option names) in its --help panel; a name that is no
+    option of the command stops the import, as a stray setting does."""
+    options = _options(command)
+    for panel, names in panels.items():
+        for name in names:
+            if name not in options:
+                raise TypeError(f"{command.__name__}: the {panel!r} panel names {name!r}, which is not an option")
+            options[name].rich_help_panel = panel
 
 
 def _data_dir(data_dir: Optional[Path]) -> Path:
@@ -382,129 +412,83 @@ def preprocess(
 
 # train's options that are not TrainConfig settings, or that it resolves before the config is built.
 TRAIN_SETTINGS = _Settings(TrainConfig, own=("data", "data_dir", "preset", "runs_dir", "name", "resume", "dry_run",
-                                             "verify_data", "quiet"))
+                                             "verify_data", "quiet"), shown=_preset_default)
+TRAIN_PANELS = {
+    DATA: ("data", "data_dir", "flip", "augment", "augment_p", "verify_data"),  # what D sees
+    MODEL: ("latent_dim", "g_filters", "d_filters", "g_activation", "ema", "seed"),  # what is trained
+    SCHEDULE: ("epochs", "steps_per_epoch", "batch_size", "lr_g", "lr_d", "beta1", "beta2", "alternate",
+               "label_smoothing", "instance_noise", "on_collapse"),  # how long and how it trains
+    OUTPUT: ("runs_dir", "name", "checkpoint_every_steps", "checkpoint_every_epochs", "sample_every_epochs",
+             "eval_every_epochs", "eval_samples", "quiet"),  # what is written, where and how often
+    PERFORMANCE: ("precision", "xla", "strategy", "sync_bn", "cache"),  # the same numbers, sooner
+}
 
 
 @app.command(renamed={"--checkpoint-every": "--checkpoint-every-steps",
                       "--checkpoint-epochs": "--checkpoint-every-epochs",
                       "--sample-every": "--sample-every-epochs", "--eval-every": "--eval-every-epochs"},
-             settings=TRAIN_SETTINGS, rich_help_panel=TRAINING)
+             settings=TRAIN_SETTINGS, panels=TRAIN_PANELS, rich_help_panel=TRAINING)
 def train(
-    data: Annotated[Optional[Path], typer.Option(help="Preprocessed data dir (holds manifest.json).",
-                                                 rich_help_panel=DATA)] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Preprocessed data dir (holds manifest.json).")] = None,
     preset: Annotated[Preset, typer.Option(help="Recipe to start from (flags override it); the defaults below "
                                                 "are each preset's.")] = Preset(TrainConfig.preset),
     resume: Annotated[Optional[Path], typer.Option(help="Continue this run directory.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
-    # -- data: what D sees
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help=DATA_DIR_HELP, show_default=False,
-                                                     rich_help_panel=DATA)] = None,
-    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips.",
-                                                 show_default=_preset_default("flip"), rich_help_panel=DATA)] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help=DATA_DIR_HELP, show_default=False)] = None,
+    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips.")] = None,
     augment: Annotated[Optional[Augment], typer.Option(help=(
         "Augment everything D sees (translation, cutout, colour): diffaug (fixed p), ada (p adapted to D's "
-        f"overfitting), none; auto: ada on data sets under {AUTO_ADA_BELOW:,} images, none above."),
-        show_default=_preset_default("augment"), rich_help_panel=DATA)] = None,
+        f"overfitting), none; auto: ada on data sets under {AUTO_ADA_BELOW:,} images, none above."))] = None,
     augment_p: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help=(
         "Per-sample probability of each augmentation: diffaug's fixed p, ada's starting p."),
-        show_default="; ".join(f"{mode}: {p:g}" for mode, p in AUGMENT_P.items()), rich_help_panel=DATA)] = None,
+        show_default="; ".join(f"{mode}: {p:g}" for mode, p in AUGMENT_P.items()))] = None,
     verify_data: Annotated[bool, typer.Option("--verify-data", help="Check every shard's SHA-256 against the "
                                               "manifest before training (done anyway when the data changed "
-                                              "since the last check).", rich_help_panel=DATA)] = False,
-    # -- model: what is trained
-    latent_dim: Annotated[Optional[int], typer.Option(min=1, help="Size of the noise z.",
-                                                      show_default=_preset_default("latent_dim"),
-                                                      rich_help_panel=MODEL)] = None,
-    g_filters: Annotated[Optional[int], typer.Option(min=1, help="Generator width (ngf).",
-                                                     show_default=_preset_default("g_filters"),
-                                                     rich_help_panel=MODEL)] = None,
-    d_filters: Annotated[Optional[int], typer.Option(min=1, help="Discriminator width (ndf).",
-                                                     show_default=_preset_default("d_filters"),
-                                                     rich_help_panel=MODEL)] = None,
+                                              "since the last check).")] = False,
+    latent_dim: Annotated[Optional[int], typer.Option(min=1, help="Size of the noise z.")] = None,
+    g_filters: Annotated[Optional[int], typer.Option(min=1, help="Generator width (ngf).")] = None,
+    d_filters: Annotated[Optional[int], typer.Option(min=1, help="Discriminator width (ndf).")] = None,
     g_activation: Annotated[Optional[GActivation], typer.Option(help="Generator's hidden activation (the paper: "
-                                                                     "relu).",
-                                                                show_default=_preset_default("g_activation"),
-                                                                rich_help_panel=MODEL)] = None,
-    ema: Annotated[Optional[float], typer.Option(help="EMA decay of G's weights, e.g. 0.999 (0: off).",
-                                                 show_default=_preset_default("ema"), rich_help_panel=MODEL)] = None,
-    seed: Annotated[Optional[int], typer.Option(min=0, max=MAX_SEED, help="Seed of weights, noise and data order.",
-                                                show_default=_preset_default("seed"), rich_help_panel=MODEL)] = None,
-    # -- schedule: how long and how it trains
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs to train (may be raised on --resume).",
-                                                  show_default=_preset_default("epochs"),
-                                                  rich_help_panel=SCHEDULE)] = None,
-    steps_per_epoch: Annotated[Optional[int], typer.Option(min=0, help="Steps per epoch (0: one pass).",
-                                                           show_default=_preset_default("steps_per_epoch"),
-                                                           rich_help_panel=SCHEDULE)] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Global batch size.",
-                                                      show_default=_preset_default("batch_size"),
-                                                      rich_help_panel=SCHEDULE)] = None,
+                                                                     "relu).")] = None,
+    ema: Annotated[Optional[float], typer.Option(help="EMA decay of G's weights, e.g. 0.999 (0: off).")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, max=MAX_SEED,
+                                                help="Seed of weights, noise and data order.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs to train (may be raised on --resume).")] = None,
+    steps_per_epoch: Annotated[Optional[int], typer.Option(min=0, help="Steps per epoch (0: one pass).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Global batch size.")] = None,
     lr_g: Annotated[Optional[float], typer.Option(help="Generator learning rate (may be lowered on --resume, "
-                                                       "e.g. after a NaN).", show_default=_preset_default("lr_g"),
-                                                  rich_help_panel=SCHEDULE)] = None,
-    lr_d: Annotated[Optional[float], typer.Option(help="Discriminator learning rate (likewise).",
-                                                  show_default=_preset_default("lr_d"),
-                                                  rich_help_panel=SCHEDULE)] = None,
-    beta1: Annotated[Optional[float], typer.Option(help="Adam beta1 (may change on --resume).",
-                                                   show_default=_preset_default("beta1"),
-                                                   rich_help_panel=SCHEDULE)] = None,
-    beta2: Annotated[Optional[float], typer.Option(help="Adam beta2 (may change on --resume).",
-                                                   show_default=_preset_default("beta2"),
-                                                   rich_help_panel=SCHEDULE)] = None,
+                                                       "e.g. after a NaN).")] = None,
+    lr_d: Annotated[Optional[float], typer.Option(help="Discriminator learning rate (likewise).")] = None,
+    beta1: Annotated[Optional[float], typer.Option(help="Adam beta1 (may change on --resume).")] = None,
+    beta2: Annotated[Optional[float], typer.Option(help="Adam beta2 (may change on --resume).")] = None,
     alternate: Annotated[Optional[bool], typer.Option("--alternate/--shared-step", help=(
         "Update D, then G through the updated D (better samples), or both from one forward pass (about 10% "
-        "faster)."), show_default=_preset_default("alternate"), rich_help_panel=SCHEDULE)] = None,
-    label_smoothing: Annotated[Optional[float], typer.Option(help="Real labels ~ U(1-s, 1).",
-                                                             show_default=_preset_default("label_smoothing"),
-                                                             rich_help_panel=SCHEDULE)] = None,
-    instance_noise: Annotated[Optional[float], typer.Option(help="Noise on real images, std ~ U(0, s).",
-                                                            show_default=_preset_default("instance_noise"),
-                                                            rich_help_panel=SCHEDULE)] = None,
+        "faster)."))] = None,
+    label_smoothing: Annotated[Optional[float], typer.Option(help="Real labels ~ U(1-s, 1).")] = None,
+    instance_noise: Annotated[Optional[float], typer.Option(help="Noise on real images, std ~ U(0, s).")] = None,
     on_collapse: Annotated[Optional[OnCollapse], typer.Option(
         help="On D winning, collapse or divergence (health.py): warn, stop, or rollback (to the last healthy "
-             "checkpoint, with halved rates).", show_default=_preset_default("on_collapse"),
-        rich_help_panel=SCHEDULE)] = None,
-    # -- output: what is written, where and how often
-    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where numbered run directories live.",
-                                           rich_help_panel=OUTPUT)] = RUNS_DIR,
-    name: Annotated[str, typer.Option(help="Suffix for the run directory's name.",
-                                      rich_help_panel=OUTPUT)] = "",
+             "checkpoint, with halved rates).")] = None,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where numbered run directories live.")] = RUNS_DIR,
+    name: Annotated[str, typer.Option(help="Suffix for the run directory's name.")] = "",
     checkpoint_every_steps: Annotated[Optional[int], typer.Option(
-        min=0, help="Also checkpoint every N steps (0: at epoch ends only).",
-        show_default=_preset_default("checkpoint_every_steps"), rich_help_panel=OUTPUT)] = None,
+        min=0, help="Also checkpoint every N steps (0: at epoch ends only).")] = None,
     checkpoint_every_epochs: Annotated[Optional[int], typer.Option(
         min=0, help=f"Checkpoint at the end of every N epochs (0: auto, every epoch unless epochs are under "
-                    f"{AUTO_CADENCE_STEPS} steps; the last epoch and Ctrl-C always checkpoint).",
-        show_default=_preset_default("checkpoint_every_epochs"), rich_help_panel=OUTPUT)] = None,
+                    f"{AUTO_CADENCE_STEPS} steps; the last epoch and Ctrl-C always checkpoint).")] = None,
     sample_every_epochs: Annotated[Optional[int], typer.Option(
         min=0, help="Write the sample grid and loss plot every N epochs (0: auto, like --checkpoint-every-epochs; "
-                    "the last epoch always does).", show_default=_preset_default("sample_every_epochs"),
-        rich_help_panel=OUTPUT)] = None,
+                    "the last epoch always does).")] = None,
     eval_every_epochs: Annotated[Optional[int], typer.Option(
-        min=0, help="Score FID/KID every N epochs and keep the best checkpoint in RUN/best/ (0: never).",
-        show_default=_preset_default("eval_every_epochs"), rich_help_panel=OUTPUT)] = None,
+        min=0, help="Score FID/KID every N epochs and keep the best checkpoint in RUN/best/ (0: never).")] = None,
     eval_samples: Annotated[Optional[int], typer.Option(min=2, help="Generated images per evaluation "
-                                                                    "(FID needs 2048 or more).",
-                                                        show_default=_preset_default("eval_samples"),
-                                                        rich_help_panel=OUTPUT)] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="One log line per epoch, no progress bar.",
-                                        rich_help_panel=OUTPUT)] = False,
-    # -- performance: the same numbers, sooner
-    precision: Annotated[Optional[Precision], typer.Option(help="Compute precision (auto: by hardware).",
-                                                           show_default=_preset_default("precision"),
-                                                           rich_help_panel=PERFORMANCE)] = None,
-    xla: Annotated[Optional[bool], typer.Option("--xla/--no-xla", help="Compile the step with XLA.",
-                                                show_default=_preset_default("xla"),
-                                                rich_help_panel=PERFORMANCE)] = None,
-    strategy: Annotated[Optional[Strategy], typer.Option(help="tf.distribute strategy.",
-                                                         show_default=_preset_default("strategy"),
-                                                         rich_help_panel=PERFORMANCE)] = None,
-    sync_bn: Annotated[Optional[bool], typer.Option("--sync-bn/--no-sync-bn", help="Synchronised batch norm.",
-                                                    show_default=_preset_default("sync_bn"),
-                                                    rich_help_panel=PERFORMANCE)] = None,
-    cache: Annotated[Optional[bool], typer.Option("--cache/--no-cache", help="Keep the data in memory.",
-                                                  show_default=_preset_default("cache"),
-                                                  rich_help_panel=PERFORMANCE)] = None,
+                                                                    "(FID needs 2048 or more).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="One log line per epoch, no progress bar.")] = False,
+    precision: Annotated[Optional[Precision], typer.Option(help="Compute precision (auto: by hardware).")] = None,
+    xla: Annotated[Optional[bool], typer.Option("--xla/--no-xla", help="Compile the step with XLA.")] = None,
+    strategy: Annotated[Optional[Strategy], typer.Option(help="tf.distribute strategy.")] = None,
+    sync_bn: Annotated[Optional[bool], typer.Option("--sync-bn/--no-sync-bn", help="Synchronised batch norm.")] = None,
+    cache: Annotated[Optional[bool], typer.Option("--cache/--no-cache", help="Keep the data in memory.")] = None,
 ):
     """Train a DCGAN, writing checkpoints and a sample grid every epoch.
 
@@ -824,72 +808,66 @@ def export(
 # bench
 
 
-@app.command(rich_help_panel=EVALUATING)
+BENCH_PARTS_HELP = ("Comma-separated: step, loop, input, preprocess, quality (trains on offline digits and faces: "
+                    "about half an hour on 2 cores), stylize (style transfer), identity (the face-embedding "
+                    "network: img/s, and one-shot accuracy on unseen digits: minutes), repair (dcgan inpaint on "
+                    "held-out faces and digits against mean fill and OpenCV's Telea: about 25 minutes); the last "
+                    "four run only when asked.")
+BENCH_PANELS = {
+    DATA: ("data", "quality_sets"),
+    MODEL: ("size", "augment", "quality_augment", "stylize_size"),
+    SCHEDULE: ("steps", "batch_size", "quality_steps", "quality_seeds", "quality_curve", "repair_seeds",
+               "repair_steps"),
+    OUTPUT: ("json_", "quality_workdir", "repair_figure"),
+    PERFORMANCE: ("precision", "xla", "peers", "torch_python"),
+}
+
+
+@app.command(panels=BENCH_PANELS, rich_help_panel=EVALUATING)
 def bench(
-    parts: Annotated[str, typer.Option(help="Comma-separated: step, loop, input, preprocess, quality "
-                                            "(trains on offline digits and faces: about half an hour on 2 "
-                                            "cores), stylize (style transfer), "
-                                            "identity (the face-embedding network: img/s, and one-shot "
-                                            "accuracy on unseen digits: minutes), repair (dcgan inpaint on "
-                                            "held-out faces and digits against mean fill and OpenCV's Telea: "
-                                            "about 25 minutes); the last four run only when asked.")] = (
-        "step,loop,input,preprocess"),
-    # -- data
+    parts: Annotated[str, typer.Option(help=BENCH_PARTS_HELP)] = "step,loop,input,preprocess",
     data: Annotated[Optional[Path], typer.Option(help="Preprocessed data for the loop and input figures "
-                                                      "(default: temporary synthetic shards).",
-                                                 rich_help_panel=DATA)] = None,
+                                                      "(default: temporary synthetic shards).")] = None,
     quality_sets: Annotated[str, typer.Option(help="Comma-separated data sets of the quality part: digits "
                                                    "(sklearn's, the figure of merit), faces (skimage's 100 LFW "
                                                    "faces), faces80 (80 of them, 20 held out: "
-                                                   "copy ratio and diversity; half an hour per mode and seed).",
-                                              rich_help_panel=DATA)] = ",".join(QUALITY_SETS),
-    face_images: Annotated[int, typer.Option(min=1, hidden=True, help="Photos for the --crop face figure "
-                                                                      "(tests use a few).")] = 600,
-    # -- model
-    size: Annotated[int, typer.Option(help="Image side of the benchmarked model.", rich_help_panel=MODEL)] = bench_suite.SIZE,
+                                                   "copy ratio and diversity; half an hour per mode and seed)."
+                                              )] = ",".join(QUALITY_SETS),
+    face_images: Annotated[int, typer.Option(min=1, hidden=True, help="Photos of the face figure.")] = FACE_IMAGES,
+    size: Annotated[int, typer.Option(help="Image side of the benchmarked model.")] = bench_suite.SIZE,
     augment: Annotated[Augment, typer.Option(help="Also time the step with this augmentation (diffaug, ada) "
-                                                  "and give its img/s as a ratio to the plain step's.",
-                                             rich_help_panel=MODEL)] = Augment.none,
+                                                  "and give its img/s as a ratio to the plain step's."
+                                             )] = Augment.none,
     quality_augment: Annotated[str, typer.Option(help="Comma-separated --augment modes of our model in the "
                                                       "quality part, each trained per seed against the same "
-                                                      "reference, e.g. none,diffaug,ada.",
-                                                 rich_help_panel=MODEL)] = "auto",
-    stylize_size: Annotated[int, typer.Option(min=32, help="Image side of the stylize part.",
-                                              rich_help_panel=MODEL)] = 256,
-    # -- schedule
-    steps: Annotated[int, typer.Option(min=1, help="Timed steps per measurement.", rich_help_panel=SCHEDULE)] = bench_suite.STEPS,
-    batch_size: Annotated[int, typer.Option(min=1, help="Global batch size.", rich_help_panel=SCHEDULE)] = bench_suite.BATCH_SIZE,
+                                                      "reference, e.g. none,diffaug,ada.")] = "auto",
+    stylize_size: Annotated[int, typer.Option(min=32, help="Image side of the stylize part.")] = STYLIZE_SIZE,
+    steps: Annotated[int, typer.Option(min=1, help="Timed steps per measurement.")] = bench_suite.STEPS,
+    batch_size: Annotated[int, typer.Option(min=1, help="Global batch size.")] = bench_suite.BATCH_SIZE,
     quality_steps: Annotated[Optional[int], typer.Option(
         min=1, help="Training steps per model and seed of the quality part, for every set.",
-        show_default="; ".join(f"{s}: {n}" for s, n in QUALITY_STEPS.items()), rich_help_panel=SCHEDULE)] = None,
-    quality_seeds: Annotated[int, typer.Option(min=1, help="Seeds of the quality part (0, 1, ...).",
-                                               rich_help_panel=SCHEDULE)] = len(QUALITY_SEEDS),
+        show_default="; ".join(f"{s}: {n}" for s, n in QUALITY_STEPS.items()))] = None,
+    quality_seeds: Annotated[int, typer.Option(min=1, help="Seeds of the quality part (0, 1, ...)."
+                                               )] = len(QUALITY_SEEDS),
     quality_curve: Annotated[int, typer.Option(min=0, help="Score ours at this many evenly spaced points of each "
-                                                           "run too (a long run's FD over steps).",
-                                               rich_help_panel=SCHEDULE)] = 0,
-    repair_seeds: Annotated[int, typer.Option(min=1, help="Seeds of the repair part (0, 1, ...).",
-                                              rich_help_panel=SCHEDULE)] = len(REPAIR_SEEDS),
+                                                           "run too (a long run's FD over steps).")] = 0,
+    repair_seeds: Annotated[int, typer.Option(min=1, help="Seeds of the repair part (0, 1, ...)."
+                                              )] = len(REPAIR_SEEDS),
     repair_steps: Annotated[Optional[int], typer.Option(
         min=1, help="Training steps per seed of the repair part.",
-        show_default="; ".join(f"{s}: {n}" for s, n in REPAIR_STEPS.items()), rich_help_panel=SCHEDULE)] = None,
-    # -- output
-    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.", rich_help_panel=OUTPUT)] = False,
+        show_default="; ".join(f"{s}: {n}" for s, n in REPAIR_STEPS.items()))] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     quality_workdir: Annotated[Optional[Path], typer.Option(
         help="Keep the quality part's data and trained runs here (default: a temporary folder).",
-        show_default=False, rich_help_panel=OUTPUT)] = None,
+        show_default=False)] = None,
     repair_figure: Annotated[Optional[Path], typer.Option(
         help="With --parts repair: also write a picture of held-out faces (masked | ours | Telea | real).",
-        show_default=False, rich_help_panel=OUTPUT)] = None,
-    # -- performance
-    precision: Annotated[Precision, typer.Option(help="Compute precision (auto: by hardware).",
-                                                 rich_help_panel=PERFORMANCE)] = Precision.auto,
-    xla: Annotated[bool, typer.Option("--xla/--no-xla", help="Compile the step with XLA.",
-                                      rich_help_panel=PERFORMANCE)] = False,
+        show_default=False)] = None,
+    precision: Annotated[Precision, typer.Option(help="Compute precision (auto: by hardware).")] = Precision.auto,
+    xla: Annotated[bool, typer.Option("--xla/--no-xla", help="Compile the step with XLA.")] = False,
     peers: Annotated[Optional[Path], typer.Option(help="Folder with peer_keras.py / peer_torch.py: time them "
-                                                       "back to back and report ratios.",
-                                                  rich_help_panel=PERFORMANCE)] = None,
-    torch_python: Annotated[Optional[Path], typer.Option(help="A Python with torch, to run peer_torch.py.",
-                                                         rich_help_panel=PERFORMANCE)] = None,
+                                                       "back to back and report ratios.")] = None,
+    torch_python: Annotated[Optional[Path], typer.Option(help="A Python with torch, to run peer_torch.py.")] = None,
 ):
     """Measure img/s of the train step, the whole loop and the input pipeline; with
     `--parts quality`, the sample quality of the `dcgan` preset against a plain-Keras reference

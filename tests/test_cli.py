@@ -7,6 +7,7 @@ import subprocess
 import sys
 from enum import Enum
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pytest
@@ -48,6 +49,24 @@ def test_an_option_renamed_away_from_its_config_field_stops_the_import():
         _App().command(settings=_Settings(TrainConfig, own=("name",)))(train)
     with pytest.raises(TypeError, match="resume"):  # and a resolved name that is no parameter
         _App().command(settings=_Settings(TrainConfig, own=("name", "resume", "epoch_count")))(train)
+
+
+def test_every_train_and_bench_option_sits_in_a_panel_and_a_panel_naming_no_option_stops_the_import():
+    from dcgan_cli.cli import _App
+
+    for path, unpanelled in ((["train"], {"preset", "resume", "dry_run"}), (["bench"], {"parts", "face_images"})):
+        params = [p for p in _command(path).params if p.name != "help"]
+        assert {p.name for p in params if not getattr(p, "rich_help_panel", None)} == unpanelled, path
+        # the defaults a preset decides are shown from the presets, not as "None"
+        if path == ["train"]:
+            epochs = next(p for p in params if p.name == "epochs")
+            assert epochs.show_default and "dcgan" in str(epochs.show_default)
+
+    def train(epochs: Annotated[int, typer.Option(help="Epochs.")] = 1):
+        """Example: dcgan train"""
+
+    with pytest.raises(TypeError, match="'epoch_count', which is not an option"):
+        _App().command(panels={"Schedule": ("epoch_count",)})(train)
 
 
 def _command(path):

@@ -17,10 +17,12 @@ from pathlib import Path
 
 from dcgan_cli.config import preset
 from dcgan_cli.errors import UsageError
+from dcgan_cli.generate.stylize import DEFAULT_SIZE as STYLIZE_SIZE  # the stylize part times the default run
 
 
 # The step, loop and input parts' defaults: the peers' scripts time 64x64 at batch 128 too.
 SIZE, BATCH_SIZE, STEPS = 64, 128, 20
+FACE_IMAGES = 600  # photos of the --crop face preprocess figure
 
 
 def bench_step(size: int = 64, batch_size: int = 128, steps: int = 20, precision: str = "auto",
@@ -252,8 +254,8 @@ def parse_choices(text: str, choices: tuple[str, ...], option: str) -> tuple[str
 
 
 def bench(size=SIZE, batch_size=BATCH_SIZE, steps=STEPS, data=None, precision="auto", xla=False, peers=None,
-          torch_python=None, log=print, parts=("step", "loop", "input", "preprocess"), face_images=600,
-          stylize_size=256, quality_steps=None, quality_seeds=None, quality_sets=None, augment="none",
+          torch_python=None, log=print, parts=("step", "loop", "input", "preprocess"), face_images=FACE_IMAGES,
+          stylize_size=STYLIZE_SIZE, quality_steps=None, quality_seeds=None, quality_sets=None, augment="none",
           quality_augment=("auto",), quality_curve=0, quality_workdir=None,
           repair=None) -> dict:
     """Each part asked for, in a fixed order; speed figures beside the peers' steps timed in the same run.
