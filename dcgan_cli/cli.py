@@ -920,7 +920,7 @@ def _identity_default(field: str) -> str:
 
 
 IDENTITY_SETTINGS = _Settings(IdentityConfig, own=("data", "data_dir", "runs_dir", "name", "resume", "dry_run",
-                                                   "quiet"))
+                                                   "quiet"), shown=_identity_default)
 
 
 @identity_app.command("train", renamed={"--checkpoint-every": "--checkpoint-every-steps"},
@@ -930,47 +930,32 @@ def identity_train(
                                                       "or a folder with --labels folders).")] = None,
     loss: Annotated[Optional[Loss], typer.Option(help="arcface (additive angular margin) or "
                                                       "triplet (online mining). Measured one-shot on unseen digits, "
-                                                      "5 seeds: arcface 82.8%, triplet 80.1%, raw pixels 77.6%.",
-                                                 show_default=_identity_default("loss"))] = None,
-    mining: Annotated[Optional[Mining], typer.Option(help="Triplets for --loss triplet.",
-                                                     show_default=_identity_default("mining"))] = None,
-    margin: Annotated[Optional[float], typer.Option(help="Triplet margin, in distance on the unit sphere.",
-                                                    show_default=_identity_default("margin"))] = None,
-    arc_margin: Annotated[Optional[float], typer.Option(help="ArcFace's angular margin m in radians.",
-                                                        show_default=_identity_default("arc_margin"))] = None,
-    arc_scale: Annotated[Optional[float], typer.Option(help="ArcFace's logit scale s.",
-                                                       show_default=_identity_default("arc_scale"))] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs (may be raised on --resume).",
-                                                  show_default=_identity_default("epochs"))] = None,
-    steps_per_epoch: Annotated[Optional[int], typer.Option(min=0, help="Steps per epoch (0: one pass).",
-                                                           show_default=_identity_default("steps_per_epoch"))] = None,
-    p_identities: Annotated[Optional[int], typer.Option(min=2, help="Identities per batch, P.",
-                                                        show_default=_identity_default("p_identities"))] = None,
-    k_images: Annotated[Optional[int], typer.Option(min=2, help="Images per identity, K.",
-                                                    show_default=_identity_default("k_images"))] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (cosine decay).",
-                                                show_default=_identity_default("lr"))] = None,
-    width: Annotated[Optional[int], typer.Option(min=1, help="Filters of the first stage.",
-                                                 show_default=_identity_default("width"))] = None,
-    embedding_dim: Annotated[Optional[int], typer.Option(min=1, help="Embedding length.",
-                                                         show_default=_identity_default("embedding_dim"))] = None,
+                                                      "5 seeds: arcface 82.8%, triplet 80.1%, raw pixels 77.6%."
+                                                 )] = None,
+    mining: Annotated[Optional[Mining], typer.Option(help="Triplets for --loss triplet.")] = None,
+    margin: Annotated[Optional[float], typer.Option(help="Triplet margin, in distance on the unit sphere.")] = None,
+    arc_margin: Annotated[Optional[float], typer.Option(help="ArcFace's angular margin m in radians.")] = None,
+    arc_scale: Annotated[Optional[float], typer.Option(help="ArcFace's logit scale s.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs (may be raised on --resume).")] = None,
+    steps_per_epoch: Annotated[Optional[int], typer.Option(min=0, help="Steps per epoch (0: one pass).")] = None,
+    p_identities: Annotated[Optional[int], typer.Option(min=2, help="Identities per batch, P.")] = None,
+    k_images: Annotated[Optional[int], typer.Option(min=2, help="Images per identity, K.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (cosine decay).")] = None,
+    width: Annotated[Optional[int], typer.Option(min=1, help="Filters of the first stage.")] = None,
+    embedding_dim: Annotated[Optional[int], typer.Option(min=1, help="Embedding length.")] = None,
     holdout: Annotated[Optional[float], typer.Option(help="Identities never trained on, for evaluation: a share "
-                                                          "(< 1) or a count.",
-                                                     show_default=_identity_default("holdout"))] = None,
+                                                          "(< 1) or a count.")] = None,
     flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips (off for digits "
-                                                 "or text).", show_default=_identity_default("flip"))] = None,
+                                                 "or text).")] = None,
     augment: Annotated[Optional[float], typer.Option(help="Random shifts/zooms up to this share of the side "
-                                                          "(0: none).",
-                                                     show_default=_identity_default("augment"))] = None,
+                                                          "(0: none).")] = None,
     class_augment: Annotated[Optional[ClassAugment], typer.Option(
         help="dihedral: each identity's images turned by 90/180/270 degrees and mirrored count as 7 more "
              "identities, and an epoch is 8x longer (for digits or characters with few classes, never faces; "
-             "needs --no-flip).", show_default=_identity_default("class_augment"))] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the weights and batches.",
-                                                show_default=_identity_default("seed"))] = None,
+             "needs --no-flip).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the weights and batches.")] = None,
     checkpoint_every_steps: Annotated[Optional[int], typer.Option(
-        min=0, help="Also checkpoint every N steps (0: per epoch only).",
-        show_default=_identity_default("checkpoint_every_steps"))] = None,
+        min=0, help="Also checkpoint every N steps (0: per epoch only).")] = None,
     runs_dir: RunsDir = RUNS_DIR,
     name: Annotated[str, typer.Option(help="Suffix for the run directory's name.")] = "",
     resume: Annotated[Optional[Path], typer.Option(help="Continue this identity run directory.")] = None,
