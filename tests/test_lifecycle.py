@@ -139,3 +139,18 @@ def test_stop_signals_first_asks_second_leaves_and_the_handlers_come_back():
         assert other.stopping(share=lambda mine: True) and other.name == "SIGTERM"
     assert signal.getsignal(signal.SIGINT) is before
 
+
+
+def test_a_signal_that_lands_during_the_all_reduce_stops_every_worker_at_the_next_step(tmp_path):
+    """The decision is the shared one: a worker must not leave at a step its peers go past."""
+    run = lifecycle.Run(tmp_path, "dcgan train --resume R", steps_per_epoch=4, epochs=3, checkpoints=None)
+
+    def reduce_then_signal(mine: bool) -> bool:  # the peers have all sent 0 when the signal arrives
+        os.kill(os.getpid(), signal.SIGTERM)
+        return mine
+
+    with run.signals:
+        assert not run.leave_epoch(4, share=reduce_then_signal)
+        assert run.signals.received == signal.SIGTERM
+        assert run.epoch_complete(4), "the peers finish the epoch, so this worker must too"
+        assert run.leave_epoch(5, share=lambda mine: mine) and not run.epoch_complete(5)

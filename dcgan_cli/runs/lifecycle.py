@@ -177,7 +177,8 @@ class StopSignals:
     """
 
     def __init__(self) -> None:
-        self.received: int | None = None
+        self.received: int | None = None  # the signal this process got, the moment it got it
+        self.stop = False  # what the workers decided at the last check: `received` may come later
         self._previous: dict = {}
 
     def __enter__(self) -> "StopSignals":
@@ -194,10 +195,17 @@ class StopSignals:
         self.received = signum
 
     def stopping(self, share: Callable[[bool], bool] | None = None) -> bool:
-        """Whether to stop after this step; `share` (several workers) stops every worker when any got one."""
-        if share is not None and share(self.received is not None) and self.received is None:
+        """Whether to stop after this step; `share` (several workers) stops every worker when any got one.
+
+        The answer is what was shared, never `received` read again afterwards: a signal that lands
+        during the all-reduce counts at the next step on every worker, not at this one on one worker
+        (which would leave its peers waiting at the next step's collectives for a worker that has gone).
+        """
+        mine = self.received is not None
+        self.stop = share(mine) if share is not None else mine
+        if self.stop and self.received is None:
             self.received = signal.SIGTERM  # it came to another worker
-        return self.received is not None
+        return self.stop
 
     @property
     def name(self) -> str:
@@ -283,7 +291,7 @@ class Run:
 
     def epoch_complete(self, step: int) -> bool:
         """Whether the epoch's loop ran to its end (not left by a signal or max_steps)."""
-        return self.signals.received is None and step % self.steps_per_epoch == 0 and step > 0
+        return not self.signals.stop and step % self.steps_per_epoch == 0 and step > 0
 
     def last_epoch(self, epoch: int, step: int) -> bool:
         return epoch + 1 == self.epochs or self.reached_max(step)
@@ -304,7 +312,7 @@ class Run:
     def save_and_stop(self, step: int) -> None:
         """Left mid-epoch: checkpoint; after a signal, raise TrainingInterrupted with the command to continue."""
         path = self.checkpoints.save(step)
-        if self.signals.received is not None:
+        if self.signals.stop:
             raise TrainingInterrupted(f"{self.signals.name} at step {step}: checkpoint written to {path}. "
                                       f"Continue with: {self.resume_command}")
 
