@@ -658,7 +658,14 @@ def _loss_bar(total: int, quiet: bool):
 
 Photos = Annotated[list[Path], typer.Argument(help="Photo files; each is cropped as the run's data was.",
                                               show_default=False)]
-RepairOut = Annotated[Path, typer.Option("-o", "--out", help="Output folder: NAME.png per photo, latents.npy, "
+def _out_path(text: str) -> Path:
+    """An output path as typed: "" (an unset variable) is refused rather than read as the current directory."""
+    if not text.strip():
+        raise typer.BadParameter("is empty (an unset variable?); name where to write")
+    return Path(text)
+
+
+RepairOut = Annotated[Path, typer.Option("-o", "--out", parser=_out_path, help="Output folder: NAME.png per photo, latents.npy, "
                                                              "and a .json of the losses.", show_default=False)]
 RepairRun = Annotated[Optional[Path], typer.Option(help="Run directory (default: the newest under --runs-dir).")]
 RepairCrop = Annotated[Optional[Crop], typer.Option(help="How to crop the photos (default: as the run's data was "
@@ -1056,7 +1063,7 @@ def audit(
     threshold: ThresholdOpt = None,
     pixel_rmse: Annotated[float, typer.Option(help="Pixel near duplicate: RMS difference under this (0-1) on "
                                                    "16x16 grey thumbnails.")] = AUDIT_PIXEL_RMSE,
-    grid: Annotated[Optional[Path], typer.Option(help="PNG of the closest pairs (default: "
+    grid: Annotated[Optional[Path], typer.Option(parser=_out_path, help="PNG of the closest pairs (default: "
                                                       f"{AUDIT_GRID_FILE} in the run).", show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     runs_dir: RunsDir = RUNS_DIR,
