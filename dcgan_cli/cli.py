@@ -1160,7 +1160,7 @@ def evaluate(
                           weights=str(inception_weights) if inception_weights else None, seed=seed,
                           batch_size=batch_size, real_samples=real_samples)
     say = lambda m: typer.echo(m, err=True)  # noqa: E731 - stdout is for the result
-    if all_checkpoints or checkpoints:
+    if all_checkpoints or checkpoints is not None:
         from dcgan_cli.metrics import curves
 
         result = curves.curve_target(run, generator, data, opts, all_checkpoints=all_checkpoints,

@@ -333,6 +333,8 @@ CASES = [
          setup=_manifest(lambda m: "{oops")),
     Case("evaluate-weights-missing", ["evaluate", "--run", "run", "--inception-weights", "none.h5", "--samples", "4"],
          code=1, says="none.h5 (from --inception-weights) does not exist"),
+    Case("evaluate-checkpoints-empty", ["evaluate", "--run", "run", "--checkpoints", ""], code=2,
+         says="needs at least one checkpoint number"),
     Case("evaluate-samples-one", ["evaluate", "--run", "run", "--samples", "1"], code=2,
          says="Invalid value for '--samples'"),
     Case("evaluate-unknown-metric", ["evaluate", "--run", "run", "--metrics", "fid,sharpness"], code=2,
