@@ -16,7 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from dcgan_cli.errors import DcganError
+from dcgan_cli.errors import DcganError, UsageError
 from dcgan_cli.data.shards import check_size, find_data, load_manifest, processed_name
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -269,6 +269,19 @@ class TrainConfig(FrozenConfig):
         # A config.json without `augment` trained without augmentation, so its resume does too: the default
         # (auto) could turn ADA on mid-run, which changes what D is taught (the recipe, never resumable).
         return super().from_dict({"augment": "none", **d} if isinstance(d, dict) else d)
+
+    @classmethod
+    def start_or_resume(cls, resume, settings: dict[str, Any], **kwargs: Any):
+        if settings.get("augment") == "none" and (settings.get("augment_p") or 0) > 0:
+            raise UsageError("--augment none augments nothing, so --augment-p would be ignored; drop --augment-p "
+                             "or choose --augment ada or diffaug", "--augment-p")
+        return super().start_or_resume(resume, settings, **kwargs)
+
+    def resumed(self, run_dir: str | Path, **changes: Any):
+        # auto was resolved to ada or none when the run started (with_augment): asking for auto again is no change
+        if changes.get("augment") == "auto" and self.augment in ("ada", "none"):
+            changes = {**changes, "augment": None}
+        return super().resumed(run_dir, **changes)
 
     def with_augment(self, n_images: int) -> "TrainConfig":
         """This config with `augment` auto resolved for a data set of `n_images` (ADA under

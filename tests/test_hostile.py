@@ -280,6 +280,8 @@ CASES = [
          says="read-only file system; make it writable", setup=_ro_dir, mounts=("ro:ro",)),
     Case("train-lr-inf", ["train", "--data", "data", *TINY, "--lr-g", "inf", "--dry-run"], code=1,
          says="lr-g must be a finite number, got inf"),
+    Case("train-augment-none-with-p", ["train", "--data", "data", *TINY, "--augment", "none", "--augment-p", "0.5"],
+         code=2, says="--augment none augments nothing"),
     Case("train-epochs-zero", ["train", "--data", "data", "--epochs", "0"], code=2,
          says="Invalid value for '--epochs'"),
     # -- sample -----------------------------------------------------------------------
@@ -447,3 +449,29 @@ def test_every_command_has_hostile_cases():
 
     commands = {c.name or c.callback.__name__ for c in app.registered_commands}
     assert commands <= {c.args[0] for c in CASES}, commands - {c.args[0] for c in CASES}
+
+
+# ----------------------------------------------------------------------------
+# what must be accepted, or said rightly (no run of the command needed)
+
+
+def test_resume_with_auto_keeps_the_mode_auto_chose(context):
+    from dcgan_cli.config import TrainConfig
+
+    saved = TrainConfig.of_run(context.run)
+    for chosen in ("ada", "none"):
+        assert saved.replace(augment=chosen).resumed(context.run, augment="auto").augment == chosen
+    with pytest.raises(Exception, match="cannot change --augment"):
+        saved.replace(augment="diffaug").resumed(context.run, augment="auto")
+
+
+def test_crop_given_is_not_asked_for(context, tmp_path):
+    """--crop given: the manifest's other shape does not matter (the photos are cropped to the run's size)."""
+    from dcgan_cli.config import TrainConfig
+    from dcgan_cli.errors import DcganError
+    from dcgan_cli.generate.repair import crop_recipe
+
+    cfg = TrainConfig.of_run(context.run).replace(data=str(context.grey))  # grey data: 16x16x1, the run: x3
+    assert crop_recipe(cfg, "center").channels == cfg.channels
+    with pytest.raises(DcganError, match="or name --crop"):
+        crop_recipe(cfg)
