@@ -306,7 +306,9 @@ def download(
     http = HttpOptions(retries=retries, timeout=timeout, min_rate=min_rate, rate_window=rate_window)
     if dataset in weights.WEIGHTS:
         typer.echo(weights.download_command(dataset, force=force, urls=url or (), archives=archive or (), http=http,
-                                            ui=Ui(quiet=quiet)))
+                                            ui=Ui(quiet=quiet), ignored={"--sha256": sha256, "--md5": md5, "--name": name,
+                                                                         "--data-dir": data_dir,
+                                                                         "--no-checksum": no_checksum}))
         return
     ds = datasets.resolve(dataset, name=name, sha256=sha256, md5=md5)
     root = _data_dir(data_dir)
