@@ -28,7 +28,7 @@ from typer.core import TyperCommand, TyperOption
 
 from dcgan_cli.config import (AUGMENT_P, AUTO_ADA_BELOW, AUTO_CADENCE_STEPS, MAX_SEED, Augment, GActivation, OnCollapse,
                               Precision, Preset, Strategy, TrainConfig, preset_values)
-from dcgan_cli.errors import DcganError, Interrupted, UsageError, resume_hint
+from dcgan_cli.errors import DcganError, Interrupted, UsageError, resume_hint, sigterm_as_ctrl_c
 from dcgan_cli.metrics.evaluate import METRICS
 from dcgan_cli.identity.audit import PIXEL_RMSE as AUDIT_PIXEL_RMSE, SAMPLES as AUDIT_SAMPLES
 from dcgan_cli.identity.config import ClassAugment, IdentityConfig, Loss, Mining
@@ -81,7 +81,7 @@ class _App(typer.Typer):
             @functools.wraps(f)
             def wrapper(*a, **kw):
                 try:
-                    with resume_hint("Interrupted."):  # a Ctrl-C the library did not word itself
+                    with sigterm_as_ctrl_c(), resume_hint("Interrupted."):  # a Ctrl-C the library did not word
                         if name_needs_tf(f.__name__):
                             import_tensorflow()
                         return f(*a, **kw)
