@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, fields
 from enum import Enum
@@ -138,10 +139,10 @@ class FrozenConfig:
         they cannot disagree on what --resume keeps.
         """
         if resume is not None:
-            return cls.of_run(resume).resumed(resume, **settings, data=str(data) if data else None)
+            return cls.of_run(resume).resumed(resume, **settings, data=absolute_data(data) if data else None)
         data = resolve_data(data, data_dir, new.get("preset"))
-        return cls.for_data(load_manifest(data), data=str(data), runs_dir=str(runs_dir), run_name=run_name,
-                            **new, **settings)
+        return cls.for_data(load_manifest(data), data=absolute_data(data), runs_dir=str(runs_dir),
+                            run_name=run_name, **new, **settings)
 
     @classmethod
     def for_data(cls, manifest: dict, **settings: Any):
@@ -370,6 +371,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 # The data set a preset trains on when --data is not given: DATA_DIR/processed/NAME-SIZE at the
 # preset's size (resolve_data below).
 PRESET_DATA = {"mnist": "mnist", "celeba28": "celeba"}
+
+
+def absolute_data(data: str | Path) -> str:
+    """The data path a run's config keeps: absolute, so that sample, project and a resume find it (and no
+    other data set at the same relative path) from any directory; a gs:// URL as it is."""
+    text = str(data)
+    return text if "://" in text else os.path.abspath(text)
 
 
 def resolve_data(data: str | Path | None, data_dir: str | Path | None = None, preset: str | None = None) -> Path:

@@ -479,3 +479,15 @@ def test_crop_given_is_not_asked_for(context, tmp_path):
     assert crop_recipe(cfg, "center").channels == cfg.channels
     with pytest.raises(DcganError, match="or name --crop"):
         crop_recipe(cfg)
+
+
+def test_a_run_keeps_its_data_path_absolute_so_it_is_found_from_anywhere(context, monkeypatch, tmp_path):
+    from dcgan_cli.config import TrainConfig
+
+    monkeypatch.chdir(context.data.parent)  # --data as a user types it: relative to where training runs
+    new = TrainConfig.start_or_resume(None, {}, data=context.data.name)
+    assert new.data == str(context.data) and Path(new.data).is_absolute()
+    resumed = TrainConfig.start_or_resume(context.run, {}, data=context.data.name)  # a moved data set, relative
+    assert resumed.data == str(context.data)
+    monkeypatch.chdir(tmp_path)
+    assert Path(new.data).is_dir(), "another directory finds the same data"
