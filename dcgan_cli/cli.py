@@ -667,7 +667,7 @@ def _out_path(text: str) -> Path:
     return Path(text)
 
 
-RepairOut = Annotated[Path, typer.Option("-o", "--out", parser=_out_path, help="Output folder: NAME.png per photo, latents.npy, "
+RepairOut = Annotated[Path, typer.Option("-o", "--out", parser=_out_path, metavar="<path>", help="Output folder: NAME.png per photo, latents.npy, "
                                                              "and a .json of the losses.", show_default=False)]
 RepairRun = Annotated[Optional[Path], typer.Option(help="Run directory (default: the newest under --runs-dir).")]
 RepairCrop = Annotated[Optional[Crop], typer.Option(help="How to crop the photos (default: as the run's data was "
@@ -1065,7 +1065,7 @@ def audit(
     threshold: ThresholdOpt = None,
     pixel_rmse: Annotated[float, typer.Option(help="Pixel near duplicate: RMS difference under this (0-1) on "
                                                    "16x16 grey thumbnails.")] = AUDIT_PIXEL_RMSE,
-    grid: Annotated[Optional[Path], typer.Option(parser=_out_path, help="PNG of the closest pairs (default: "
+    grid: Annotated[Optional[Path], typer.Option(parser=_out_path, metavar="<path>", help="PNG of the closest pairs (default: "
                                                       f"{AUDIT_GRID_FILE} in the run).", show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     runs_dir: RunsDir = RUNS_DIR,
