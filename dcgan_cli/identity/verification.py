@@ -171,7 +171,9 @@ def face_pixels(path: str | Path, meta: dict) -> np.ndarray:
     try:
         pixels, _ = process_image(str(path), cfg)
     except Exception as e:  # Pillow raises several types for unreadable files
-        raise DcganError(f"cannot read {path} as an image ({type(e).__name__}: {str(e)[:80]})") from None
+        from dcgan_cli.images import unreadable
+
+        raise DcganError(unreadable(path, e, f"name a photo ({str(e)[:80]})")) from None
     return np.frombuffer(pixels, np.uint8).reshape(cfg.size, cfg.size, cfg.channels)
 
 
