@@ -28,7 +28,7 @@ from typer.core import TyperCommand, TyperOption
 
 from dcgan_cli.config import (AUGMENT_P, AUTO_ADA_BELOW, AUTO_CADENCE_STEPS, MAX_SEED, Augment, GActivation, OnCollapse,
                               Precision, Preset, Strategy, TrainConfig, preset_values)
-from dcgan_cli.errors import DcganError, Interrupted, UsageError, resume_hint
+from dcgan_cli.errors import DcganError, Interrupted, UsageError, resume_hint, sigterm_as_ctrl_c
 from dcgan_cli.metrics.evaluate import METRICS
 from dcgan_cli.identity.audit import PIXEL_RMSE as AUDIT_PIXEL_RMSE, SAMPLES as AUDIT_SAMPLES
 from dcgan_cli.identity.config import ClassAugment, IdentityConfig, Loss, Mining
@@ -81,7 +81,7 @@ class _App(typer.Typer):
             @functools.wraps(f)
             def wrapper(*a, **kw):
                 try:
-                    with resume_hint("Interrupted."):  # a Ctrl-C the library did not word itself
+                    with sigterm_as_ctrl_c(), resume_hint("Interrupted."):  # a Ctrl-C the library did not word
                         if name_needs_tf(f.__name__):
                             import_tensorflow()
                         return f(*a, **kw)
@@ -306,7 +306,9 @@ def download(
     http = HttpOptions(retries=retries, timeout=timeout, min_rate=min_rate, rate_window=rate_window)
     if dataset in weights.WEIGHTS:
         typer.echo(weights.download_command(dataset, force=force, urls=url or (), archives=archive or (), http=http,
-                                            ui=Ui(quiet=quiet)))
+                                            ui=Ui(quiet=quiet), ignored={"--sha256": sha256, "--md5": md5, "--name": name,
+                                                                         "--data-dir": data_dir,
+                                                                         "--no-checksum": no_checksum}))
         return
     ds = datasets.resolve(dataset, name=name, sha256=sha256, md5=md5)
     root = _data_dir(data_dir)
@@ -658,7 +660,14 @@ def _loss_bar(total: int, quiet: bool):
 
 Photos = Annotated[list[Path], typer.Argument(help="Photo files; each is cropped as the run's data was.",
                                               show_default=False)]
-RepairOut = Annotated[Path, typer.Option("-o", "--out", help="Output folder: NAME.png per photo, latents.npy, "
+def _out_path(text: str) -> Path:
+    """An output path as typed: "" (an unset variable) is refused rather than read as the current directory."""
+    if not text.strip():
+        raise typer.BadParameter("is empty (an unset variable?); name where to write")
+    return Path(text)
+
+
+RepairOut = Annotated[Path, typer.Option("-o", "--out", parser=_out_path, metavar="<path>", help="Output folder: NAME.png per photo, latents.npy, "
                                                              "and a .json of the losses.", show_default=False)]
 RepairRun = Annotated[Optional[Path], typer.Option(help="Run directory (default: the newest under --runs-dir).")]
 RepairCrop = Annotated[Optional[Crop], typer.Option(help="How to crop the photos (default: as the run's data was "
@@ -1056,7 +1065,7 @@ def audit(
     threshold: ThresholdOpt = None,
     pixel_rmse: Annotated[float, typer.Option(help="Pixel near duplicate: RMS difference under this (0-1) on "
                                                    "16x16 grey thumbnails.")] = AUDIT_PIXEL_RMSE,
-    grid: Annotated[Optional[Path], typer.Option(help="PNG of the closest pairs (default: "
+    grid: Annotated[Optional[Path], typer.Option(parser=_out_path, metavar="<path>", help="PNG of the closest pairs (default: "
                                                       f"{AUDIT_GRID_FILE} in the run).", show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     runs_dir: RunsDir = RUNS_DIR,
@@ -1153,7 +1162,7 @@ def evaluate(
                           weights=str(inception_weights) if inception_weights else None, seed=seed,
                           batch_size=batch_size, real_samples=real_samples)
     say = lambda m: typer.echo(m, err=True)  # noqa: E731 - stdout is for the result
-    if all_checkpoints or checkpoints:
+    if all_checkpoints or checkpoints is not None:
         from dcgan_cli.metrics import curves
 
         result = curves.curve_target(run, generator, data, opts, all_checkpoints=all_checkpoints,

@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from dcgan_cli.errors import DcganError
+from dcgan_cli.errors import DcganError, UsageError
 from dcgan_cli.data.shards import check_size, find_data, load_manifest, processed_name
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -138,10 +139,10 @@ class FrozenConfig:
         they cannot disagree on what --resume keeps.
         """
         if resume is not None:
-            return cls.of_run(resume).resumed(resume, **settings, data=str(data) if data else None)
+            return cls.of_run(resume).resumed(resume, **settings, data=absolute_data(data) if data else None)
         data = resolve_data(data, data_dir, new.get("preset"))
-        return cls.for_data(load_manifest(data), data=str(data), runs_dir=str(runs_dir), run_name=run_name,
-                            **new, **settings)
+        return cls.for_data(load_manifest(data), data=absolute_data(data), runs_dir=str(runs_dir),
+                            run_name=run_name, **new, **settings)
 
     @classmethod
     def for_data(cls, manifest: dict, **settings: Any):
@@ -270,6 +271,19 @@ class TrainConfig(FrozenConfig):
         # (auto) could turn ADA on mid-run, which changes what D is taught (the recipe, never resumable).
         return super().from_dict({"augment": "none", **d} if isinstance(d, dict) else d)
 
+    @classmethod
+    def start_or_resume(cls, resume, settings: dict[str, Any], **kwargs: Any):
+        if settings.get("augment") == "none" and (settings.get("augment_p") or 0) > 0:
+            raise UsageError("--augment none augments nothing, so --augment-p would be ignored; drop --augment-p "
+                             "or choose --augment ada or diffaug", "--augment-p")
+        return super().start_or_resume(resume, settings, **kwargs)
+
+    def resumed(self, run_dir: str | Path, **changes: Any):
+        # auto was resolved to ada or none when the run started (with_augment): asking for auto again is no change
+        if changes.get("augment") == "auto" and self.augment in ("ada", "none"):
+            changes = {**changes, "augment": None}
+        return super().resumed(run_dir, **changes)
+
     def with_augment(self, n_images: int) -> "TrainConfig":
         """This config with `augment` auto resolved for a data set of `n_images` (ADA under
         AUTO_ADA_BELOW images, none from there on) and `augment_p` -1 made the mode's own (none keeps it)."""
@@ -357,6 +371,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 # The data set a preset trains on when --data is not given: DATA_DIR/processed/NAME-SIZE at the
 # preset's size (resolve_data below).
 PRESET_DATA = {"mnist": "mnist", "celeba28": "celeba"}
+
+
+def absolute_data(data: str | Path) -> str:
+    """The data path a run's config keeps: absolute, so that sample, project and a resume find it (and no
+    other data set at the same relative path) from any directory; a gs:// URL as it is."""
+    text = str(data)
+    return text if "://" in text else os.path.abspath(text)
 
 
 def resolve_data(data: str | Path | None, data_dir: str | Path | None = None, preset: str | None = None) -> Path:

@@ -51,3 +51,26 @@ def resume_hint(message: str) -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         raise Interrupted(message) from None
+
+
+@contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM takes Ctrl-C's path inside the block: a KeyboardInterrupt, so temp files are removed by the
+    `finally`s that remove them on Ctrl-C, and the command says "Interrupted." (the trainers' own StopSignals
+    take both signals over while they train). Only the main thread can set a handler; elsewhere a no-op.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

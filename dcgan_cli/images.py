@@ -75,6 +75,26 @@ def check_image_path(path: str | Path) -> Path:
     return path
 
 
+def unreadable(path: str | Path, e: BaseException, fix: str = "name an image file") -> str:
+    """The message for an image Pillow would not open: an image over its pixel limit is said to be one."""
+    from PIL import Image
+
+    if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        limit, size = Image.MAX_IMAGE_PIXELS, None
+        try:
+            Image.MAX_IMAGE_PIXELS = None  # read the header only, to say how large it is
+            with Image.open(path) as im:
+                size = im.size
+        except Exception:  # noqa: BLE001 - the size is a courtesy
+            pass
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+        what = f"{size[0]}x{size[1]} ({size[0] * size[1]:,} pixels)" if size else "larger than Pillow opens"
+        return (f"{path} is an image of {what}, over Pillow's limit of {limit:,} pixels (a guard against "
+                f"decompression bombs); shrink it first")
+    return f"cannot read {path} as an image ({type(e).__name__}); {fix}"
+
+
 def check_grid_fits(path: str | Path, n: int, h: int, w: int, c: int, nrow: int | None = None) -> None:
     """Refuse, before any image is generated, a grid its format or memory cannot hold."""
     path = check_image_path(path)

@@ -106,15 +106,28 @@ def check_training_memory(cfg: TrainConfig, log: Callable[[str], None] = print,
             f"if the machine starts swapping, {fix}")
 
 
-def check_sampling_memory(generator, batch_size: int, available: int | None = None) -> None:
-    """Refuse a --batch-size whose generator activations cannot fit in memory, naming one that does."""
+def check_sampling_memory(generator, batch_size: int, available: int | None = None, *, rows: int = 0,
+                          rows_option: str = "--restarts", rows_per_unit: int = 1) -> None:
+    """Refuse options whose memory cannot fit, naming a value that does: the one estimate for every command
+    that runs a generator (sample, project, inpaint).
+
+    batch_size: images through the generator at once (their activations). rows: latents held in memory for the
+    whole command (project and inpaint draw every start up front and keep each one's result and losses), which
+    grow with `rows_option` in steps of `rows_per_unit` rows (the photos, for --restarts).
+    """
     import math
 
-    per_image = int(generator.input_shape[-1]) + sum(
-        math.prod(int(d) for d in layer.output.shape[1:]) for layer in generator.layers)
-    need = FLOAT * per_image * batch_size
+    nz = int(generator.input_shape[-1])
+    per_image = nz + sum(math.prod(int(d) for d in layer.output.shape[1:]) for layer in generator.layers)
+    per_row = FLOAT * (4 * nz + 5)  # the float64 draw, the float32 starts and results, the losses, the index
+    need_batch, need_rows = FLOAT * per_image * batch_size, per_row * rows
     have = available if available is not None else available_memory()
-    if have is not None and need > have / 2:
-        fits = max(1, int(have / 2 // (FLOAT * per_image)))
-        raise UsageError(f"a batch of {batch_size:,} needs about {_gb(need)} of memory, {_gb(have)} is available; "
-                         f"use --batch-size {min(fits, 256)} or less", "--batch-size")
+    if have is None or need_batch + need_rows <= have / 2:
+        return
+    if need_rows > need_batch:
+        fits = max(1, int((have / 2 - need_batch) // (per_row * rows_per_unit)))
+        raise UsageError(f"{rows:,} latents held at once need about {_gb(need_batch + need_rows)} of memory, "
+                         f"{_gb(have)} is available; use {rows_option} {fits:,} or less", rows_option)
+    fits = max(1, int(have / 2 // (FLOAT * per_image)))
+    raise UsageError(f"a batch of {batch_size:,} needs about {_gb(need_batch)} of memory, {_gb(have)} is available; "
+                     f"use --batch-size {min(fits, 256)} or less", "--batch-size")

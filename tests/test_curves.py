@@ -61,6 +61,14 @@ def test_all_checkpoints_scores_each_once_writes_the_curve_and_caches(run):
     assert [row["cached"] for row in third["rows"]] == [False, True]
     assert ex.images_seen == seen + 30 and third["rows"][0]["kid"] == evals[0]["kid"]  # same seed, same number
 
+    # A damaged entry (garbage, an empty file) is scored again and rewritten, not fatal.
+    entry = next((run / "eval-cache").glob("ckpt-6-*.json"))
+    entry.write_text("garbage{")
+    warned = []
+    fourth = curves.evaluate_checkpoints(run, None, opts, log=warned.append)
+    assert [row["cached"] for row in fourth["rows"]] == [True, False] and fourth["rows"][1]["kid"] == evals[1]["kid"]
+    assert json.loads(entry.read_text())["checkpoint"] == "ckpt-6" and any("damaged" in w for w in warned), warned
+
     # Other options are other numbers: not taken from the cache.
     r = ok(runner.invoke(app, ["evaluate", "--run", str(run), "--checkpoints", "6", *ARGS[:-2], "--seed", "1"]))
     assert [ln.split()[0] for ln in r.stdout.splitlines()[1:-1]] == ["ckpt-6"] and "(cached)" not in r.stdout

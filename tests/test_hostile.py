@@ -184,6 +184,44 @@ def _latents(shape: tuple[int, ...]):
     return setup
 
 
+def _array(name: str, make: Callable[[], object]):
+    """`name` holding what `make` returns: an array (.npy) or a dict of arrays (.npz)."""
+    def setup(ws: Path, ctx: Context) -> None:
+        a = make()
+        np.savez(ws / name, **a) if isinstance(a, dict) else np.save(ws / name, a)
+
+    return setup
+
+
+def _huge_png(ws: Path, ctx: Context) -> None:
+    """A PNG whose header says 20000x10000 (over Pillow's limit); no pixels needed to be refused."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    (ws / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 10000, 8, 0, 0, 0, 0))
+                                  + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+def _embedding_meta(**fields):
+    """m.keras (not a model: the metadata beside it is read first) and m.json with `fields` over good ones."""
+    def setup(ws: Path, ctx: Context) -> None:
+        (ws / "m.keras").write_bytes(b"not read")
+        (ws / "m.json").write_text(json.dumps({"format": "dcgan-embedding-v1", "image_size": 16, "channels": 3,
+                                               "threshold": 1.0, **fields}))
+
+    return setup
+
+
+def _gallery_twice(ws: Path, ctx: Context) -> None:
+    _embedding_meta()(ws, ctx)
+    (ws / "g/alice").mkdir(parents=True)
+    for rel in ("g/alice.png", "g/alice.jpg", "g/alice/x.png"):
+        shutil.copy(sorted(ctx.faces.iterdir())[0], ws / rel)
+
+
 CASES = [
     # -- download (a server on 127.0.0.1) -------------------------------------------
     Case("download-404", ["download", "{url}/missing.zip", "--retries", "0", "--quiet"], code=1, says="HTTP 404",
@@ -208,6 +246,10 @@ CASES = [
     Case("download-archive-not-celeba", ["download", "celeba", "--archive", "notes.zip", "--quiet"], code=1,
          says="neither a zip nor a tar", setup=_text("notes.zip", "just text"),
          may_change=("data", "data/downloads", "data/downloads/celeba", "data/downloads/celeba/.lock")),
+    Case("download-weights-with-sha256", ["download", "inception-2015", "--sha256", "0" * 64], code=2,
+         says="--sha256 is for data sets"),
+    Case("download-weights-with-data-dir", ["download", "vgg19", "--data-dir", "data", "--name", "v"], code=2,
+         says="--name, --data-dir are for data sets"),
     Case("download-timeout-zero", ["download", "{url}/good.zip", "--timeout", "0"], code=2,
          says="Invalid value for '--timeout'"),
     Case("download-negative-min-rate", ["download", "{url}/good.zip", "--min-rate", "-5"], code=2,
@@ -242,6 +284,8 @@ CASES = [
          says="read-only file system; make it writable", setup=_ro_dir, mounts=("ro:ro",)),
     Case("train-lr-inf", ["train", "--data", "data", *TINY, "--lr-g", "inf", "--dry-run"], code=1,
          says="lr-g must be a finite number, got inf"),
+    Case("train-augment-none-with-p", ["train", "--data", "data", *TINY, "--augment", "none", "--augment-p", "0.5"],
+         code=2, says="--augment none augments nothing"),
     Case("train-epochs-zero", ["train", "--data", "data", "--epochs", "0"], code=2,
          says="Invalid value for '--epochs'"),
     # -- sample -----------------------------------------------------------------------
@@ -255,6 +299,12 @@ CASES = [
          setup=_text("old.png", "precious")),
     Case("sample-latents-wrong-size", ["sample", "out.png", "--run", "run", "--latents", "z.npy"], code=1,
          says="takes 8-dim", setup=_latents((2, 5))),
+    Case("sample-latents-npz", ["sample", "out.png", "--run", "run", "--latents", "z.npz"], code=1,
+         says="save the latents with np.save", setup=_array("z.npz", lambda: {"z": np.zeros((2, 8))})),
+    Case("sample-latents-infinite-in-float32", ["sample", "out.png", "--run", "run", "--latents", "z.npy"], code=1,
+         says="finite in float32", setup=_array("z.npy", lambda: np.full((2, 8), 1e39))),
+    Case("sample-latents-empty-1d", ["sample", "out.png", "--run", "run", "--latents", "z.npy"], code=1,
+         says="shape (0,)", setup=_array("z.npy", lambda: np.zeros(0, np.float32))),
     # -- project, inpaint ---------------------------------------------------------------
     Case("project-no-face", ["project", "faces/img-000.png", "--run", "run", "-o", "out", "--crop", "face", "--steps",
                              "1"], code=1, says="no face found"),
@@ -266,6 +316,16 @@ CASES = [
                                 "--steps", "1"], code=1, says="marks no pixel", setup=_mask(16, 0)),
     Case("inpaint-mask-full", ["inpaint", "faces/img-000.png", "--box", "0,0,16,16", "--run", "run", "-o", "out",
                                "--steps", "1"], code=1, says="marks every pixel"),
+    Case("inpaint-even-window", ["inpaint", "faces/img-000.png", "--box", "4,4,4,4", "--window", "8", "-o", "out"],
+         code=2, says="use an odd --window such as 9"),
+    Case("project-restarts-beyond-memory", ["project", "faces/img-000.png", "--run", "run", "-o", "out",
+                                            "--restarts", "1000000000000"], code=2, says="use --restarts"),
+    Case("project-out-empty", ["project", "faces/img-000.png", "--run", "run", "-o", ""], code=2,
+         says="is empty (an unset variable?)"),
+    Case("project-out-under-a-file", ["project", "faces/img-000.png", "--run", "run", "-o", "afile/sub"], code=1,
+         says="afile is a file, not a folder", setup=_text("afile", "x")),
+    Case("project-over-pillow-limit", ["project", "huge.png", "--run", "run", "-o", "out", "--steps", "1"], code=1,
+         says="20000x10000 (200,000,000 pixels), over Pillow's limit", setup=_huge_png),
     Case("inpaint-two-holes", ["inpaint", "faces/img-000.png", "--box", "0,0,4,4", "--mask-kind", "center", "-o",
                                "out"], code=2, says="give exactly one of --mask"),
     # -- export -----------------------------------------------------------------------
@@ -279,6 +339,8 @@ CASES = [
          setup=_manifest(lambda m: "{oops")),
     Case("evaluate-weights-missing", ["evaluate", "--run", "run", "--inception-weights", "none.h5", "--samples", "4"],
          code=1, says="none.h5 (from --inception-weights) does not exist"),
+    Case("evaluate-checkpoints-empty", ["evaluate", "--run", "run", "--checkpoints", ""], code=2,
+         says="needs at least one checkpoint number"),
     Case("evaluate-samples-one", ["evaluate", "--run", "run", "--samples", "1"], code=2,
          says="Invalid value for '--samples'"),
     Case("evaluate-unknown-metric", ["evaluate", "--run", "run", "--metrics", "fid,sharpness"], code=2,
@@ -301,6 +363,19 @@ CASES = [
                                                 "--runs-dir", "runs"], code=1, says="add --no-flip"),
     Case("identity-train-unknown-class-augment", ["identity", "train", "--data", "data", "--class-augment", "rot13"],
          code=2, says="--class-augment"),
+    Case("verify-threshold-nan", ["verify", "a.png", "b.png", "--identity-model", "m.keras", "--threshold", "nan"],
+         code=2, says="give a finite number >= 0", setup=_embedding_meta()),
+    Case("verify-threshold-negative", ["verify", "a.png", "b.png", "--identity-model", "m.keras", "--threshold",
+                                       "-1"], code=2, says="give a finite number >= 0", setup=_embedding_meta()),
+    Case("verify-stored-threshold-not-a-number", ["verify", "a.png", "b.png", "--identity-model", "m.keras"], code=1,
+         says="threshold is 'abc', not a finite distance", setup=_embedding_meta(threshold="abc")),
+    Case("audit-threshold-nan", ["audit", "--run", "run", "--identity-model", "m.keras", "--threshold", "nan"],
+         code=2, says="give a finite number >= 0", setup=_embedding_meta()),
+    Case("audit-grid-not-an-image", ["audit", "--run", "run", "--identity-model", "m.keras", "--grid", "x.txt"],
+         code=1, says="cannot write x.txt: use one of", setup=_embedding_meta()),
+    Case("identify-gallery-names-twice", ["identify", "faces/img-000.png", "--gallery", "g", "--identity-model",
+                                          "m.keras"], code=1, says="has two photos of 'alice'",
+         setup=_gallery_twice),
     Case("verify-model-missing", ["verify", "a.png", "b.png", "--identity-model", "nowhere.keras"], code=1,
          says="no model at"),
     Case("identify-gan-run-as-model", ["identify", "a.png", "--gallery", "faces", "--identity-model", "run"], code=1,
@@ -378,3 +453,41 @@ def test_every_command_has_hostile_cases():
 
     commands = {c.name or c.callback.__name__ for c in app.registered_commands}
     assert commands <= {c.args[0] for c in CASES}, commands - {c.args[0] for c in CASES}
+
+
+# ----------------------------------------------------------------------------
+# what must be accepted, or said rightly (no run of the command needed)
+
+
+def test_resume_with_auto_keeps_the_mode_auto_chose(context):
+    from dcgan_cli.config import TrainConfig
+
+    saved = TrainConfig.of_run(context.run)
+    for chosen in ("ada", "none"):
+        assert saved.replace(augment=chosen).resumed(context.run, augment="auto").augment == chosen
+    with pytest.raises(Exception, match="cannot change --augment"):
+        saved.replace(augment="diffaug").resumed(context.run, augment="auto")
+
+
+def test_crop_given_is_not_asked_for(context, tmp_path):
+    """--crop given: the manifest's other shape does not matter (the photos are cropped to the run's size)."""
+    from dcgan_cli.config import TrainConfig
+    from dcgan_cli.errors import DcganError
+    from dcgan_cli.generate.repair import crop_recipe
+
+    cfg = TrainConfig.of_run(context.run).replace(data=str(context.grey))  # grey data: 16x16x1, the run: x3
+    assert crop_recipe(cfg, "center").channels == cfg.channels
+    with pytest.raises(DcganError, match="or name --crop"):
+        crop_recipe(cfg)
+
+
+def test_a_run_keeps_its_data_path_absolute_so_it_is_found_from_anywhere(context, monkeypatch, tmp_path):
+    from dcgan_cli.config import TrainConfig
+
+    monkeypatch.chdir(context.data.parent)  # --data as a user types it: relative to where training runs
+    new = TrainConfig.start_or_resume(None, {}, data=context.data.name)
+    assert new.data == str(context.data) and Path(new.data).is_absolute()
+    resumed = TrainConfig.start_or_resume(context.run, {}, data=context.data.name)  # a moved data set, relative
+    assert resumed.data == str(context.data)
+    monkeypatch.chdir(tmp_path)
+    assert Path(new.data).is_dir(), "another directory finds the same data"

@@ -91,3 +91,23 @@ def test_weights_take_no_archive_and_are_listed(cache):
     one_line_error(runner.invoke(app, ["download", "vgg19", "--archive", __file__]), "--vgg-weights", code=2)
     listing = ok(runner.invoke(app, ["download", "--list"])).stdout
     assert "inception-2015" in listing and "vgg19" in listing and str(cache) in listing
+
+
+def test_a_garbage_archive_leaves_nothing_a_later_run_would_trust(server, cache, monkeypatch, tmp_path):
+    from test_metrics import write_fake_inception_graph
+
+    garbage = b"\x1f\x8b" + bytes(range(256)) * 40  # gzip's magic, then noise: right-sized, not a .tgz
+    _serve(monkeypatch, server, "inception-2015", garbage, size=len(garbage))
+    one_line_error(runner.invoke(app, ["download", "inception-2015", "--quiet"]), "is not a readable .tgz")
+    assert not any(cache.iterdir()), list(cache.iterdir())
+    graph = write_fake_inception_graph(tmp_path / "g.pb").read_bytes()
+    tgz = _tgz({"classify_image_graph_def.pb": graph})
+    _serve(monkeypatch, server, "inception-2015", tgz, size=len(tgz))  # the right archive now: fetched, not skipped
+    ok(runner.invoke(app, ["download", "inception-2015", "--quiet"]))
+    assert (cache / "classify_image_graph_def.pb").read_bytes() == graph
+
+
+@pytest.mark.parametrize("option", [["--sha256", "0" * 64], ["--md5", "0" * 32], ["--name", "x"],
+                                    ["--data-dir", "d"], ["--no-checksum"]])
+def test_weights_refuse_the_data_set_options_they_would_ignore(cache, option):
+    one_line_error(runner.invoke(app, ["download", "vgg19", *option]), f"{option[0]} is for data sets", code=2)

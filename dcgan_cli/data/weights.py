@@ -18,7 +18,9 @@ mirrors, resume, size and checksum checked before the file gets its name).
 from __future__ import annotations
 
 import os
+import gzip
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,17 +111,31 @@ def fetch(name: str, *, force: bool = False, urls=(), http=None, ui=None) -> tup
     if force or not dest.is_file():
         download(w.remote, dest, tuple(urls) or w.remote.mirrors, http, ui, hint=hint)
     if w.member:
-        _extract_member(dest, w.member, target)
+        try:
+            _extract_member(dest, w.member, target)
+        except DcganError:
+            for left in (dest, dest.with_name(dest.name + ".json")):  # the archive and its download record:
+                left.unlink(missing_ok=True)  # left in the cache, the next run would trust them
+            raise
     return target, True
 
 
-def download_command(name: str, *, force: bool = False, urls=(), archives=(), http=None, ui=None) -> str:
-    """`dcgan download inception-2015|vgg19`: what to print once the file is in Keras' cache."""
+def download_command(name: str, *, force: bool = False, urls=(), archives=(), http=None, ui=None,
+                     ignored: dict | None = None) -> str:
+    """`dcgan download inception-2015|vgg19`: what to print once the file is in Keras' cache.
+
+    ignored: the data sets' options as given ({"--sha256": value, ...}); any set one is refused, not ignored.
+    """
     from dcgan_cli.errors import UsageError
 
     if archives:
         raise UsageError(f"--archive is for data sets; pass a local copy of {WEIGHTS[name].filename} with "
                          f"{WEIGHTS[name].flag} FILE instead", "--archive")
+    given = [flag for flag, value in (ignored or {}).items() if value]
+    if given:
+        raise UsageError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for data sets; {name} goes into "
+                         f"Keras' cache with its own {'size' if WEIGHTS[name].member else 'checksum'} check: "
+                         f"drop {'it' if len(given) == 1 else 'them'}", given[0])
     path, downloaded = fetch(name, force=force, urls=urls, http=http, ui=ui)
     return f"{name} is ready: {path}" if downloaded else f"{name} is already in Keras' cache: {path} (--force redoes it)"
 
@@ -130,10 +146,12 @@ def _extract_member(archive: Path, member: str, target: Path) -> None:
         with tarfile.open(archive) as tar:
             info = next((m for m in tar.getmembers() if Path(m.name).name == member and m.isfile()), None)
             if info is None:
-                raise DcganError(f"{archive} holds no {member}; delete it and run the download again")
+                raise DcganError(f"{archive} holds no {member}; it was removed: run the download again (from another --url)")
             src = tar.extractfile(info)
             with atomic_path(target) as tmp, open(tmp, "wb") as out:
                 while chunk := src.read(1 << 20):
                     out.write(chunk)
-    except (tarfile.TarError, EOFError) as e:
-        raise DcganError(f"{archive} is not a readable .tgz ({e}); delete it and run the download again") from None
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:  # garbage in a .tgz's clothes
+        why = " ".join(str(e).split())[:100]  # tarfile's message spans lines
+        raise DcganError(f"{archive} is not a readable .tgz ({type(e).__name__}: {why}); it was removed: "
+                         f"run the download again (from another --url)") from None

@@ -40,6 +40,7 @@ from typing import Callable
 import numpy as np
 
 from dcgan_cli.errors import DcganError, UsageError
+from dcgan_cli.images import unreadable
 
 MASK_KINDS = ("center", "random", "eyes")
 MaskKind = Enum("MaskKind", {k: k for k in MASK_KINDS}, type=str)
@@ -89,6 +90,10 @@ def load_models(run: Path | None, runs_dir: Path = Path("runs"), warn: Callable[
 
     loaded = load_generator(run, runs_dir=runs_dir, warn=warn)
     cfg, restored = loaded.restored.config, loaded.restored
+    if not any(name.startswith(checkpoints.DISCRIMINATOR_SLOT + "/") for name, _ in
+               tf.train.list_variables(restored.checkpoint)):
+        raise DcganError(f"{restored.checkpoint} holds only the generator, but project and inpaint also need the "
+                         f"discriminator (`sample` does not); use a checkpoint that training wrote")
     d = build_discriminator(cfg.image_size, cfg.channels, cfg.d_filters, cfg.init_std, fast=False)
     checkpoints.restore_first_readable(tf.train.Checkpoint(**{checkpoints.DISCRIMINATOR_SLOT: d}), [restored.checkpoint],
                                   restored.checkpoint, partial=True)
@@ -121,7 +126,7 @@ def crop_recipe(cfg, crop: str | None = None) -> CropRecipe:
         if crop is None:
             raise DcganError(f"cannot tell how the run's data was cropped: {cfg.data} has no readable manifest; "
                              f"name the crop with --crop (e.g. --crop face)") from None
-    if manifest is not None and (manifest["size"], manifest["channels"]) != (cfg.image_size, cfg.channels):
+    if crop is None and manifest is not None and (manifest["size"], manifest["channels"]) != (cfg.image_size, cfg.channels):
         raise DcganError(f"the run's generator makes {cfg.image_size}x{cfg.image_size}x{cfg.channels} images but its "
                          f"data {cfg.data} holds {manifest['size']}x{manifest['size']}x{manifest['channels']}: photos "
                          f"cropped that way would not fit it; use the run trained on that data, or name --crop")
@@ -149,7 +154,7 @@ def load_photos(paths: list[Path], recipe: CropRecipe) -> np.ndarray:
         try:
             pixels, _ = process_image(str(p), cfg)
         except Exception as e:  # Pillow raises several types for unreadable files
-            raise DcganError(f"cannot read {p} as an image ({type(e).__name__}); name an image file") from None
+            raise DcganError(unreadable(p, e)) from None
         out.append(np.frombuffer(pixels, np.uint8).reshape(recipe.size, recipe.size, recipe.channels))
     return np.stack(out)
 
@@ -165,7 +170,7 @@ def _face_crops(paths: list[Path], recipe: CropRecipe) -> np.ndarray:
         try:
             photos.append(faces.load_photo(str(p)))
         except Exception as e:  # Pillow raises several types for unreadable files
-            raise DcganError(f"cannot read {p} as an image ({type(e).__name__}); name an image file") from None
+            raise DcganError(unreadable(p, e)) from None
     out = []
     for p, photo, found in zip(paths, photos, faces.detect(photos)):
         if not found:
@@ -233,7 +238,7 @@ def _read_mask(path: Path, size: int) -> np.ndarray:
             im.load()
             mask = np.asarray(im.convert("L")) > 127
     except Exception as e:  # Pillow raises several types for unreadable files
-        raise DcganError(f"cannot read {path} as an image ({type(e).__name__}); name a PNG mask") from None
+        raise DcganError(unreadable(path, e, "name a PNG mask")) from None
     if mask.shape != (size, size):
         raise DcganError(f"the mask {path.name} is {mask.shape[1]}x{mask.shape[0]} but the photos after cropping are "
                          f"{size}x{size} (the run's size); draw it at {size}x{size}, white where pixels are missing")
@@ -339,6 +344,9 @@ class Search:
                                      ("--window", self.window, 1)):
             if value < least:
                 raise UsageError(f"{value} is less than the minimum of {least}", option)
+        if self.window % 2 == 0:
+            raise UsageError(f"{self.window} is even: the window is centred on a pixel; use an odd --window "
+                             f"such as {self.window + 1}", "--window")
         for option, value in (("--lr", self.lr), ("--feature-weight", self.feature_weight),
                               ("--prior-weight", self.prior_weight)):
             if not np.isfinite(value) or value < 0 or (option == "--lr" and value == 0):
@@ -507,6 +515,8 @@ class RepairRequest:
                              + "|".join(MASK_KINDS), holes[1] if holes else "--mask")
         if self.box is not None:
             parse_box(self.box)
+        if not str(self.out).strip():
+            raise UsageError("-o is empty (an unset variable?); name a folder for the outputs", "-o")
         if Path(self.out).exists() and not Path(self.out).is_dir():
             raise UsageError(f"{self.out} is a file; -o names a folder for the outputs", "-o")
 
@@ -518,6 +528,9 @@ class RepairRequest:
 def fulfil(req: RepairRequest, *, say: Callable[[str], None] = print,
            bar: Callable[[str, int], Callable[[int], None]] | None = None) -> str:
     """Do what `req` asks; returns the one-line summary. Nothing is written until every check has passed."""
+    from dcgan_cli.generate.sampling import check_writable
+    from dcgan_cli.resources import check_sampling_memory
+
     missing = [p for p in req.photos if not Path(p).is_file()]
     if missing:
         raise DcganError(f"no image at {missing[0]}; name photo files")
@@ -525,7 +538,10 @@ def fulfil(req: RepairRequest, *, say: Callable[[str], None] = print,
         taken = [p for p in req.outputs() if p.exists()]
         if taken:
             raise DcganError(f"{taken[0]} already exists; pass --force to replace it, or choose another -o folder")
+    check_writable(req.out, "dir", keep=False)
     models = load_models(req.run, req.runs_dir, warn=lambda m: say(f"Warning: {m}"))
+    check_sampling_memory(models.generator, req.search.batch_size, rows=len(req.photos) * req.search.restarts,
+                          rows_per_unit=len(req.photos))
     recipe = crop_recipe(models.config, req.crop)
     photos = load_photos(list(req.photos), recipe)
     holes = (make_masks(len(photos), recipe.size, mask_file=req.mask, box=req.box, kind=req.mask_kind,

@@ -193,20 +193,28 @@ class Sampler:
         return np.concatenate(out) if out else np.zeros((0, *self.image_shape), np.uint8)
 
 
-def check_writable(path: str | Path, what: str = "file") -> None:
-    """Fail now, not after generating 10,000 images, when `path` (a file, or a "dir") cannot be written."""
+def check_writable(path: str | Path, what: str = "file", keep: bool = True) -> None:
+    """Fail now, not after generating 10,000 images, when `path` (a file, or a "dir") cannot be written.
+
+    keep=False: remove again the folders the check created (when later checks may still refuse).
+    """
     path = Path(path)
+    if not str(path).strip():
+        raise DcganError(f"the output path is empty ({str(path)!r}, an unset variable?); name a {what}")
     if what == "file" and path.is_dir():
         raise DcganError(f"cannot write {path}: it is a directory; name a file")
     target_dir = path if what == "dir" else path.parent
     blocker = next((p for p in [target_dir, *target_dir.parents] if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise DcganError(f"cannot write {path}: {blocker} is a file, not a folder; choose another location")
+    missing = [p for p in [target_dir, *target_dir.parents] if not p.exists()]
     try:
         target_dir.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".dcgan-probe.", dir=target_dir)
         os.close(fd)
         os.unlink(probe)
+        for made in [] if keep else [target_dir, *target_dir.parents][:len(missing)]:
+            made.rmdir()
     except PermissionError:
         raise DcganError(f"cannot write {path}: permission denied; choose a writable location") from None
     except OSError as e:
@@ -516,7 +524,10 @@ def fulfil(req: SampleRequest, *, say: Callable[[str], None] = print, progress: 
 
 
 def read_latents(path: str | Path) -> np.ndarray:
-    """float32 (N, D) latents from a .npy file ((D,) is one latent); its shape is checked against a generator later."""
+    """float32 (N, D) latents from a .npy file ((D,) is one latent); its shape is checked against a generator later.
+
+    Checked after the cast to float32: 1e39 is finite in float64 but infinite in float32.
+    """
     path = Path(path)
     if not path.is_file():
         raise DcganError(f"no latents file at {path}; name a .npy that `dcgan project` wrote (OUT/latents.npy)")
@@ -525,11 +536,17 @@ def read_latents(path: str | Path) -> np.ndarray:
     except Exception as e:  # not a .npy, truncated, pickled objects: several types
         raise DcganError(f"cannot read {path} as a .npy array ({type(e).__name__}); name the latents.npy "
                          f"that `dcgan project` wrote") from None
-    z = z[None] if z.ndim == 1 else z
-    if z.ndim != 2 or z.shape[0] == 0 or not np.issubdtype(z.dtype, np.number) or not np.all(np.isfinite(z)):
-        raise DcganError(f"{path} holds an array of shape {z.shape} ({z.dtype}); latents are finite numbers "
-                         f"of shape (N, latent_dim)")
-    return z.astype(np.float32)
+    if not isinstance(z, np.ndarray):  # an .npz archive: several arrays, none of them chosen
+        z.close()
+        raise DcganError(f"{path} is an .npz archive, not one array; save the latents with np.save as a .npy, "
+                         f"shape (N, latent_dim)")
+    shape = z.shape
+    with np.errstate(over="ignore", invalid="ignore"):
+        z32 = z.astype(np.float32) if np.issubdtype(z.dtype, np.number) and not np.iscomplexobj(z) else None
+    if (z32 is None or z.ndim not in (1, 2) or z.size == 0 or not np.all(np.isfinite(z32))):
+        raise DcganError(f"{path} holds an array of shape {shape} ({z.dtype}); latents are numbers finite in "
+                         f"float32 (|z| < 3.4e38) of shape (N, latent_dim)")
+    return z32[None] if z32.ndim == 1 else z32
 
 
 def check_latents(z: np.ndarray, latent_dim: int, path) -> None:

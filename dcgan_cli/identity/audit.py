@@ -177,6 +177,11 @@ def audit(identity_model: str | Path | None = None, *, run: Path | None = None, 
     from dcgan_cli.progress import Bars
 
     _check_request(run, generator, images, data)
+    if grid is not None:  # the default one goes beside what is audited: checked when it is known
+        from dcgan_cli.generate.sampling import check_writable
+        from dcgan_cli.images import check_image_path
+
+        check_writable(check_image_path(grid), keep=False)
     model_path, model, meta, t = _identity_model(identity_model, threshold, runs_dir)
     subject = _subject(run, generator, images, data, samples, batch_size, runs_dir, log)
     manifest = _check_shapes(subject, meta)
@@ -206,8 +211,10 @@ def _check_request(run, generator, images, data) -> None:
 
 def _identity_model(identity_model, threshold: float | None, runs_dir: Path):
     """(model path, embedding model, its metadata, the threshold): the given one, else its FAR-0.1% one."""
-    from dcgan_cli.identity.verification import load_model, resolve_model
+    from dcgan_cli.identity.verification import check_threshold, load_model, resolve_model
 
+    if threshold is not None:
+        check_threshold(threshold)
     model_path = resolve_model(identity_model, runs_dir)
     model, meta = load_model(model_path)
     t = threshold if threshold is not None else meta.get("threshold_far_1e_3")

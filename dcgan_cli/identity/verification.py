@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from dcgan_cli.errors import DcganError
+from dcgan_cli.errors import DcganError, UsageError
 from dcgan_cli.fsutil import atomic_path, write_json
 
 MODEL_FILE = "embedding.keras"
@@ -76,9 +76,31 @@ def read_meta(model_path: str | Path) -> dict:
     except json.JSONDecodeError as e:
         raise DcganError(f"{path} is corrupt ({e}); run `dcgan evaluate --verification --identity-model {model_path}` "
                          f"to write it again") from None
-    if meta.get("format") != META_FORMAT:
-        raise DcganError(f"{path} is not an embedding model's metadata (format {meta.get('format')!r})")
+    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
+        raise DcganError(f"{path} is not an embedding model's metadata (format "
+                         f"{meta.get('format') if isinstance(meta, dict) else None!r})")
+    fix = f"run `dcgan evaluate --verification --identity-model {model_path}` to write it again"
+    for key in ("image_size", "channels"):
+        if type(meta.get(key)) is not int or meta[key] < 1:
+            raise DcganError(f"{path} holds {key} {meta.get(key)!r}, not a positive whole number; copy the "
+                             f"embedding.json written with the model")
+    for key in ("threshold", "threshold_far_1e_3"):
+        if meta.get(key) is not None:
+            check_threshold(meta[key], f"{path}'s {key}", fix)
     return meta
+
+
+def check_threshold(value, where: str = "--threshold", fix: str = "") -> float:
+    """A distance threshold: a finite number >= 0 (nan or a negative one would call everyone a stranger).
+
+    `where` "--threshold" is the option (a usage error); else the file and field it came from, with `fix`.
+    """
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value >= 0
+    if ok:
+        return float(value)
+    if where == "--threshold":
+        raise UsageError(f"{value} is not a distance: give a finite number >= 0", "--threshold")
+    raise DcganError(f"{where} is {value!r}, not a finite distance >= 0; {fix}")
 
 
 def write_meta(model_path: str | Path, meta: dict) -> None:
@@ -149,7 +171,9 @@ def face_pixels(path: str | Path, meta: dict) -> np.ndarray:
     try:
         pixels, _ = process_image(str(path), cfg)
     except Exception as e:  # Pillow raises several types for unreadable files
-        raise DcganError(f"cannot read {path} as an image ({type(e).__name__}: {str(e)[:80]})") from None
+        from dcgan_cli.images import unreadable
+
+        raise DcganError(unreadable(path, e, f"name a photo ({str(e)[:80]})")) from None
     return np.frombuffer(pixels, np.uint8).reshape(cfg.size, cfg.size, cfg.channels)
 
 
@@ -348,7 +372,7 @@ def format_verification(r: dict) -> str:
 
 def _threshold(meta: dict, threshold: float | None, model_path) -> float:
     if threshold is not None:
-        return float(threshold)
+        return check_threshold(threshold)
     if meta.get("threshold") is None:
         raise DcganError(f"{model_path} has no stored threshold; run `dcgan evaluate --verification --identity-model "
                          f"{model_path}` or pass --threshold T")
@@ -357,6 +381,7 @@ def _threshold(meta: dict, threshold: float | None, model_path) -> float:
 
 def verify(a: str | Path, b: str | Path, model_path: str | Path, threshold: float | None = None) -> dict:
     """deepface's fields: verified, distance, threshold, model (plus the distance metric)."""
+    threshold = None if threshold is None else check_threshold(threshold)  # before the model is loaded
     model, meta = load_model(model_path)
     t = _threshold(meta, threshold, model_path)
     emb = Embedder(model, 2)(np.stack([face_pixels(a, meta), face_pixels(b, meta)]))
@@ -374,6 +399,7 @@ def same_person_check(model_path: str | Path, threshold: float | None = None) ->
     """
     import tensorflow as tf
 
+    threshold = None if threshold is None else check_threshold(threshold)  # before the model is loaded
     model, meta = load_model(model_path)
     t = _threshold(meta, threshold, model_path)
     embed = Embedder(model, 64)
@@ -408,6 +434,10 @@ def gallery_files(gallery: str | Path) -> list[tuple[str, Path]]:
             photos = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTS)
             if photos:
                 out.append((p.name, photos[0]))
+        if len(out) > 1 and out[-1][0] in {name for name, _ in out[:-1]}:
+            first = next(q for name, q in out if name == out[-1][0])
+            raise DcganError(f"the gallery {gallery} has two photos of {out[-1][0]!r} ({first.name} and "
+                             f"{out[-1][1].relative_to(gallery)}); keep one per person, or rename one")
     if not out:
         raise DcganError(f"no photos in the gallery {gallery}; put one photo per person there (NAME.jpg, "
                          f"or NAME/photo.jpg)")
@@ -417,9 +447,10 @@ def gallery_files(gallery: str | Path) -> list[tuple[str, Path]]:
 def identify(face: str | Path, gallery: str | Path, model_path: str | Path, top: int = 5,
              threshold: float | None = None) -> dict:
     """The `top` nearest people of a one-photo-per-person gallery; "unknown" when the nearest is over the threshold."""
+    threshold = None if threshold is None else check_threshold(threshold)  # before the model is loaded
+    people = gallery_files(gallery)
     model, meta = load_model(model_path)
     t = _threshold(meta, threshold, model_path)
-    people = gallery_files(gallery)
     embed = Embedder(model, 64)
     g = embed(np.stack([face_pixels(p, meta) for _, p in people]))
     q = embed(face_pixels(face, meta)[None])[0]

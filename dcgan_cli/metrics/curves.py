@@ -86,6 +86,25 @@ def _cache_file(run_dir: Path, label: str, path: Path, ident: str) -> Path:
     return run_dir / layout.EVAL_CACHE_DIR / f"{label.replace('/', '-')}-{digest}.json"
 
 
+def _read_entry(cache: Path, label: str, log: Callable[[str], None]) -> dict | None:
+    """A cached score, or None (not scored yet, or damaged: then it is scored again and rewritten atomically)."""
+    import math
+
+    if not cache.is_file():
+        return None
+    try:
+        entry = json.loads(cache.read_text())
+        ok = (isinstance(entry, dict) and entry.get("checkpoint") == label and type(entry.get("step")) is int
+              and all(v is None or isinstance(v, (int, float)) and math.isfinite(v)
+                      for k, v in entry.items() if k in dict(_PANELS)))
+    except (OSError, UnicodeDecodeError, ValueError):  # JSONDecodeError is a ValueError
+        ok = False
+    if not ok:
+        log(f"Warning: the cached score {cache} is damaged; scoring {label} again")
+        return None
+    return entry
+
+
 def evaluate_checkpoints(run_dir: Path, data: Path | None, opts, *, ema: bool = True,
                          steps: tuple[int, ...] | None = None, log: Callable[[str], None] = print) -> dict:
     """Score each chosen checkpoint once (cached), write RUN/eval.png; returns {"rows": [...], "plot": path}."""
@@ -105,8 +124,9 @@ def evaluate_checkpoints(run_dir: Path, data: Path | None, opts, *, ema: bool = 
     rows = []
     for label, path, best in chosen:
         cache = _cache_file(run_dir, label, path, ident)
-        if cache.is_file():
-            rows.append({**json.loads(cache.read_text()), "cached": True})
+        entry = _read_entry(cache, label, log)
+        if entry is not None:
+            rows.append({**entry, "cached": True})
             continue
         log(f"scoring {label}")
         generator, use_ema = _restore(run_dir, path, ema)
@@ -128,7 +148,7 @@ def curve_target(run: Path | None, generator: Path | None, data: Path | None, op
         raise UsageError("--all-checkpoints and --checkpoints choose the same thing; give one", "--checkpoints")
     if generator is not None:
         raise UsageError("a curve scores a run's checkpoints: pass --run, not --generator", "--generator")
-    steps = parse_checkpoints(checkpoints) if checkpoints else None
+    steps = parse_checkpoints(checkpoints) if checkpoints is not None else None  # "" is refused, not ignored
     if run is None:
         run = layout.latest_run(runs_dir)
         log(f"Using the newest run: {run}")

@@ -169,6 +169,10 @@ def _read_cache(path: str, key: str) -> RealStats | None:
             z = np.load(io.BytesIO(f.read()), allow_pickle=False)
             if str(z["key"]) != key:
                 return None  # other data, extractor or subset: stale
+            mu, sigma, kid = (np.asarray(z[k], np.float64) for k in ("mu", "sigma", "kid_features"))
+            if (mu.ndim != 1 or sigma.shape != (len(mu), len(mu)) or kid.ndim != 2 or kid.shape[1] != len(mu)
+                    or not all(np.all(np.isfinite(a)) for a in (mu, sigma, kid))):
+                return None  # damaged: recompute (and rewrite it atomically)
             return RealStats(z["mu"], z["sigma"], z["kid_features"], int(z["n"]))
     except (OSError, ValueError, KeyError):  # truncated or foreign file: recompute
         return None

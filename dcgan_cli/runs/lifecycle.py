@@ -172,27 +172,33 @@ class StopSignals:
     """Ctrl-C and SIGTERM while training, as a context manager around the loop.
 
     The first signal asks the loop to stop after the current step (it checkpoints and raises
-    TrainingInterrupted with the --resume command); a second one leaves at once
-    (KeyboardInterrupt). The previous handlers come back on exit.
+    TrainingInterrupted with the --resume command); a second one leaves at once, unless that
+    checkpoint is being written (`saving`: it is finished first), and still says what was saved
+    and the command that resumes from it (`left_at_once`, set by the Run). The previous handlers
+    come back on exit.
     """
 
     def __init__(self) -> None:
         self.received: int | None = None  # the signal this process got, the moment it got it
         self.stop = False  # what the workers decided at the last check: `received` may come later
+        self.saving = False  # the stop's checkpoint is being written: a second signal waits for it
+        self.left_at_once: Callable[[str], str] | None = None  # signal name -> the message for leaving at once
         self._previous: dict = {}
 
     def __enter__(self) -> "StopSignals":
         self._previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, value, tb) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+        if kind is KeyboardInterrupt and self.received is not None and self.left_at_once is not None:
+            raise TrainingInterrupted(self.left_at_once(self.name)) from None
 
     def _on_signal(self, signum, frame) -> None:
-        if self.received is not None:  # a second Ctrl-C: leave now
+        if self.received is not None and not self.saving:  # a second Ctrl-C: leave now
             raise KeyboardInterrupt
-        self.received = signum
+        self.received = self.received or signum
 
     def stopping(self, share: Callable[[bool], bool] | None = None) -> bool:
         """Whether to stop after this step; `share` (several workers) stops every worker when any got one.
@@ -262,6 +268,17 @@ class Run:
     checkpoint_every_epochs: int = 1
     signals: StopSignals = field(default_factory=StopSignals)
 
+    def __post_init__(self) -> None:
+        self.signals.left_at_once = self._left_at_once
+
+    def _left_at_once(self, name: str) -> str:
+        """A second signal left mid-step: what the newest checkpoint on disk is, and how to go on from it."""
+        kept = checkpoints.checkpoint_paths(self.run_dir / layout.CKPT_DIR)
+        saved = (f"the newest checkpoint is {kept[-1]} (step {checkpoints.checkpoint_step(kept[-1])})" if kept
+                 else "no checkpoint was written yet")
+        return (f"{name} twice: left at once, without the stop's checkpoint; {saved}. "
+                f"Continue with: {self.resume_command}")
+
     @property
     def total_steps(self) -> int:
         return self.steps_per_epoch * self.epochs
@@ -311,7 +328,11 @@ class Run:
 
     def save_and_stop(self, step: int) -> None:
         """Left mid-epoch: checkpoint; after a signal, raise TrainingInterrupted with the command to continue."""
-        path = self.checkpoints.save(step)
+        self.signals.saving = self.signals.stop  # a second signal now would lose the steps since the last one
+        try:
+            path = self.checkpoints.save(step)
+        finally:
+            self.signals.saving = False
         if self.signals.stop:
             raise TrainingInterrupted(f"{self.signals.name} at step {step}: checkpoint written to {path}. "
                                       f"Continue with: {self.resume_command}")
