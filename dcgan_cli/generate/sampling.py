@@ -174,22 +174,33 @@ class Sampler:
         if batch_size < 1:
             raise DcganError(f"batch size must be at least 1, got {batch_size}")
         self.batch_size = batch_size
-        self.latent_dim = int(generator.input_shape[-1])
+        self.latent_dim = int(generator.inputs[0].shape[-1])
+        self.label_dim = int(generator.inputs[1].shape[-1]) if len(generator.inputs) > 1 else 0  # G(z, y)
         self.image_shape = tuple(int(d) for d in generator.output_shape[1:])  # (H, W, C)
         spec = tf.TensorSpec([batch_size, self.latent_dim], tf.float32)
         # One trace for the one shape: faster than eager calls, and no retracing on the last batch.
-        self._forward = tf.function(lambda z: generator(z, training=False), input_signature=[spec])
+        if self.label_dim:
+            y_spec = tf.TensorSpec([batch_size, self.label_dim], tf.float32)
+            self._forward = tf.function(lambda z, y: generator([z, y], training=False), input_signature=[spec, y_spec])
+        else:
+            self._forward = tf.function(lambda z: generator(z, training=False), input_signature=[spec])
 
-    def __call__(self, z: np.ndarray) -> np.ndarray:
-        """uint8 (N, H, W, C) for float32 (N, latent_dim) latents, N of any size."""
+    def __call__(self, z: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+        """uint8 (N, H, W, C) for float32 (N, latent_dim) latents (and a conditional generator's (N, labels) y)."""
         from dcgan_cli.pixels import to_uint8
 
+        if bool(self.label_dim) != (y is not None):
+            raise DcganError("a conditional generator needs labels y, an unconditional one takes none")
         out = []
         for i in range(0, len(z), self.batch_size):
             chunk = z[i:i + self.batch_size]
             padded = np.zeros((self.batch_size, self.latent_dim), np.float32)
             padded[:len(chunk)] = chunk
-            out.append(to_uint8(self._forward(padded).numpy()[:len(chunk)]))
+            args = [padded]
+            if y is not None:
+                args.append(np.zeros((self.batch_size, self.label_dim), np.float32))
+                args[1][:len(chunk)] = y[i:i + self.batch_size]
+            out.append(to_uint8(self._forward(*args).numpy()[:len(chunk)]))
         return np.concatenate(out) if out else np.zeros((0, *self.image_shape), np.uint8)
 
 
