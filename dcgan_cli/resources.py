@@ -110,7 +110,7 @@ def check_sampling_memory(generator, batch_size: int, available: int | None = No
     """Refuse a --batch-size whose generator activations cannot fit in memory, naming one that does."""
     import math
 
-    per_image = int(generator.input_shape[-1]) + sum(
+    per_image = int(generator.inputs[0].shape[-1]) + sum(
         math.prod(int(d) for d in layer.output.shape[1:]) for layer in generator.layers)
     need = FLOAT * per_image * batch_size
     have = available if available is not None else available_memory()

@@ -246,8 +246,10 @@ def sample(
     nrow: int | None = None,
     truncation: float = 1.0,
     on_progress: Callable[[int], None] | None = None,
+    labels: Callable[[list[int]], np.ndarray] | None = None,
 ) -> int:
     """Generate one image per seed into a grid `out` and/or one PNG per seed under `individual`.
+    `labels(seeds)`: a conditional generator's y for those seeds (generate/conditional.py).
 
     Works a batch at a time: memory is one batch of floats plus the uint8 grid
     (when one is asked for). Each file is written atomically. Returns the count.
@@ -263,7 +265,7 @@ def sample(
     done = 0
     it = iter(seeds)
     while chunk := list(itertools.islice(it, sampler.batch_size)):
-        pixels = sampler(latents(chunk, sampler.latent_dim, truncation))
+        pixels = sampler(latents(chunk, sampler.latent_dim, truncation), labels(chunk) if labels else None)
         if individual is not None:
             for s, img in zip(chunk, pixels):
                 save_image(individual / seed_file_name(s), img)
@@ -394,7 +396,10 @@ class SampleRequest:
         best: the run's best checkpoint (RUN/best/, kept by --eval-every-epochs), not its newest.
         batch_size: latents per generator call.
         force: replace an existing OUT (or seed files in `individual`); without it they are refused.
-        latents: a .npy file of latents (N, latent_dim) to draw instead of seeds (`dcgan project` writes one).
+        latents: a .npy file of latents (N, latent_dim) to draw instead of seeds (`dcgan project` writes one),
+            or an expression over such files ("a.npy - b.npy + c.npy", each file's mean; generate/latent_math.py).
+        class_name / attr: what a conditional run draws (`--class 7`, `--attr Smiling=1`; generate/conditional.py);
+            on a conditional run without them, a grid with one row per class.
     """
 
     out: Path | None = None
@@ -415,6 +420,8 @@ class SampleRequest:
     runs_dir: Path = Path("runs")
     force: bool = False
     latents: Path | None = None
+    class_name: str | None = None
+    attr: str | None = None
     seeds: Seeds = field(init=False, repr=False)
     psi: float = field(init=False, repr=False)
     frames_per_leg: int = field(init=False, repr=False)
@@ -442,6 +449,11 @@ class SampleRequest:
             chosen = Seeds.parse(self.seed_list) if self.seed_list is not None else None
         except DcganError as e:
             raise UsageError(str(e), "--seeds") from None
+        if self.class_name is not None and self.attr is not None:
+            raise UsageError("give --class or --attr, not both (a run is conditioned on one of them)", "--attr")
+        if self.interpolate is not None and (self.class_name is not None or self.attr is not None):
+            raise UsageError("does not apply to --interpolate (a walk is drawn from an unconditional run)",
+                             "--class" if self.class_name is not None else "--attr")
         if self.frames is not None and self.interpolate is None:
             raise UsageError("--frames applies to --interpolate K", "--frames")
         if self.latents is not None:
@@ -505,6 +517,9 @@ def fulfil(req: SampleRequest, *, say: Callable[[str], None] = print, progress: 
               f"{'Using the newest run' if loaded.newest else 'Sampling from'}: {loaded.source}")
     check_sampling_memory(generator, req.batch_size)
     sampler = Sampler(generator, req.batch_size)
+    labels = _labels(req, loaded, sampler)
+    if sampler.label_dim and labels is None:  # a conditional run, neither --class nor --attr
+        return _fulfil_class_grid(req, loaded, sampler, say)
     if req.interpolate is None:
         check_outputs(sampler, len(req.seeds), req.out, req.individual, req.nrow)
     say(source)
@@ -521,9 +536,44 @@ def fulfil(req: SampleRequest, *, say: Callable[[str], None] = print, progress: 
             return (f"Wrote a walk through seeds {req.seeds}: {count} frames ({req.frames_per_leg} per leg) "
                     f"to {req.out}")
         count = sample(sampler, req.seeds, req.out, req.individual, nrow=req.nrow, truncation=req.psi,
-                       on_progress=bar.advance)
+                       on_progress=bar.advance, labels=labels)
     places = ([str(req.out)] if req.out else []) + ([f"{req.individual}/ (one PNG per seed)"] if req.individual else [])
     return f"Wrote {count} images (seeds {req.seeds}) to {' and '.join(places)}"
+
+
+def _labels(req: SampleRequest, loaded: LoadedGenerator, sampler: Sampler):
+    """seeds -> y for a conditional generator asked for --class / --attr; None otherwise (checked, one line)."""
+    from dcgan_cli.generate import conditional
+
+    table = conditional.table_of(loaded.run_dir, req.generator)
+    conditional.check_request(table, sampler.label_dim, req.generator or loaded.run_dir, req.class_name, req.attr)
+    if not sampler.label_dim:
+        return None
+    if req.interpolate is not None:
+        raise DcganError("--interpolate walks an unconditional run; on a conditional one use a grid with --class "
+                         "or --attr")
+    if req.class_name is None and req.attr is None:
+        return None
+    return conditional.labeller(table, req.class_name, req.attr)
+
+
+def _fulfil_class_grid(req: SampleRequest, loaded: LoadedGenerator, sampler: Sampler, say) -> str:
+    """A conditional run without --class / --attr: one row per class, the seeds' latents in the columns."""
+    from dcgan_cli.generate import conditional
+    from dcgan_cli.images import Grid, save_image
+
+    if req.individual is not None or req.out is None:
+        raise DcganError("on a conditional run, --individual needs --class or --attr (without them the output is "
+                         "one grid with a row per class)")
+    table = conditional.table_of(loaded.run_dir, req.generator)
+    z, y, names = conditional.class_grid(table, latents(list(req.seeds), sampler.latent_dim, req.psi))
+    check_outputs(sampler, len(z), req.out, None, len(req.seeds))
+    say(f"Sampling from {loaded.source}")
+    grid = Grid(len(z), *sampler.image_shape, len(req.seeds))
+    grid.paste(0, sampler(z, y))
+    save_image(req.out, grid.pixels)
+    return (f"Wrote {len(names)} rows ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''}) of "
+            f"{len(req.seeds)} images (seeds {req.seeds}) to {req.out}")
 
 
 def read_latents(path: str | Path) -> np.ndarray:
@@ -571,9 +621,12 @@ def _fulfil_latents(req: SampleRequest, z: np.ndarray, say: Callable[[str], None
     check_sampling_memory(loaded.model, req.batch_size)
     sampler = Sampler(loaded.model, req.batch_size)
     check_latents(z, sampler.latent_dim, req.latents)
+    labels = _labels(req, loaded, sampler)
+    if sampler.label_dim and labels is None:
+        raise DcganError("a conditional run draws latents for a class or attributes: add --class or --attr")
     check_outputs(sampler, len(z), req.out, req.individual, req.nrow)
     say(f"Sampling from {loaded.source}")
-    pixels = sampler(z)
+    pixels = sampler(z, labels(list(range(len(z)))) if labels else None)
     if req.individual is not None:
         for i, img in enumerate(pixels):
             save_image(Path(req.individual) / latent_file_name(i), img)
