@@ -809,12 +809,18 @@ def export(
     path, fmt = sampling.export(restored, out, format_, force=force)
     cfg = restored.config
     nz, h, w, c = cfg.latent_dim, cfg.image_size, cfg.image_size, cfg.channels
+    ny = int(restored.model.inputs[1].shape[-1]) if len(restored.model.inputs) > 1 else 0
+    y_in = f", labels y [N, {ny}]" if ny else ""
     if fmt == "keras":
         typer.echo(f"Exported the generator of {restored.describe()} to {path} "
-                   f"(keras.saving.load_model; latents [N, {nz}] -> images in [-1, 1])")
+                   f"(keras.saving.load_model; latents [N, {nz}]{y_in} -> images in [-1, 1])")
     else:
         typer.echo(f"Exported the generator of {restored.describe()} to {path} as a SavedModel: "
-                   f"serving_default(latent float32 [N, {nz}]) -> images uint8 [N, {h}, {w}, {c}]")
+                   f"serving_default(latent float32 [N, {nz}]{y_in and ', labels float32 [N, ' + str(ny) + ']'}) "
+                   f"-> images uint8 [N, {h}, {w}, {c}]")
+    if ny:
+        typer.echo(f"Label names and rows (y: one-hot class, or +1/-1 per attribute): "
+                   f"{path.with_suffix('.labels.json') if fmt == 'keras' else path / 'labels.json'}")
 
 
 # ----------------------------------------------------------------------------

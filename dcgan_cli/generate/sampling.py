@@ -451,6 +451,10 @@ class SampleRequest:
             raise UsageError(str(e), "--seeds") from None
         if self.class_name is not None and self.attr is not None:
             raise UsageError("give --class or --attr, not both (a run is conditioned on one of them)", "--attr")
+        for pair in (self.attr.split(",") if self.attr is not None else []):
+            if not re.fullmatch(r"\s*[^=\s][^=]*=\s*[01]\s*", pair):
+                raise UsageError(f"{pair.strip()!r}: write NAME=1 (present) or NAME=0 (absent), pairs separated "
+                                 f"by commas", "--attr")
         if self.interpolate is not None and (self.class_name is not None or self.attr is not None):
             raise UsageError("does not apply to --interpolate (a walk is drawn from an unconditional run)",
                              "--class" if self.class_name is not None else "--attr")
@@ -684,12 +688,17 @@ def check_export_target(out: str | Path, fmt: str | None = None, force: bool = F
 
 def export(run: generator_io.RunGenerator, out: str | Path, fmt: str | None = None, force: bool = False) -> tuple[Path, str]:
     """Write a run's generator as a .keras file or a TF SavedModel; returns (path, format)."""
+    from dcgan_cli.generate import conditional
+
     out = Path(out)
     fmt = check_export_target(out, fmt, force)
+    table = conditional.table_of(run.run_dir, None)  # a conditional run's label names travel with the export
     if fmt == "keras":
         generator_io.save_generator(run.model, out)
+        if table is not None:
+            table.save(out.with_suffix(conditional.LABELS_SUFFIX))
     else:
-        _write_savedmodel(run.model, out)
+        _write_savedmodel(run.model, out, table)
     return out, fmt
 
 
@@ -703,7 +712,8 @@ def savedmodel_module(generator):
 
     from dcgan_cli.pixels import to_uint8_tensor
 
-    nz = int(generator.input_shape[-1])
+    nz = int(generator.inputs[0].shape[-1])
+    ny = int(generator.inputs[1].shape[-1]) if len(generator.inputs) > 1 else 0  # a conditional G(z, y)
     h, w, c = (int(d) for d in generator.output_shape[1:])
 
     class GeneratorServing(tf.Module):
@@ -720,11 +730,18 @@ def savedmodel_module(generator):
             images = to_uint8_tensor(x)
             return {"images": images}
 
-    return GeneratorServing()
+    class ConditionalServing(GeneratorServing):
+        @tf.function(input_signature=[tf.TensorSpec([None, nz], tf.float32, name="latent"),
+                                      tf.TensorSpec([None, ny], tf.float32, name="labels")])
+        def __call__(self, latent, labels):
+            return {"images": to_uint8_tensor(self.generator([latent, labels], training=False))}
+
+    return ConditionalServing() if ny else GeneratorServing()
 
 
-def _write_savedmodel(generator, out: Path) -> None:
-    """Save into a temp folder beside `out`, then rename it into place (the old one kept until then)."""
+def _write_savedmodel(generator, out: Path, table=None) -> None:
+    """Save into a temp folder beside `out`, then rename it into place (the old one kept until then).
+    A conditional run's LabelTable goes inside as labels.json."""
     import tensorflow as tf
 
     module = savedmodel_module(generator)
@@ -736,6 +753,10 @@ def _write_savedmodel(generator, out: Path) -> None:
     old = None
     try:
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.__call__.get_concrete_function()})
+        if table is not None:
+            from dcgan_cli.generate.conditional import SAVEDMODEL_LABELS
+
+            table.save(tmp / SAVEDMODEL_LABELS)
         for root, _, files in os.walk(tmp):  # durable before it becomes visible
             for name in files:
                 with open(os.path.join(root, name), "rb") as f:
