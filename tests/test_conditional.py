@@ -45,6 +45,7 @@ def _state(run_dir):
     return gan
 
 
+@pytest.mark.slow
 def test_conditional_resume_equals_uninterrupted_training(digits, tmp_path):
     from dcgan_cli.training.loop import train
 
@@ -83,6 +84,7 @@ def test_grid_rows_are_classes_and_class_decides_the_image(cond_run, tmp_path):
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_export_loads_in_a_fresh_process_and_draws_what_sample_class_draws(cond_run, tmp_path):
     ok(dcgan_here("export", cond_run, tmp_path / "g.keras"))
     ok(dcgan_here("export", cond_run, tmp_path / "sm"))
@@ -126,6 +128,7 @@ def _fake_celeba(root: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_fake_celeba_attributes_train_and_sample(tmp_path):
     data = _fake_celeba(tmp_path)
     tiny = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8", "--latent-dim", "8", "--g-filters", "8",
@@ -160,3 +163,26 @@ def test_unsaid_attributes_come_from_matching_training_rows():
     only = LabelTable(cond, np.array([[1, 1]], np.float32), np.array([4]))
     y = labeller(only, None, "A=0")(list(range(20)))  # no training row without A: B by its marginal (always 1)
     assert (y == [-1, 1]).all()
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_two_replicas_train_a_conditional_run_like_one_device(digits, tmp_path):
+    import tensorflow as tf
+
+    overrides = dict(channels=1, condition="classes", epochs=1, steps_per_epoch=2, ema=0.9, label_smoothing=0.1)
+    proc = subprocess.run([sys.executable, str(HERE / "two_replicas.py"), str(digits), str(tmp_path / "runs"),
+                           json.dumps(overrides), "default,mirrored"], capture_output=True, text=True, timeout=300,
+                          cwd=HERE.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert runs["replicas"] == 2
+
+    def state(run):
+        reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(Path(run) / "checkpoints")))
+        return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if "CHECKPOINTABLE" not in k}
+
+    one, two = state(runs["default"]), state(runs["mirrored"])
+    assert one.keys() == two.keys() and any("label_projection" in k or "discriminator" in k for k in one)
+    for k in one:
+        np.testing.assert_allclose(two[k], one[k], rtol=1e-4, atol=1e-5, err_msg=k)

@@ -505,7 +505,12 @@ def fulfil(req: SampleRequest, *, say: Callable[[str], None] = print, progress: 
 
     from dcgan_cli.resources import check_sampling_memory
 
-    z = read_latents(req.latents) if req.latents is not None else None
+    z = None
+    if req.latents is not None:
+        from dcgan_cli.generate import latent_math
+
+        z = latent_math.evaluate(str(req.latents)) if latent_math.is_expression(str(req.latents)) \
+            else read_latents(req.latents)
     if req.out is not None:
         check_writable(req.out)
     if req.individual is not None:
@@ -639,7 +644,11 @@ def _fulfil_latents(req: SampleRequest, z: np.ndarray, say: Callable[[str], None
         grid.paste(0, pixels)
         save_image(req.out, grid.pixels)
     places = ([str(req.out)] if req.out else []) + ([f"{req.individual}/ (latent-NNNN.png)"] if req.individual else [])
-    return f"Wrote {len(z)} images (the latents of {req.latents}) to {' and '.join(places)}"
+    from dcgan_cli.generate.latent_math import is_expression
+
+    what = f"each term's mean latent, then {req.latents}, the last" if is_expression(str(req.latents)) else \
+        f"the latents of {req.latents}"
+    return f"Wrote {len(z)} images ({what}) to {' and '.join(places)}"
 
 
 def check_not_overwriting(out: str | Path | None, individual: str | Path | None, seeds: Seeds | None) -> None:
