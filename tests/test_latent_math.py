@@ -22,12 +22,13 @@ def test_parse_reads_signs_scales_and_names_with_dashes():
 
 def test_each_file_is_averaged_then_added(tmp_path):
     from dcgan_cli.generate.latent_math import evaluate
+    from dcgan_cli.generate.sampling import read_latents
 
     rng = np.random.default_rng(0)
     a, b, c = rng.normal(size=(3, 4)), rng.normal(size=(2, 4)), rng.normal(size=(1, 4))
     for name, z in zip("abc", (a, b, c)):
         np.save(tmp_path / f"{name}.npy", z.astype(np.float32))
-    out = evaluate(f"{tmp_path}/a.npy - {tmp_path}/b.npy + {tmp_path}/c.npy")
+    out = evaluate(f"{tmp_path}/a.npy - {tmp_path}/b.npy + {tmp_path}/c.npy", read_latents)
     np.testing.assert_allclose(out[-1], a.mean(0) - b.mean(0) + c[0], rtol=1e-5)
     np.testing.assert_allclose(out[:3], [a.mean(0), b.mean(0), c[0]], rtol=1e-5)
 

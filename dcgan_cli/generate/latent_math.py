@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -45,10 +46,9 @@ def parse(text: str) -> list[tuple[float, Path]]:
     return out
 
 
-def evaluate(text: str) -> np.ndarray:
-    """float32 (terms + 1, D): each term's mean latent, then the sum of the signed, scaled means."""
-    from dcgan_cli.generate.sampling import read_latents
-
+def evaluate(text: str, read_latents: Callable[[Path], np.ndarray]) -> np.ndarray:
+    """float32 (terms + 1, D): each term's mean latent, then the sum of the signed, scaled means.
+    `read_latents(path)` reads one file (sampling.read_latents: its one-line errors)."""
     terms = parse(text)
     means = []
     for _, path in terms:

@@ -509,7 +509,7 @@ def fulfil(req: SampleRequest, *, say: Callable[[str], None] = print, progress: 
     if req.latents is not None:
         from dcgan_cli.generate import latent_math
 
-        z = latent_math.evaluate(str(req.latents)) if latent_math.is_expression(str(req.latents)) \
+        z = latent_math.evaluate(str(req.latents), read_latents) if latent_math.is_expression(str(req.latents)) \
             else read_latents(req.latents)
     if req.out is not None:
         check_writable(req.out)
