@@ -24,12 +24,13 @@ def _pixels(path):
 
 @pytest.fixture(scope="module")
 def cond_run(digits, tmp_path_factory):
-    """A tiny run conditioned on the digits' classes (folders 0..9): 16x16 grey, EMA, 2 epochs of 3 steps."""
+    """A tiny run conditioned on the digits' classes (folders 0..9): 16x16 grey, EMA, ADA, label smoothing,
+    2 epochs of 3 steps."""
     from dcgan_cli.training.loop import train
 
     runs = tmp_path_factory.mktemp("cond-runs")
-    return train(tiny_config(digits, runs, channels=1, condition="classes", ema=0.9, num_samples=20), quiet=True,
-                 log=lambda m: None)
+    return train(tiny_config(digits, runs, channels=1, condition="classes", ema=0.9, num_samples=20, augment="ada",
+                             augment_p=0.3, label_smoothing=0.1), quiet=True, log=lambda m: None)
 
 
 def _state(run_dir):
@@ -46,13 +47,12 @@ def _state(run_dir):
 
 
 @pytest.mark.slow
-def test_conditional_resume_equals_uninterrupted_training(digits, tmp_path):
+def test_conditional_resume_equals_uninterrupted_training(cond_run, tmp_path):
+    from dcgan_cli.config import TrainConfig
     from dcgan_cli.training.loop import train
 
-    cfg = tiny_config(digits, tmp_path / "a", channels=1, condition="classes", ema=0.5, epochs=2, augment="ada",
-                      augment_p=0.3, label_smoothing=0.1)
-    straight = train(cfg, quiet=True, log=lambda m: None)
-    cfg_b = cfg.replace(runs_dir=str(tmp_path / "b"))
+    straight = cond_run
+    cfg_b = TrainConfig.load(cond_run / "config.json").replace(runs_dir=str(tmp_path / "b"))
     run = train(cfg_b, quiet=True, log=lambda m: None, max_steps=2)  # stops mid-epoch 1, checkpointed
     run = train(cfg_b, resume=run, quiet=True, log=lambda m: None)
     a, b = _state(straight), _state(run)
