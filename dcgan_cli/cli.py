@@ -416,7 +416,7 @@ def preprocess(
 TRAIN_SETTINGS = _Settings(TrainConfig, own=("data", "data_dir", "preset", "runs_dir", "name", "resume", "dry_run",
                                              "verify_data", "quiet"), shown=_preset_default)
 TRAIN_PANELS = {
-    DATA: ("data", "data_dir", "flip", "augment", "augment_p", "verify_data"),  # what D sees
+    DATA: ("data", "data_dir", "flip", "augment", "augment_p", "condition", "verify_data"),  # what D sees
     MODEL: ("latent_dim", "g_filters", "d_filters", "g_activation", "ema", "seed"),  # what is trained
     SCHEDULE: ("epochs", "steps_per_epoch", "batch_size", "lr_g", "lr_d", "beta1", "beta2", "alternate",
                "label_smoothing", "instance_noise", "on_collapse"),  # how long and how it trains
@@ -444,6 +444,10 @@ def train(
     augment_p: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help=(
         "Per-sample probability of each augmentation: diffaug's fixed p, ada's starting p."),
         show_default="; ".join(f"{mode}: {p:g}" for mode, p in AUGMENT_P.items()))] = None,
+    condition: Annotated[Optional[str], typer.Option(
+        metavar="classes|attributes[:A,B]", help="Train G(z, y) and a projection D on the data's labels: its "
+        "classes (folders, MNIST), or its attributes (CelebA), all or the named ones. Fixed for the run.",
+        show_default=False)] = None,
     verify_data: Annotated[bool, typer.Option("--verify-data", help="Check every shard's SHA-256 against the "
                                               "manifest before training (done anyway when the data changed "
                                               "since the last check).")] = False,
@@ -540,9 +544,18 @@ def sample(
     batch_size: Annotated[int, typer.Option(min=1, help="Latents per generator call (memory vs speed).")] = 64,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing OUT (and seed files in "
                                         "--individual DIR).")] = False,
-    latents: Annotated[Optional[Path], typer.Option(
+    latents: Annotated[Optional[str], typer.Option(
         metavar="FILE.npy", help="Draw these latents (N, latent_dim) instead of seeds, e.g. the latents.npy "
-                                 "`dcgan project` wrote.", show_default=False)] = None,
+                                 "`dcgan project` wrote; or arithmetic on files' mean latents, as in the DCGAN "
+                                 "paper: \"smiling_woman.npy - neutral_woman.npy + neutral_man.npy\".",
+        show_default=False)] = None,
+    class_name: Annotated[Optional[str], typer.Option(
+        "--class", metavar="NAME", help="A run trained with --condition classes: draw this class (e.g. 7). "
+        "Without --class or --attr such a run draws a grid with one row per class.", show_default=False)] = None,
+    attr: Annotated[Optional[str], typer.Option(
+        metavar="A=1,B=0", help="A run trained with --condition attributes: fix these attributes (1 present, "
+        "0 absent); each image's others are drawn from the training images that share the fixed ones (from "
+        "each attribute's frequency when none does).", show_default=False)] = None,
     runs_dir: RunsDir = RUNS_DIR,
 ):
     """Write faces from a trained generator: a grid, one file per seed, or a latent walk.
@@ -557,7 +570,7 @@ def sample(
     request = sampling.SampleRequest(  # every cross-option check, before any model loads (usage errors)
         out=out, n=n, run=run, generator=generator, seed=seed, seed_list=seeds, nrow=nrow, truncation=truncation,
         individual=individual, interpolate=interpolate, frames=frames, fps=fps, ema=not no_ema, best=best,
-        batch_size=batch_size, runs_dir=runs_dir, force=force, latents=latents)
+        batch_size=batch_size, runs_dir=runs_dir, force=force, latents=latents, class_name=class_name, attr=attr)
     typer.echo(sampling.fulfil(request, say=lambda m: typer.echo(m, err=True)))
 
 
@@ -805,12 +818,18 @@ def export(
     path, fmt = sampling.export(restored, out, format_, force=force)
     cfg = restored.config
     nz, h, w, c = cfg.latent_dim, cfg.image_size, cfg.image_size, cfg.channels
+    ny = int(restored.model.inputs[1].shape[-1]) if len(restored.model.inputs) > 1 else 0
+    y_in = f", labels y [N, {ny}]" if ny else ""
     if fmt == "keras":
         typer.echo(f"Exported the generator of {restored.describe()} to {path} "
-                   f"(keras.saving.load_model; latents [N, {nz}] -> images in [-1, 1])")
+                   f"(keras.saving.load_model; latents [N, {nz}]{y_in} -> images in [-1, 1])")
     else:
         typer.echo(f"Exported the generator of {restored.describe()} to {path} as a SavedModel: "
-                   f"serving_default(latent float32 [N, {nz}]) -> images uint8 [N, {h}, {w}, {c}]")
+                   f"serving_default(latent float32 [N, {nz}]{y_in and ', labels float32 [N, ' + str(ny) + ']'}) "
+                   f"-> images uint8 [N, {h}, {w}, {c}]")
+    if ny:
+        typer.echo(f"Label names and rows (y: one-hot class, or +1/-1 per attribute): "
+                   f"{path.with_suffix('.labels.json') if fmt == 'keras' else path / 'labels.json'}")
 
 
 # ----------------------------------------------------------------------------

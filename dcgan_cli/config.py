@@ -201,6 +201,8 @@ class TrainConfig(FrozenConfig):
         ada_target: the r_t = E[sign(D(x_real))] that ADA steers towards.
         ada_kimg: ADA's speed: thousands of images over which p can move by 1.
         ada_interval: ADA adjusts p every this many steps, from r_t over them.
+        condition: "" (unconditional) | classes | attributes | attributes:NAME,NAME: train G(z, y) and a
+            projection D on the shards' labels (data/conditions.py; docs/conditional.md).
     """
 
     # Optimiser-only knobs: a resume may change them (lowering the rates is how a NaN is recovered from);
@@ -255,6 +257,8 @@ class TrainConfig(FrozenConfig):
     ada_target: float = 0.6
     ada_kimg: float = ADA_KIMG
     ada_interval: int = 4
+    # -- conditional training on the shards' labels (data/conditions.py): fixed for the run's life
+    condition: str = ""
 
     def __post_init__(self) -> None:
         validate(self)
@@ -481,6 +485,10 @@ def validate(c: TrainConfig) -> None:
     if c.strategy not in STRATEGIES:
         bad(f"strategy must be one of {', '.join(STRATEGIES)}, got {c.strategy!r}")
     _check_augment(c, bad)
+    if c.condition:
+        from dcgan_cli.data.conditions import check_spec
+
+        check_spec(c.condition)
 
 
 def _check_augment(c: TrainConfig, bad) -> None:

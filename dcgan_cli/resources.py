@@ -117,7 +117,7 @@ def check_sampling_memory(generator, batch_size: int, available: int | None = No
     """
     import math
 
-    nz = int(generator.input_shape[-1])
+    nz = int(generator.inputs[0].shape[-1])
     per_image = nz + sum(math.prod(int(d) for d in layer.output.shape[1:]) for layer in generator.layers)
     per_row = FLOAT * (4 * nz + 5)  # the float64 draw, the float32 starts and results, the losses, the index
     need_batch, need_rows = FLOAT * per_image * batch_size, per_row * rows

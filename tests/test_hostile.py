@@ -71,6 +71,7 @@ class Context:
     grey: Path
     faces: Path
     routes: dict = field(default_factory=dict)
+    cond_run: Path | None = None  # a tiny run conditioned on the digits' classes
 
 
 # ----------------------------------------------------------------------------
@@ -78,7 +79,7 @@ class Context:
 
 
 @pytest.fixture(scope="module")
-def context(data16, image_folder, tmp_path_factory):
+def context(data16, image_folder, digits, tmp_path_factory):
     from dcgan_cli.data.preprocess import PreprocessConfig, preprocess
     from dcgan_cli.training.loop import train
 
@@ -101,7 +102,9 @@ def context(data16, image_folder, tmp_path_factory):
         "trickle": server.route("/trickle.zip", trickling_route(_faces_zip(image_folder), every=0.02, for_seconds=5,
                                                                 times=None)),
     }
-    yield Context(server, run, data16, grey, image_folder, routes)
+    cond_run = train(tiny_config(digits, root / "cond-runs", channels=1, epochs=1, steps_per_epoch=1,
+                                 condition="classes"), quiet=True, log=lambda m: None)
+    yield Context(server, run, data16, grey, image_folder, routes, cond_run)
     server.close()
 
 
@@ -175,6 +178,10 @@ def _mask(side: int, fill: int):
         Image.fromarray(np.full((side, side), fill, np.uint8)).save(ws / "mask.png")
 
     return setup
+
+
+def _cond_run(ws: Path, ctx: Context) -> None:
+    shutil.copytree(ctx.cond_run, ws / "crun")
 
 
 def _latents(shape: tuple[int, ...]):
@@ -305,7 +312,29 @@ CASES = [
          says="finite in float32", setup=_array("z.npy", lambda: np.full((2, 8), 1e39))),
     Case("sample-latents-empty-1d", ["sample", "out.png", "--run", "run", "--latents", "z.npy"], code=1,
          says="shape (0,)", setup=_array("z.npy", lambda: np.zeros(0, np.float32))),
+    Case("sample-latents-bad-expression", ["sample", "out.png", "--run", "run", "--latents", "z.npy + * z.npy"],
+         code=1, says="with spaces around + and -", setup=_latents((2, 8))),
+    Case("sample-latents-expression-missing-file", ["sample", "out.png", "--run", "run", "--latents",
+                                                    "z.npy - gone.npy"], code=1, says="no latents file at gone.npy",
+         setup=_latents((2, 8))),
+    Case("sample-class-unknown", ["sample", "out.png", "--run", "crun", "--class", "11"], code=1,
+         says="unknown class '11'; crun knows: 0, 1, 2, 3", setup=_cond_run),
+    Case("sample-class-on-unconditional-run", ["sample", "out.png", "--run", "run", "--class", "7"], code=1,
+         says="trained without --condition"),
+    Case("sample-attr-value-out-of-range", ["sample", "out.png", "--run", "run", "--attr", "Smiling=2"], code=2,
+         says="NAME=1 (present) or NAME=0"),
+    Case("sample-class-and-attr", ["sample", "out.png", "--run", "crun", "--class", "1", "--attr", "A=1"], code=2,
+         says="give --class or --attr, not both", setup=_cond_run),
+    Case("train-condition-without-labels", ["train", "--data", "data", *TINY, "--runs-dir", "runs", "--condition",
+                                            "classes"], code=1, says="--labels folders"),
+    Case("train-condition-attributes-without-labels", ["train", "--data", "data", *TINY, "--runs-dir", "runs",
+                                                       "--condition", "attributes:Smiling"], code=1,
+         says="--labels celeba"),
+    Case("train-condition-unknown-kind", ["train", "--data", "data", *TINY, "--condition", "colours", "--dry-run"],
+         code=1, says="classes, attributes, attributes:NAME,NAME"),
     # -- project, inpaint ---------------------------------------------------------------
+    Case("project-conditional-run", ["project", "faces/img-000.png", "--run", "crun", "-o", "out", "--steps", "1"],
+         code=1, says="use a run trained without --condition", setup=_cond_run),
     Case("project-no-face", ["project", "faces/img-000.png", "--run", "run", "-o", "out", "--crop", "face", "--steps",
                              "1"], code=1, says="no face found"),
     Case("project-data-of-another-size", ["project", "faces/img-000.png", "--run", "run", "-o", "out", "--steps", "1"],

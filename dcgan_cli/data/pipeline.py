@@ -176,7 +176,13 @@ def _parse_batches(ds, manifest: dict, labels: tuple[str, ...], deterministic: b
 
     size, channels = manifest["size"], manifest["channels"]
 
+    from dcgan_cli.data.shards import label_length, parse_labelled
+
+    lengths = {n: label_length(label_specs(manifest)[n]) for n in labels}
+
     def parse(serialized):
+        if any(n > 1 for n in lengths.values()):  # a vector label (CelebA's attributes): (batch, length)
+            return parse_labelled(serialized, size, channels, lengths)
         images = parse_images(serialized, size, channels)
         return (images, parse_ints(serialized, labels)) if labels else images
 

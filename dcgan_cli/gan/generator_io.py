@@ -73,8 +73,11 @@ def restore(run_dir: str | Path, *, ema: bool = True, best: bool = False,
     else:
         first = f"has no checkpoint yet; train it (`dcgan train --resume {run_dir}`) first"
         paths, directory = find_resumable(run_dir / CKPT_DIR, run_dir, warn, none=first)
+    from dcgan_cli.data.conditions import CONDITION_FILE, load_table
+
+    table = load_table(run_dir / CONDITION_FILE) if cfg.condition else None  # G(z, y) of a conditional run
     g = build_generator(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.g_filters, cfg.init_std, fast=False,
-                        activation=cfg.g_activation)
+                        activation=cfg.g_activation, labels=table.condition.dim if table else 0)
     use_ema = ema and cfg.ema > 0
     key = EMA_SLOT if use_ema else GENERATOR_SLOT
     path = restore_first_readable(tf.train.Checkpoint(**{key: g}), paths, directory, partial=True, warn=warn)
@@ -139,7 +142,7 @@ def check_generator(model, where) -> None:
     """A generator maps (None, latent_dim) to (None, H, W, 1 or 3); refuse anything else by name."""
     ins = [tuple(t.shape) for t in getattr(model, "inputs", None) or []]
     outs = [tuple(t.shape) for t in getattr(model, "outputs", None) or []]
-    if len(ins) == 1 and len(ins[0]) == 2 and len(outs) == 1 and len(outs[0]) == 4 and outs[0][-1] in (1, 3):
+    if len(ins) in (1, 2) and all(len(i) == 2 for i in ins) and len(outs) == 1 and len(outs[0]) == 4 and outs[0][-1] in (1, 3):
         return
     shapes = f"it maps {', '.join(map(str, ins)) or 'nothing'} to {', '.join(map(str, outs)) or 'nothing'}"
     raise DcganError(f"{where} is not a generator ({shapes}); a generator maps latents (None, latent_dim) "

@@ -145,7 +145,9 @@ def build_generator(
     sync_bn: bool = False,
     fast: bool = True,
     activation: str = "relu",
+    labels: int = 0,
 ) -> keras.Model:
+    """G(z), or G(z, y) with `labels` > 0: y (B, labels) embedded by a Dense layer to latent_dim and joined to z."""
     base, n_up = _base_and_blocks(image_size)
     init = keras.initializers.RandomNormal(0.0, init_std)
     bn = _batch_norm(init_std, dtype, sync_bn, fast)
@@ -158,7 +160,12 @@ def build_generator(
         return layers.LeakyReLU(0.2, dtype=dtype, name=f"{name}_lrelu")
 
     z = keras.Input((latent_dim,), name="z")
-    x = layers.Reshape((1, 1, latent_dim), dtype=dtype, name="z_as_map")(z)
+    x, inputs = z, z
+    if labels:  # (B, nz) + (B, labels) -> (B, 2 nz)
+        y = keras.Input((labels,), name="y")
+        e = layers.Dense(latent_dim, use_bias=False, kernel_initializer=init, dtype=dtype, name="label_embed")(y)
+        x, inputs = layers.Concatenate(dtype=dtype, name="z_and_label")([z, e]), [z, y]
+    x = layers.Reshape((1, 1, x.shape[-1]), dtype=dtype, name="z_as_map")(x)
     f = filters * 2 ** (n_up - 1)
     # (B, 1, 1, nz) -> (B, base, base, f)
     x = layers.Conv2DTranspose(f, base, 1, "valid", use_bias=False, kernel_initializer=init,
@@ -176,7 +183,7 @@ def build_generator(
                                dtype=dtype, name="to_image")(x)
     # Images leave the model in float32 whatever the compute precision.
     img = layers.Activation("tanh", dtype="float32", name="tanh")(x)
-    return keras.Model(z, img, name="generator")
+    return keras.Model(inputs, img, name="generator")
 
 
 def build_discriminator(
@@ -187,7 +194,11 @@ def build_discriminator(
     dtype: str | None = None,
     sync_bn: bool = False,
     fast: bool = True,
+    labels: int = 0,
 ) -> keras.Model:
+    """D(x), or with `labels` > 0 the projection discriminator D(x, y) (Miyato and Koyama 2018):
+    logit = psi(phi(x)) + <embed(y), phi(x)>, phi(x) the flattened last feature map, psi the logit conv,
+    embed a Dense layer of y (B, labels): per attribute, +-1 times its own projection, summed."""
     base, n_down = _base_and_blocks(image_size)
     init = keras.initializers.RandomNormal(0.0, init_std)
     bn = _batch_norm(init_std, dtype, sync_bn, fast)
@@ -205,18 +216,26 @@ def build_discriminator(
         x = bn(f"down{i}_bn")(x)
         x = layers.LeakyReLU(0.2, dtype=dtype, name=f"down{i}_lrelu")(x)
     # (B, base, base, f) -> (B, 1, 1, 1) -> (B, 1): a logit, in float32.
+    phi = x
     x = layers.Conv2D(1, base, 1, "valid", use_bias=False, kernel_initializer=init, dtype=dtype, name="logit")(x)
     logit = layers.Flatten(dtype="float32", name="flatten")(x)
-    return keras.Model(img, logit, name="discriminator")
+    if not labels:
+        return keras.Model(img, logit, name="discriminator")
+    y = keras.Input((labels,), name="y")
+    flat = layers.Flatten(dtype=dtype, name="features")(phi)
+    e = layers.Dense(flat.shape[-1], use_bias=False, kernel_initializer=init, dtype=dtype, name="label_projection")(y)
+    proj = layers.Dot(axes=1, dtype="float32", name="projection")([flat, e])  # (B, 1)
+    logit = layers.Add(dtype="float32", name="logit_and_projection")([logit, proj])
+    return keras.Model([img, y], logit, name="discriminator")
 
 
 def portable(generator: keras.Model, dtype: str | None = None) -> keras.Model:
     """A copy of `generator` built from stock Keras layers only (for `generator.keras`)."""
-    z_dim = generator.input_shape[-1]
+    z_dim, labels = generator.inputs[0].shape[-1], generator.inputs[1].shape[-1] if len(generator.inputs) > 1 else 0
     _, size, _, channels = generator.output_shape
     first = generator.get_layer("project")
     filters = first.filters // 2 ** (_base_and_blocks(size)[1] - 1)
     activation = "leaky_relu" if any(isinstance(x, layers.LeakyReLU) for x in generator.layers) else "relu"
-    g = build_generator(size, channels, z_dim, filters, dtype=dtype, fast=False, activation=activation)
+    g = build_generator(size, channels, z_dim, filters, dtype=dtype, fast=False, activation=activation, labels=labels)
     g.set_weights(generator.get_weights())
     return g

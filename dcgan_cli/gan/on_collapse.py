@@ -42,7 +42,7 @@ def make_monitor(cfg: TrainConfig, gan, run_dir: Path) -> health.Monitor:
 
     real = next(labelled_batches(cfg.data, cfg.num_samples))[0]
     D = gan.discriminator
-    penultimate = keras.Model(D.inputs, D.get_layer("logit").input)
+    penultimate = keras.Model(D.inputs[0], D.get_layer("logit").input)  # the image's features (also of D(x, y))
     spec = tf.TensorSpec([None, cfg.image_size, cfg.image_size, cfg.channels], tf.uint8)
 
     @tf.function(input_signature=[spec])  # one trace for every check

@@ -23,7 +23,7 @@ from dcgan_cli.pixels import to_signed
 from dcgan_cli.runs.checkpoints import DISCRIMINATOR_SLOT, EMA_SLOT, GENERATOR_SLOT
 
 # Stream ids folded into the per-step seed, one per kind of randomness (at most 8: seed * 8 + kind).
-_Z, _LABELS, _NOISE_STD, _NOISE, _FLIP, _AUG_REAL, _AUG_FAKE = range(7)
+_Z, _LABELS, _NOISE_STD, _NOISE, _FLIP, _AUG_REAL, _AUG_FAKE, _Y_FAKE = range(8)
 
 
 # ----------------------------------------------------------------------------
@@ -74,6 +74,7 @@ class GAN:
     fixed_z: object  # tf.Variable: the noise of the per-epoch grids
     augment_p: object | None = None  # ADA: tf.Variable float32, the augmentations' probability
     ada_sums: object | None = None  # ADA: tf.Variable (2,): sum of r_t over the steps since p last moved, steps
+    labels: object | None = None  # a conditional run's LabelTable (data/conditions.py; kept in RUN/condition.json)
 
     @property
     def output_generator(self):
@@ -104,8 +105,8 @@ def augmenting(cfg: TrainConfig) -> bool:
     return cfg.augment in ("diffaug", "ada")
 
 
-def build_gan(cfg: TrainConfig, precision: str = "fp32") -> GAN:
-    """Models, optimizers and counters; call inside `strategy.scope()`."""
+def build_gan(cfg: TrainConfig, precision: str = "fp32", labels=None) -> GAN:
+    """Models, optimizers and counters; call inside `strategy.scope()`. `labels`: a conditional run's LabelTable."""
     import keras
     import tensorflow as tf
 
@@ -115,10 +116,11 @@ def build_gan(cfg: TrainConfig, precision: str = "fp32") -> GAN:
     policy = DTYPE_POLICY[precision]
     g_kw = dict(image_size=cfg.image_size, channels=cfg.channels, latent_dim=cfg.latent_dim,
                 filters=cfg.g_filters, init_std=cfg.init_std, dtype=policy, sync_bn=cfg.sync_bn,
-                activation=cfg.g_activation)
+                activation=cfg.g_activation, labels=labels.condition.dim if labels else 0)
     generator = build_generator(**g_kw)
     discriminator = build_discriminator(image_size=cfg.image_size, channels=cfg.channels, filters=cfg.d_filters,
-                                        init_std=cfg.init_std, dtype=policy, sync_bn=cfg.sync_bn)
+                                        init_std=cfg.init_std, dtype=policy, sync_bn=cfg.sync_bn,
+                                        labels=g_kw["labels"])
     g_ema = None
     if cfg.ema > 0:
         g_ema = build_generator(**g_kw)
@@ -137,7 +139,7 @@ def build_gan(cfg: TrainConfig, precision: str = "fp32") -> GAN:
     fixed_z = tf.Variable(
         tf.random.stateless_normal([cfg.num_samples, cfg.latent_dim], seed=[cfg.seed, 0x5EED]),
         trainable=False, name="fixed_z")
-    gan = GAN(generator, discriminator, g_ema, g_opt, d_opt, step, epoch, fixed_z)
+    gan = GAN(generator, discriminator, g_ema, g_opt, d_opt, step, epoch, fixed_z, labels=labels)
     if augmenting(cfg) and cfg.augment == "ada":
         gan.augment_p = tf.Variable(cfg.augment_p, dtype=tf.float32, trainable=False, name="augment_p")
         gan.ada_sums = tf.Variable(tf.zeros([2]), trainable=False, name="ada_sums")
@@ -149,8 +151,9 @@ def build_gan(cfg: TrainConfig, precision: str = "fp32") -> GAN:
 
 
 def make_update(cfg: TrainConfig, gan: GAN, precision: str) -> Callable:
-    """The GAN update of one replica: update(z, real, real_labels, seen) -> (d_loss, g_loss, real_logits,
-    fake_logits), one D and one G optimizer step. `seen(fake)` is what D sees of G's images (augmentation).
+    """The GAN update of one replica: update(z, real, real_labels, seen, y) -> (d_loss, g_loss, real_logits,
+    fake_logits), one D and one G optimizer step. `seen(fake)` is what D sees of G's images (augmentation);
+    `y` is None, or a conditional run's (real images' y, fakes' y): then G(z, y) and D(x, y).
 
     Losses are per-example BCE on logits averaged over the *global* batch, so gradients summed
     over replicas equal the single-device ones.
@@ -170,33 +173,42 @@ def make_update(cfg: TrainConfig, gan: GAN, precision: str) -> Callable:
     def g_loss_of(fake_logits):  # non-saturating: -log D(G(z))
         return tf.nn.compute_average_loss(bce(tf.ones_like(fake_logits), fake_logits), global_batch_size=B)
 
+    # -- the models, conditioned on y or not: D is called through `disc` only
+    def gen(z, y):
+        return G(z, training=True) if y is None else G([z, y], training=True)
+
+    def disc(images, y):
+        return D(images, training=True) if y is None else D([images, y], training=True)
+
     # -- mixed precision: under fp16 each loss is scaled before its gradient (the optimizer unscales) ----
     def scaled(opt, loss):
         return opt.scale_loss(loss) if precision == "fp16" else loss
 
     # -- the DCGAN update (the dcgan preset): D first, then G's loss through the D just updated on this
     # batch (the PyTorch example's order). One G forward serves both; `seen` is what D sees of G's images.
-    def dcgan_update(z, real, real_labels, seen):
+    def dcgan_update(z, real, real_labels, seen, y=None):
+        y_real, y_fake = y or (None, None)
         with tf.GradientTape() as g_tape:
-            fake = seen(G(z, training=True))
+            fake = seen(gen(z, y_fake))
             with g_tape.stop_recording():
                 with tf.GradientTape() as d_tape:
-                    real_logits = D(real, training=True)
-                    fake_logits = D(tf.stop_gradient(fake), training=True)
+                    real_logits = disc(real, y_real)
+                    fake_logits = disc(tf.stop_gradient(fake), y_fake)
                     d_loss = d_loss_of(real_labels, real_logits, fake_logits)
                     d_scaled = scaled(d_opt, d_loss)
                 d_opt.apply(d_tape.gradient(d_scaled, D.trainable_variables), D.trainable_variables)
-            g_loss = g_loss_of(D(fake, training=True))
+            g_loss = g_loss_of(disc(fake, y_fake))
             g_scaled = scaled(g_opt, g_loss)
         g_opt.apply(g_tape.gradient(g_scaled, G.trainable_variables), G.trainable_variables)
         return d_loss, g_loss, real_logits, fake_logits
 
     # -- the shared step (--shared-step): both losses from one forward pass of G and D, about 10% faster
-    def shared_update(z, real, real_labels, seen):
+    def shared_update(z, real, real_labels, seen, y=None):
+        y_real, y_fake = y or (None, None)
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            fake = seen(G(z, training=True))
-            real_logits = D(real, training=True)
-            fake_logits = D(fake, training=True)
+            fake = seen(gen(z, y_fake))
+            real_logits = disc(real, y_real)
+            fake_logits = disc(fake, y_fake)
             d_loss, g_loss = d_loss_of(real_labels, real_logits, fake_logits), g_loss_of(fake_logits)
             d_scaled, g_scaled = scaled(d_opt, d_loss), scaled(g_opt, g_loss)
         d_grads = d_tape.gradient(d_scaled, D.trainable_variables)
@@ -219,9 +231,13 @@ def make_train_step(cfg: TrainConfig, gan: GAN, strategy, precision: str) -> Cal
     B = cfg.batch_size
     update = make_update(cfg, gan, precision)
 
-    def replica_step(real_u8, step, p=None):
+    def replica_step(batch, step, p=None):
+        real_u8, raw = batch if gan.labels is not None else (batch, None)
         draw = _replica_draws(cfg, real_u8, step)
         z, real, real_labels = _replica_inputs(cfg, real_u8, draw)
+        # -- conditional: the real images' y, and the fakes' drawn from the training labels' joint distribution
+        y = None if raw is None else (gan.labels.condition.encode(raw), gan.labels.draw_tf(
+            draw(_Y_FAKE, [B], tf.random.stateless_uniform, minval=0, maxval=gan.labels.total, dtype=tf.int64)))
         seen = _unchanged
         # -- augmentation (p given): D sees real and fake images through the same kind of augmentation,
         # drawn apart; G's gradient flows through the fakes' (augment.py)
@@ -233,7 +249,7 @@ def make_train_step(cfg: TrainConfig, gan: GAN, strategy, precision: str) -> Cal
 
             def seen(fake):
                 return diff_augment(fake, u_fake, p)
-        d_loss, g_loss, real_logits, fake_logits = update(z, real, real_labels, seen)
+        d_loss, g_loss, real_logits, fake_logits = update(z, real, real_labels, seen, y)
         return _step_scalars(B, d_loss, g_loss, real_logits, fake_logits, augmented=p is not None)
 
     replica_fn = tf.function(replica_step, jit_compile=cfg.xla) if cfg.xla else replica_step
@@ -372,7 +388,7 @@ def ema_decay(decay: float, step):
 
 
 def standing_statistics(generator, seed: int, samples: int = STANDING_STATS_SAMPLES,
-                        batch_size: int = STANDING_STATS_BATCH) -> None:
+                        batch_size: int = STANDING_STATS_BATCH, labels=None) -> None:
     """Set the batch-norm moving statistics of `generator` from its own forward passes.
 
     Averaged weights never ran forward during training, so the live model's
@@ -391,14 +407,17 @@ def standing_statistics(generator, seed: int, samples: int = STANDING_STATS_SAMP
     norms = [x for x in generator.layers if isinstance(x, keras.layers.BatchNormalization)]
     if not norms:
         return
-    latent_dim = generator.input_shape[-1]
+    latent_dim = generator.inputs[0].shape[-1]
     momenta = [x.momentum for x in norms]
     try:
         for i in range(max(1, -(-samples // batch_size))):
             for x in norms:  # moving = (i * moving + batch) / (i + 1): a running mean, not an EMA
                 x.momentum = i / (i + 1)
             z = tf.random.stateless_normal([batch_size, latent_dim], seed=[seed, _STANDING_SEED + i])
-            generator(z, training=True)
+            if labels is None:
+                generator(z, training=True)
+            else:
+                generator([z, tf.constant(labels.draw(batch_size, [seed, _STANDING_SEED + i]))], training=True)
     finally:
         for x, m in zip(norms, momenta):
             x.momentum = m
@@ -414,5 +433,5 @@ class EmaStatistics:
 
     def refresh(self) -> None:
         if self.gan.g_ema is not None and self.at != int(self.gan.step.numpy()):
-            standing_statistics(self.gan.g_ema, self.seed)
+            standing_statistics(self.gan.g_ema, self.seed, labels=self.gan.labels)
             self.at = int(self.gan.step.numpy())

@@ -2,6 +2,8 @@
 style transfer.
 
     sampling.py   the Sampler (the one generator runner), seeds, latents, grids, walks, export
+    conditional.py   what G(z, y) draws: --class, --attr, a grid with a row per class
+    latent_math.py   --latents "a.npy - b.npy + c.npy": the DCGAN paper's vector arithmetic
     repair.py     dcgan project / inpaint: latent search with Yeh et al.'s losses, Poisson blending
     stylize.py    dcgan stylize: Gatys style transfer on generated or given faces
 """

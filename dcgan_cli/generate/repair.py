@@ -90,6 +90,9 @@ def load_models(run: Path | None, runs_dir: Path = Path("runs"), warn: Callable[
 
     loaded = load_generator(run, runs_dir=runs_dir, warn=warn)
     cfg, restored = loaded.restored.config, loaded.restored
+    if cfg.condition:
+        raise DcganError(f"{loaded.run_dir} is a conditional run (--condition {cfg.condition}): project and inpaint "
+                         f"search z of an unconditional generator; use a run trained without --condition")
     if not any(name.startswith(checkpoints.DISCRIMINATOR_SLOT + "/") for name, _ in
                tf.train.list_variables(restored.checkpoint)):
         raise DcganError(f"{restored.checkpoint} holds only the generator, but project and inpaint also need the "

@@ -174,22 +174,33 @@ class Sampler:
         if batch_size < 1:
             raise DcganError(f"batch size must be at least 1, got {batch_size}")
         self.batch_size = batch_size
-        self.latent_dim = int(generator.input_shape[-1])
+        self.latent_dim = int(generator.inputs[0].shape[-1])
+        self.label_dim = int(generator.inputs[1].shape[-1]) if len(generator.inputs) > 1 else 0  # G(z, y)
         self.image_shape = tuple(int(d) for d in generator.output_shape[1:])  # (H, W, C)
         spec = tf.TensorSpec([batch_size, self.latent_dim], tf.float32)
         # One trace for the one shape: faster than eager calls, and no retracing on the last batch.
-        self._forward = tf.function(lambda z: generator(z, training=False), input_signature=[spec])
+        if self.label_dim:
+            y_spec = tf.TensorSpec([batch_size, self.label_dim], tf.float32)
+            self._forward = tf.function(lambda z, y: generator([z, y], training=False), input_signature=[spec, y_spec])
+        else:
+            self._forward = tf.function(lambda z: generator(z, training=False), input_signature=[spec])
 
-    def __call__(self, z: np.ndarray) -> np.ndarray:
-        """uint8 (N, H, W, C) for float32 (N, latent_dim) latents, N of any size."""
+    def __call__(self, z: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+        """uint8 (N, H, W, C) for float32 (N, latent_dim) latents (and a conditional generator's (N, labels) y)."""
         from dcgan_cli.pixels import to_uint8
 
+        if bool(self.label_dim) != (y is not None):
+            raise DcganError("a conditional generator needs labels y, an unconditional one takes none")
         out = []
         for i in range(0, len(z), self.batch_size):
             chunk = z[i:i + self.batch_size]
             padded = np.zeros((self.batch_size, self.latent_dim), np.float32)
             padded[:len(chunk)] = chunk
-            out.append(to_uint8(self._forward(padded).numpy()[:len(chunk)]))
+            args = [padded]
+            if y is not None:
+                args.append(np.zeros((self.batch_size, self.label_dim), np.float32))
+                args[1][:len(chunk)] = y[i:i + self.batch_size]
+            out.append(to_uint8(self._forward(*args).numpy()[:len(chunk)]))
         return np.concatenate(out) if out else np.zeros((0, *self.image_shape), np.uint8)
 
 
@@ -243,8 +254,10 @@ def sample(
     nrow: int | None = None,
     truncation: float = 1.0,
     on_progress: Callable[[int], None] | None = None,
+    labels: Callable[[list[int]], np.ndarray] | None = None,
 ) -> int:
     """Generate one image per seed into a grid `out` and/or one PNG per seed under `individual`.
+    `labels(seeds)`: a conditional generator's y for those seeds (generate/conditional.py).
 
     Works a batch at a time: memory is one batch of floats plus the uint8 grid
     (when one is asked for). Each file is written atomically. Returns the count.
@@ -260,7 +273,7 @@ def sample(
     done = 0
     it = iter(seeds)
     while chunk := list(itertools.islice(it, sampler.batch_size)):
-        pixels = sampler(latents(chunk, sampler.latent_dim, truncation))
+        pixels = sampler(latents(chunk, sampler.latent_dim, truncation), labels(chunk) if labels else None)
         if individual is not None:
             for s, img in zip(chunk, pixels):
                 save_image(individual / seed_file_name(s), img)
@@ -391,7 +404,10 @@ class SampleRequest:
         best: the run's best checkpoint (RUN/best/, kept by --eval-every-epochs), not its newest.
         batch_size: latents per generator call.
         force: replace an existing OUT (or seed files in `individual`); without it they are refused.
-        latents: a .npy file of latents (N, latent_dim) to draw instead of seeds (`dcgan project` writes one).
+        latents: a .npy file of latents (N, latent_dim) to draw instead of seeds (`dcgan project` writes one),
+            or an expression over such files ("a.npy - b.npy + c.npy", each file's mean; generate/latent_math.py).
+        class_name / attr: what a conditional run draws (`--class 7`, `--attr Smiling=1`; generate/conditional.py);
+            on a conditional run without them, a grid with one row per class.
     """
 
     out: Path | None = None
@@ -412,6 +428,8 @@ class SampleRequest:
     runs_dir: Path = Path("runs")
     force: bool = False
     latents: Path | None = None
+    class_name: str | None = None
+    attr: str | None = None
     seeds: Seeds = field(init=False, repr=False)
     psi: float = field(init=False, repr=False)
     frames_per_leg: int = field(init=False, repr=False)
@@ -439,6 +457,15 @@ class SampleRequest:
             chosen = Seeds.parse(self.seed_list) if self.seed_list is not None else None
         except DcganError as e:
             raise UsageError(str(e), "--seeds") from None
+        if self.class_name is not None and self.attr is not None:
+            raise UsageError("give --class or --attr, not both (a run is conditioned on one of them)", "--attr")
+        for pair in (self.attr.split(",") if self.attr is not None else []):
+            if not re.fullmatch(r"\s*[^=\s][^=]*=\s*[01]\s*", pair):
+                raise UsageError(f"{pair.strip()!r}: write NAME=1 (present) or NAME=0 (absent), pairs separated "
+                                 f"by commas", "--attr")
+        if self.interpolate is not None and (self.class_name is not None or self.attr is not None):
+            raise UsageError("does not apply to --interpolate (a walk is drawn from an unconditional run)",
+                             "--class" if self.class_name is not None else "--attr")
         if self.frames is not None and self.interpolate is None:
             raise UsageError("--frames applies to --interpolate K", "--frames")
         if self.latents is not None:
@@ -486,7 +513,12 @@ def fulfil(req: SampleRequest, *, say: Callable[[str], None] = print, progress: 
 
     from dcgan_cli.resources import check_sampling_memory
 
-    z = read_latents(req.latents) if req.latents is not None else None
+    z = None
+    if req.latents is not None:
+        from dcgan_cli.generate import latent_math
+
+        z = latent_math.evaluate(str(req.latents), read_latents) if latent_math.is_expression(str(req.latents)) \
+            else read_latents(req.latents)
     if req.out is not None:
         check_writable(req.out)
     if req.individual is not None:
@@ -502,6 +534,9 @@ def fulfil(req: SampleRequest, *, say: Callable[[str], None] = print, progress: 
               f"{'Using the newest run' if loaded.newest else 'Sampling from'}: {loaded.source}")
     check_sampling_memory(generator, req.batch_size)
     sampler = Sampler(generator, req.batch_size)
+    labels = _labels(req, loaded, sampler)
+    if sampler.label_dim and labels is None:  # a conditional run, neither --class nor --attr
+        return _fulfil_class_grid(req, loaded, sampler, say)
     if req.interpolate is None:
         check_outputs(sampler, len(req.seeds), req.out, req.individual, req.nrow)
     say(source)
@@ -518,9 +553,44 @@ def fulfil(req: SampleRequest, *, say: Callable[[str], None] = print, progress: 
             return (f"Wrote a walk through seeds {req.seeds}: {count} frames ({req.frames_per_leg} per leg) "
                     f"to {req.out}")
         count = sample(sampler, req.seeds, req.out, req.individual, nrow=req.nrow, truncation=req.psi,
-                       on_progress=bar.advance)
+                       on_progress=bar.advance, labels=labels)
     places = ([str(req.out)] if req.out else []) + ([f"{req.individual}/ (one PNG per seed)"] if req.individual else [])
     return f"Wrote {count} images (seeds {req.seeds}) to {' and '.join(places)}"
+
+
+def _labels(req: SampleRequest, loaded: LoadedGenerator, sampler: Sampler):
+    """seeds -> y for a conditional generator asked for --class / --attr; None otherwise (checked, one line)."""
+    from dcgan_cli.generate import conditional
+
+    table = conditional.table_of(loaded.run_dir, req.generator)
+    conditional.check_request(table, sampler.label_dim, req.generator or loaded.run_dir, req.class_name, req.attr)
+    if not sampler.label_dim:
+        return None
+    if req.interpolate is not None:
+        raise DcganError("--interpolate walks an unconditional run; on a conditional one use a grid with --class "
+                         "or --attr")
+    if req.class_name is None and req.attr is None:
+        return None
+    return conditional.labeller(table, req.class_name, req.attr)
+
+
+def _fulfil_class_grid(req: SampleRequest, loaded: LoadedGenerator, sampler: Sampler, say) -> str:
+    """A conditional run without --class / --attr: one row per class, the seeds' latents in the columns."""
+    from dcgan_cli.generate import conditional
+    from dcgan_cli.images import Grid, save_image
+
+    if req.individual is not None or req.out is None:
+        raise DcganError("on a conditional run, --individual needs --class or --attr (without them the output is "
+                         "one grid with a row per class)")
+    table = conditional.table_of(loaded.run_dir, req.generator)
+    z, y, names = conditional.class_grid(table, latents(list(req.seeds), sampler.latent_dim, req.psi))
+    check_outputs(sampler, len(z), req.out, None, len(req.seeds))
+    say(f"Sampling from {loaded.source}")
+    grid = Grid(len(z), *sampler.image_shape, len(req.seeds))
+    grid.paste(0, sampler(z, y))
+    save_image(req.out, grid.pixels)
+    return (f"Wrote {len(names)} rows ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''}) of "
+            f"{len(req.seeds)} images (seeds {req.seeds}) to {req.out}")
 
 
 def read_latents(path: str | Path) -> np.ndarray:
@@ -577,9 +647,12 @@ def _fulfil_latents(req: SampleRequest, z: np.ndarray, say: Callable[[str], None
     check_sampling_memory(loaded.model, req.batch_size)
     sampler = Sampler(loaded.model, req.batch_size)
     check_latents(z, sampler.latent_dim, req.latents)
+    labels = _labels(req, loaded, sampler)
+    if sampler.label_dim and labels is None:
+        raise DcganError("a conditional run draws latents for a class or attributes: add --class or --attr")
     check_outputs(sampler, len(z), req.out, req.individual, req.nrow)
     say(f"Sampling from {loaded.source}")
-    pixels = sampler(z)
+    pixels = sampler(z, labels(list(range(len(z)))) if labels else None)
     if req.individual is not None:
         for i, img in enumerate(pixels):
             save_image(Path(req.individual) / latent_file_name(i), img)
@@ -588,7 +661,11 @@ def _fulfil_latents(req: SampleRequest, z: np.ndarray, say: Callable[[str], None
         grid.paste(0, pixels)
         save_image(req.out, grid.pixels)
     places = ([str(req.out)] if req.out else []) + ([f"{req.individual}/ (latent-NNNN.png)"] if req.individual else [])
-    return f"Wrote {len(z)} images (the latents of {req.latents}) to {' and '.join(places)}"
+    from dcgan_cli.generate.latent_math import is_expression
+
+    what = f"each term's mean latent, then {req.latents}, the last" if is_expression(str(req.latents)) else \
+        f"the latents of {req.latents}"
+    return f"Wrote {len(z)} images ({what}) to {' and '.join(places)}"
 
 
 def check_not_overwriting(out: str | Path | None, individual: str | Path | None, seeds: Seeds | None) -> None:
@@ -637,12 +714,17 @@ def check_export_target(out: str | Path, fmt: str | None = None, force: bool = F
 
 def export(run: generator_io.RunGenerator, out: str | Path, fmt: str | None = None, force: bool = False) -> tuple[Path, str]:
     """Write a run's generator as a .keras file or a TF SavedModel; returns (path, format)."""
+    from dcgan_cli.generate import conditional
+
     out = Path(out)
     fmt = check_export_target(out, fmt, force)
+    table = conditional.table_of(run.run_dir, None)  # a conditional run's label names travel with the export
     if fmt == "keras":
         generator_io.save_generator(run.model, out)
+        if table is not None:
+            table.save(out.with_suffix(conditional.LABELS_SUFFIX))
     else:
-        _write_savedmodel(run.model, out)
+        _write_savedmodel(run.model, out, table)
     return out, fmt
 
 
@@ -656,7 +738,8 @@ def savedmodel_module(generator):
 
     from dcgan_cli.pixels import to_uint8_tensor
 
-    nz = int(generator.input_shape[-1])
+    nz = int(generator.inputs[0].shape[-1])
+    ny = int(generator.inputs[1].shape[-1]) if len(generator.inputs) > 1 else 0  # a conditional G(z, y)
     h, w, c = (int(d) for d in generator.output_shape[1:])
 
     class GeneratorServing(tf.Module):
@@ -673,11 +756,18 @@ def savedmodel_module(generator):
             images = to_uint8_tensor(x)
             return {"images": images}
 
-    return GeneratorServing()
+    class ConditionalServing(GeneratorServing):
+        @tf.function(input_signature=[tf.TensorSpec([None, nz], tf.float32, name="latent"),
+                                      tf.TensorSpec([None, ny], tf.float32, name="labels")])
+        def __call__(self, latent, labels):
+            return {"images": to_uint8_tensor(self.generator([latent, labels], training=False))}
+
+    return ConditionalServing() if ny else GeneratorServing()
 
 
-def _write_savedmodel(generator, out: Path) -> None:
-    """Save into a temp folder beside `out`, then rename it into place (the old one kept until then)."""
+def _write_savedmodel(generator, out: Path, table=None) -> None:
+    """Save into a temp folder beside `out`, then rename it into place (the old one kept until then).
+    A conditional run's LabelTable goes inside as labels.json."""
     import tensorflow as tf
 
     module = savedmodel_module(generator)
@@ -689,6 +779,10 @@ def _write_savedmodel(generator, out: Path) -> None:
     old = None
     try:
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.__call__.get_concrete_function()})
+        if table is not None:
+            from dcgan_cli.generate.conditional import SAVEDMODEL_LABELS
+
+            table.save(tmp / SAVEDMODEL_LABELS)
         for root, _, files in os.walk(tmp):  # durable before it becomes visible
             for name in files:
                 with open(os.path.join(root, name), "rb") as f:

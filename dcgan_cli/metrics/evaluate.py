@@ -263,6 +263,9 @@ def evaluate_generator(generator, data_dir: str | Path, opts: EvalOptions = Eval
     from dcgan_cli.progress import Bars
     from dcgan_cli.data.shards import check_shape, load_manifest
 
+    if len(generator.inputs) > 1:  # G(z, y) of a --condition run
+        raise DcganError("evaluate scores unconditional generators, and this one was trained with --condition; "
+                         "draw from it with `dcgan sample --class` / `--attr`")
     manifest = load_manifest(data_dir)
     metrics, notes, n_real = plan(opts, manifest["count"])
     size, _, channels = generator.output_shape[1:]

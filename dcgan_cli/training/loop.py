@@ -76,7 +76,8 @@ def train(
     n_rep = strategy.num_replicas_in_sync
     if cfg.batch_size % n_rep:
         raise DcganError(f"batch size {cfg.batch_size} does not split over {n_rep} replicas; use a multiple of {n_rep}")
-    setup = Setup(cfg, saved_cfg, manifest, strategy, resolve_precision(cfg.precision), log, quiet, max_steps)
+    labels = _label_table(cfg, manifest, resume)
+    setup = Setup(cfg, saved_cfg, manifest, strategy, resolve_precision(cfg.precision), log, quiet, max_steps, labels)
 
     # -- the run directory: the chief numbers it, the other workers learn its path (distribute.py)
     chief = distribute.is_chief(strategy)
@@ -100,6 +101,21 @@ class Setup:
     log: Callable[[str], None]
     quiet: bool
     max_steps: int | None
+    labels: object | None = None  # a conditional run's LabelTable (data/conditions.py)
+
+
+def _label_table(cfg: TrainConfig, manifest: dict, resume):
+    """A conditional run's labels: read from the data when it starts, from RUN/condition.json when it resumes."""
+    from dcgan_cli.data import conditions
+
+    if not cfg.condition:
+        return None
+    if cfg.eval_every_epochs:
+        raise DcganError("--eval-every-epochs does not score a conditional run yet; leave it out with --condition")
+    condition = conditions.resolve(cfg.condition, manifest, cfg.data)
+    if resume is not None and (table := conditions.load_table(Path(resume) / conditions.CONDITION_FILE)):
+        return table
+    return conditions.read_table(cfg.data, manifest, condition)
 
 
 @dataclass
@@ -144,7 +160,7 @@ def _loop(s: Setup, run_dir: Path) -> Path:
         t = _restore_or_start(s, run_dir, out_dir)
         run = t.run
         with run.signals, Bars(not s.quiet) as progress, _loop_errors(s.strategy, run_dir):
-            data = _batches(t.cfg, s.strategy, run, t.step) if not run.finished(t.step) else None
+            data = _batches(t.cfg, s.strategy, run, t.step, s.labels) if not run.finished(t.step) else None
             epoch = run.epochs_from(t.step).start
             while epoch < run.epochs:
                 # -- each step ----------------------------------------------------------------------
@@ -163,7 +179,7 @@ def _loop(s: Setup, run_dir: Path) -> Path:
                 except NonFiniteLoss as e:  # --on-collapse rollback: back to a healthy step; else the error stands
                     if not on_collapse.respond(t, *on_collapse.diverged(t, e), progress, nan=True):
                         raise
-                    data, epoch = _batches(t.cfg, s.strategy, run, t.step), run.epochs_from(t.step).start
+                    data, epoch = _batches(t.cfg, s.strategy, run, t.step, s.labels), run.epochs_from(t.step).start
                     continue
                 bar.remove()  # the epoch's summary line replaces its bar
                 meter.stop()
@@ -191,7 +207,7 @@ def _loop(s: Setup, run_dir: Path) -> Path:
                                    quiet=t.quiet)
                 # -- end of epoch: the health monitor's response (warn, stop, roll back) --------------
                 if findings and on_collapse.respond(t, row, findings, progress):  # rolled back
-                    data, epoch = _batches(t.cfg, s.strategy, run, t.step), run.epochs_from(t.step).start
+                    data, epoch = _batches(t.cfg, s.strategy, run, t.step, s.labels), run.epochs_from(t.step).start
                     continue
                 if run.reached_max(t.step):
                     break
@@ -214,7 +230,7 @@ def _restore_or_start(s: Setup, run_dir: Path, out_dir: Path) -> Training:
     cfg, strategy = s.cfg, s.strategy
     chief = distribute.is_chief(strategy)
     with strategy.scope():
-        gan = build_gan(cfg, s.precision)
+        gan = build_gan(cfg, s.precision, s.labels)
     ema = EmaStatistics(gan, cfg.seed)
     resume_command = lifecycle.resume_command(cfg, run_dir)
     # Every checkpoint holds EMA statistics that fit the EMA weights, so generator.keras, best/,
@@ -230,6 +246,10 @@ def _restore_or_start(s: Setup, run_dir: Path, out_dir: Path) -> Training:
         lifecycle.record(run, cfg, {"event": "start", "data": cfg.data, "data_id": this_data})
         if chief:
             (run_dir / layout.SAMPLES_DIR).mkdir(exist_ok=True)
+            if s.labels is not None:
+                from dcgan_cli.data.conditions import CONDITION_FILE
+
+                s.labels.save(run_dir / CONDITION_FILE)
     else:  # every worker resumes from the chief's checkpoints (the others only save to scratch)
         source = ckpts.directory if chief else distribute.checkpoint_dir_to_restore(run_dir, layout.CKPT_DIR)
         restored = ckpts.restore(source, s.log)
@@ -257,7 +277,7 @@ def _data_change(cfg: TrainConfig, run_dir: Path, this_data: str, log) -> dict:
     return {"data_id": this_data, "data_changed_from": before}
 
 
-def _batches(cfg: TrainConfig, strategy, run: lifecycle.Run, step: int):
+def _batches(cfg: TrainConfig, strategy, run: lifecycle.Run, step: int, labels=None):
     """The batches of the rest of the run, from `step` on, distributed over the replicas.
 
     One pipeline: epoch e shuffled by (seed, e), the steps already taken skipped, so
@@ -272,7 +292,10 @@ def _batches(cfg: TrainConfig, strategy, run: lifecycle.Run, step: int):
     def per_pipeline(ctx):
         local = ctx.num_replicas_in_sync // ctx.num_input_pipelines  # a step takes a batch per local replica
         ds = make_dataset(cfg.data, cfg.batch_size, seed=cfg.seed * 100_003, cache=cfg.cache, input_context=ctx,
-                          epochs=(first_epoch, cfg.epochs), batches_per_epoch=run.steps_per_epoch * local)
+                          epochs=(first_epoch, cfg.epochs), batches_per_epoch=run.steps_per_epoch * local,
+                          labels=(labels.condition.feature,) if labels is not None else ())
+        if labels is not None:  # (images, {feature: raw}) -> (images, raw)
+            ds = ds.map(lambda images, raw: (images, raw[labels.condition.feature]))
         return ds.skip(skip * local)
 
     return iter(strategy.distribute_datasets_from_function(per_pipeline))
@@ -300,7 +323,18 @@ def _bar_line(out: dict, meter: lifecycle.EpochMeter) -> str:
 def _grid_images(t: Training) -> np.ndarray:
     """The fixed-noise grid's images, from the EMA generator's statistics of this step."""
     t.ema.refresh()  # a grid may fall between two checkpoints
-    return t.grid_runner(t.gan.fixed_z.numpy())
+    if t.gan.labels is None:
+        return t.grid_runner(t.gan.fixed_z.numpy())
+    z, y, _ = grid_inputs(t.gan.fixed_z.numpy(), t.gan.labels)
+    return t.grid_runner(z, y)
+
+
+def grid_inputs(fixed_z: np.ndarray, labels) -> tuple[np.ndarray, np.ndarray, int]:
+    """A conditional grid: one row per class (or frequent attribute combination), the same latents in each
+    column; (z, y, images per row)."""
+    rows = labels.grid_rows(len(fixed_z))
+    cols = max(1, len(fixed_z) // len(rows))
+    return np.tile(fixed_z[:cols], (len(rows), 1)), np.repeat(rows, cols, axis=0), cols
 
 
 def _write_epoch(t: Training, epoch: int, row: dict, images) -> None:
@@ -312,7 +346,7 @@ def _write_epoch(t: Training, epoch: int, row: dict, images) -> None:
     run_dir = t.run.run_dir
     grid = None
     if images is not None:
-        grid = make_grid(images)
+        grid = make_grid(images, nrow=grid_inputs(t.gan.fixed_z.numpy(), t.gan.labels)[2] if t.gan.labels else None)
         save_image(layout.sample_grid_path(run_dir, epoch + 1), grid)
         plot_losses(run_dir / layout.METRICS_FILE, run_dir / layout.LOSSES_FILE)
     with t.tb.as_default(step=row["step"]):
