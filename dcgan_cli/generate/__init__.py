@@ -4,4 +4,5 @@ style transfer.
     sampling.py   the Sampler (the one generator runner), seeds, latents, grids, walks, export
     repair.py     dcgan project / inpaint: latent search with Yeh et al.'s losses, Poisson blending
     stylize.py    dcgan stylize: Gatys style transfer on generated or given faces
+    tflite.py     dcgan export --format tflite: the SavedModel's serving function for phones (LiteRT)
 """
