@@ -49,10 +49,29 @@ def check_quantize(quantize: str | None) -> None:
 def convert(module, quantize: str | None = None) -> bytes:
     """The TFLite flatbuffer of a serving module (`sampling.savedmodel_module`), float32 or quantised as asked."""
     import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     check_quantize(quantize)
-    concrete = module.__call__.get_concrete_function()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
+    # The weights frozen into constants first: converted as they are, a Keras 3 model's weights stay
+    # resource variables that the interpreter never initialises (the file came out a few KB and drew
+    # black images, from a function or a saved model alike).
+    served = module.__call__.get_concrete_function()
+    frozen = convert_variables_to_constants_v2(served)
+    latent = served.structured_input_signature[0][0]
+
+    @tf.function(input_signature=[tf.TensorSpec(latent.shape, latent.dtype, name="latent")])
+    def serving(latent):
+        return {"images": frozen(latent)[0]}
+
+    holder = tf.Module()  # with a trackable owner the file keeps the signature (serving_default)
+    holder.serving = serving
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serving.get_concrete_function()], holder)
+    return _convert(converter, quantize)
+
+
+def _convert(converter, quantize: str | None) -> bytes:
+    import tensorflow as tf
+
     if quantize is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
