@@ -47,12 +47,11 @@ def check_address(host: str, port: int) -> int:
         raise DcganError(f"cannot listen on {host}: {e.strerror}; pass --host 127.0.0.1 (this machine only) "
                          f"or an address of this machine") from None
     family, _, _, _, address = infos[0]
-    if port == 0:
-        return free_port(host)
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(address)
+            return s.getsockname()[1]  # port 0: the free one the OS chose
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
                 raise DcganError(f"port {port} on {host} is in use (another studio?); pass another --port, "
