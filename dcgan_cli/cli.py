@@ -40,6 +40,7 @@ from dcgan_cli.generate.repair import MaskKind, Search as _SEARCH
 from dcgan_cli.generate import sampling, stylize as style_transfer
 from dcgan_cli.generate.stylize import StyleOptions as _STYLE
 from dcgan_cli.generate.sampling import ExportFormat
+from dcgan_cli.generate.tflite import QUANTIZE
 from dcgan_cli.data.preprocess.config import DEFAULT_CHANNELS as PREPROCESS_CHANNELS, DEFAULT_SIZE as PREPROCESS_SIZE
 from dcgan_cli.data.shards import SIZE_RULE
 from dcgan_cli.runs.layout import AUDIT_GRID_FILE
@@ -787,23 +788,29 @@ def inpaint(
 # ----------------------------------------------------------------------------
 # export
 
+Quantize = Enum("Quantize", {q: q for q in QUANTIZE}, type=str)
 
 @app.command(rich_help_panel=GENERATING)
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory to export the generator of.")],
-    out: Annotated[Path, typer.Argument(help="OUT.keras, or a new folder for the SavedModel.")],
+    out: Annotated[Path, typer.Argument(help="OUT.keras, OUT.tflite, or a new folder for the SavedModel.")],
     format_: Annotated[Optional[ExportFormat], typer.Option(
-        "--format", help="Default: keras for a name ending in .keras, else savedmodel.", show_default=False)] = None,
+        "--format", help="Default: keras for a name ending in .keras, tflite for .tflite, else savedmodel.",
+        show_default=False)] = None,
+    quantize: Annotated[Optional[Quantize], typer.Option(
+        help="With --format tflite: float16 (weights in float16, about half the file) or dynamic (int8 weights, "
+             "about a quarter); default float32.", show_default=False)] = None,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="Export the raw generator, not its EMA.")] = False,
     best: Annotated[bool, typer.Option("--best", help="The run's best-scoring checkpoint (RUN/best/, kept by "
                                                       "train --eval-every-epochs), not its newest.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing export at OUT.")] = False,
 ):
-    """Export a run's generator as a .keras file or a TensorFlow SavedModel.
+    """Export a run's generator as a .keras file, a TensorFlow SavedModel or a TFLite file (phones).
 
     The SavedModel's serving_default signature takes `latent` (float32
     [N, latent_dim]) and returns `images` (uint8 [N, H, W, C]);
-    tf.saved_model.load calls it without this package.
+    tf.saved_model.load calls it without this package. The .tflite file has
+    the same signature, for tf.lite.Interpreter or LiteRT.
 
     Example: dcgan export runs/00003-celeba-64-dcgan generator_savedmodel
     """
@@ -812,15 +819,22 @@ def export(
     format_ = format_.value if format_ is not None else None
     from dcgan_cli.gan import generator_io
 
-    sampling.check_export_target(out, format_, force)  # before the slow part
+    fmt = sampling.check_export_target(out, format_, force)  # before the slow part
+    if quantize is not None and fmt != "tflite":
+        raise UsageError(f"quantization applies to --format tflite, not {fmt}", "--quantize")
+    quantize = quantize.value if quantize is not None else None
     restored = generator_io.restore(run_dir, ema=not no_ema, best=best,
                                     warn=lambda m: typer.echo(f"Warning: {m}", err=True))
-    path, fmt = sampling.export(restored, out, format_, force=force)
+    path, fmt = sampling.export(restored, out, format_, force=force, quantize=quantize)
     cfg = restored.config
     nz, h, w, c = cfg.latent_dim, cfg.image_size, cfg.image_size, cfg.channels
     ny = int(restored.model.inputs[1].shape[-1]) if len(restored.model.inputs) > 1 else 0
     y_in = f", labels y [N, {ny}]" if ny else ""
-    if fmt == "keras":
+    if fmt == "tflite":
+        typer.echo(f"Exported the generator of {restored.describe()} to {path} as TFLite "
+                   f"({quantize or 'float32'}, {path.stat().st_size / 1e6:.2f} MB): serving_default(latent float32 "
+                   f"[N, {nz}]) -> images uint8 [N, {h}, {w}, {c}]")
+    elif fmt == "keras":
         typer.echo(f"Exported the generator of {restored.describe()} to {path} "
                    f"(keras.saving.load_model; latents [N, {nz}]{y_in} -> images in [-1, 1])")
     else:
@@ -830,6 +844,47 @@ def export(
     if ny:
         typer.echo(f"Label names and rows (y: one-hot class, or +1/-1 per attribute): "
                    f"{path.with_suffix('.labels.json') if fmt == 'keras' else path / 'labels.json'}")
+
+
+# ----------------------------------------------------------------------------
+# studio
+
+
+@app.command(rich_help_panel=GENERATING)
+def studio(
+    run: Annotated[Optional[Path], typer.Option(help="Run directory (default: the newest under --runs-dir).")] = None,
+    identity_model: Annotated[Optional[Path], typer.Option(
+        "--identity-model", help="An embedding model (RUN/embedding.keras or its identity run): adds the Verify "
+                                 "tab.", show_default=False)] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 is this machine only (reach it over "
+                                           "SSH with ssh -L).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free one).")] = 7860,
+    runs_dir: RunsDir = RUNS_DIR,
+):
+    """A local web app over a run's generator: draw, walk, repair, verify, and watch the run train.
+
+    Needs the `ui` extra (pip install 'dcgan-cli\\[ui]'). Never shares a public
+    link and sends nothing out; nothing is written into the run. Each button is
+    also an API endpoint for gradio_client (draw(seed, count, truncation), walk,
+    inpaint, project, verify).
+
+    Example: dcgan studio --run runs/00003-celeba-64-dcgan --port 7860
+    """
+    import shutil
+
+    from dcgan_cli.studio import actions, serve
+
+    serve.check_gradio()  # before the model loads
+    port = serve.check_address(host, port)
+    if identity_model is not None:
+        from dcgan_cli.identity.verification import resolve_model
+
+        identity_model = resolve_model(identity_model, runs_dir)
+    studio_ = actions.Studio.open(run, runs_dir, identity_model, warn=lambda m: typer.echo(f"Warning: {m}", err=True))
+    try:
+        serve.launch(studio_, host, port, say=lambda m: typer.echo(m, err=True))
+    finally:
+        shutil.rmtree(studio_.workdir, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------

@@ -78,7 +78,8 @@ def _command(path):
 
 def _settings():
     """(command, option) for every option of the trainers named as a field of their config, but --data and
-    --preset (the data and recipe the test gives): read from the commands, not from what cli.py declares."""
+    --preset (the data and recipe the test gives), and --condition (it needs labelled data: test_conditional's
+    runs go through it): read from the commands, not from what cli.py declares."""
     import dataclasses
 
     from dcgan_cli.config import TrainConfig
@@ -86,7 +87,7 @@ def _settings():
 
     return [(command, p.name) for command, config in (("train", TrainConfig), ("identity train", IdentityConfig))
             for p in _command(command.split()).params
-            if p.name in {f.name for f in dataclasses.fields(config)} - {"data", "preset"}]
+            if p.name in {f.name for f in dataclasses.fields(config)} - {"data", "preset", "condition"}]
 
 
 def _changed(param, base):

@@ -333,6 +333,10 @@ CASES = [
     Case("train-condition-unknown-kind", ["train", "--data", "data", *TINY, "--condition", "colours", "--dry-run"],
          code=1, says="classes, attributes, attributes:NAME,NAME"),
     # -- project, inpaint ---------------------------------------------------------------
+    Case("export-tflite-conditional-run", ["export", "crun", "g.tflite"], code=1,
+         says="export it as keras or savedmodel", setup=_cond_run),
+    Case("studio-conditional-run", ["studio", "--run", "crun", "--port", "0"], code=1,
+         says="the studio opens unconditional runs", setup=_cond_run),
     Case("project-conditional-run", ["project", "faces/img-000.png", "--run", "crun", "-o", "out", "--steps", "1"],
          code=1, says="use a run trained without --condition", setup=_cond_run),
     Case("project-no-face", ["project", "faces/img-000.png", "--run", "run", "-o", "out", "--crop", "face", "--steps",
@@ -362,6 +366,27 @@ CASES = [
          says="already exists and is not a keras export", setup=_text("old.keras", "precious")),
     Case("export-out-read-only", ["export", "run", "ro/gen.keras"], code=1,
          says="Read-only file system; choose a writable location", setup=_ro_dir, mounts=("ro:ro",)),
+    Case("export-quantize-without-tflite", ["export", "run", "g.keras", "--quantize", "float16"], code=2,
+         says="quantization applies to --format tflite"),
+    Case("export-unknown-format", ["export", "run", "g.onnx", "--format", "onnx"], code=2,
+         says="Invalid value for '--format'"),
+    Case("export-tflite-named-otherwise", ["export", "run", "g.bin", "--format", "tflite"], code=1,
+         says="must end in .tflite"),
+    Case("export-unknown-quantization", ["export", "run", "g.tflite", "--quantize", "int4"], code=2,
+         says="Invalid value for '--quantize'"),
+    Case("export-tflite-over-a-non-tflite", ["export", "run", "old.tflite", "--force"], code=1,
+         says="already exists and is not a tflite export", setup=_text("old.tflite", "precious")),
+    # -- studio (each refused before Gradio starts; --port 0 where the port is not the point) ----------
+    Case("studio-port-out-of-range", ["studio", "--run", "run", "--port", "70000"], code=2,
+         says="Invalid value for '--port'"),
+    Case("studio-port-in-use", ["studio", "--run", "run", "--port", "{port}"], code=1,
+         says="is in use (another studio?); pass another --port"),
+    Case("studio-host-not-here", ["studio", "--run", "run", "--host", "192.0.2.1", "--port", "0"], code=1,
+         says="pass --host 127.0.0.1"),
+    Case("studio-run-without-a-generator", ["studio", "--run", "run", "--port", "0"], code=1,
+         says="has no checkpoint yet", setup=lambda ws, ctx: [shutil.rmtree(ws / "run" / d) for d in ("checkpoints", "last-good")]),
+    Case("studio-identity-model-missing", ["studio", "--run", "run", "--identity-model", "nowhere.keras", "--port",
+                                           "0"], code=1, says="no model at nowhere.keras"),
     # -- evaluate ---------------------------------------------------------------------
     Case("evaluate-data-damaged", ["evaluate", "--run", "run", "--data", "data", "--extractor", "tiny-random",
                                    "--samples", "4"], code=1, says="data/manifest.json is corrupt",
@@ -444,7 +469,8 @@ def test_hostile_input_is_one_line_and_touches_nothing(case: Case, context: Cont
     _workspace(ws, context)
     if case.setup:
         case.setup(ws, context)
-    args = [a.replace("{url}", context.server.url("")) for a in case.args]
+    port = context.server.url("").rsplit(":", 1)[1].strip("/")  # "{port}": one that is taken (the server's)
+    args = [a.replace("{url}", context.server.url("")).replace("{port}", port) for a in case.args]
     env = {"KERAS_HOME": str(tmp_path / "keras-home"), "DCGAN_DATA_DIR": "data", "COLUMNS": "200",
            "DCGAN_INCEPTION_WEIGHTS": None}
     with contextlib.ExitStack() as mounts:

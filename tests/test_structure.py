@@ -27,7 +27,9 @@ FEATURES = frozenset({"bench", "generate", "metrics", "identity", "training"})
 # package -> the packages its modules may import (its own always allowed). A top-level module is its own package.
 ALLOWED: dict[str, frozenset[str]] = {
     "__main__": frozenset({"cli"}),  # `python -m dcgan_cli`
-    "cli": FEATURES | CORE | SETTINGS | BASICS,
+    "cli": frozenset({"studio"}) | FEATURES | CORE | SETTINGS | BASICS,
+    # The studio (a Gradio app) is a front end beside cli: it calls the features the commands call.
+    "studio": frozenset({"generate", "metrics", "identity"}) | CORE | SETTINGS | BASICS,
     "bench": frozenset({"training", "generate", "metrics", "identity"}) | CORE | SETTINGS | BASICS,  # it measures them
     # The loop draws its grids with generate.sampling and scores with metrics, as stylegan2-ada's does.
     "training": frozenset({"generate", "metrics"}) | CORE | SETTINGS | BASICS,

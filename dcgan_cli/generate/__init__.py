@@ -6,4 +6,5 @@ style transfer.
     latent_math.py   --latents "a.npy - b.npy + c.npy": the DCGAN paper's vector arithmetic
     repair.py     dcgan project / inpaint: latent search with Yeh et al.'s losses, Poisson blending
     stylize.py    dcgan stylize: Gatys style transfer on generated or given faces
+    tflite.py     dcgan export --format tflite: the SavedModel's serving function for phones (LiteRT)
 """

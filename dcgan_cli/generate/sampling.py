@@ -43,7 +43,7 @@ from dcgan_cli.errors import DcganError, UsageError
 DEFAULT_BATCH = 64
 DEFAULT_COUNT = 16
 DEFAULT_FRAMES = 24
-EXPORT_FORMATS = ("keras", "savedmodel")
+EXPORT_FORMATS = ("keras", "savedmodel", "tflite")
 ExportFormat = Enum("ExportFormat", {f: f for f in EXPORT_FORMATS}, type=str)
 _UNIT_NORMAL = NormalDist()
 
@@ -695,15 +695,19 @@ def check_export_target(out: str | Path, fmt: str | None = None, force: bool = F
     otherwise. An existing output is replaced only with `force`, and only when
     it is of the kind being written (never an unrelated file or folder).
     """
+    from dcgan_cli.generate import tflite
+
     out = Path(out)
-    fmt = fmt or ("keras" if out.suffix == ".keras" else "savedmodel")
+    fmt = fmt or {".keras": "keras", ".tflite": "tflite"}.get(out.suffix, "savedmodel")
     if fmt not in EXPORT_FORMATS:
         raise DcganError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
-    if fmt == "keras" and out.suffix != ".keras":
-        raise DcganError(f"a Keras model file must end in .keras; name it {out.with_suffix('.keras').name} "
-                         f"or use --format savedmodel")
+    for kind, name, suffix in (("keras", "Keras", ".keras"), ("tflite", "TFLite", ".tflite")):
+        if fmt == kind and out.suffix != suffix:
+            raise DcganError(f"a {name} model file must end in {suffix}; name it {out.with_suffix(suffix).name} "
+                             f"or use --format savedmodel")
     if out.exists() or out.is_symlink():
-        ours = generator_io.is_generator_file(out) if fmt == "keras" else (out / "saved_model.pb").is_file()
+        ours = {"keras": generator_io.is_generator_file, "tflite": tflite.is_tflite_file}.get(
+            fmt, lambda o: (o / "saved_model.pb").is_file())(out)
         if not ours:
             raise DcganError(f"{out} already exists and is not a {fmt} export; choose another path")
         if not force:
@@ -712,9 +716,10 @@ def check_export_target(out: str | Path, fmt: str | None = None, force: bool = F
     return fmt
 
 
-def export(run: generator_io.RunGenerator, out: str | Path, fmt: str | None = None, force: bool = False) -> tuple[Path, str]:
-    """Write a run's generator as a .keras file or a TF SavedModel; returns (path, format)."""
-    from dcgan_cli.generate import conditional
+def export(run: generator_io.RunGenerator, out: str | Path, fmt: str | None = None, force: bool = False,
+           quantize: str | None = None) -> tuple[Path, str]:
+    """Write a run's generator as a .keras file, a TF SavedModel or a .tflite file; returns (path, format)."""
+    from dcgan_cli.generate import conditional, tflite
 
     out = Path(out)
     fmt = check_export_target(out, fmt, force)
@@ -723,6 +728,11 @@ def export(run: generator_io.RunGenerator, out: str | Path, fmt: str | None = No
         generator_io.save_generator(run.model, out)
         if table is not None:
             table.save(out.with_suffix(conditional.LABELS_SUFFIX))
+    elif fmt == "tflite":
+        if table is not None:
+            raise DcganError(f"{run.run_dir} is a conditional run: --format tflite exports a generator of z alone; "
+                             f"export it as keras or savedmodel (they take z and y)")
+        tflite.write(savedmodel_module(run.model), out, quantize)
     else:
         _write_savedmodel(run.model, out, table)
     return out, fmt
