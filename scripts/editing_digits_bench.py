@@ -1,6 +1,6 @@
 """Do `dcgan edit --attr k=+a` moves on a digits run make "more of a k"? Measured with the quality bench's judge.
 
-    PYTHONPATH=$PWD python scripts/directions_digits.py [--seeds 0,1] [--workdir /tmp/dirs-digits]
+    PYTHONPATH=$PWD python scripts/editing_digits_bench.py [--seeds 0,1] [--workdir /tmp/dirs-digits]
 
 For each training seed: scikit-learn's 1,797 digits as class folders (`preprocess --labels folders`, 32x32
 grey), an unconditional run of the `dcgan` preset for the quality bench's budget (300 steps), `dcgan

@@ -1,6 +1,6 @@
 """docs/editing-bright.png: a "Bright" direction on real LFW faces, with an attribute measured from the pixels.
 
-    PYTHONPATH=$PWD python scripts/directions_faces_figure.py [--work /tmp/bright] [--seeds 0-7]
+    PYTHONPATH=$PWD python scripts/editing_bright_figure.py [--work /tmp/bright] [--seeds 0-7]
 
 CelebA's own attributes are not on this machine, so the attribute is one anyone can check: scikit-image's
 100 LFW faces (`dcgan download lfw-sample`) are labelled "Bright" when their mean pixel is above the median
