@@ -80,14 +80,15 @@ def main() -> None:
     args = p.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="dirs-digits-"))
     results = [one_seed(work / f"seed{s}", int(s), print) for s in args.seeds.split(",")]
-    print(f"\njudge (bench/quality.train_classifier) held-out accuracy: "
-          f"{', '.join(f'{r['judge_accuracy']:.3f}' for r in results)}")
+    print("\njudge (bench/quality.train_classifier) held-out accuracy: "
+          + ", ".join(f"{r['judge_accuracy']:.3f}" for r in results))
     print(f"{'edit':<16}{'seed':>5}{'share called k':>16}{'before':>8}{'others |d|':>12}{'pixel RMS':>11}")
     for a in STEPS:
         for which in ("direction", "random"):
             for s, r in zip(args.seeds.split(","), results):
                 after, others, pixels = r["rows"][(a, which)]
-                print(f"{f'k=+{a:g} ' + which[:6]:<16}{s:>5}{np.mean(after):>16.3f}{np.mean(r['before']):>8.3f}"
+                label = f"k=+{a:g} {which[:6]}"
+                print(f"{label:<16}{s:>5}{np.mean(after):>16.3f}{np.mean(r['before']):>8.3f}"
                       f"{others:>12.4f}{pixels:>11.4f}")
     for s, r in zip(args.seeds.split(","), results):
         print(f"seed {s}, per digit k, share called k before -> after k=+2: " + "  ".join(
