@@ -6,7 +6,7 @@ CelebA's own attributes are not on this machine, so the attribute is one anyone 
 100 LFW faces (`dcgan download lfw-sample`) are labelled "Bright" when their mean pixel is above the median
 of the 100 (a list_attr_celeba.txt written here, so `preprocess --labels celeba` reads it as CelebA's).
 Then, each a `dcgan` command: preprocess (32x32 grey, as `make demo`), train --preset demo (2,500 steps),
-directions, and edit --sweep Bright --frames 7 (-3..+3) on 8 seeds. The figure is that strip, enlarged 3x.
+directions, and edit --sweep Bright --frames 7 (-3..+3) on 8 seeds. The figure is that strip, enlarged 2x.
 Printed: the directions' accuracies, and the mean pixel of 1,000 samples (seeds 0-999) moved by -3..+3 along
 Bright and, as a control, along a random unit direction.
 """
@@ -56,7 +56,7 @@ def measure(run: Path) -> None:
 
 def figure(strip: Path, frames: int) -> None:
     im = Image.open(strip).convert("L")
-    big = im.resize((im.width * 3, im.height * 3), Image.NEAREST)
+    big = im.resize((im.width * 2, im.height * 2), Image.NEAREST)
     out = Image.new("L", (big.width, big.height + 22), 255)
     out.paste(big, (0, 22))
     draw = ImageDraw.Draw(out)
