@@ -133,7 +133,7 @@ def test_a_sweep_writes_one_frame_per_step_as_a_gif_a_strip_and_files(digits_run
 @pytest.mark.slow  # the module's tiny digits run and its directions (~10 s, once)
 def test_edit_refuses_before_any_work(digits_run, tmp_path):
     one_line_error(dcgan_here("edit", "--run", digits_run, "--attr", "Smiling=+1", "--seeds", "0", "-o",
-                              tmp_path / "x.png"), "unknown attribute 'Smiling'", "0, 1, 2", code=2)
+                              tmp_path / "x.png"), "unknown attribute 'Smiling' in --attr", "0, 1, 2")
     one_line_error(dcgan_here("edit", "--run", digits_run, "--attr", "3=+1", "--keep", "3", "--seeds", "0", "-o",
                               tmp_path / "x.png"), "both edited and kept", code=2)
     assert not list(tmp_path.iterdir())

@@ -285,11 +285,12 @@ class Directions:
         return self.normals[self.names.index(name)]
 
     def check_names(self, names, option: str) -> None:
-        """An error listing the known attributes when one of `names` is not among them."""
+        """A one-line error listing the known attributes (CelebA's 40 would overflow a usage box) when one of
+        `names` is not among them."""
         unknown = [n for n in names if n not in self.names]
         if unknown:
-            raise UsageError(f"unknown attribute {unknown[0]!r}; this run's directions are: "
-                             f"{', '.join(self.names)}", option)
+            raise DcganError(f"unknown attribute {unknown[0]!r} in {option}; this run's directions are: "
+                             f"{', '.join(self.names)}")
 
 
 def save_directions(run: Path, d: Directions) -> None:
