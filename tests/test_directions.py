@@ -175,8 +175,8 @@ def test_fake_celeba_attributes_to_an_edited_photo(tmp_path):
     ok(dcgan_here("preprocess", faces, "--out", data, "--size", "16", "--crop", "center", "--labels", "celeba"))
     from dcgan_cli.training.loop import train
 
-    run = train(tiny_config(data, tmp_path / "runs"), quiet=True, log=lambda m: None)
-    r = ok(dcgan_here("directions", "--run", run, "--samples", "400", "--classifier-epochs", "10"))
+    run = train(tiny_config(data, tmp_path / "runs", epochs=1), quiet=True, log=lambda m: None)
+    r = ok(dcgan_here("directions", "--run", run, "--samples", "300", "--classifier-epochs", "5"))
     assert "Bright" in r.stderr and "Reddish" in r.stderr
     photo = faces / names[0]
     search = ["--steps", "5", "--restarts", "1", "--seed", "3"]
