@@ -222,7 +222,7 @@ def fulfil(req: EditRequest, *, say: Callable[[str], None] = print,
     z = _inputs(req, d.normals.shape[1])
     cfg = layout.load_config(run)
     count = len(z) if z is not None else len(req.photos)
-    cells = (2 if req.photos else 0) + (len(req.steps) if req.sweep else 2)
+    cells = (1 if req.photos else 0) + (len(req.steps) if req.sweep else 2)  # [photo,] before, after | frames
     _check_outputs(req, count, cells, (cfg.image_size, cfg.image_size, cfg.channels))
     warn = lambda m: say(f"Warning: {m}")  # noqa: E731
     photos = None
