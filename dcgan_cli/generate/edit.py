@@ -11,10 +11,10 @@ InterFaceGAN's edits go from -3 to +3). `--keep` holds attributes fixed: each
 n_i is first projected orthogonal to the span of the kept normals (and made unit
 again), so z' stays at the same signed distance from every kept boundary.
 
-What is written: OUT, a grid with one row per input: [photo, its projection,]
-the input's image, the edited one; with --sweep, the input's images from -K to
-+K (a strip, one row per input) or an animated GIF of those frames (each frame
-a grid of the inputs). --individual DIR: one PNG per edited image, named as
+What is written: OUT, a grid with one row per input: G(z), then G(z'); a photo
+adds itself in front (its G(z) is its projection); with --sweep, the input's
+images from -K to +K (a strip, one row per input, after the photo) or an
+animated GIF of those frames (each frame a grid of the inputs). --individual DIR: one PNG per edited image, named as
 `sample` names them (seed-0007.png, latent-0003.png) or by the photo's stem;
 with --sweep, NAME-fNN.png per frame.
 """
