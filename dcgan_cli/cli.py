@@ -41,6 +41,8 @@ from dcgan_cli.generate import sampling, stylize as style_transfer
 from dcgan_cli.generate.stylize import StyleOptions as _STYLE
 from dcgan_cli.generate.sampling import ExportFormat
 from dcgan_cli.generate.tflite import QUANTIZE
+from dcgan_cli.generate import edit as edit_lib
+from dcgan_cli.generate.directions import DirectionsRequest as _DIRECTIONS
 from dcgan_cli.data.preprocess.config import DEFAULT_CHANNELS as PREPROCESS_CHANNELS, DEFAULT_SIZE as PREPROCESS_SIZE
 from dcgan_cli.data.shards import SIZE_RULE
 from dcgan_cli.runs.layout import AUDIT_GRID_FILE
@@ -783,6 +785,104 @@ def inpaint(
         search=repair.Search(steps=steps, restarts=restarts, lr=lr, seed=seed, batch_size=batch_size,
                              prior_weight=prior_weight, window=window))
     _repair(request, quiet)
+
+
+# ----------------------------------------------------------------------------
+# latent directions and editing (InterFaceGAN)
+
+
+@app.command(rich_help_panel=GENERATING)
+def directions(
+    run: Annotated[Optional[Path], typer.Option(help="Run directory (default: the newest under --runs-dir).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Its labelled shards (default: the data the run trained on).",
+                                                 show_default=False)] = None,
+    samples: Annotated[int, typer.Option(min=20, help="Generated samples scored by the classifier.")
+                       ] = _DIRECTIONS.samples,
+    share: Annotated[float, typer.Option(help="The top and bottom share of the scored samples that fit each "
+                                              "boundary.")] = _DIRECTIONS.share,
+    classifier_epochs: Annotated[int, typer.Option(min=1, help="Epochs of the attribute classifier (trained once, "
+                                                               "kept in the run).")] = _DIRECTIONS.epochs,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the samples, the classifier and the splits.")
+                    ] = _DIRECTIONS.seed,
+    force: Annotated[bool, typer.Option("--force", help="Fit the directions again (the kept classifier is "
+                                                        "reused).")] = False,
+    retrain: Annotated[bool, typer.Option("--retrain", help="Train the attribute classifier again too.")] = False,
+    runs_dir: RunsDir = RUNS_DIR,
+):
+    """Find a direction in z per attribute of the run's data (InterFaceGAN), for `dcgan edit`.
+
+    Trains an attribute classifier on the labelled shards once (CelebA's
+    attributes; on class folders or MNIST, each class one-vs-rest), scores
+    generated samples with it, and fits a linear boundary in z per attribute.
+    Prints the classifier's and the boundaries' held-out accuracy.
+
+    Example: dcgan directions --run runs/00003-celeba-64-dcgan
+    """
+    from dcgan_cli.generate import directions as dirs
+
+    request = dirs.DirectionsRequest(run=run, data=data, samples=samples, share=share, seed=seed,
+                                     epochs=classifier_epochs, force=force, retrain=retrain, runs_dir=runs_dir)
+    typer.echo(dirs.fulfil_directions(request, say=lambda m: typer.echo(m, err=True)))
+
+
+@app.command(rich_help_panel=GENERATING)
+def edit(
+    photos: Annotated[Optional[list[Path]], typer.Argument(
+        help="Photos to edit (projected into the run first, as `dcgan project` does).", show_default=False)] = None,
+    run: Annotated[Optional[Path], typer.Option(help="Run directory (default: the newest under --runs-dir).")] = None,
+    attr: Annotated[Optional[str], typer.Option(
+        metavar="NAME=A,...", help="Move along these directions: A is a distance in z (try 1 to 3; negative: "
+                                   "less of it), e.g. Smiling=+2,Eyeglasses=-1.", show_default=False)] = None,
+    keep: Annotated[Optional[str], typer.Option(
+        metavar="NAME,...", help="Hold these attributes fixed while editing (e.g. Male,Young).",
+        show_default=False)] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Edit the faces of these seeds (as in sample): 0-7,12.",
+                                                 show_default=False)] = None,
+    latents: Annotated[Optional[Path], typer.Option(
+        metavar="FILE.npy", help="Edit these latents (N, latent_dim), e.g. project's latents.npy.",
+        show_default=False)] = None,
+    sweep: Annotated[Optional[str], typer.Option(
+        metavar="NAME", help="Sweep this attribute from -K to +K: a strip per input, or a .gif.",
+        show_default=False)] = None,
+    frames: Annotated[Optional[int], typer.Option(help="Frames of --sweep.",
+                                                  show_default=str(edit_lib.DEFAULT_FRAMES))] = None,
+    sweep_to: Annotated[Optional[float], typer.Option(metavar="K", help="--sweep goes from -K to +K.",
+                                                      show_default=str(edit_lib.DEFAULT_SWEEP_TO))] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "-o", "--out", help="A grid (.png, .jpg, .webp), one row per input: before and after (a photo: the photo, its "
+                            "projection, the edit); with --sweep a strip, or an animated .gif.", show_default=False)] = None,
+    individual: Annotated[Optional[Path], typer.Option(
+        metavar="DIR", help="Also write one PNG per edited image into DIR (seed-0007.png, latent-0003.png, "
+                            "PHOTO.png; with --sweep NAME-fNN.png).", show_default=False)] = None,
+    crop: RepairCrop = None,
+    steps: Steps = _SEARCH.steps,
+    restarts: Restarts = _SEARCH.restarts,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the photos' projection starts.")] = _SEARCH.seed,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing outputs.")] = False,
+    quiet: Quiet = False,
+    runs_dir: RunsDir = RUNS_DIR,
+):
+    """Edit faces along the run's attribute directions (made by `dcgan directions`).
+
+    Seeds, a latents file or photos (projected first) move by A along each
+    attribute's unit normal in z; --keep holds other attributes fixed
+    (InterFaceGAN's conditional edit). On a digits run, --attr 3=+2 means
+    "more like a 3".
+
+    Example: dcgan edit --run runs/00003-celeba-64-dcgan --attr Smiling=+2 --keep Male --seeds 0-7 -o smile.png
+    """
+    from rich.console import Console
+
+    from dcgan_cli.generate import edit as ed, repair
+    from dcgan_cli.progress import Bars
+
+    request = ed.EditRequest(
+        run=run, photos=tuple(photos or ()), seed_list=seeds, latents=latents, attr=attr, keep=keep, sweep=sweep,
+        frames=frames, sweep_to=sweep_to, out=out, individual=individual, crop=crop.value if crop else None,
+        search=repair.Search(steps=steps, restarts=restarts, seed=seed), force=force, runs_dir=runs_dir)
+    with Bars(not quiet, console=Console(stderr=True), transient=True, only_on_terminal=True) as bars:
+        typer.echo(ed.fulfil(request, say=lambda m: typer.echo(m, err=True),
+                             bar=lambda what, total: bars.task(what, total).advance))
 
 
 # ----------------------------------------------------------------------------

@@ -227,6 +227,14 @@ def _gallery_twice(ws: Path, ctx: Context) -> None:
     (ws / "g/alice").mkdir(parents=True)
     for rel in ("g/alice.png", "g/alice.jpg", "g/alice/x.png"):
         shutil.copy(sorted(ctx.faces.iterdir())[0], ws / rel)
+def _directions(ws: Path, ctx: Context) -> None:
+    """The run gets directions for Smiling and Male (random unit normals in its 8-dim z), as `dcgan directions`
+    saves them."""
+    from dcgan_cli.generate.directions import Directions, save_directions
+
+    normals = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    save_directions(ws / "run", Directions(["Smiling", "Male"], normals, np.zeros(2), np.ones(2), {}))
 
 
 CASES = [
@@ -361,6 +369,22 @@ CASES = [
          says="20000x10000 (200,000,000 pixels), over Pillow's limit", setup=_huge_png),
     Case("inpaint-two-holes", ["inpaint", "faces/img-000.png", "--box", "0,0,4,4", "--mask-kind", "center", "-o",
                                "out"], code=2, says="give exactly one of --mask"),
+    # -- directions, edit -------------------------------------------------------------
+    Case("directions-data-without-labels", ["directions", "--run", "run"], code=1, says="--labels celeba"),
+    Case("directions-share-too-big", ["directions", "--run", "run", "--share", "0.7"], code=2, says="--share"),
+    Case("edit-run-without-directions", ["edit", "--run", "run", "--attr", "Smiling=+1", "--seeds", "0", "-o",
+                                         "e.png"], code=1, says="make them with `dcgan directions --run run`"),
+    Case("edit-unknown-attribute", ["edit", "--run", "run", "--attr", "Smile=+1", "--seeds", "0", "-o", "e.png"],
+         code=1, says="this run's directions are: Smiling, Male", setup=_directions),
+    Case("edit-value-out-of-range", ["edit", "--run", "run", "--attr", "Smiling=+40", "--seeds", "0", "-o", "e.png"],
+         code=2, says="out of range", setup=_directions),
+    Case("edit-keep-the-edited", ["edit", "--run", "run", "--attr", "Smiling=+1", "--keep", "Male,Smiling", "--seeds",
+                                  "0", "-o", "e.png"], code=2, says="both edited and kept", setup=_directions),
+    Case("edit-latents-wrong-size", ["edit", "--run", "run", "--attr", "Smiling=+1", "--latents", "z.npy", "-o",
+                                     "e.png"], code=1, says="takes 8-dim", setup=lambda ws, ctx: (
+                                         _directions(ws, ctx), _latents((2, 5))(ws, ctx))),
+    Case("edit-gif-without-sweep", ["edit", "--run", "run", "--attr", "Smiling=+1", "--seeds", "0", "-o", "e.gif"],
+         code=2, says="a .gif is for --sweep"),
     # -- export -----------------------------------------------------------------------
     Case("export-force-over-a-non-export", ["export", "run", "old.keras", "--force"], code=1,
          says="already exists and is not a keras export", setup=_text("old.keras", "precious")),

@@ -14,6 +14,10 @@
       generator.keras      the final generator (stock Keras layers: loads without this package)
       eval-cache/, eval.png  `dcgan evaluate --all-checkpoints`' scores per checkpoint, and their curve
       audit-closest.png    `dcgan identity audit`'s closest pairs
+      attribute-classifier.keras, attribute-classifier.json
+                           `dcgan directions`' classifier of the data's attributes (trained once) and its accuracy
+      directions.npz, directions.json
+                           `dcgan directions`' boundaries in z (unit normals) and their accuracy; `dcgan edit` reads them
       .dcgan.lock          while a process writes the run: its PID (`lock_run`)
     an identity run (`dcgan identity train`) has identity_config.json, checkpoints/, split.json and embedding.keras.
 
@@ -48,6 +52,10 @@ EVAL_CACHE_DIR = "eval-cache"
 EVAL_PLOT_FILE = "eval.png"
 AUDIT_GRID_FILE = "audit-closest.png"
 SPLIT_FILE = "split.json"  # an identity run's training and held-out identities
+ATTR_CLASSIFIER_FILE = "attribute-classifier.keras"  # `dcgan directions`' classifier of the data's attributes
+ATTR_CLASSIFIER_INFO = "attribute-classifier.json"  # what it was trained on, its held-out accuracy per attribute
+DIRECTIONS_FILE = "directions.npz"  # one unit normal in z per attribute (plain NumPy arrays)
+DIRECTIONS_INFO = "directions.json"  # the same boundaries' accuracy and how they were fitted
 
 
 # ----------------------------------------------------------------------------
