@@ -82,13 +82,13 @@ def main() -> None:
     results = [one_seed(work / f"seed{s}", int(s), print) for s in args.seeds.split(",")]
     print("\njudge (bench/quality.train_classifier) held-out accuracy: "
           + ", ".join(f"{r['judge_accuracy']:.3f}" for r in results))
-    print(f"{'edit':<16}{'seed':>5}{'share called k':>16}{'before':>8}{'others |d|':>12}{'pixel RMS':>11}")
+    print(f"{'edit':<19}{'seed':>5}{'share called k':>16}{'before':>8}{'others |d|':>12}{'pixel RMS':>11}")
     for a in STEPS:
         for which in ("direction", "random"):
             for s, r in zip(args.seeds.split(","), results):
                 after, others, pixels = r["rows"][(a, which)]
-                label = f"k=+{a:g} {which[:6]}"
-                print(f"{label:<16}{s:>5}{np.mean(after):>16.3f}{np.mean(r['before']):>8.3f}"
+                label = f"k=+{a:g} {which}"
+                print(f"{label:<19}{s:>5}{np.mean(after):>16.3f}{np.mean(r['before']):>8.3f}"
                       f"{others:>12.4f}{pixels:>11.4f}")
     for s, r in zip(args.seeds.split(","), results):
         print(f"seed {s}, per digit k, share called k before -> after k=+2: " + "  ".join(
