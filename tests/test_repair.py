@@ -196,7 +196,7 @@ def test_inpaint_keeps_the_known_pixels_fills_the_hole_and_repeats_itself(tiny_r
             np.testing.assert_array_equal(out[~holes[i]], cropped[i][~holes[i]])
             assert not np.array_equal(out[holes[i]], cropped[i][holes[i]])
         record = json.loads((a / "inpaint.json").read_text())
-        assert record["settings"]["mask"] == kind and set(record["photos"][0]["loss"]) == {"total", "context", "prior"}
+        assert record["settings"]["mask"] == kind and set(record["photos"][0]["loss"]) == {"total", "context", "prior", "realism"}
 
 
 def test_inpaint_with_a_mask_file_matches_the_same_box(tiny_run, photos, tmp_path):
