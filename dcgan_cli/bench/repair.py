@@ -10,10 +10,11 @@ bench_quality.py, split once by `bench_quality.held_out_split`:
 
 For each seed, the preset (batch 32) is trained on the training images, then
 every held-out image gets a centre mask (the middle quarter of the area) and a
-random one (80% of the pixels missing, Yeh et al.'s), and is repaired three
+random one (80% of the pixels missing, Yeh et al.'s), and is repaired four
 ways: ours (`repair.inpaint_arrays`, what `dcgan inpaint` runs), the mean of the
-known pixels, and OpenCV's Telea inpainting (`cv2.inpaint`, when opencv is
-importable: `pip install 'dcgan-cli[repair]'`). PSNR and SSIM are measured on
+known pixels, the average training image pasted into the hole (aligned faces
+make that a strong baseline), and OpenCV's Telea inpainting (`cv2.inpaint`,
+when opencv is importable: `pip install 'dcgan-cli[repair]'`). PSNR and SSIM are measured on
 the missing pixels only (SSIM: scikit-image's map, averaged over the hole), and
 reported as ratios ours / baseline (above 1: ours is closer to the real image).
 """
@@ -91,6 +92,16 @@ def mean_fill(photos: np.ndarray, holes: np.ndarray) -> np.ndarray:
     return out
 
 
+def average_fill(photos: np.ndarray, holes: np.ndarray, training: np.ndarray) -> np.ndarray:
+    """Each hole filled with the average training image there (the face a generator that learned nothing
+    but the mean would draw): a strong baseline on aligned faces."""
+    mean = np.rint(training.astype(np.float64).mean(0)).astype(np.uint8)
+    out = photos.copy()
+    for img, hole in zip(out, holes):
+        img[hole] = mean[hole]
+    return out
+
+
 def telea(photos: np.ndarray, holes: np.ndarray) -> np.ndarray:
     """OpenCV's Telea (2004) fast-marching inpainting, radius 3."""
     import cv2
@@ -137,7 +148,7 @@ def repair_seed(qs: QualitySet, seed: int, steps: int, runs: Path, search: Searc
         t = time.perf_counter()
         ours, _, _ = inpaint_arrays(models, real, holes, replace(search, seed=seed))
         took = time.perf_counter() - t
-        methods = {"ours": ours, "mean": mean_fill(real, holes)}
+        methods = {"ours": ours, "mean": mean_fill(real, holes), "average": average_fill(real, holes, qs.images)}
         if telea_available():
             methods["telea"] = telea(real, holes)
         scores = {m: hole_scores(img, real, holes) for m, img in methods.items()}
@@ -152,7 +163,7 @@ def repair_seed(qs: QualitySet, seed: int, steps: int, runs: Path, search: Searc
 
 
 def _line(name: str, seed: int, kind: str, n: int, row: dict) -> str:
-    methods = [m for m in ("ours", "mean", "telea") if f"{m}_psnr" in row]
+    methods = [m for m in ("ours", "mean", "average", "telea") if f"{m}_psnr" in row]
     psnr = " ".join(f"{m} {row[f'{m}_psnr']:.2f}" for m in methods)
     ssim = " ".join(f"{m} {row[f'{m}_ssim']:.3f}" for m in methods)
     ratios = " | ".join(f"ours/{b} PSNR {row[f'psnr_ratio_{b}']:.2f} SSIM {row[f'ssim_ratio_{b}']:.2f}"

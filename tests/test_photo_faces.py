@@ -1,0 +1,131 @@
+"""Faces in whole photos: `dcgan anonymize`, `dcgan restore`, and the sphere the latent search keeps to.
+
+The models are the shared tiny run (conftest.tiny_run: 16x16 RGB, latent 8), its
+faces aligned with `--crop face`; the photos are textured scenes with a real
+lfw face (scikit-image's lfw_subset) pasted at 100 px, which the real MTCNN
+detector finds. Searches are a few steps: these tests check the plumbing and
+the promises (pixels kept, same bytes), `dcgan bench --parts repair` the quality.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from helpers import ok, one_line_error, snapshot
+from dcgan_cli.cli import app
+
+runner = CliRunner()
+SIZE, NZ = 16, 8
+FAST = ["--steps", "4", "--restarts", "2", "--batch-size", "4", "--quiet"]
+FACE_AT, FACE_SIDE = (20, 40), 100
+
+
+def cli(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def pixels(path):
+    return np.asarray(Image.open(path))
+
+
+def write_scene(path, faces=(0,), size=(260, 180), seed=0):
+    """A textured scene with lfw faces pasted at FACE_SIDE px, the first at FACE_AT, the others to its right."""
+    from skimage.data import lfw_subset
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    base = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3)).astype(np.uint8)
+    bg = np.asarray(Image.fromarray(base).resize((w, h), Image.Resampling.BICUBIC)).astype(int)
+    img = Image.fromarray(np.clip(bg + rng.integers(-20, 21, bg.shape), 0, 255).astype(np.uint8))
+    lfw = lfw_subset()
+    for k, f in enumerate(faces):
+        face = Image.fromarray(np.round(lfw[f] * 255).astype(np.uint8)).convert("RGB")
+        img.paste(face.resize((FACE_SIDE, FACE_SIDE), Image.Resampling.BICUBIC),
+                  (FACE_AT[0] + k * (FACE_SIDE + 20), FACE_AT[1]))
+    img.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    pytest.importorskip("mtcnn")
+    root = tmp_path_factory.mktemp("scenes")
+    Image.fromarray(np.full((50, 70, 3), 128, np.uint8)).save(root / "empty.png")
+    return write_scene(root / "one.png"), write_scene(root / "two.png", (1, 2), (300, 180), seed=1), root / "empty.png"
+
+
+# ----------------------------------------------------------------------------
+# the search keeps z on the sphere
+
+
+def test_the_search_keeps_z_on_the_sphere_and_picks_realism_among_the_close_fits(tiny_run):
+    from dcgan_cli.generate.repair import load_models
+    from dcgan_cli.generate.search import Search, pick, search_latents
+
+    models = load_models(tiny_run)
+    targets = np.random.default_rng(0).uniform(-1, 1, (3, SIZE, SIZE, 3)).astype(np.float32)
+    for sphere in (True, False):
+        z, terms = search_latents(models, targets, np.ones_like(targets), "project",
+                                  Search(steps=30, restarts=2, batch_size=4, lr=0.5, sphere=sphere))
+        norms = np.linalg.norm(z, axis=1) / np.sqrt(NZ)
+        if sphere:
+            np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+        else:  # a free descent with a large step leaves it
+            assert np.abs(norms - 1).max() > 0.05
+        assert set(terms) == {"total", "pixel", "feature", "realism"}
+    # of the fits within 10% of the best, the most real; a far better fit wins over realism
+    assert pick(np.array([1.0, 1.05, 2.0]), np.array([0.0, 3.0, 9.0]), 0.1) == 1
+    assert pick(np.array([1.0, 1.05, 2.0]), np.array([0.0, 3.0, 9.0]), 0.0) == 0
+
+
+# ----------------------------------------------------------------------------
+# anonymize
+
+
+def _face_boxes(record):
+    return [f["box"] for f in record["faces"]]
+
+
+def _outside(shape, boxes):
+    """bool (H, W): pixels whose centres lie outside every box."""
+    h, w = shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w] + 0.5
+    keep = np.ones((h, w), bool)
+    for x, y, bw, bh in boxes:
+        keep &= ~((xs >= x) & (xs <= x + bw) & (ys >= y) & (ys <= y + bh))
+    return keep
+
+
+@pytest.mark.slow
+def test_anonymize_replaces_each_face_keeps_every_other_pixel_and_repeats_itself(tiny_run, scenes, tmp_path):
+    one, two, empty = scenes
+    a, b = tmp_path / "a", tmp_path / "b"
+    args = ["--run", tiny_run, "--crop", "face", *FAST]
+    result = ok(cli("anonymize", one, two, empty, "-o", a, *args))
+    assert result.output.count("no face") == 1 and "empty.png" in result.output  # one line for the photo with none
+    ok(cli("anonymize", one, two, empty, "-o", b, *args))
+    assert snapshot(a) == snapshot(b)  # same seed, same bytes
+    assert (a / "empty.png").read_bytes() == empty.read_bytes()
+    assert json.loads((a / "empty.json").read_text())["faces"] == []
+    for photo, n in ((one, 1), (two, 2)):
+        record = json.loads((a / f"{photo.stem}.json").read_text())
+        boxes = _face_boxes(record)
+        assert len(boxes) == n and all(f["confidence"] > 0.9 for f in record["faces"])
+        before, after = np.asarray(Image.open(photo).convert("RGB")), pixels(a / f"{photo.stem}.png")
+        keep = _outside(before.shape, boxes)
+        np.testing.assert_array_equal(after[keep], before[keep])
+        x, y, w, h = (int(v) for v in boxes[0])
+        centre = (slice(y + h // 4, y + 3 * h // 4), slice(x + w // 4, x + 3 * w // 4))
+        assert np.abs(after[centre].astype(int) - before[centre]).mean() > 5  # the face itself changed
+        z = np.load(a / record["faces"][0]["latents"])
+        assert z.shape == (1, NZ) and z.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(z), np.sqrt(NZ), rtol=1e-5)
+    # another seed draws another face
+    ok(cli("anonymize", one, "-o", tmp_path / "c", *args, "--seed", "1"))
+    assert (tmp_path / "c/one.png").read_bytes() != (a / "one.png").read_bytes()
+    one_line_error(cli("anonymize", one, "-o", a, *args), "already exists", "--force")
