@@ -821,6 +821,46 @@ def anonymize(
     _photo_faces("anonymize", request, quiet)
 
 
+@app.command(rich_help_panel=GENERATING)
+def restore(
+    photos: Annotated[list[Path], typer.Argument(help="Face crops in the run's framing (or whole photos with "
+                                                      "--crop face).", show_default=False)],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder: NAME.png, NAME.json (consistency), "
+                                                          "NAME-faceK.npy per face.", show_default=False)],
+    degradation: Annotated[str, typer.Option(help="What happened to the faces: downsample[:F], blur:SIGMA, "
+                                                  "noise:SIGMA, joined by + (F from the input's size when not "
+                                                  "given).", show_default=False)],
+    run: RepairRun = None,
+    crop: Annotated[Optional[Crop], typer.Option(help="face: find the faces in whole photos and paste the "
+                                                      "restored ones back.", show_default=False)] = None,
+    min_face: MinFace = 8,
+    steps: Steps = _SEARCH.steps,
+    restarts: Restarts = _SEARCH.restarts,
+    lr: Lr = _SEARCH.lr,
+    prior_weight: Annotated[float, typer.Option(min=0, help="lambda of the realism term log(1 - D(G(z))).")
+                            ] = _SEARCH.prior_weight,
+    seed: RepairSeed = _SEARCH.seed,
+    batch_size: RepairBatch = _SEARCH.batch_size,
+    force: Annotated[bool, typer.Option("--force", help="Replace outputs already in OUT.")] = False,
+    quiet: Quiet = False,
+    runs_dir: RunsDir = RUNS_DIR,
+):
+    """Restore small, blurred or noisy faces: a sharp face that, degraded again, is the input (PULSE).
+
+    Searches z on the latent sphere so that the degraded G(z) matches each input
+    and D finds G(z) real; reports each result's consistency with its input.
+
+    Example: dcgan restore tiny.png --degradation downsample --run runs/00003-celeba-64-dcgan -o restored
+    """
+    from dcgan_cli.generate import restore as rest
+
+    request = rest.RestoreRequest(
+        tuple(photos), out, degradation, run=run, crop=crop.value if crop else None, min_face=min_face, force=force,
+        runs_dir=runs_dir, search=_SEARCH(steps=steps, restarts=restarts, lr=lr, seed=seed, batch_size=batch_size,
+                                          prior_weight=prior_weight))
+    _photo_faces("restore", request, quiet)
+
+
 # ----------------------------------------------------------------------------
 # export
 

@@ -129,3 +129,70 @@ def test_anonymize_replaces_each_face_keeps_every_other_pixel_and_repeats_itself
     ok(cli("anonymize", one, "-o", tmp_path / "c", *args, "--seed", "1"))
     assert (tmp_path / "c/one.png").read_bytes() != (a / "one.png").read_bytes()
     one_line_error(cli("anonymize", one, "-o", a, *args), "already exists", "--force")
+
+
+# ----------------------------------------------------------------------------
+# restore
+
+
+def test_degradations_parse_and_degrade_as_named():
+    from dcgan_cli.errors import UsageError
+    from dcgan_cli.generate.restore import Degradation, degrade_images, parse_degradation
+
+    assert parse_degradation("downsample") == Degradation(0.0)
+    assert parse_degradation("downsample:4+blur:1") == Degradation(4.0, 1.0)
+    assert parse_degradation("noise:5") == Degradation(None, 0.0, 5.0)
+    for bad in ("sharpen", "blur", "downsample:0.5", "blur:1+blur:2", ""):
+        with pytest.raises(UsageError):
+            parse_degradation(bad)
+    img = np.zeros((1, 8, 8, 1), np.uint8)
+    img[0, :4] = 255
+    low = degrade_images(img, Degradation(2.0), 4)
+    assert low.shape == (1, 4, 4, 1) and (low[0, :2] == 255).all() and (low[0, 2:] == 0).all()  # box averages
+    blurred = degrade_images(img, Degradation(None, 1.0), 8)
+    assert 0 < blurred[0, 4, 0, 0] < 128 < blurred[0, 3, 0, 0] < 255
+
+
+@pytest.mark.slow
+def test_restore_fits_the_input_better_than_its_start_and_writes_latents(tiny_run, image_folder, tmp_path):
+    from dcgan_cli.generate.restore import Degradation, degrade_images
+
+    truths = np.stack([np.asarray(Image.open(p).convert("RGB").resize((SIZE, SIZE), Image.Resampling.BICUBIC))
+                       for p in sorted(image_folder.iterdir())[:2]])
+    lows = degrade_images(truths, Degradation(2.0), SIZE // 2)
+    names = []
+    for i, low in enumerate(lows):
+        Image.fromarray(low).save(tmp_path / f"low{i}.png")
+        names.append(tmp_path / f"low{i}.png")
+    a, b = tmp_path / "a", tmp_path / "b"
+    args = ["--degradation", "downsample", "--run", tiny_run, "--steps", "40", "--restarts", "2", "--batch-size",
+            "4", "--lr", "0.1", "--quiet"]
+    ok(cli("restore", *names, "-o", a, *args))
+    ok(cli("restore", *names, "-o", b, *args))
+    assert snapshot(a) == snapshot(b)
+    for name in names:
+        assert pixels(a / f"{name.stem}.png").shape == (SIZE, SIZE, 3)
+        face = json.loads((a / f"{name.stem}.json").read_text())["faces"][0]
+        assert face["consistency"] < face["start_consistency"]
+        z = np.load(a / face["latents"])
+        np.testing.assert_allclose(np.linalg.norm(z), np.sqrt(NZ), rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------
+# refusals: one line, nothing written
+
+
+def test_refusals_name_the_fix_and_write_nothing(tiny_run, scenes, tmp_path):
+    one, _, empty = scenes
+    out = tmp_path / "out"
+    args = ["--run", tiny_run, "--crop", "face", *FAST]
+    one_line_error(cli("anonymize", empty, "-o", out, *args), "no face", "--min-face")
+    one_line_error(cli("anonymize", one, "-o", out, *args, "--min-face", "500"), "no face of at least 500")
+    Image.fromarray(np.zeros((2 * SIZE, 2 * SIZE, 3), np.uint8)).save(tmp_path / "big.png")
+    one_line_error(cli("restore", tmp_path / "big.png", "-o", out, "--degradation", "downsample", "--run", tiny_run),
+                   "larger than the run's 16x16")
+    one_line_error(cli("restore", one, "-o", out, "--degradation", "sharpen:2", "--run", tiny_run), "downsample",
+                   code=2)
+    (tmp_path / "file").write_text("x")
+    one_line_error(cli("anonymize", one, "-o", tmp_path / "file", *args), "names a folder", code=2)
+    assert not out.exists()
