@@ -160,6 +160,25 @@ def anonymize_faces(models, faces: list, search: Search, check=None, attempts: i
     return out, z, records
 
 
+def anonymize_photos(models, photos: list, recipe, search: Search, min_face: int = DEFAULT_MIN_FACE, check=None,
+                     attempts: int = ATTEMPTS, on_step=None, found: list | None = None) \
+        -> tuple[list[np.ndarray], list, np.ndarray, list[dict]]:
+    """(uint8 RGB photos with every face replaced, the AlignedFaces, their latents, a record per face).
+
+    `found`: the faces of each photo when already detected (photo_faces.find_faces)."""
+    from dcgan_cli.generate import photo_faces
+
+    found = photo_faces.find_faces(photos, min_face) if found is None else found
+    faces = [photo_faces.aligned(photos[i], i, f, recipe) for i, fs in enumerate(found) for f in fs]
+    out = [np.asarray(p, np.uint8) for p in photos]
+    if not faces:
+        return out, faces, np.zeros((0, int(models.generator.input_shape[-1])), np.float32), []
+    crops, z, records = anonymize_faces(models, faces, search, check, attempts, on_step)
+    for k, face in enumerate(faces):
+        out[face.photo] = photo_faces.paste_back(out[face.photo], crops[k], face)
+    return out, faces, z, records
+
+
 def fulfil(req: AnonymizeRequest, *, say: Callable[[str], None] = print,
            bar: Callable[[str, int], Callable[[int], None]] | None = None) -> str:
     """Do what `req` asks; returns the one-line summary. Nothing is written until every check has passed."""
@@ -176,14 +195,15 @@ def fulfil(req: AnonymizeRequest, *, say: Callable[[str], None] = print,
     if not any(found):
         raise DcganError(f"no face of at least {req.min_face} px found in any photo; name photos with faces, "
                          f"or lower --min-face")
-    faces = [photo_faces.aligned(photos[i], i, f, recipe) for i, fs in enumerate(found) for f in fs]
-    say(f"Anonymizing {len(faces)} face(s) in {sum(map(bool, found))} photo(s) with {models.source}")
-    on_step = bar("anonymize", search_steps(len(faces), req.search)) if bar else None
-    crops, z, records = anonymize_faces(models, faces, req.search, check, req.attempts, on_step)
+    n = sum(map(len, found))
+    say(f"Anonymizing {n} face(s) in {sum(map(bool, found))} photo(s) with {models.source}")
+    on_step = bar("anonymize", search_steps(n, req.search)) if bar else None
+    pixels, faces, z, records = anonymize_photos(models, photos, recipe, req.search, req.min_face, check,
+                                                 req.attempts, on_step, found)
     for i, p in enumerate(req.photos):
         if not found[i]:
             say(f"{p}: no face of at least {req.min_face} px; copied unchanged")
-    _write(req, models, photos, faces, crops, z, records)
+    _write(req, models, pixels, faces, z, records)
     same = sum(r.get("identity", {}).get("same_person", False) for r in records)
     warn = f"; {same} still verified as the same person after {req.attempts} searches" if same else ""
     return f"Anonymized {len(faces)} face(s) in {len(photos)} photo(s) into {req.out}{warn}"
@@ -198,28 +218,25 @@ def _check_outputs(req: AnonymizeRequest, _) -> None:
                 raise DcganError(f"{o} already exists; pass --force to replace it, or choose another -o folder")
 
 
-def _write(req, models, photos, faces, crops, z, records) -> None:
+def _write(req, models, pixels, faces, z, records) -> None:
     from dcgan_cli.fsutil import atomic_path, write_text
-    from dcgan_cli.generate import photo_faces
     from dcgan_cli.images import save_image
 
     out = Path(req.out)
     out.mkdir(parents=True, exist_ok=True)
-    for i, (p, photo) in enumerate(zip(req.photos, photos)):
+    for i, p in enumerate(req.photos):
         stem, mine = Path(p).stem, [k for k, f in enumerate(faces) if f.photo == i]
         rows = []
         if not mine:
             with atomic_path(out / Path(p).name) as tmp:
                 shutil.copyfile(p, tmp)
         else:
-            pixels = np.asarray(photo, np.uint8)
             for n, k in enumerate(mine, 1):
-                pixels = photo_faces.paste_back(pixels, crops[k], faces[k])
                 with atomic_path(out / f"{stem}-face{n}.npy") as tmp:
                     with open(tmp, "wb") as f:
                         np.save(f, z[k:k + 1].astype(np.float32), allow_pickle=False)
                 rows.append({**faces[k].report(), "latents": f"{stem}-face{n}.npy", **records[k]})
-            save_image(out / f"{stem}.png", pixels)
+            save_image(out / f"{stem}.png", pixels[i])
         record = {**models.facts, "photo": str(p), "image": f"{stem}.png" if mine else Path(p).name,
                   "faces": rows, "min_face": req.min_face, "seed": req.search.seed,
                   "settings": {"steps": req.search.steps, "restarts": req.search.restarts, "lr": req.search.lr,
