@@ -186,11 +186,14 @@ def _summary(name: str, kind: str, rows: list[dict], steps: int) -> tuple[str, d
 
 
 def bench_repair(seeds=DEFAULT_SEEDS, log: Callable[[str], None] = print, workdir: str | Path | None = None,
-                 sets=SETS, steps: int | None = None, search: Search = SEARCH, figure: str | Path | None = None) -> dict:
+                 sets=SETS, steps: int | None = None, search: Search = SEARCH, figure: str | Path | None = None,
+                 photos: bool = True) -> dict:
     """Each set of `sets`: train per seed, repair the held-out images; returns {set: {mask: figures}}.
 
     `steps`: the training budget for every set (None: STEPS). `figure`: write the docs
-    picture (masked | ours | Telea | real) of the first faces, seed seeds[0], centre mask.
+    picture (masked | ours | Telea | real) of the first faces, seed seeds[0], centre mask
+    (and anonymize.png, restore.png beside it). `photos`: with faces, also the rows of
+    faces in whole photos (bench/photos.py: anonymize and restore).
     """
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(workdir or tmp)
@@ -212,6 +215,11 @@ def bench_repair(seeds=DEFAULT_SEEDS, log: Callable[[str], None] = print, workdi
                 line, summary = _summary(name, kind, rows, budget)
                 log(line)
                 result[name][kind] = {"per_seed": rows, "mean_std": summary}
+        if photos and "faces" in sets:  # faces in whole photos: anonymize and restore (bench/photos.py)
+            from dcgan_cli.bench.photos import bench_photos
+
+            result["photos"] = bench_photos(seeds, work / "photos", log, steps or STEPS["faces"], search,
+                                            Path(figure).parent if figure is not None else None)
         return result
 
 
