@@ -138,7 +138,9 @@ def repair_seed(qs: QualitySet, seed: int, steps: int, runs: Path, search: Searc
 
     cfg = our_config(qs, seed, steps, runs, batch_size=BATCH)
     t = time.perf_counter()
-    run = train(cfg, runs / f"{qs.name}-{seed}", quiet=True, log=lambda m: None)
+    run = runs / f"{qs.name}-{seed}"
+    if not (run / "generator.keras").is_file():  # a --quality-workdir kept from an earlier bench: reuse its runs
+        run = train(cfg, run, quiet=True, log=lambda m: None)
     trained = time.perf_counter() - t
     models = load_models(run)
     real = qs.held_out
