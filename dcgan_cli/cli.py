@@ -769,7 +769,7 @@ def inpaint(
 MinFace = Annotated[int, typer.Option(min=1, help="Leave faces whose detector box is under N pixels alone.")]
 
 
-def _photo_faces(module: str, request, quiet: bool) -> None:
+def _photo_faces(module: str, request, quiet: bool, **extra) -> None:
     """Run an anonymize/restore request with its progress bar (stderr); print its summary."""
     import importlib
 
@@ -779,7 +779,8 @@ def _photo_faces(module: str, request, quiet: bool) -> None:
 
     with Bars(not quiet, console=Console(stderr=True), transient=True, only_on_terminal=True) as bars:
         typer.echo(importlib.import_module(f"dcgan_cli.generate.{module}").fulfil(
-            request, say=lambda m: typer.echo(m, err=True), bar=lambda what, total: bars.task(what, total).advance))
+            request, say=lambda m: typer.echo(m, err=True), bar=lambda what, total: bars.task(what, total).advance,
+            **extra))
 
 
 @app.command(rich_help_panel=GENERATING)
@@ -818,7 +819,9 @@ def anonymize(
         tuple(photos), out, run=run, crop=crop.value if crop else None, identity_model=identity_model,
         min_face=min_face, force=force, runs_dir=runs_dir,
         search=_SEARCH(steps=steps, restarts=restarts, seed=seed, batch_size=batch_size))
-    _photo_faces("anonymize", request, quiet)
+    from dcgan_cli.identity.verification import distance_check
+
+    _photo_faces("anonymize", request, quiet, make_checker=distance_check)
 
 
 @app.command(rich_help_panel=GENERATING)

@@ -125,6 +125,15 @@ def test_anonymize_replaces_each_face_keeps_every_other_pixel_and_repeats_itself
         z = np.load(a / record["faces"][0]["latents"])
         assert z.shape == (1, NZ) and z.dtype == np.float32
         np.testing.assert_allclose(np.linalg.norm(z), np.sqrt(NZ), rtol=1e-5)
+    # a face's latents draw its generated face again through `sample --latents`
+    from dcgan_cli.generate.repair import load_models
+    from dcgan_cli.generate.search import generate
+    from dcgan_cli.pixels import to_uint8
+
+    ok(cli("sample", tmp_path / "g.png", "--run", tiny_run, "--latents", a / "two-face2.npy", "--individual",
+           tmp_path / "each"))
+    drawn = to_uint8(generate(load_models(tiny_run), np.load(a / "two-face2.npy")))[0]
+    np.testing.assert_array_equal(pixels(tmp_path / "each/latent-0000.png").reshape(drawn.shape), drawn)
     # another seed draws another face
     ok(cli("anonymize", one, "-o", tmp_path / "c", *args, "--seed", "1"))
     assert (tmp_path / "c/one.png").read_bytes() != (a / "one.png").read_bytes()
@@ -196,3 +205,43 @@ def test_refusals_name_the_fix_and_write_nothing(tiny_run, scenes, tmp_path):
     (tmp_path / "file").write_text("x")
     one_line_error(cli("anonymize", one, "-o", tmp_path / "file", *args), "names a folder", code=2)
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------
+# the bench's scores (bench/photos.py): NumPy checks
+
+
+def test_the_privacy_baselines_touch_only_the_boxes_and_the_matchers_find_their_own():
+    from dcgan_cli.bench.photos import (blur_boxes, box_crops, kept_outside, matcher_features, pixelate_boxes,
+                                        rank1, scenes)
+
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (3, 25, 25), dtype=np.uint8)
+    (img, boxes), = scenes(faces, [[0, 1]], seed=0)
+    before = np.asarray(img)
+    for fn in (blur_boxes, pixelate_boxes):
+        after = fn(before, boxes)
+        assert kept_outside(before, after, boxes) and not np.array_equal(after, before)
+    moved = before.copy()
+    moved[0, 0] ^= 1
+    assert not kept_outside(before, moved, boxes)
+    crops = box_crops(before, boxes)
+    feats = matcher_features(crops)
+    assert all(rank1(f, f).all() for f in feats.values())
+
+
+def test_with_an_identity_model_a_face_still_verified_as_its_person_is_searched_again(tiny_run, scenes, tmp_path):
+    from dcgan_cli.identity.model import build_embedder
+    from dcgan_cli.identity.verification import META_FORMAT, save_model, write_meta
+
+    save_model(build_embedder(SIZE, 3, dim=8, width=4), tmp_path / "emb.keras")
+    for threshold, attempts in ((2.5, 4), (0.0, 1)):  # every distance is under 2.5 (unit vectors); none under 0
+        write_meta(tmp_path / "emb.keras", {"format": META_FORMAT, "image_size": SIZE, "channels": 3, "crop": "face",
+                                            "threshold": threshold})
+        out = tmp_path / f"t{threshold}"
+        result = ok(cli("anonymize", scenes[0], "-o", out, "--run", tiny_run, "--crop", "face", *FAST,
+                        "--identity-model", tmp_path / "emb.keras"))
+        face = json.loads((out / "one.json").read_text())["faces"][0]
+        assert face["attempts"] == attempts and 0 <= face["identity"]["distance"] <= 2
+        assert face["identity"]["same_person"] == (threshold > 0)
+        assert ("still verified as the same person" in result.output) == (threshold > 0)

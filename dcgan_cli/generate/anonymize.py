@@ -88,31 +88,6 @@ def face_recipe(cfg, crop: str | None):
     return recipe
 
 
-def identity_checker(model_path: Path | None, shape: tuple[int, int, int]):
-    """(originals, news) uint8 (N, S, S, C) -> (distance, threshold): the embedding model at the run's size."""
-    if model_path is None:
-        return None
-    from dcgan_cli.identity.verification import Embedder, _threshold, distances, load_model, resolve_model
-
-    path = resolve_model(model_path)
-    model, meta = load_model(path)
-    if meta["image_size"] != shape[0]:
-        raise DcganError(f"the identity model {path} takes {meta['image_size']}x{meta['image_size']} faces but the "
-                         f"run draws {shape[0]}x{shape[1]}; use an identity model trained at the run's size")
-    t = _threshold(meta, None, path)
-    embed = Embedder(model, 16)
-
-    def check(originals: np.ndarray, news: np.ndarray) -> tuple[np.ndarray, float]:
-        a, b = originals, news
-        if meta["channels"] != shape[2]:
-            a, b = (np.repeat(x, 3, -1) if meta["channels"] == 3 else
-                    np.rint(x.astype(np.float64) @ np.array([0.299, 0.587, 0.114])[:, None]).astype(np.uint8)
-                    for x in (a, b))
-        return distances(embed(a), embed(b)), t
-
-    return check
-
-
 def _redraw(models, faces: list, search: Search, todo: np.ndarray, attempt: int, on_step) -> tuple:
     """Inpaint the holes of faces[todo]: (uint8 crops, latents, terms); attempt > 0 starts elsewhere."""
     from dcgan_cli.generate.repair import context_weights, poisson_blend
@@ -180,8 +155,14 @@ def anonymize_photos(models, photos: list, recipe, search: Search, min_face: int
 
 
 def fulfil(req: AnonymizeRequest, *, say: Callable[[str], None] = print,
-           bar: Callable[[str, int], Callable[[int], None]] | None = None) -> str:
-    """Do what `req` asks; returns the one-line summary. Nothing is written until every check has passed."""
+           bar: Callable[[str, int], Callable[[int], None]] | None = None,
+           make_checker: Callable | None = None) -> str:
+    """Do what `req` asks; returns the one-line summary. Nothing is written until every check has passed.
+
+    `make_checker(model_path, (S, S, C)) -> check(originals, news) -> (distances, threshold)`:
+    with `req.identity_model`, how faces are compared (identity/verification.py's
+    `distance_check`, given by the caller: generate/ does not import identity/).
+    """
     from dcgan_cli.generate import photo_faces
     from dcgan_cli.generate.repair import load_models
     from dcgan_cli.generate.search import search_steps
@@ -190,7 +171,11 @@ def fulfil(req: AnonymizeRequest, *, say: Callable[[str], None] = print,
     _check_outputs(req, [None] * len(photos))
     models = load_models(req.run, req.runs_dir, warn=lambda m: say(f"Warning: {m}"))
     recipe = face_recipe(models.config, req.crop)
-    check = identity_checker(req.identity_model, models.shape)
+    check = None
+    if req.identity_model is not None:
+        if make_checker is None:
+            raise DcganError("--identity-model needs a face comparer; call fulfil(make_checker=...)")
+        check = make_checker(req.identity_model, models.shape)
     found = photo_faces.find_faces(photos, req.min_face)
     if not any(found):
         raise DcganError(f"no face of at least {req.min_face} px found in any photo; name photos with faces, "
