@@ -163,7 +163,7 @@ def test_degradations_parse_and_degrade_as_named():
 
 
 @pytest.mark.slow
-def test_restore_fits_the_input_better_than_its_start_and_writes_latents(tiny_run, image_folder, tmp_path):
+def test_restore_fits_the_input_better_than_its_start_and_writes_latents(tiny_run, image_folder, scenes, tmp_path):
     from dcgan_cli.generate.restore import Degradation, degrade_images
 
     truths = np.stack([np.asarray(Image.open(p).convert("RGB").resize((SIZE, SIZE), Image.Resampling.BICUBIC))
@@ -185,6 +185,13 @@ def test_restore_fits_the_input_better_than_its_start_and_writes_latents(tiny_ru
         assert face["consistency"] < face["start_consistency"]
         z = np.load(a / face["latents"])
         np.testing.assert_allclose(np.linalg.norm(z), np.sqrt(NZ), rtol=1e-5)
+    # a whole photo: the face restored in place, every pixel outside its box kept
+    ok(cli("restore", scenes[0], "-o", tmp_path / "photo", "--crop", "face", "--degradation", "blur:1", "--run", tiny_run, *FAST))
+    record = json.loads((tmp_path / "photo/one.json").read_text())
+    before, after = np.asarray(Image.open(scenes[0]).convert("RGB")), pixels(tmp_path / "photo/one.png")
+    keep = _outside(before.shape, _face_boxes(record))
+    np.testing.assert_array_equal(after[keep], before[keep])
+    assert not np.array_equal(after, before)
 
 
 # ----------------------------------------------------------------------------
