@@ -115,7 +115,8 @@ def test_anonymize_replaces_each_face_keeps_every_other_pixel_and_repeats_itself
     for photo, n in ((one, 1), (two, 2)):
         record = json.loads((a / f"{photo.stem}.json").read_text())
         boxes = _face_boxes(record)
-        assert len(boxes) == n and all(f["confidence"] > 0.9 for f in record["faces"])
+        assert len(boxes) == n and all(f["confidence"] > 0.9 and 0.5 < f["box_share_drawn"] <= 1
+                                       for f in record["faces"])
         before, after = np.asarray(Image.open(photo).convert("RGB")), pixels(a / f"{photo.stem}.png")
         keep = _outside(before.shape, boxes)
         np.testing.assert_array_equal(after[keep], before[keep])

@@ -7,8 +7,10 @@
 `paste_back` touches only the detector's box: each photo pixel inside it is
 sampled (bilinear) from the new crop at the place the alignment sends it, and
 mixed with the photo's own pixel by a weight that rises from 0 at the box's
-edge to 1 a few pixels inside (the feather). Every pixel outside the box keeps
-its bytes. A grey run's face goes into a colour photo as a change of
+edge to 1 a few pixels inside (the feather), and falls to 0 again at the
+crop's edge: a part of the box outside the run's framing (a chin below a
+CelebA crop) keeps its pixels, as `box_share_drawn` reports. Every pixel
+outside the box keeps its bytes. A grey run's face goes into a colour photo as a change of
 luminance: each pixel moves by (new grey - old grey) on all three channels, so
 the photo keeps its colours.
 """
@@ -47,7 +49,17 @@ class AlignedFace:
     valid: np.ndarray
 
     def report(self) -> dict:
-        return {"box": [round(v, 2) for v in self.box], "confidence": round(self.confidence, 4)}
+        return {"box": [round(v, 2) for v in self.box], "confidence": round(self.confidence, 4),
+                "box_share_drawn": round(self.covered(), 4)}
+
+    def covered(self) -> float:
+        """The share of the box inside the aligned crop (the rest, past the run's framing, is kept)."""
+        bx, by, bw, bh = self.box
+        xs, ys = np.meshgrid(bx + (np.arange(16) + 0.5) * bw / 16, by + (np.arange(16) + 0.5) * bh / 16)
+        m, s = self.matrix, self.crop.shape[0]
+        u = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
+        v = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
+        return float(np.mean((u >= 0) & (u <= s) & (v >= 0) & (v <= s)))
 
 
 def load_photos(paths: list[Path]) -> list:
@@ -125,7 +137,10 @@ def paste_back(pixels: np.ndarray, new: np.ndarray, face: AlignedFace) -> np.nda
     v = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
     sampled = _bilinear(new.astype(np.float64), u, v)
     inside = np.minimum.reduce([xs - bx, bx + bw - xs, ys - by, by + bh - ys])  # distance to the box's edge
-    alpha = np.clip(inside / max(1.0, FEATHER * min(bw, bh)), 0.0, 1.0)[..., None]
+    s = new.shape[0]
+    in_crop = np.minimum.reduce([u, s - u, v, s - v])  # crop pixels to the crop's edge: past it, nothing was drawn
+    alpha = (np.clip(inside / max(1.0, FEATHER * min(bw, bh)), 0.0, 1.0) *
+             np.clip(in_crop / max(1.0, FEATHER * s), 0.0, 1.0))[..., None]
     old = pixels[y0:y1, x0:x1].astype(np.float64)
     if sampled.shape[-1] == 1:  # a grey face: move the luminance only
         sampled = old + (sampled - (old @ LUMA)[..., None])
