@@ -327,9 +327,12 @@ def bench_photos(seeds, workdir: Path, log: Callable[[str], None] = print, steps
 
 def write_figures(folder: Path, privacy: dict, restored: dict, n: int = 3) -> None:
     """anonymize.png: rows of photo | anonymised | blurred; restore.png: low-res | bicubic | restored | truth."""
-    from PIL import Image
+    write_privacy_figure(folder / "anonymize.png", privacy, n)
+    write_restore_figure(folder / "restore.png", restored)
 
-    from dcgan_cli.images import make_grid, save_image
+
+def write_privacy_figure(path: Path, privacy: dict, n: int = 3) -> None:
+    from dcgan_cli.images import save_image
 
     rows = []
     for i in range(min(n, len(privacy["photos"]))):
@@ -338,12 +341,19 @@ def write_figures(folder: Path, privacy: dict, restored: dict, n: int = 3) -> No
         rows.append(np.concatenate([np.pad(c, ((0, h - c.shape[0]), (0, 4), (0, 0)), constant_values=255)
                                     for c in cells], 1))
     w = max(r.shape[1] for r in rows)
-    save_image(folder / "anonymize.png", np.concatenate(
+    save_image(path, np.concatenate(
         [np.pad(r, ((0, 4), (0, w - r.shape[1]), (0, 0)), constant_values=255) for r in rows], 0))
+
+
+def write_restore_figure(path: Path, restored: dict) -> None:
+    from PIL import Image
+
+    from dcgan_cli.images import make_grid, save_image
+
     cells = []
     for factor, a in restored.items():
         for i in range(4):
             low = np.asarray(Image.fromarray(a["low"][i][..., 0]).resize((32, 32), Image.Resampling.NEAREST))[..., None]
             cells += [low, a["bicubic"][i], a["ours"][i], a["truth"][i]]
     grid = np.stack(cells).repeat(3, 1).repeat(3, 2)
-    save_image(folder / "restore.png", make_grid(grid, nrow=4))
+    save_image(path, make_grid(grid, nrow=4))
