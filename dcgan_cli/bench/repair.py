@@ -217,7 +217,10 @@ def bench_repair(seeds=DEFAULT_SEEDS, log: Callable[[str], None] = print, workdi
                 line, summary = _summary(name, kind, rows, budget)
                 log(line)
                 result[name][kind] = {"per_seed": rows, "mean_std": summary}
-        if photos and "faces" in sets:  # faces in whole photos: anonymize and restore (bench/photos.py)
+        if photos and "faces" in sets and not telea_available():
+            log("repair photos: skipped (no opencv for the independent face detector; "
+                "pip install 'dcgan-cli[repair]')")
+        elif photos and "faces" in sets:  # faces in whole photos: anonymize and restore (bench/photos.py)
             from dcgan_cli.bench.photos import bench_photos
 
             result["photos"] = bench_photos(seeds, work / "photos", log, steps or STEPS["faces"], search,
