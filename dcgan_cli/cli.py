@@ -689,7 +689,8 @@ RepairRun = Annotated[Optional[Path], typer.Option(help="Run directory (default:
 RepairCrop = Annotated[Optional[Crop], typer.Option(help="How to crop the photos (default: as the run's data was "
                                                          "cropped, from its manifest).", show_default=False)]
 Steps = Annotated[int, typer.Option(min=1, help="Adam steps on z per start.")]
-Restarts = Annotated[int, typer.Option(min=1, help="Random starts per photo; the one with the lowest loss is kept.")]
+Restarts = Annotated[int, typer.Option(min=1, help="Random starts per photo; of those that fit best, the one D finds "
+                                                   "most real is kept.")]
 Lr = Annotated[float, typer.Option(help="Adam's learning rate on z.")]
 RepairSeed = Annotated[int, typer.Option(min=0, help="Seed of the starts (and of --mask-kind random): same seed, "
                                                      "same bytes.")]
@@ -883,6 +884,104 @@ def edit(
     with Bars(not quiet, console=Console(stderr=True), transient=True, only_on_terminal=True) as bars:
         typer.echo(ed.fulfil(request, say=lambda m: typer.echo(m, err=True),
                              bar=lambda what, total: bars.task(what, total).advance))
+# faces in whole photos: anonymize, restore
+
+MinFace = Annotated[int, typer.Option(min=1, help="Leave faces whose detector box is under N pixels alone.")]
+
+
+def _photo_faces(module: str, request, quiet: bool, **extra) -> None:
+    """Run an anonymize/restore request with its progress bar (stderr); print its summary."""
+    import importlib
+
+    from rich.console import Console
+
+    from dcgan_cli.progress import Bars
+
+    with Bars(not quiet, console=Console(stderr=True), transient=True, only_on_terminal=True) as bars:
+        typer.echo(importlib.import_module(f"dcgan_cli.generate.{module}").fulfil(
+            request, say=lambda m: typer.echo(m, err=True), bar=lambda what, total: bars.task(what, total).advance,
+            **extra))
+
+
+@app.command(rich_help_panel=GENERATING)
+def anonymize(
+    photos: Annotated[list[Path], typer.Argument(help="Photos; every face found in them is replaced.",
+                                                 show_default=False)],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder: NAME.png, NAME.json (boxes, scores), "
+                                                          "NAME-faceK.npy per face.", show_default=False)],
+    run: RepairRun = None,
+    crop: Annotated[Optional[Crop], typer.Option(help="The faces' alignment (default: the run's data's; it must "
+                                                      "be face).", show_default=False)] = None,
+    identity_model: Annotated[Optional[Path], typer.Option(help="An embedding model (dcgan identity train): each "
+                                                                "new face must verify as another person.",
+                                                           show_default=False)] = None,
+    min_face: MinFace = 20,
+    steps: Steps = _SEARCH.steps,
+    restarts: Restarts = _SEARCH.restarts,
+    seed: RepairSeed = _SEARCH.seed,
+    batch_size: RepairBatch = _SEARCH.batch_size,
+    force: Annotated[bool, typer.Option("--force", help="Replace outputs already in OUT.")] = False,
+    quiet: Quiet = False,
+    runs_dir: RunsDir = RUNS_DIR,
+):
+    """Replace every face in each photo with one the run's generator draws to fit its surroundings.
+
+    Each face the detector finds is aligned as the run's data was; its whole
+    box is inpainted (context loss on the kept surroundings, z on the latent
+    sphere), mapped back and feathered inside the box: every pixel outside the
+    faces keeps its bytes. A photo with no face is copied unchanged.
+
+    Example: dcgan anonymize party.jpg --run runs/00003-celeba-64-dcgan -o anonymized --identity-model runs/00004-faces-id
+    """
+    from dcgan_cli.generate import anonymize as anon
+
+    request = anon.AnonymizeRequest(
+        tuple(photos), out, run=run, crop=crop.value if crop else None, identity_model=identity_model,
+        min_face=min_face, force=force, runs_dir=runs_dir,
+        search=_SEARCH(steps=steps, restarts=restarts, seed=seed, batch_size=batch_size))
+    from dcgan_cli.identity.verification import distance_check
+
+    _photo_faces("anonymize", request, quiet, make_checker=distance_check)
+
+
+@app.command(rich_help_panel=GENERATING)
+def restore(
+    photos: Annotated[list[Path], typer.Argument(help="Face crops in the run's framing (or whole photos with "
+                                                      "--crop face).", show_default=False)],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder: NAME.png, NAME.json (consistency), "
+                                                          "NAME-faceK.npy per face.", show_default=False)],
+    degradation: Annotated[str, typer.Option(help="What happened to the faces: downsample[:F], blur:SIGMA, "
+                                                  "noise:SIGMA, joined by + (F from the input's size when not "
+                                                  "given).", show_default=False)],
+    run: RepairRun = None,
+    crop: Annotated[Optional[Crop], typer.Option(help="face: find the faces in whole photos and paste the "
+                                                      "restored ones back.", show_default=False)] = None,
+    min_face: MinFace = 8,
+    steps: Steps = _SEARCH.steps,
+    restarts: Restarts = _SEARCH.restarts,
+    lr: Lr = _SEARCH.lr,
+    prior_weight: Annotated[float, typer.Option(min=0, help="lambda of the realism term log(1 - D(G(z))).")
+                            ] = _SEARCH.prior_weight,
+    seed: RepairSeed = _SEARCH.seed,
+    batch_size: RepairBatch = _SEARCH.batch_size,
+    force: Annotated[bool, typer.Option("--force", help="Replace outputs already in OUT.")] = False,
+    quiet: Quiet = False,
+    runs_dir: RunsDir = RUNS_DIR,
+):
+    """Restore small, blurred or noisy faces: a sharp face that, degraded again, is the input (PULSE).
+
+    Searches z on the latent sphere so that the degraded G(z) matches each input
+    and D finds G(z) real; reports each result's consistency with its input.
+
+    Example: dcgan restore tiny.png --degradation downsample --run runs/00003-celeba-64-dcgan -o restored
+    """
+    from dcgan_cli.generate import restore as rest
+
+    request = rest.RestoreRequest(
+        tuple(photos), out, degradation, run=run, crop=crop.value if crop else None, min_face=min_face, force=force,
+        runs_dir=runs_dir, search=_SEARCH(steps=steps, restarts=restarts, lr=lr, seed=seed, batch_size=batch_size,
+                                          prior_weight=prior_weight))
+    _photo_faces("restore", request, quiet)
 
 
 # ----------------------------------------------------------------------------

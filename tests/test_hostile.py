@@ -237,6 +237,42 @@ def _directions(ws: Path, ctx: Context) -> None:
     save_directions(ws / "run", Directions(["Smiling", "Male"], normals, np.zeros(2), np.ones(2), {}))
 
 
+def _lfw_face(rel: str = "face.png"):
+    """A real face (lfw_subset) at 100 px in a 160x140 grey frame, which the face detector finds."""
+    def setup(ws: Path, ctx: Context) -> None:
+        from PIL import Image
+        from skimage.data import lfw_subset
+
+        frame = Image.new("RGB", (160, 140), (90, 110, 70))
+        face = Image.fromarray(np.round(lfw_subset()[0] * 255).astype(np.uint8)).convert("RGB")
+        frame.paste(face.resize((100, 100), Image.Resampling.BICUBIC), (30, 20))
+        frame.save(ws / rel)
+
+    return setup
+
+
+def _square(rel: str, side: int):
+    def setup(ws: Path, ctx: Context) -> None:
+        from PIL import Image
+
+        Image.fromarray(np.zeros((side, side, 3), np.uint8)).save(ws / rel)
+
+    return setup
+
+
+def _embedding_of_size(side: int):
+    """A (random) embedding model taking side x side faces, with its metadata, as emb.keras."""
+    def setup(ws: Path, ctx: Context) -> None:
+        from dcgan_cli.identity.model import build_embedder
+        from dcgan_cli.identity.verification import META_FORMAT, save_model, write_meta
+
+        save_model(build_embedder(side, 3, dim=8, width=4), ws / "emb.keras")
+        write_meta(ws / "emb.keras", {"format": META_FORMAT, "image_size": side, "channels": 3, "crop": "face",
+                                      "threshold": 1.0})
+
+    return setup
+
+
 CASES = [
     # -- download (a server on 127.0.0.1) -------------------------------------------
     Case("download-404", ["download", "{url}/missing.zip", "--retries", "0", "--quiet"], code=1, says="HTTP 404",
@@ -369,6 +405,23 @@ CASES = [
          says="20000x10000 (200,000,000 pixels), over Pillow's limit", setup=_huge_png),
     Case("inpaint-two-holes", ["inpaint", "faces/img-000.png", "--box", "0,0,4,4", "--mask-kind", "center", "-o",
                                "out"], code=2, says="give exactly one of --mask"),
+    # -- anonymize, restore --------------------------------------------------------------
+    Case("anonymize-no-face-in-any-photo", ["anonymize", "faces/img-000.png", "--run", "run", "-o", "out", "--crop",
+                                            "face", "--steps", "1"], code=1, says="lower --min-face"),
+    Case("anonymize-face-under-min-face", ["anonymize", "face.png", "--run", "run", "-o", "out", "--crop", "face",
+                                           "--min-face", "400", "--steps", "1"], code=1,
+         says="no face of at least 400 px", setup=_lfw_face()),
+    Case("anonymize-identity-model-of-another-size", ["anonymize", "face.png", "--run", "run", "-o", "out", "--crop",
+                                                      "face", "--identity-model", "emb.keras", "--steps", "1"],
+         code=1, says="trained at the run's size", setup=lambda ws, ctx: (_lfw_face()(ws, ctx),
+                                                                          _embedding_of_size(32)(ws, ctx))),
+    Case("anonymize-out-is-a-file", ["anonymize", "faces/img-000.png", "--run", "run", "-o", "notes.txt"], code=2,
+         says="names a folder", setup=_text("notes.txt", "precious")),
+    Case("restore-input-larger-than-the-run", ["restore", "big.png", "--degradation", "downsample", "--run", "run",
+                                               "-o", "out", "--steps", "1"], code=1,
+         says="larger than the run's 16x16", setup=_square("big.png", 32)),
+    Case("restore-unknown-degradation", ["restore", "faces/img-000.png", "--degradation", "sharpen:2", "--run", "run",
+                                         "-o", "out"], code=2, says="is not a degradation"),
     # -- directions, edit -------------------------------------------------------------
     Case("directions-data-without-labels", ["directions", "--run", "run"], code=1, says="--labels celeba"),
     Case("directions-share-too-big", ["directions", "--run", "run", "--share", "0.7"], code=2, says="--share"),

@@ -97,7 +97,7 @@ def test_masks_center_random_eyes_and_the_refusals():
 
 
 def test_hole_scores_and_the_baselines():
-    from dcgan_cli.bench.repair import hole_scores, mean_fill
+    from dcgan_cli.bench.repair import average_fill, hole_scores, mean_fill
 
     rng = np.random.default_rng(0)
     real = rng.integers(0, 256, (2, 16, 16, 1), dtype=np.uint8)
@@ -109,6 +109,10 @@ def test_hole_scores_and_the_baselines():
     assert psnr > 100 and ssim == pytest.approx(1.0)  # identical: the MSE floor of 1e-10
     worse = hole_scores(filled, real, holes)
     assert worse[0] < 20 and worse[1] < 0.5
+    training = np.stack([np.full((16, 16, 1), 10, np.uint8), np.full((16, 16, 1), 20, np.uint8)])
+    average = average_fill(real, holes, training)
+    np.testing.assert_array_equal(average[~holes], real[~holes])
+    assert (average[holes] == 15).all()
 
 
 def test_the_docs_figure_has_a_row_per_face_masked_ours_baseline_real(tmp_path):
@@ -196,7 +200,7 @@ def test_inpaint_keeps_the_known_pixels_fills_the_hole_and_repeats_itself(tiny_r
             np.testing.assert_array_equal(out[~holes[i]], cropped[i][~holes[i]])
             assert not np.array_equal(out[holes[i]], cropped[i][holes[i]])
         record = json.loads((a / "inpaint.json").read_text())
-        assert record["settings"]["mask"] == kind and set(record["photos"][0]["loss"]) == {"total", "context", "prior"}
+        assert record["settings"]["mask"] == kind and set(record["photos"][0]["loss"]) == {"total", "context", "prior", "realism"}
 
 
 def test_inpaint_with_a_mask_file_matches_the_same_box(tiny_run, photos, tmp_path):

@@ -10,10 +10,11 @@ bench_quality.py, split once by `bench_quality.held_out_split`:
 
 For each seed, the preset (batch 32) is trained on the training images, then
 every held-out image gets a centre mask (the middle quarter of the area) and a
-random one (80% of the pixels missing, Yeh et al.'s), and is repaired three
+random one (80% of the pixels missing, Yeh et al.'s), and is repaired four
 ways: ours (`repair.inpaint_arrays`, what `dcgan inpaint` runs), the mean of the
-known pixels, and OpenCV's Telea inpainting (`cv2.inpaint`, when opencv is
-importable: `pip install 'dcgan-cli[repair]'`). PSNR and SSIM are measured on
+known pixels, the average training image pasted into the hole (aligned faces
+make that a strong baseline), and OpenCV's Telea inpainting (`cv2.inpaint`,
+when opencv is importable: `pip install 'dcgan-cli[repair]'`). PSNR and SSIM are measured on
 the missing pixels only (SSIM: scikit-image's map, averaged over the hole), and
 reported as ratios ours / baseline (above 1: ours is closer to the real image).
 """
@@ -91,6 +92,16 @@ def mean_fill(photos: np.ndarray, holes: np.ndarray) -> np.ndarray:
     return out
 
 
+def average_fill(photos: np.ndarray, holes: np.ndarray, training: np.ndarray) -> np.ndarray:
+    """Each hole filled with the average training image there (the face a generator that learned nothing
+    but the mean would draw): a strong baseline on aligned faces."""
+    mean = np.rint(training.astype(np.float64).mean(0)).astype(np.uint8)
+    out = photos.copy()
+    for img, hole in zip(out, holes):
+        img[hole] = mean[hole]
+    return out
+
+
 def telea(photos: np.ndarray, holes: np.ndarray) -> np.ndarray:
     """OpenCV's Telea (2004) fast-marching inpainting, radius 3."""
     import cv2
@@ -127,7 +138,9 @@ def repair_seed(qs: QualitySet, seed: int, steps: int, runs: Path, search: Searc
 
     cfg = our_config(qs, seed, steps, runs, batch_size=BATCH)
     t = time.perf_counter()
-    run = train(cfg, runs / f"{qs.name}-{seed}", quiet=True, log=lambda m: None)
+    run = runs / f"{qs.name}-{seed}"
+    if not (run / "generator.keras").is_file():  # a --quality-workdir kept from an earlier bench: reuse its runs
+        run = train(cfg, run, quiet=True, log=lambda m: None)
     trained = time.perf_counter() - t
     models = load_models(run)
     real = qs.held_out
@@ -137,7 +150,7 @@ def repair_seed(qs: QualitySet, seed: int, steps: int, runs: Path, search: Searc
         t = time.perf_counter()
         ours, _, _ = inpaint_arrays(models, real, holes, replace(search, seed=seed))
         took = time.perf_counter() - t
-        methods = {"ours": ours, "mean": mean_fill(real, holes)}
+        methods = {"ours": ours, "mean": mean_fill(real, holes), "average": average_fill(real, holes, qs.images)}
         if telea_available():
             methods["telea"] = telea(real, holes)
         scores = {m: hole_scores(img, real, holes) for m, img in methods.items()}
@@ -152,7 +165,7 @@ def repair_seed(qs: QualitySet, seed: int, steps: int, runs: Path, search: Searc
 
 
 def _line(name: str, seed: int, kind: str, n: int, row: dict) -> str:
-    methods = [m for m in ("ours", "mean", "telea") if f"{m}_psnr" in row]
+    methods = [m for m in ("ours", "mean", "average", "telea") if f"{m}_psnr" in row]
     psnr = " ".join(f"{m} {row[f'{m}_psnr']:.2f}" for m in methods)
     ssim = " ".join(f"{m} {row[f'{m}_ssim']:.3f}" for m in methods)
     ratios = " | ".join(f"ours/{b} PSNR {row[f'psnr_ratio_{b}']:.2f} SSIM {row[f'ssim_ratio_{b}']:.2f}"
@@ -175,11 +188,14 @@ def _summary(name: str, kind: str, rows: list[dict], steps: int) -> tuple[str, d
 
 
 def bench_repair(seeds=DEFAULT_SEEDS, log: Callable[[str], None] = print, workdir: str | Path | None = None,
-                 sets=SETS, steps: int | None = None, search: Search = SEARCH, figure: str | Path | None = None) -> dict:
+                 sets=SETS, steps: int | None = None, search: Search = SEARCH, figure: str | Path | None = None,
+                 photos: bool = True) -> dict:
     """Each set of `sets`: train per seed, repair the held-out images; returns {set: {mask: figures}}.
 
     `steps`: the training budget for every set (None: STEPS). `figure`: write the docs
-    picture (masked | ours | Telea | real) of the first faces, seed seeds[0], centre mask.
+    picture (masked | ours | Telea | real) of the first faces, seed seeds[0], centre mask
+    (and anonymize.png, restore.png beside it). `photos`: with faces, also the rows of
+    faces in whole photos (bench/photos.py: anonymize and restore).
     """
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(workdir or tmp)
@@ -201,6 +217,14 @@ def bench_repair(seeds=DEFAULT_SEEDS, log: Callable[[str], None] = print, workdi
                 line, summary = _summary(name, kind, rows, budget)
                 log(line)
                 result[name][kind] = {"per_seed": rows, "mean_std": summary}
+        if photos and "faces" in sets and not telea_available():
+            log("repair photos: skipped (no opencv for the independent face detector; "
+                "pip install 'dcgan-cli[repair]')")
+        elif photos and "faces" in sets:  # faces in whole photos: anonymize and restore (bench/photos.py)
+            from dcgan_cli.bench.photos import bench_photos
+
+            result["photos"] = bench_photos(seeds, work / "photos", log, steps or STEPS["faces"], search,
+                                            Path(figure).parent if figure is not None else None)
         return result
 
 

@@ -8,9 +8,8 @@ Both crop each photo the way the run's data was cropped (the data's manifest:
 `--crop face` runs the same detector and alignment `dcgan preprocess` does;
 `--crop` overrides), then search the latent space by gradient descent (Adam on
 z, the generator and discriminator in inference mode), from several random
-starts per photo, batched over photos x starts in one fixed batch shape (as
-`sampling.Sampler`: a row's result does not depend on its neighbours), and keep
-the start with the lowest loss:
+starts per photo, z kept on the sphere where Gaussian latents live, and keep
+the start that fits best and looks most real (generate/search.py):
 
 - project: pixel MSE + w * MSE of the discriminator's last hidden features
   (a perceptual term that knows faces; feature matching, Salimans et al. 2016);
@@ -40,6 +39,7 @@ from typing import Callable
 import numpy as np
 
 from dcgan_cli.errors import DcganError, UsageError
+from dcgan_cli.generate.search import WINDOW, Search, generate, search_latents, search_steps  # noqa: F401
 from dcgan_cli.images import unreadable
 
 MASK_KINDS = ("center", "random", "eyes")
@@ -47,14 +47,6 @@ MaskKind = Enum("MaskKind", {k: k for k in MASK_KINDS}, type=str)
 RANDOM_MISSING = 0.8  # Yeh et al.'s random mask: 80% of the pixels missing
 EYES_ROWS = (0.38, 0.58)  # the eyes band: where aligned faces (and lfw crops) have their eyes, as shares of the side
 EYES_COLS = (0.15, 0.85)
-WINDOW = 7  # Yeh et al.'s window for the context weights
-PRIOR_WEIGHT = 0.003  # their lambda
-FEATURE_WEIGHT = 1.0
-DEFAULT_STEPS = 300
-DEFAULT_RESTARTS = 4
-DEFAULT_LR = 0.05
-DEFAULT_BATCH = 64  # rows (photos x starts) per compiled step
-ADAM = (0.9, 0.999, 1e-8)
 _RANDOM_MASK_STREAM = 0x4D41534B  # keeps the random masks' draws apart from the latents'
 
 
@@ -324,135 +316,6 @@ def poisson_blend(source: np.ndarray, target: np.ndarray, hole: np.ndarray, tol:
     return np.where(h > 0, x, t)
 
 
-# ----------------------------------------------------------------------------
-# the search for z
-
-
-@dataclass(frozen=True)
-class Search:
-    """How z is searched for (the same for project and inpaint)."""
-
-    steps: int = DEFAULT_STEPS
-    restarts: int = DEFAULT_RESTARTS
-    lr: float = DEFAULT_LR
-    seed: int = 0
-    batch_size: int = DEFAULT_BATCH
-    feature_weight: float = FEATURE_WEIGHT  # project
-    prior_weight: float = PRIOR_WEIGHT  # inpaint
-    window: int = WINDOW  # inpaint
-
-    def check(self) -> None:
-        for option, value, least in (("--steps", self.steps, 1), ("--restarts", self.restarts, 1),
-                                     ("--batch-size", self.batch_size, 1), ("--seed", self.seed, 0),
-                                     ("--window", self.window, 1)):
-            if value < least:
-                raise UsageError(f"{value} is less than the minimum of {least}", option)
-        if self.window % 2 == 0:
-            raise UsageError(f"{self.window} is even: the window is centred on a pixel; use an odd --window "
-                             f"such as {self.window + 1}", "--window")
-        for option, value in (("--lr", self.lr), ("--feature-weight", self.feature_weight),
-                              ("--prior-weight", self.prior_weight)):
-            if not np.isfinite(value) or value < 0 or (option == "--lr" and value == 0):
-                raise UsageError(f"{value} is not a positive finite number", option)
-
-
-def _compiled_step(models: RepairModels, search: Search, kind: str, rows: int):
-    """One Adam step on z for `rows` rows: (z, m, v, t, target, weight, feat_target) -> (z, m, v, loss terms)."""
-    import tensorflow as tf
-
-    g, feats = models.generator, models.features
-    nz = int(g.input_shape[-1])
-    h, w, c = models.shape
-    b1, b2, eps = ADAM
-    zs = tf.TensorSpec([rows, nz], tf.float32)
-    img = tf.TensorSpec([rows, h, w, c], tf.float32)
-    fdim = int(np.prod(feats.output_shape[0][1:]))
-
-    def terms(z, target, weight, feat_target):
-        x = g(z, training=False)
-        f, logit = feats(x, training=False)
-        if kind == "project":
-            pixel = tf.reduce_mean(tf.square(x - target), axis=[1, 2, 3])
-            feature = tf.reduce_mean(tf.square(tf.reshape(f, [rows, -1]) - feat_target), axis=1)
-            return pixel + search.feature_weight * feature, pixel, feature
-        context = tf.reduce_sum(weight * tf.abs(x - target), axis=[1, 2, 3])
-        prior = -tf.nn.softplus(logit[:, 0])  # log(1 - D(G(z))), D = sigmoid(logit)
-        return context + search.prior_weight * prior, context, prior
-
-    @tf.function(autograph=False, input_signature=[zs, zs, zs, tf.TensorSpec([], tf.float32), img, img,
-                                  tf.TensorSpec([rows, fdim], tf.float32)])
-    def step(z, m, v, t, target, weight, feat_target):
-        with tf.GradientTape() as tape:
-            tape.watch(z)
-            total = tf.reduce_sum(terms(z, target, weight, feat_target)[0])
-        grad = tape.gradient(total, z)
-        m = b1 * m + (1 - b1) * grad
-        v = b2 * v + (1 - b2) * tf.square(grad)
-        z = z - search.lr * (m / (1 - b1 ** t)) / (tf.sqrt(v / (1 - b2 ** t)) + eps)
-        return z, m, v
-
-    @tf.function(autograph=False, input_signature=[zs, img, img, tf.TensorSpec([rows, fdim], tf.float32)])
-    def losses(z, target, weight, feat_target):
-        return terms(z, target, weight, feat_target)
-
-    @tf.function(autograph=False, input_signature=[img])
-    def features_of(x):
-        return tf.reshape(feats(x, training=False)[0], [rows, -1])
-
-    return step, losses, features_of, fdim
-
-
-def search_latents(models: RepairModels, targets: np.ndarray, weights: np.ndarray, kind: str, search: Search,
-                   on_step: Callable[[int], None] | None = None) -> tuple[np.ndarray, dict]:
-    """The best z of `search.restarts` starts per photo: (float32 (N, nz), {term: float (N,)}).
-
-    targets: float32 (N, H, W, C) in [-1, 1]; weights: float32 (N, H, W, C), the
-    context weights (inpaint; project ignores them). Rows (photo, start) go through
-    one compiled step of `search.batch_size` rows, the last batch padded.
-    """
-    nz = int(models.generator.input_shape[-1])
-    n, r, rows = len(targets), search.restarts, search.batch_size
-    starts = np.concatenate([np.random.default_rng([search.seed, i]).standard_normal((r, nz))
-                             for i in range(n)]).astype(np.float32)  # row i*r + j: photo i, start j
-    photo = np.repeat(np.arange(n), r)
-    step, losses, features_of, fdim = _compiled_step(models, search, kind, rows)
-    final = np.zeros((n * r, 3), np.float32)
-    found = np.zeros_like(starts)
-    for lo in range(0, n * r, rows):
-        idx = np.arange(lo, min(lo + rows, n * r))
-        pad = lambda a: np.concatenate([a, np.zeros((rows - len(idx), *a.shape[1:]), a.dtype)])  # noqa: E731
-        z, target, weight = pad(starts[idx]), pad(targets[photo[idx]]), pad(weights[photo[idx]])
-        feat = features_of(target).numpy() if kind == "project" else np.zeros((rows, fdim), np.float32)
-        m = v = np.zeros_like(z)
-        for t in range(1, search.steps + 1):
-            z, m, v = step(z, m, v, np.float32(t), target, weight, feat)
-            if on_step:
-                on_step(1)
-        found[idx] = z.numpy()[:len(idx)]
-        final[idx] = np.stack([a.numpy() for a in losses(z, target, weight, feat)], 1)[:len(idx)]
-    best = np.array([i * r + int(np.argmin(final[i * r:(i + 1) * r, 0])) for i in range(n)], np.int64)
-    names = ("total", "pixel", "feature") if kind == "project" else ("total", "context", "prior")
-    return found[best], {k: final[best, j] for j, k in enumerate(names)}
-
-
-def search_steps(n: int, search: Search) -> int:
-    """Compiled steps `search_latents` takes for n photos (the progress bar's total)."""
-    return -(-n * search.restarts // search.batch_size) * search.steps
-
-
-def generate(models: RepairModels, z: np.ndarray) -> np.ndarray:
-    """float32 (N, H, W, C) in [-1, 1]: G(z) in inference mode, through one batch shape."""
-    from dcgan_cli.generate.sampling import DEFAULT_BATCH as SAMPLE_BATCH
-
-    nz = int(models.generator.input_shape[-1])
-    out = []
-    for i in range(0, len(z), SAMPLE_BATCH):
-        chunk = np.zeros((SAMPLE_BATCH, nz), np.float32)
-        chunk[:len(z[i:i + SAMPLE_BATCH])] = z[i:i + SAMPLE_BATCH]
-        out.append(np.asarray(models.generator(chunk, training=False))[:len(z[i:i + SAMPLE_BATCH])])
-    return np.concatenate(out)
-
-
 def inpaint_arrays(models: RepairModels, photos: np.ndarray, holes: np.ndarray, search: Search,
                    on_step: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """(uint8 repaired photos, their latents, loss terms): uint8 photos, holes bool (N, H, W)."""
@@ -580,6 +443,7 @@ def _write(req: RepairRequest, models: RepairModels, recipe: CropRecipe, images:
             np.save(f, z.astype(np.float32), allow_pickle=False)
     s = req.search
     settings = {"steps": s.steps, "restarts": s.restarts, "lr": s.lr, "seed": s.seed, "batch_size": s.batch_size,
+                "sphere": s.sphere, "fit_slack": s.fit_slack,
                 **({"feature_weight": s.feature_weight} if req.kind == "project" else
                    {"prior_weight": s.prior_weight, "window": s.window,
                     "mask": str(req.mask) if req.mask else req.box and f"box {req.box}" or req.mask_kind})}

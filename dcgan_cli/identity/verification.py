@@ -417,6 +417,33 @@ def same_person_check(model_path: str | Path, threshold: float | None = None) ->
     return check
 
 
+def distance_check(model_path: str | Path, shape: tuple[int, int, int], threshold: float | None = None) -> Callable:
+    """`check(originals, others) -> (distances (N,), threshold)` for uint8 faces of `shape` (S, S, C).
+
+    For `dcgan anonymize --identity-model`: the model must take faces of the same
+    side (they are compared as the generator draws them); channels are converted.
+    """
+    path = resolve_model(model_path)
+    model, meta = load_model(path)
+    if meta["image_size"] != shape[0]:
+        raise DcganError(f"the identity model {path} takes {meta['image_size']}x{meta['image_size']} faces but the "
+                         f"run draws {shape[0]}x{shape[1]}; use an identity model trained at the run's size")
+    t = _threshold(meta, threshold, path)
+    embed = Embedder(model, 16)
+
+    def to_model(x: np.ndarray) -> np.ndarray:
+        if x.shape[-1] == meta["channels"]:
+            return x
+        if meta["channels"] == 3:
+            return np.repeat(x, 3, -1)
+        return np.rint(x.astype(np.float64) @ np.array([[0.299], [0.587], [0.114]])).astype(np.uint8)
+
+    def check(originals: np.ndarray, others: np.ndarray) -> tuple[np.ndarray, float]:
+        return distances(embed(to_model(originals)), embed(to_model(others))), t
+
+    return check
+
+
 def gallery_files(gallery: str | Path) -> list[tuple[str, Path]]:
     """(person, photo) for a gallery: one photo per person, as files (named by person) or sub-folders."""
     from dcgan_cli.data.datasets import IMAGE_EXTS
