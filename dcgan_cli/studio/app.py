@@ -16,7 +16,7 @@ import functools
 from typing import Callable
 
 from dcgan_cli.errors import DcganError
-from dcgan_cli.generate import repair
+from dcgan_cli.generate import repair, search
 from dcgan_cli.studio import actions
 from dcgan_cli.studio.actions import Studio
 
@@ -99,8 +99,8 @@ def repair_tab(studio: Studio) -> None:
         editor = gr.ImageMask(label="Paint the hole", type="numpy", sources=(), format="png", transforms=(),
                               brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=24))
     with gr.Accordion("Search", open=False):
-        steps = gr.Slider(1, 2000, value=repair.DEFAULT_STEPS, step=1, label="Steps")
-        restarts = gr.Slider(1, 16, value=repair.DEFAULT_RESTARTS, step=1, label="Restarts")
+        steps = gr.Slider(1, 2000, value=search.DEFAULT_STEPS, step=1, label="Steps")
+        restarts = gr.Slider(1, 16, value=search.DEFAULT_RESTARTS, step=1, label="Restarts")
         seed = gr.Number(value=0, precision=0, label="Seed")
     with gr.Row():
         inpaint_button = gr.Button("Inpaint", variant="primary")
