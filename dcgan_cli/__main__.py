@@ -1,3 +1,3 @@
-from dcgan_cli.cli import app
+from dcgan_cli.cli import main
 
-app(prog_name="dcgan")
+main()

@@ -1448,3 +1448,18 @@ def evaluate(
 
 if __name__ == "__main__":
     app()
+
+
+def main() -> None:
+    """The `dcgan` program: the app, and after an interrupted command, SIGINT and SIGTERM ignored while the
+    process exits (a second Ctrl-C landing in the interpreter's shutdown would print a traceback over the
+    message that says what was saved). In-process callers (tests, notebooks) call `app` and keep their handlers."""
+    import signal
+
+    try:
+        app(prog_name="dcgan")
+    except SystemExit as e:
+        if e.code == 130:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise
