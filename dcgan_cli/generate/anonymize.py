@@ -144,7 +144,7 @@ def anonymize_photos(models, photos: list, recipe, search: Search, min_face: int
     from dcgan_cli.generate import photo_faces
 
     found = photo_faces.find_faces(photos, min_face) if found is None else found
-    faces = [photo_faces.aligned(photos[i], i, f, recipe) for i, fs in enumerate(found) for f in fs]
+    faces = [photo_faces.aligned(photos[i], i, f, recipe, cover=True) for i, fs in enumerate(found) for f in fs]
     out = [np.asarray(p, np.uint8) for p in photos]
     if not faces:
         return out, faces, np.zeros((0, int(models.generator.input_shape[-1])), np.float32), []

@@ -2,15 +2,24 @@
 
     found = find_faces(paths, min_face)       every face of every photo (MTCNN, as `--crop face`)
     face = aligned(photo, f, recipe)           the face at the run's size, its matrix, and its box there
+    face = aligned(photo, f, recipe, cover=True)  the same, zoomed out so that the whole box is in the crop
     out = paste_back(pixels, new, face)        the new crop mapped back through the inverse alignment
+
+The run's framing (CelebA's 108-pixel box) ends below the mouth: MTCNN's box
+reaches past it by about a sixth of its height (the chin). `cover=True`
+(anonymize) zooms the alignment out about the crop's centre, and shifts it, as
+little as puts the whole box at least COVER_MARGIN of the side inside the crop:
+the generator then draws a face about 1.25 times the original's size (on the
+benchmark's lfw faces) that covers the box, with a ring of the photo around it
+as the context the search fits. Without it (restore), the crop is the run's
+framing itself, and the part of the box past it keeps its pixels.
 
 `paste_back` touches only the detector's box: each photo pixel inside it is
 sampled (bilinear) from the new crop at the place the alignment sends it, and
 mixed with the photo's own pixel by a weight that rises from 0 at the box's
 edge to 1 a few pixels inside (the feather), and falls to 0 again at the
-crop's edge: a part of the box outside the run's framing (a chin below a
-CelebA crop) keeps its pixels, as `box_share_drawn` reports. Every pixel
-outside the box keeps its bytes. A grey run's face goes into a colour photo as a change of
+crop's edge (where nothing was drawn), as `box_share_drawn` reports. Every
+pixel outside the box keeps its bytes. A grey run's face goes into a colour photo as a change of
 luminance: each pixel moves by (new grey - old grey) on all three channels, so
 the photo keeps its colours.
 """
@@ -25,6 +34,7 @@ import numpy as np
 from dcgan_cli.errors import DcganError
 
 FEATHER = 0.06  # the feather's width, as a share of the box's shorter side (at least 1 px)
+COVER_MARGIN = 0.08  # with cover: the ring of photo around the box in the crop, as a share of its side (> FEATHER)
 LUMA = np.array([0.299, 0.587, 0.114])
 
 
@@ -38,6 +48,7 @@ class AlignedFace:
         crop: uint8 (S, S, C), aligned as the run's data was.
         hole: bool (S, S), the crop's pixels whose centres fall inside the detector box.
         valid: bool (S, S), the crop's pixels that come from inside the photo.
+        zoom: the crop's scale over the run's framing (1: the run's; < 1: zoomed out to cover the box).
     """
 
     photo: int
@@ -47,10 +58,11 @@ class AlignedFace:
     crop: np.ndarray
     hole: np.ndarray
     valid: np.ndarray
+    zoom: float = 1.0
 
     def report(self) -> dict:
         return {"box": [round(v, 2) for v in self.box], "confidence": round(self.confidence, 4),
-                "box_share_drawn": round(self.covered(), 4)}
+                "box_share_drawn": round(self.covered(), 4), "zoom": round(self.zoom, 4)}
 
     def covered(self) -> float:
         """The share of the box inside the aligned crop (the rest, past the run's framing, is kept)."""
@@ -90,15 +102,32 @@ def _crop_to_photo(matrix: np.ndarray) -> np.ndarray:
     return np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))[:2]
 
 
-def aligned(photo, index: int, face, recipe) -> AlignedFace:
-    """`face` of the PIL `photo` aligned like the run's data (`recipe`: repair.CropRecipe with crop face)."""
+def covering(matrix: np.ndarray, box, size: int, margin: float = COVER_MARGIN) -> tuple[np.ndarray, float]:
+    """(the 2x3 photo -> crop matrix, zoom): `matrix` zoomed out about the crop's centre (never in) and shifted
+    as little as puts all of `box` at least margin * size inside the size x size crop."""
+    bx, by, bw, bh = box
+    uv = matrix @ np.array([[bx, bx + bw, bx, bx + bw], [by, by, by + bh, by + bh], [1, 1, 1, 1]], np.float64)
+    pad, c = margin * size, size / 2
+    zoom = min(1.0, (size - 2 * pad) / max(np.ptp(uv[0]), np.ptp(uv[1])))
+    lo, hi = zoom * (uv.min(1) - c) + c, zoom * (uv.max(1) - c) + c
+    shift = np.clip(0.0, pad - lo, size - pad - hi)  # the smallest move into [pad, size - pad]
+    a = np.array([[zoom, 0, (1 - zoom) * c + shift[0]], [0, zoom, (1 - zoom) * c + shift[1]]])
+    return a @ np.vstack([matrix, [0, 0, 1]]), float(zoom)
+
+
+def aligned(photo, index: int, face, recipe, cover: bool = False) -> AlignedFace:
+    """`face` of the PIL `photo` aligned like the run's data (`recipe`: repair.CropRecipe with crop face);
+    cover: zoomed out and shifted so that the crop holds the detector's whole box (`covering`)."""
     from dcgan_cli.data.preprocess import faces
 
     size, channels = recipe.size, recipe.channels
-    image = faces.align(photo, face.landmarks, size, recipe.box_side)
+    m, photo_px = faces.alignment(face.landmarks, size, recipe.box_side)
+    zoom = 1.0
+    if cover:
+        m, zoom = covering(m, face.box, size)
+    image = faces.warp(photo, m, photo_px / zoom, size)
     if channels == 1:
         image = image.convert("L")
-    m, _ = faces.alignment(face.landmarks, size, recipe.box_side)
     inv = _crop_to_photo(m)
     c = np.arange(size) + 0.5
     u, v = np.meshgrid(c, c)
@@ -108,7 +137,8 @@ def aligned(photo, index: int, face, recipe) -> AlignedFace:
     hole = (x >= bx) & (x <= bx + bw) & (y >= by) & (y <= by + bh)
     valid = (x >= 0) & (y >= 0) & (x <= photo.width) & (y <= photo.height)
     crop = np.asarray(image, np.uint8).reshape(size, size, channels)
-    return AlignedFace(index, tuple(float(b) for b in face.box), float(face.confidence), m, crop, hole & valid, valid)
+    return AlignedFace(index, tuple(float(b) for b in face.box), float(face.confidence), m, crop, hole & valid, valid,
+                       zoom)
 
 
 def _bilinear(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
