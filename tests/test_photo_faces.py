@@ -123,6 +123,15 @@ def test_anonymize_replaces_each_face_keeps_every_other_pixel_and_repeats_itself
         x, y, w, h = (int(v) for v in boxes[0])
         centre = (slice(y + h // 4, y + 3 * h // 4), slice(x + w // 4, x + 3 * w // 4))
         assert np.abs(after[centre].astype(int) - before[centre]).mean() > 5  # the face itself changed
+        # the whole box, chin included (past the run's framing: box_share_drawn < 1), is new: only a few
+        # pixels of the 2% blend at its edge round back to their old bytes (97-99% change on the bench's faces)
+        changed = np.any(after != before, -1)
+        for f in record["faces"]:
+            box = ~_outside(before.shape, [f["box"]])
+            assert f["box_share_drawn"] < 0.95 and changed[box].mean() > 0.9, changed[box].mean()
+            x, y, w, h = f["box"]
+            chin = box & (np.mgrid[0:box.shape[0], 0:box.shape[1]][0] + 0.5 > y + 0.9 * h)
+            assert changed[chin].mean() > 0.9
         z = np.load(a / record["faces"][0]["latents"])
         assert z.shape == (1, NZ) and z.dtype == np.float32
         np.testing.assert_allclose(np.linalg.norm(z), np.sqrt(NZ), rtol=1e-5)

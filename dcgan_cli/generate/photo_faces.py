@@ -2,24 +2,21 @@
 
     found = find_faces(paths, min_face)       every face of every photo (MTCNN, as `--crop face`)
     face = aligned(photo, f, recipe)           the face at the run's size, its matrix, and its box there
-    face = aligned(photo, f, recipe, cover=True)  the same, zoomed out so that the whole box is in the crop
     out = paste_back(pixels, new, face)        the new crop mapped back through the inverse alignment
 
 The run's framing (CelebA's 108-pixel box) ends below the mouth: MTCNN's box
-reaches past it by about a sixth of its height (the chin). `cover=True`
-(anonymize) zooms the alignment out about the crop's centre, and shifts it, as
-little as puts the whole box at least COVER_MARGIN of the side inside the crop:
-the generator then draws a face about 1.25 times the original's size (on the
-benchmark's lfw faces) that covers the box, with a ring of the photo around it
-as the context the search fits. Without it (restore), the crop is the run's
-framing itself, and the part of the box past it keeps its pixels.
+reaches past it by about a sixth of its height (the chin), where the generator
+draws nothing. `paste_back(..., fill=True)` (anonymize) fills that part of the
+box smoothly from the drawn face above it and the photo around the box (a
+membrane, Laplace's equation), so that no pixel of the box keeps the original
+face; without it (restore) that part keeps its pixels.
 
 `paste_back` touches only the detector's box: each photo pixel inside it is
 sampled (bilinear) from the new crop at the place the alignment sends it, and
 mixed with the photo's own pixel by a weight that rises from 0 at the box's
 edge to 1 a few pixels inside (the feather), and falls to 0 again at the
-crop's edge (where nothing was drawn), as `box_share_drawn` reports. Every
-pixel outside the box keeps its bytes. A grey run's face goes into a colour photo as a change of
+crop's edge (where nothing was drawn: `box_share_drawn` says how much was).
+Every pixel outside the box keeps its bytes. A grey run's face goes into a colour photo as a change of
 luminance: each pixel moves by (new grey - old grey) on all three channels, so
 the photo keeps its colours.
 """
@@ -34,7 +31,6 @@ import numpy as np
 from dcgan_cli.errors import DcganError
 
 FEATHER = 0.06  # the feather's width, as a share of the box's shorter side (at least 1 px)
-COVER_MARGIN = 0.08  # with cover: the ring of photo around the box in the crop, as a share of its side (> FEATHER)
 LUMA = np.array([0.299, 0.587, 0.114])
 
 
@@ -48,7 +44,6 @@ class AlignedFace:
         crop: uint8 (S, S, C), aligned as the run's data was.
         hole: bool (S, S), the crop's pixels whose centres fall inside the detector box.
         valid: bool (S, S), the crop's pixels that come from inside the photo.
-        zoom: the crop's scale over the run's framing (1: the run's; < 1: zoomed out to cover the box).
     """
 
     photo: int
@@ -58,11 +53,10 @@ class AlignedFace:
     crop: np.ndarray
     hole: np.ndarray
     valid: np.ndarray
-    zoom: float = 1.0
 
     def report(self) -> dict:
         return {"box": [round(v, 2) for v in self.box], "confidence": round(self.confidence, 4),
-                "box_share_drawn": round(self.covered(), 4), "zoom": round(self.zoom, 4)}
+                "box_share_drawn": round(self.covered(), 4)}
 
     def covered(self) -> float:
         """The share of the box inside the aligned crop (the rest, past the run's framing, is kept)."""
@@ -102,32 +96,15 @@ def _crop_to_photo(matrix: np.ndarray) -> np.ndarray:
     return np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))[:2]
 
 
-def covering(matrix: np.ndarray, box, size: int, margin: float = COVER_MARGIN) -> tuple[np.ndarray, float]:
-    """(the 2x3 photo -> crop matrix, zoom): `matrix` zoomed out about the crop's centre (never in) and shifted
-    as little as puts all of `box` at least margin * size inside the size x size crop."""
-    bx, by, bw, bh = box
-    uv = matrix @ np.array([[bx, bx + bw, bx, bx + bw], [by, by, by + bh, by + bh], [1, 1, 1, 1]], np.float64)
-    pad, c = margin * size, size / 2
-    zoom = min(1.0, (size - 2 * pad) / max(np.ptp(uv[0]), np.ptp(uv[1])))
-    lo, hi = zoom * (uv.min(1) - c) + c, zoom * (uv.max(1) - c) + c
-    shift = np.clip(0.0, pad - lo, size - pad - hi)  # the smallest move into [pad, size - pad]
-    a = np.array([[zoom, 0, (1 - zoom) * c + shift[0]], [0, zoom, (1 - zoom) * c + shift[1]]])
-    return a @ np.vstack([matrix, [0, 0, 1]]), float(zoom)
-
-
-def aligned(photo, index: int, face, recipe, cover: bool = False) -> AlignedFace:
-    """`face` of the PIL `photo` aligned like the run's data (`recipe`: repair.CropRecipe with crop face);
-    cover: zoomed out and shifted so that the crop holds the detector's whole box (`covering`)."""
+def aligned(photo, index: int, face, recipe) -> AlignedFace:
+    """`face` of the PIL `photo` aligned like the run's data (`recipe`: repair.CropRecipe with crop face)."""
     from dcgan_cli.data.preprocess import faces
 
     size, channels = recipe.size, recipe.channels
-    m, photo_px = faces.alignment(face.landmarks, size, recipe.box_side)
-    zoom = 1.0
-    if cover:
-        m, zoom = covering(m, face.box, size)
-    image = faces.warp(photo, m, photo_px / zoom, size)
+    image = faces.align(photo, face.landmarks, size, recipe.box_side)
     if channels == 1:
         image = image.convert("L")
+    m, _ = faces.alignment(face.landmarks, size, recipe.box_side)
     inv = _crop_to_photo(m)
     c = np.arange(size) + 0.5
     u, v = np.meshgrid(c, c)
@@ -137,8 +114,7 @@ def aligned(photo, index: int, face, recipe, cover: bool = False) -> AlignedFace
     hole = (x >= bx) & (x <= bx + bw) & (y >= by) & (y <= by + bh)
     valid = (x >= 0) & (y >= 0) & (x <= photo.width) & (y <= photo.height)
     crop = np.asarray(image, np.uint8).reshape(size, size, channels)
-    return AlignedFace(index, tuple(float(b) for b in face.box), float(face.confidence), m, crop, hole & valid, valid,
-                       zoom)
+    return AlignedFace(index, tuple(float(b) for b in face.box), float(face.confidence), m, crop, hole & valid, valid)
 
 
 def _bilinear(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -153,8 +129,13 @@ def _bilinear(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return top * (1 - fv) + bottom * fv
 
 
-def paste_back(pixels: np.ndarray, new: np.ndarray, face: AlignedFace) -> np.ndarray:
-    """uint8 RGB (H, W, 3) photo with the box of `face` replaced by the uint8 crop `new`, feathered inward."""
+def paste_back(pixels: np.ndarray, new: np.ndarray, face: AlignedFace, fill: bool = False,
+               feather: float = FEATHER) -> np.ndarray:
+    """uint8 RGB (H, W, 3) photo with the box of `face` replaced by the uint8 crop `new`, feathered inward
+    over `feather` of the box's shorter side.
+
+    fill: the part of the box past the crop's edge (where nothing was drawn) is filled smoothly from
+    the drawn face and the photo around the box (a membrane: Laplace's equation), not kept."""
     h, w = pixels.shape[:2]
     bx, by, bw, bh = face.box
     x0, y0 = max(0, int(np.floor(bx))), max(0, int(np.floor(by)))
@@ -169,13 +150,34 @@ def paste_back(pixels: np.ndarray, new: np.ndarray, face: AlignedFace) -> np.nda
     inside = np.minimum.reduce([xs - bx, bx + bw - xs, ys - by, by + bh - ys])  # distance to the box's edge
     s = new.shape[0]
     in_crop = np.minimum.reduce([u, s - u, v, s - v])  # crop pixels to the crop's edge: past it, nothing was drawn
-    alpha = (np.clip(inside / max(1.0, FEATHER * min(bw, bh)), 0.0, 1.0) *
-             np.clip(in_crop / max(1.0, FEATHER * s), 0.0, 1.0))[..., None]
+    feather = np.clip(inside / max(1.0, feather * min(bw, bh)), 0.0, 1.0)[..., None]
+    drawn = np.clip(in_crop / max(1.0, FEATHER * s), 0.0, 1.0)[..., None]
     old = pixels[y0:y1, x0:x1].astype(np.float64)
     if sampled.shape[-1] == 1:  # a grey face: move the luminance only
         sampled = old + (sampled - (old @ LUMA)[..., None])
+    alpha = feather * drawn
+    undrawn = (drawn[..., 0] < 1) & (inside > 0)
+    if fill and undrawn.any():  # the membrane's edge: the drawn face inside the box, the photo outside it
+        sampled = _membrane(pixels, np.where(feather > 0, old + drawn * (sampled - old), old), undrawn, x0, y0)
+        alpha = feather
     mixed = np.clip(np.rint(old + alpha * (sampled - old)), 0, 255).astype(np.uint8)
     out = pixels.copy()
     region = out[y0:y1, x0:x1]
     region[:] = np.where(alpha > 0, mixed, region)
     return out
+
+
+def _membrane(pixels: np.ndarray, inner: np.ndarray, hole: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    """`inner` (the box's window of the photo, float) with its `hole` pixels solved from Laplace's equation,
+    the pixels around the hole (the drawn face, the photo one pixel past the box) held."""
+    from dcgan_cli.generate.repair import poisson_blend
+
+    h, w = pixels.shape[:2]
+    y1, x1 = y0 + inner.shape[0], x0 + inner.shape[1]
+    wy0, wx0, wy1, wx1 = max(0, y0 - 1), max(0, x0 - 1), min(h, y1 + 1), min(w, x1 + 1)
+    window = pixels[wy0:wy1, wx0:wx1].astype(np.float64)
+    inner_at = (slice(y0 - wy0, y1 - wy0), slice(x0 - wx0, x1 - wx0))
+    window[inner_at] = inner
+    holes = np.zeros(window.shape[:2], bool)
+    holes[inner_at] = hole
+    return poisson_blend(np.zeros_like(window)[None], window[None], holes[None])[0][inner_at]

@@ -201,15 +201,9 @@ def align(image, landmarks, size: int, crop: int = CELEBA_CROP):
     `landmarks`: the eye centres first, as an (N, 2) array of (x, y) (a `Face`'s
     landmarks) or MTCNN's keypoint dict. Parts of the box outside the photo are black.
     """
-    m, photo_px = alignment(landmarks, size, crop)
-    return warp(image, m, photo_px, size)
-
-
-def warp(image, m: np.ndarray, photo_px: float, size: int):
-    """The `size` x `size` PIL image of `image` under the 2x3 photo -> output matrix `m` (photo_px: photo
-    pixels per output pixel); outside the photo is black."""
     from PIL import Image
 
+    m, photo_px = alignment(landmarks, size, crop)
     # Warp at about the photo's own resolution (at least `size`, at most 4x it), then one
     # Lanczos resize: a direct warp to a small size would alias on a large face.
     work = int(min(4 * size, max(size, round(size * photo_px))))
