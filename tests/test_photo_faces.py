@@ -247,6 +247,39 @@ def test_the_privacy_baselines_touch_only_the_boxes_and_the_matchers_find_their_
     assert all(rank1(f, f).all() for f in feats.values())
 
 
+def test_the_identity_matcher_embeds_each_face_aligned_as_its_detection_says():
+    from dcgan_cli.bench.photos import face_features, privacy_line, rank1, scenes
+    from dcgan_cli.data.preprocess.faces import Face
+    from dcgan_cli.generate.repair import CropRecipe
+
+    faces = np.random.default_rng(1).integers(0, 256, (2, 25, 25), dtype=np.uint8)
+    (img, boxes), = scenes(faces, [[0, 1]], seed=0)
+    # eyes at a third of each pasted square's height: what a detector would report
+    found = [[Face(b, 1.0, np.array([[b[0] + b[2] * 0.3, b[1] + b[2] / 3], [b[0] + b[2] * 0.7, b[1] + b[2] / 3]]))
+              for b in boxes]]
+    recipe = CropRecipe("face", 108, 16, 1)
+    seen = []
+
+    def embed(crops):  # the embedding's stand-in: the aligned crops' unit pixels
+        seen.append(crops)
+        flat = crops.reshape(len(crops), -1) - crops.mean()
+        return flat / np.linalg.norm(flat, axis=1, keepdims=True)
+
+    before = np.asarray(img)
+    gallery = face_features([before], found, recipe, embed)
+    assert seen[0].shape == (2, 16, 16, 1) and rank1(gallery["identity"], gallery["identity"]).all()
+    swapped = before.copy()  # the two faces' squares exchanged: each is found as the other
+    (x0, y0, w0, _), (x1, y1, w1, _) = boxes
+    side = min(w0, w1)
+    swapped[y0:y0 + side, x0:x0 + side], swapped[y1:y1 + side, x1:x1 + side] = \
+        before[y1:y1 + side, x1:x1 + side], before[y0:y0 + side, x0:x0 + side]
+    assert not rank1(face_features([swapped], found, recipe, embed)["identity"], gallery["identity"]).any()
+    row = {"kept": 1.0, "detected": 1.0, "reid_hog": 0.5, "reid_pixels": 0.25, "reid_identity": 0.05}
+    line = privacy_line(0, {m: row for m in ("ours", "blur", "pixelate")} | {
+        "original": {"detected": 1.0}, "faces": 2, "photos": 1, "missed": 0, "clean": row})
+    assert "identity 5%" in line and "clean (other scenes) re-id hog 50% pixels 25% identity 5%" in line
+
+
 @pytest.mark.slow
 def test_with_an_identity_model_a_face_still_verified_as_its_person_is_searched_again(tiny_run, scenes, tmp_path):
     from dcgan_cli.identity.model import build_embedder
