@@ -230,13 +230,13 @@ def test_refusals_name_the_fix_and_write_nothing(tiny_run, scenes, tmp_path):
 
 def test_the_privacy_baselines_touch_only_the_boxes_and_the_matchers_find_their_own():
     from dcgan_cli.bench.photos import (blur_boxes, box_crops, kept_outside, matcher_features, pixelate_boxes,
-                                        rank1, scenes)
+                                        rank1, redact_boxes, scenes)
 
     rng = np.random.default_rng(0)
     faces = rng.integers(0, 256, (3, 25, 25), dtype=np.uint8)
     (img, boxes), = scenes(faces, [[0, 1]], seed=0)
     before = np.asarray(img)
-    for fn in (blur_boxes, pixelate_boxes):
+    for fn in (blur_boxes, pixelate_boxes, redact_boxes):
         after = fn(before, boxes)
         assert kept_outside(before, after, boxes) and not np.array_equal(after, before)
     moved = before.copy()

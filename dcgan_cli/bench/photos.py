@@ -9,9 +9,10 @@ CelebA alignment, 32x32 grey) makes the run's data, and the `dcgan` preset
 trains on it; the 20 held-out faces go one or two per scene (14 scenes).
 
 Privacy, per seed: every face the detector finds in the held-out scenes is
-replaced three ways, in the same detector box: ours (`anonymize_photos`),
-a Gaussian blur (sigma a tenth of the box's side) and a pixelation (8 blocks
-across). Scored: the share of photos whose pixels outside the boxes are
+replaced four ways, in the same detector box: ours (`anonymize_photos`),
+a Gaussian blur (sigma a tenth of the box's side), a pixelation (8 blocks
+across), and a black box (redaction: what any matcher still finds then comes
+from the photo around the box, which every method keeps). Scored: the share of photos whose pixels outside the boxes are
 unchanged; the share of faces an independent detector (OpenCV's Haar cascade,
 `pip install 'dcgan-cli[repair]'`) still finds (a box overlapping the original's
 by IoU >= 0.3); and the share re-identified (rank 1 among the 20 originals) by two
@@ -56,6 +57,7 @@ ID_TRAINING = dict(image_size=32, channels=1, holdout=10, epochs=8, steps_per_ep
 FACTORS = (4, 8)
 BLUR_SHARE, PIXEL_BLOCKS = 0.1, 8
 MATCH_SIDE = 32
+METHODS = ("ours", "blur", "pixelate", "redact")
 
 
 def _texture(rng, w: int, h: int) -> np.ndarray:
@@ -229,6 +231,14 @@ def pixelate_boxes(image: np.ndarray, boxes: list) -> np.ndarray:
     return np.asarray(img)
 
 
+def redact_boxes(image: np.ndarray, boxes: list) -> np.ndarray:
+    """Each box painted black: what is left to a matcher is the photo around the boxes."""
+    out = image.copy()
+    for x, y, w, h in boxes:
+        out[int(y):int(round(y + h)), int(x):int(round(x + w))] = 0
+    return out
+
+
 def kept_outside(before: np.ndarray, after: np.ndarray, boxes: list) -> bool:
     """Whether every pixel whose centre is outside all boxes has its bytes."""
     h, w = before.shape[:2]
@@ -274,7 +284,8 @@ def privacy_seed(models, recipe, held: list, seed: int, search: Search, embed=No
     originals = [np.asarray(p, np.uint8) for p in photos]
     ours, _, _, _ = anonymize_photos(models, photos, recipe, replace(search, seed=seed), 20, found=found)
     methods = {"ours": ours, "blur": [blur_boxes(o, b) for o, b in zip(originals, boxes)],
-               "pixelate": [pixelate_boxes(o, b) for o, b in zip(originals, boxes)]}
+               "pixelate": [pixelate_boxes(o, b) for o, b in zip(originals, boxes)],
+               "redact": [redact_boxes(o, b) for o, b in zip(originals, boxes)]}
     cascade = haar()
     gallery = face_features(originals, found, recipe, embed)
     rows = {"original": {"detected": float(np.mean([d for o, b in zip(originals, boxes)
@@ -343,7 +354,7 @@ def restore_seed(models, truths: np.ndarray, seed: int, search: Search) -> tuple
 def privacy_line(seed: int, r: dict) -> str:
     matchers = [k[5:] for k in r["ours"] if k.startswith("reid_")]
     parts = [f"{m} kept {r[m]['kept']:.0%} detected {r[m]['detected']:.0%} re-id "
-             + " ".join(f"{k} {r[m]['reid_' + k]:.0%}" for k in matchers) for m in ("ours", "blur", "pixelate")]
+             + " ".join(f"{k} {r[m]['reid_' + k]:.0%}" for k in matchers) for m in METHODS if m in r]
     clean = (" | clean (other scenes) re-id " + " ".join(f"{k} {r['clean']['reid_' + k]:.0%}" for k in matchers)
              if "clean" in r else "")
     return (f"anonymize seed {seed} ({r['faces']} faces in {r['photos']} photos, {r['missed']} pasted faces not found; "
