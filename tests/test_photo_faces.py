@@ -123,6 +123,15 @@ def test_anonymize_replaces_each_face_keeps_every_other_pixel_and_repeats_itself
         x, y, w, h = (int(v) for v in boxes[0])
         centre = (slice(y + h // 4, y + 3 * h // 4), slice(x + w // 4, x + 3 * w // 4))
         assert np.abs(after[centre].astype(int) - before[centre]).mean() > 5  # the face itself changed
+        # the whole box, chin included (past the run's framing: box_share_drawn < 1), is new: only a few
+        # pixels of the 2% blend at its edge round back to their old bytes (97-99% change on the bench's faces)
+        changed = np.any(after != before, -1)
+        for f in record["faces"]:
+            box = ~_outside(before.shape, [f["box"]])
+            assert f["box_share_drawn"] < 0.95 and changed[box].mean() > 0.9, changed[box].mean()
+            x, y, w, h = f["box"]
+            chin = box & (np.mgrid[0:box.shape[0], 0:box.shape[1]][0] + 0.5 > y + 0.9 * h)
+            assert changed[chin].mean() > 0.9
         z = np.load(a / record["faces"][0]["latents"])
         assert z.shape == (1, NZ) and z.dtype == np.float32
         np.testing.assert_allclose(np.linalg.norm(z), np.sqrt(NZ), rtol=1e-5)
@@ -221,13 +230,13 @@ def test_refusals_name_the_fix_and_write_nothing(tiny_run, scenes, tmp_path):
 
 def test_the_privacy_baselines_touch_only_the_boxes_and_the_matchers_find_their_own():
     from dcgan_cli.bench.photos import (blur_boxes, box_crops, kept_outside, matcher_features, pixelate_boxes,
-                                        rank1, scenes)
+                                        rank1, redact_boxes, scenes)
 
     rng = np.random.default_rng(0)
     faces = rng.integers(0, 256, (3, 25, 25), dtype=np.uint8)
     (img, boxes), = scenes(faces, [[0, 1]], seed=0)
     before = np.asarray(img)
-    for fn in (blur_boxes, pixelate_boxes):
+    for fn in (blur_boxes, pixelate_boxes, redact_boxes):
         after = fn(before, boxes)
         assert kept_outside(before, after, boxes) and not np.array_equal(after, before)
     moved = before.copy()
@@ -236,6 +245,39 @@ def test_the_privacy_baselines_touch_only_the_boxes_and_the_matchers_find_their_
     crops = box_crops(before, boxes)
     feats = matcher_features(crops)
     assert all(rank1(f, f).all() for f in feats.values())
+
+
+def test_the_identity_matcher_embeds_each_face_aligned_as_its_detection_says():
+    from dcgan_cli.bench.photos import face_features, privacy_line, rank1, scenes
+    from dcgan_cli.data.preprocess.faces import Face
+    from dcgan_cli.generate.repair import CropRecipe
+
+    faces = np.random.default_rng(1).integers(0, 256, (2, 25, 25), dtype=np.uint8)
+    (img, boxes), = scenes(faces, [[0, 1]], seed=0)
+    # eyes at a third of each pasted square's height: what a detector would report
+    found = [[Face(b, 1.0, np.array([[b[0] + b[2] * 0.3, b[1] + b[2] / 3], [b[0] + b[2] * 0.7, b[1] + b[2] / 3]]))
+              for b in boxes]]
+    recipe = CropRecipe("face", 108, 16, 1)
+    seen = []
+
+    def embed(crops):  # the embedding's stand-in: the aligned crops' unit pixels
+        seen.append(crops)
+        flat = crops.reshape(len(crops), -1) - crops.mean()
+        return flat / np.linalg.norm(flat, axis=1, keepdims=True)
+
+    before = np.asarray(img)
+    gallery = face_features([before], found, recipe, embed)
+    assert seen[0].shape == (2, 16, 16, 1) and rank1(gallery["identity"], gallery["identity"]).all()
+    swapped = before.copy()  # the two faces' squares exchanged: each is found as the other
+    (x0, y0, w0, _), (x1, y1, w1, _) = boxes
+    side = min(w0, w1)
+    swapped[y0:y0 + side, x0:x0 + side], swapped[y1:y1 + side, x1:x1 + side] = \
+        before[y1:y1 + side, x1:x1 + side], before[y0:y0 + side, x0:x0 + side]
+    assert not rank1(face_features([swapped], found, recipe, embed)["identity"], gallery["identity"]).any()
+    row = {"kept": 1.0, "detected": 1.0, "reid_hog": 0.5, "reid_pixels": 0.25, "reid_identity": 0.05}
+    line = privacy_line(0, {m: row for m in ("ours", "blur", "pixelate")} | {
+        "original": {"detected": 1.0}, "faces": 2, "photos": 1, "missed": 0, "clean": row})
+    assert "identity 5%" in line and "clean (other scenes) re-id hog 50% pixels 25% identity 5%" in line
 
 
 @pytest.mark.slow

@@ -5,5 +5,5 @@ same process (the Keras canonical step, a plain-Keras DCGAN, classical baselines
     input.py     the input pipeline and preprocess throughput
     quality.py   sample quality against a plain-Keras reference on the same budget
     repair.py    project / inpaint against classical inpainting
-    photos.py    faces in whole photos: anonymize against blur and pixelation, restore against bicubic
+    photos.py    faces in whole photos: anonymize against blur, pixelation, a black box; restore against bicubic
 """

@@ -9,14 +9,25 @@ CelebA alignment, 32x32 grey) makes the run's data, and the `dcgan` preset
 trains on it; the 20 held-out faces go one or two per scene (14 scenes).
 
 Privacy, per seed: every face the detector finds in the held-out scenes is
-replaced three ways, in the same detector box: ours (`anonymize_photos`),
-a Gaussian blur (sigma a tenth of the box's side) and a pixelation (8 blocks
-across). Scored: the share of photos whose pixels outside the boxes are
+replaced four ways, in the same detector box: ours (`anonymize_photos`),
+a Gaussian blur (sigma a tenth of the box's side), a pixelation (8 blocks
+across), and a black box (redaction: what any matcher still finds then comes
+from the photo around the box, which every method keeps). Scored: the share of photos whose pixels outside the boxes are
 unchanged; the share of faces an independent detector (OpenCV's Haar cascade,
 `pip install 'dcgan-cli[repair]'`) still finds (a box overlapping the original's
 by IoU >= 0.3); and the share re-identified (rank 1 among the 20 originals) by two
 simple matchers that share nothing with our networks: HOG descriptors and raw
-pixels (16x16 thumbnails, correlation), each on the box resized to 32x32 grey.
+pixels (16x16 thumbnails, correlation), each on the box resized to 32x32 grey;
+and by an identity model (`identity_model`): `dcgan identity train`'s network,
+trained per seed on the 80 training faces, each pasted into ID_VIEWS scenes (other
+sizes, places and backgrounds) and aligned by `preprocess --crop face`, each face
+its own identity (instance discrimination: lfw_subset has no names). It is no
+real recogniser (ArcFace on millions of faces): a check that our faces are not
+its nearest neighbours of the people they replace, where blur's and
+pixelation's are. Its queries are the faces aligned with the original
+detection's landmarks. Every matcher's "clean" row is the same 20 faces pasted
+into other scenes (other sizes and backgrounds), so that it shows what each
+finds when nothing was hidden.
 
 Restore, per seed and factor (x4: 32 -> 8 px, x8: 32 -> 4 px): the aligned
 held-out faces (the truth) are box-downsampled, then brought back by bicubic
@@ -41,9 +52,12 @@ FACE_SIDES = (92, 108)
 SCENE = (220, 170)  # one face; two faces: 360 wide
 TWO_FACE_SCENES = 6  # of the 20 held-out faces, 12 in pairs, 8 alone
 SEARCH = Search(steps=300, restarts=4, batch_size=80)
+ID_VIEWS = 4  # scenes per training face in the identity model's data
+ID_TRAINING = dict(image_size=32, channels=1, holdout=10, epochs=8, steps_per_epoch=50)
 FACTORS = (4, 8)
 BLUR_SHARE, PIXEL_BLOCKS = 0.1, 8
 MATCH_SIDE = 32
+METHODS = ("ours", "blur", "pixelate", "redact")
 
 
 def _texture(rng, w: int, h: int) -> np.ndarray:
@@ -107,6 +121,37 @@ def training_data(workdir: Path, log: Callable[[str], None]) -> Path:
         img.save(src / f"scene-{i:03d}.png")
     preprocess(PreprocessConfig(source=str(src), out=str(out), size=32, crop="face", channels=1, workers=1), log=log)
     return out
+
+
+def identity_data(workdir: Path, log: Callable[[str], None]) -> Path:
+    """The 80 training faces, each pasted into ID_VIEWS scenes, as identities: `--crop face --labels folders`."""
+    from dcgan_cli.data.preprocess import PreprocessConfig, preprocess
+
+    out = workdir / "identities-32"
+    if (out / "manifest.json").is_file():
+        return out
+    faces, keep, _ = lfw_faces()
+    src = workdir / "identities"
+    for view in range(ID_VIEWS):
+        for i, (img, _) in zip(keep, scenes(faces, [[int(i)] for i in keep], seed=10 + view)):
+            (src / f"face-{i:03d}").mkdir(parents=True, exist_ok=True)
+            img.save(src / f"face-{i:03d}" / f"view-{view}.png")
+    preprocess(PreprocessConfig(source=str(src), out=str(out), size=32, crop="face", channels=1, labels="folders",
+                                workers=1), log=log)
+    return out
+
+
+def identity_model(workdir: Path, seed: int, log: Callable[[str], None]) -> Path:
+    """`dcgan identity train` (ArcFace loss, the defaults but ID_TRAINING) on identity_data; its embedding.keras."""
+    from dcgan_cli.identity.config import IdentityConfig
+    from dcgan_cli.identity.train import train_identity
+
+    run_dir = workdir / "runs" / f"identity-{seed}"
+    if not (run_dir / "embedding.keras").is_file():
+        cfg = IdentityConfig(data=str(identity_data(workdir, log)), runs_dir=str(workdir / "runs"), seed=seed,
+                             **ID_TRAINING)
+        train_identity(cfg, run_dir, quiet=True, log=lambda m: None)
+    return run_dir / "embedding.keras"
 
 
 # ----------------------------------------------------------------------------
@@ -186,6 +231,14 @@ def pixelate_boxes(image: np.ndarray, boxes: list) -> np.ndarray:
     return np.asarray(img)
 
 
+def redact_boxes(image: np.ndarray, boxes: list) -> np.ndarray:
+    """Each box painted black: what is left to a matcher is the photo around the boxes."""
+    out = image.copy()
+    for x, y, w, h in boxes:
+        out[int(y):int(round(y + h)), int(x):int(round(x + w))] = 0
+    return out
+
+
 def kept_outside(before: np.ndarray, after: np.ndarray, boxes: list) -> bool:
     """Whether every pixel whose centre is outside all boxes has its bytes."""
     h, w = before.shape[:2]
@@ -216,8 +269,12 @@ def image_scores(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 # the benchmark
 
 
-def privacy_seed(models, recipe, held: list, seed: int, search: Search) -> tuple[dict, dict]:
-    """({method: scores}, arrays for the figure) for the held-out scenes: ours, blur, pixelation."""
+def privacy_seed(models, recipe, held: list, seed: int, search: Search, embed=None, clean: list | None = None) \
+        -> tuple[dict, dict]:
+    """({method: scores}, arrays for the figure) for the held-out scenes: ours, blur, pixelation.
+
+    embed: the identity model (identity.verification.Embedder), or None; clean: the same faces in other
+    scenes (as `held`), re-identified as they are: what each matcher finds when nothing was hidden."""
     from dcgan_cli.generate.anonymize import anonymize_photos
     from dcgan_cli.generate.photo_faces import find_faces
 
@@ -227,19 +284,42 @@ def privacy_seed(models, recipe, held: list, seed: int, search: Search) -> tuple
     originals = [np.asarray(p, np.uint8) for p in photos]
     ours, _, _, _ = anonymize_photos(models, photos, recipe, replace(search, seed=seed), 20, found=found)
     methods = {"ours": ours, "blur": [blur_boxes(o, b) for o, b in zip(originals, boxes)],
-               "pixelate": [pixelate_boxes(o, b) for o, b in zip(originals, boxes)]}
+               "pixelate": [pixelate_boxes(o, b) for o, b in zip(originals, boxes)],
+               "redact": [redact_boxes(o, b) for o, b in zip(originals, boxes)]}
     cascade = haar()
-    gallery = matcher_features(np.concatenate([box_crops(o, b) for o, b in zip(originals, boxes) if b]))
+    gallery = face_features(originals, found, recipe, embed)
     rows = {"original": {"detected": float(np.mean([d for o, b in zip(originals, boxes)
                                                     for d in haar_finds(cascade, o, b)]))}}
+    if clean is not None:
+        again = find_faces([img for img, _ in clean], 20)
+        if [len(f) for f in again] == [len(f) for f in found]:  # the same faces in the same order
+            feats = face_features([np.asarray(img, np.uint8) for img, _ in clean], again, recipe, embed)
+            rows["clean"] = {f"reid_{k}": float(rank1(feats[k], gallery[k]).mean()) for k in gallery}
     for name, images in methods.items():
-        feats = matcher_features(np.concatenate([box_crops(im, b) for im, b in zip(images, boxes) if b]))
+        feats = face_features(images, found, recipe, embed)
         rows[name] = {"kept": float(np.mean([kept_outside(o, im, b) for o, im, b in zip(originals, images, boxes)])),
                       "detected": float(np.mean([d for im, b in zip(images, boxes) for d in haar_finds(cascade, im, b)])),
                       **{f"reid_{k}": float(rank1(feats[k], gallery[k]).mean()) for k in gallery}}
     faces = sum(map(len, boxes))
     rows["faces"], rows["photos"], rows["missed"] = faces, len(photos), sum(len(b) for _, b in held) - faces
     return rows, {"photos": originals, **methods, "boxes": boxes}
+
+
+def face_features(images: list, found: list, recipe, embed=None) -> dict[str, np.ndarray]:
+    """{matcher: (N, D) unit features} of every detected face (`found`, per image) of the uint8 RGB images:
+    hog and pixels of its box (matcher_features), and with `embed` the identity model's embedding of the
+    face aligned as the detection's landmarks say."""
+    from PIL import Image
+
+    from dcgan_cli.generate.photo_faces import aligned
+
+    feats = matcher_features(np.concatenate([box_crops(im, [f.box for f in fs]) for im, fs in zip(images, found)
+                                             if fs]))
+    if embed is not None:
+        crops = np.stack([aligned(Image.fromarray(im), i, f, recipe).crop for i, (im, fs) in
+                          enumerate(zip(images, found)) for f in fs])
+        feats["identity"] = embed(crops.astype(np.float32))
+    return feats
 
 
 def restore_seed(models, truths: np.ndarray, seed: int, search: Search) -> tuple[dict, dict]:
@@ -272,10 +352,13 @@ def restore_seed(models, truths: np.ndarray, seed: int, search: Search) -> tuple
 
 
 def privacy_line(seed: int, r: dict) -> str:
-    parts = [f"{m} kept {r[m]['kept']:.0%} detected {r[m]['detected']:.0%} re-id hog {r[m]['reid_hog']:.0%} "
-             f"pixels {r[m]['reid_pixels']:.0%}" for m in ("ours", "blur", "pixelate")]
+    matchers = [k[5:] for k in r["ours"] if k.startswith("reid_")]
+    parts = [f"{m} kept {r[m]['kept']:.0%} detected {r[m]['detected']:.0%} re-id "
+             + " ".join(f"{k} {r[m]['reid_' + k]:.0%}" for k in matchers) for m in METHODS if m in r]
+    clean = (" | clean (other scenes) re-id " + " ".join(f"{k} {r['clean']['reid_' + k]:.0%}" for k in matchers)
+             if "clean" in r else "")
     return (f"anonymize seed {seed} ({r['faces']} faces in {r['photos']} photos, {r['missed']} pasted faces not found; "
-            f"Haar finds {r['original']['detected']:.0%} of the originals): " + " | ".join(parts))
+            f"Haar finds {r['original']['detected']:.0%} of the originals): " + " | ".join(parts) + clean)
 
 
 def restore_line(seed: int, factor: int, r: dict) -> str:
@@ -297,9 +380,12 @@ def bench_photos(seeds, workdir: Path, log: Callable[[str], None] = print, steps
     from dcgan_cli.generate.repair import load_models
     from dcgan_cli.training.loop import train
 
+    from dcgan_cli.identity.verification import Embedder, load_model
+
     data = training_data(workdir, log)
     faces, _, held_idx = lfw_faces()
     held = scenes(faces, held_out_groups(held_idx), seed=2)
+    clean = scenes(faces, held_out_groups(held_idx), seed=3)
     result = {"privacy": [], "restore": []}
     for seed in seeds:
         run_dir = workdir / "runs" / f"scenes-{seed}"
@@ -312,7 +398,11 @@ def bench_photos(seeds, workdir: Path, log: Callable[[str], None] = print, steps
         photos = [img for img, _ in held]
         truths = np.stack([aligned(photos[i], i, f, recipe).crop for i, fs in enumerate(find_faces(photos, 20))
                            for f in fs])
-        privacy, p_arrays = privacy_seed(models, recipe, held, seed, search)
+        id_model, meta = load_model(identity_model(workdir, seed, log))
+        v = meta.get("verification", {})
+        log(f"identity model seed {seed}: held-out verification {v.get('accuracy', float('nan')):.1%} "
+            f"({v.get('pairs', 0):,} pairs of the 10 training faces it left out)")
+        privacy, p_arrays = privacy_seed(models, recipe, held, seed, search, Embedder(id_model), clean)
         log(privacy_line(seed, privacy))
         restored, r_arrays = restore_seed(models, truths, seed, search)
         for factor, r in restored.items():

@@ -7,8 +7,11 @@ at least `--min-face` px) is aligned as the run's data was; the detector's
 whole box becomes the hole, and the inpainting search (Yeh et al.'s context
 loss on the kept surroundings plus D's prior, z on the latent sphere) draws a
 face that fits around it, Poisson-blended into the hole. The crop goes back
-into the photo through the inverse of the alignment, feathered inside the box
-(photo_faces.paste_back): every pixel outside the boxes keeps its bytes.
+into the photo through the inverse of the alignment, feathered over the box's
+outer 2% (photo_faces.paste_back); the part of the box past the run's framing
+(the chin, below a CelebA crop) is filled smoothly from the drawn face and the
+photo around the box, so no pixel of the box keeps the original face, and every
+pixel outside the boxes keeps its bytes.
 
 With `--identity-model`, each new face is compared with the one it replaces
 (the embedding distance against the model's threshold); a face still verified
@@ -36,6 +39,9 @@ from dcgan_cli.generate.search import Search
 
 DEFAULT_MIN_FACE = 20
 ATTEMPTS = 4  # searches per face at most, with --identity-model
+# The blend's width inside the box, as a share of its side: narrower than restore's (photo_faces.FEATHER),
+# since the photo's own pixels in it are the original face's (the bench's pixel matcher found them).
+FEATHER = 0.02
 _ATTEMPT_STREAM = 0x414E4F4E  # keeps a retry's starts apart from the first search's
 
 
@@ -150,7 +156,7 @@ def anonymize_photos(models, photos: list, recipe, search: Search, min_face: int
         return out, faces, np.zeros((0, int(models.generator.input_shape[-1])), np.float32), []
     crops, z, records = anonymize_faces(models, faces, search, check, attempts, on_step)
     for k, face in enumerate(faces):
-        out[face.photo] = photo_faces.paste_back(out[face.photo], crops[k], face)
+        out[face.photo] = photo_faces.paste_back(out[face.photo], crops[k], face, fill=True, feather=FEATHER)
     return out, faces, z, records
 
 

@@ -4,13 +4,19 @@
     face = aligned(photo, f, recipe)           the face at the run's size, its matrix, and its box there
     out = paste_back(pixels, new, face)        the new crop mapped back through the inverse alignment
 
+The run's framing (CelebA's 108-pixel box) ends below the mouth: MTCNN's box
+reaches past it by about a sixth of its height (the chin), where the generator
+draws nothing. `paste_back(..., fill=True)` (anonymize) fills that part of the
+box smoothly from the drawn face above it and the photo around the box (a
+membrane, Laplace's equation), so that no pixel of the box keeps the original
+face; without it (restore) that part keeps its pixels.
+
 `paste_back` touches only the detector's box: each photo pixel inside it is
 sampled (bilinear) from the new crop at the place the alignment sends it, and
 mixed with the photo's own pixel by a weight that rises from 0 at the box's
 edge to 1 a few pixels inside (the feather), and falls to 0 again at the
-crop's edge: a part of the box outside the run's framing (a chin below a
-CelebA crop) keeps its pixels, as `box_share_drawn` reports. Every pixel
-outside the box keeps its bytes. A grey run's face goes into a colour photo as a change of
+crop's edge (where nothing was drawn: `box_share_drawn` says how much was).
+Every pixel outside the box keeps its bytes. A grey run's face goes into a colour photo as a change of
 luminance: each pixel moves by (new grey - old grey) on all three channels, so
 the photo keeps its colours.
 """
@@ -123,8 +129,13 @@ def _bilinear(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return top * (1 - fv) + bottom * fv
 
 
-def paste_back(pixels: np.ndarray, new: np.ndarray, face: AlignedFace) -> np.ndarray:
-    """uint8 RGB (H, W, 3) photo with the box of `face` replaced by the uint8 crop `new`, feathered inward."""
+def paste_back(pixels: np.ndarray, new: np.ndarray, face: AlignedFace, fill: bool = False,
+               feather: float = FEATHER) -> np.ndarray:
+    """uint8 RGB (H, W, 3) photo with the box of `face` replaced by the uint8 crop `new`, feathered inward
+    over `feather` of the box's shorter side.
+
+    fill: the part of the box past the crop's edge (where nothing was drawn) is filled smoothly from
+    the drawn face and the photo around the box (a membrane: Laplace's equation), not kept."""
     h, w = pixels.shape[:2]
     bx, by, bw, bh = face.box
     x0, y0 = max(0, int(np.floor(bx))), max(0, int(np.floor(by)))
@@ -139,13 +150,34 @@ def paste_back(pixels: np.ndarray, new: np.ndarray, face: AlignedFace) -> np.nda
     inside = np.minimum.reduce([xs - bx, bx + bw - xs, ys - by, by + bh - ys])  # distance to the box's edge
     s = new.shape[0]
     in_crop = np.minimum.reduce([u, s - u, v, s - v])  # crop pixels to the crop's edge: past it, nothing was drawn
-    alpha = (np.clip(inside / max(1.0, FEATHER * min(bw, bh)), 0.0, 1.0) *
-             np.clip(in_crop / max(1.0, FEATHER * s), 0.0, 1.0))[..., None]
+    feather = np.clip(inside / max(1.0, feather * min(bw, bh)), 0.0, 1.0)[..., None]
+    drawn = np.clip(in_crop / max(1.0, FEATHER * s), 0.0, 1.0)[..., None]
     old = pixels[y0:y1, x0:x1].astype(np.float64)
     if sampled.shape[-1] == 1:  # a grey face: move the luminance only
         sampled = old + (sampled - (old @ LUMA)[..., None])
+    alpha = feather * drawn
+    undrawn = (drawn[..., 0] < 1) & (inside > 0)
+    if fill and undrawn.any():  # the membrane's edge: the drawn face inside the box, the photo outside it
+        sampled = _membrane(pixels, np.where(feather > 0, old + drawn * (sampled - old), old), undrawn, x0, y0)
+        alpha = feather
     mixed = np.clip(np.rint(old + alpha * (sampled - old)), 0, 255).astype(np.uint8)
     out = pixels.copy()
     region = out[y0:y1, x0:x1]
     region[:] = np.where(alpha > 0, mixed, region)
     return out
+
+
+def _membrane(pixels: np.ndarray, inner: np.ndarray, hole: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    """`inner` (the box's window of the photo, float) with its `hole` pixels solved from Laplace's equation,
+    the pixels around the hole (the drawn face, the photo one pixel past the box) held."""
+    from dcgan_cli.generate.repair import poisson_blend
+
+    h, w = pixels.shape[:2]
+    y1, x1 = y0 + inner.shape[0], x0 + inner.shape[1]
+    wy0, wx0, wy1, wx1 = max(0, y0 - 1), max(0, x0 - 1), min(h, y1 + 1), min(w, x1 + 1)
+    window = pixels[wy0:wy1, wx0:wx1].astype(np.float64)
+    inner_at = (slice(y0 - wy0, y1 - wy0), slice(x0 - wx0, x1 - wx0))
+    window[inner_at] = inner
+    holes = np.zeros(window.shape[:2], bool)
+    holes[inner_at] = hole
+    return poisson_blend(np.zeros_like(window)[None], window[None], holes[None])[0][inner_at]

@@ -16,7 +16,7 @@ left out of that degradation, so about SIGMA is as close as it can get.
 
 Inputs are crops in the run's framing (square, the run's size divided by the
 downsampling factor), or with `--crop face` whole photos: each face found is
-aligned at its own resolution, restored at the run's, and pasted back as
+aligned at its own resolution (one search per resolution), restored at the run's, and pasted back as
 `anonymize` pastes (photo_faces.paste_back).
 """
 
@@ -219,22 +219,21 @@ def _restore_photos(req, deg, models, say, bar) -> str:
         raise DcganError(f"no face of at least {req.min_face} px found in any photo; name photos with faces, "
                          f"or lower --min-face")
     faces = [photo_faces.aligned(photos[i], i, f, recipe) for i, fs in enumerate(found) for f in fs]
+    # each face at its own resolution in the photo (at most the run's): one search per resolution
     sides = [deg.side(recipe.size, min(recipe.size, max(4, round(recipe.size * face_mod.alignment(
         f.landmarks, recipe.size, recipe.box_side)[1])))) for fs in found for f in fs]
-    side = min(sides)  # one search shape: every face at the smallest face's resolution
     lows = []
-    for i, fs in enumerate(found):
-        for f in fs:
-            im = face_mod.align(photos[i], f.landmarks, side, recipe.box_side)
-            lows.append(np.asarray(im.convert("L") if recipe.channels == 1 else im, np.uint8)
-                        .reshape(side, side, recipe.channels))
-    lows = np.stack(lows)
+    for (i, f), side in zip([(i, f) for i, fs in enumerate(found) for f in fs], sides):
+        im = face_mod.align(photos[i], f.landmarks, side, recipe.box_side)
+        lows.append(np.asarray(im.convert("L") if recipe.channels == 1 else im, np.uint8)
+                    .reshape(side, side, recipe.channels))
     for i, p in enumerate(req.photos):
         if not found[i]:
             say(f"{p}: no face of at least {req.min_face} px; nothing written for it")
-    say(f"Restoring {len(faces)} face(s) in {sum(map(bool, found))} photo(s) at {side}x{side} with {models.source}")
-    on_step = bar("restore", search_steps(len(faces), req.search)) if bar else None
-    out, z, terms = restore_arrays(models, lows, deg, req.search, on_step)
+    at = " and ".join(f"{s}x{s}" for s in sorted(set(sides)))
+    say(f"Restoring {len(faces)} face(s) in {sum(map(bool, found))} photo(s) at {at} with {models.source}")
+    total = sum(search_steps(sides.count(s), req.search) for s in set(sides))
+    out, z, terms = _restore_by_side(models, lows, sides, deg, req.search, bar("restore", total) if bar else None)
     pasted = {}
     for k, face in enumerate(faces):
         pasted[face.photo] = photo_faces.paste_back(pasted.get(face.photo, np.asarray(photos[face.photo], np.uint8)),
@@ -242,6 +241,20 @@ def _restore_photos(req, deg, models, say, bar) -> str:
     _write(req, models, deg, [(f.photo, pasted[f.photo], f, k) for k, f in enumerate(faces)], z, terms)
     return (f"Restored {len(faces)} face(s) into {req.out}: consistency {np.mean(terms['consistency']):.2f} levels "
             f"RMS (start {np.mean(terms['start_consistency']):.2f})")
+
+
+def _restore_by_side(models, lows: list, sides: list, deg: Degradation, search: Search, on_step):
+    """restore_arrays on the inputs of each side apart, the results in the inputs' order; terms gain "side"."""
+    n, size, channels = len(lows), models.shape[0], models.shape[2]
+    out = np.zeros((n, size, size, channels), np.uint8)
+    z = np.zeros((n, int(models.generator.input_shape[-1])), np.float32)
+    terms: dict = {"side": np.asarray(sides, np.float64)}
+    for side in sorted(set(sides)):
+        idx = np.flatnonzero(np.asarray(sides) == side)
+        out[idx], z[idx], t = restore_arrays(models, np.stack([lows[k] for k in idx]), deg, search, on_step)
+        for key, v in t.items():
+            terms.setdefault(key, np.zeros(n))[idx] = v
+    return out, z, terms
 
 
 def _check_outputs(req: RestoreRequest) -> None:
@@ -268,7 +281,7 @@ def _write(req, models, deg, items, z, terms) -> None:
             with open(tmp, "wb") as f:
                 np.save(f, z[k:k + 1].astype(np.float32), allow_pickle=False)
         rows[i].append({**(face.report() if face else {}), "latents": f"{stem}-face{n}.npy",
-                        **{t: float(v[k]) for t, v in terms.items()}})
+                        **{t: int(v[k]) if t == "side" else float(v[k]) for t, v in terms.items()}})
         save_image(out / f"{stem}.png", image)
     s = req.search
     for i, faces in rows.items():
