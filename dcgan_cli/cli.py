@@ -27,6 +27,7 @@ import typer
 from typer.core import TyperCommand, TyperOption
 
 from dcgan_cli.config import (AUGMENT_P, AUTO_ADA_BELOW, AUTO_CADENCE_STEPS, MAX_SEED, Augment, GActivation, OnCollapse,
+                              Loss as GanLoss,
                               Precision, Preset, Strategy, TrainConfig, preset_values)
 from dcgan_cli.errors import DcganError, Interrupted, UsageError, resume_hint, sigterm_as_ctrl_c
 from dcgan_cli.metrics.evaluate import METRICS
@@ -426,6 +427,7 @@ TRAIN_PANELS = {
     OUTPUT: ("runs_dir", "name", "checkpoint_every_steps", "checkpoint_every_epochs", "sample_every_epochs",
              "eval_every_epochs", "eval_samples", "quiet"),  # what is written, where and how often
     PERFORMANCE: ("precision", "xla", "strategy", "sync_bn", "cache"),  # the same numbers, sooner
+    "Loss and regularisers": ("loss", "spectral_norm", "r1_gamma", "r1_interval", "bcr"),  # all off by default
 }
 
 
@@ -498,6 +500,13 @@ def train(
     strategy: Annotated[Optional[Strategy], typer.Option(help="tf.distribute strategy.")] = None,
     sync_bn: Annotated[Optional[bool], typer.Option("--sync-bn/--no-sync-bn", help="Synchronised batch norm.")] = None,
     cache: Annotated[Optional[bool], typer.Option("--cache/--no-cache", help="Keep the data in memory.")] = None,
+    # -- the loss and D's regularisers (gan/regularize.py; measured in docs/quality.md's ablation)
+    loss: Annotated[Optional[GanLoss], typer.Option(help="GAN loss: nonsaturating (the paper's BCE) or hinge.")] = None,
+    spectral_norm: Annotated[Optional[bool], typer.Option("--spectral-norm/--no-spectral-norm", help=(
+        "Spectral normalisation of every kernel and embedding of D."))] = None,
+    r1_gamma: Annotated[Optional[float], typer.Option(help="R1 penalty weight on real images (0: off).")] = None,
+    r1_interval: Annotated[Optional[int], typer.Option(help="Lazy R1: apply it every N steps, scaled by N.")] = None,
+    bcr: Annotated[Optional[float], typer.Option(help="Balanced consistency regularisation weight (0: off).")] = None,
 ):
     """Train a DCGAN, writing checkpoints and a sample grid every epoch.
 

@@ -121,6 +121,10 @@ def build_gan(cfg: TrainConfig, precision: str = "fp32", labels=None) -> GAN:
     discriminator = build_discriminator(image_size=cfg.image_size, channels=cfg.channels, filters=cfg.d_filters,
                                         init_std=cfg.init_std, dtype=policy, sync_bn=cfg.sync_bn,
                                         labels=g_kw["labels"])
+    if cfg.spectral_norm:  # every kernel and embedding of D, its projection head included (regularize.py)
+        from dcgan_cli.gan.regularize import with_spectral_norm
+
+        discriminator = with_spectral_norm(discriminator)
     g_ema = None
     if cfg.ema > 0:
         g_ema = build_generator(**g_kw)
@@ -180,13 +184,43 @@ def make_update(cfg: TrainConfig, gan: GAN, precision: str) -> Callable:
     def disc(images, y):
         return D(images, training=True) if y is None else D([images, y], training=True)
 
+    # -- the hinge loss and D's regularisers (regularize.py), when asked: none adds an op when off
+    if cfg.loss == "hinge":
+        from dcgan_cli.gan.regularize import d_hinge, g_hinge
+
+        def d_loss_of(real_labels, real_logits, fake_logits):
+            return tf.nn.compute_average_loss(d_hinge(real_logits, fake_logits), global_batch_size=B)
+
+        def g_loss_of(fake_logits):
+            return tf.nn.compute_average_loss(g_hinge(fake_logits), global_batch_size=B)
+
+    def d_regularised(d_loss, real, fake, real_logits, fake_logits, draw, y_real, y_fake):  # + bCR
+        if cfg.bcr <= 0:
+            return d_loss
+        from dcgan_cli.gan.augment import DRAWS
+        from dcgan_cli.gan.regularize import bcr_loss, bcr_uniform
+
+        u = draw(_AUG_REAL, [B, 2 * DRAWS], bcr_uniform)
+        return d_loss + bcr_loss(cfg, lambda x: disc(x, y_real), lambda x: disc(x, y_fake),
+                                 real, tf.stop_gradient(fake), real_logits, fake_logits, u)
+
+    def d_gradients(d_tape, d_scaled, real, step, y_real):  # + lazy R1 on the real images D saw
+        grads = d_tape.gradient(d_scaled, D.trainable_variables)
+        if cfg.r1_gamma <= 0:
+            return grads
+        from dcgan_cli.gan.regularize import lazy_r1
+
+        r1, _ = lazy_r1(cfg, lambda x: disc(x, y_real), D.trainable_variables, real, step,
+                        lambda loss: scaled(d_opt, loss))
+        return [g + r for g, r in zip(grads, r1)]
+
     # -- mixed precision: under fp16 each loss is scaled before its gradient (the optimizer unscales) ----
     def scaled(opt, loss):
         return opt.scale_loss(loss) if precision == "fp16" else loss
 
     # -- the DCGAN update (the dcgan preset): D first, then G's loss through the D just updated on this
     # batch (the PyTorch example's order). One G forward serves both; `seen` is what D sees of G's images.
-    def dcgan_update(z, real, real_labels, seen, y=None):
+    def dcgan_update(z, real, real_labels, seen, step=None, draw=None, y=None):
         y_real, y_fake = y or (None, None)
         with tf.GradientTape() as g_tape:
             fake = seen(gen(z, y_fake))
@@ -195,23 +229,25 @@ def make_update(cfg: TrainConfig, gan: GAN, precision: str) -> Callable:
                     real_logits = disc(real, y_real)
                     fake_logits = disc(tf.stop_gradient(fake), y_fake)
                     d_loss = d_loss_of(real_labels, real_logits, fake_logits)
+                    d_loss = d_regularised(d_loss, real, fake, real_logits, fake_logits, draw, y_real, y_fake)
                     d_scaled = scaled(d_opt, d_loss)
-                d_opt.apply(d_tape.gradient(d_scaled, D.trainable_variables), D.trainable_variables)
+                d_opt.apply(d_gradients(d_tape, d_scaled, real, step, y_real), D.trainable_variables)
             g_loss = g_loss_of(disc(fake, y_fake))
             g_scaled = scaled(g_opt, g_loss)
         g_opt.apply(g_tape.gradient(g_scaled, G.trainable_variables), G.trainable_variables)
         return d_loss, g_loss, real_logits, fake_logits
 
     # -- the shared step (--shared-step): both losses from one forward pass of G and D, about 10% faster
-    def shared_update(z, real, real_labels, seen, y=None):
+    def shared_update(z, real, real_labels, seen, step=None, draw=None, y=None):
         y_real, y_fake = y or (None, None)
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             fake = seen(gen(z, y_fake))
             real_logits = disc(real, y_real)
             fake_logits = disc(fake, y_fake)
             d_loss, g_loss = d_loss_of(real_labels, real_logits, fake_logits), g_loss_of(fake_logits)
+            d_loss = d_regularised(d_loss, real, fake, real_logits, fake_logits, draw, y_real, y_fake)
             d_scaled, g_scaled = scaled(d_opt, d_loss), scaled(g_opt, g_loss)
-        d_grads = d_tape.gradient(d_scaled, D.trainable_variables)
+        d_grads = d_gradients(d_tape, d_scaled, real, step, y_real)
         g_grads = g_tape.gradient(g_scaled, G.trainable_variables)
         d_opt.apply(d_grads, D.trainable_variables)
         g_opt.apply(g_grads, G.trainable_variables)
@@ -249,7 +285,7 @@ def make_train_step(cfg: TrainConfig, gan: GAN, strategy, precision: str) -> Cal
 
             def seen(fake):
                 return diff_augment(fake, u_fake, p)
-        d_loss, g_loss, real_logits, fake_logits = update(z, real, real_labels, seen, y)
+        d_loss, g_loss, real_logits, fake_logits = update(z, real, real_labels, seen, step, draw, y)
         return _step_scalars(B, d_loss, g_loss, real_logits, fake_logits, augmented=p is not None)
 
     replica_fn = tf.function(replica_step, jit_compile=cfg.xla) if cfg.xla else replica_step
