@@ -354,10 +354,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 0.57 on the digits (300 steps, 3 seeds; 4e-4: 0.74), where a faster D (TTUR's usual
     # 4e-4 / 1e-4) made it 7x worse.
     "dcgan": dict(batch_size=128, epochs=25, lr_g=6e-4, lr_d=2e-4, beta1=0.5, alternate=True, ema=0.999),
-    # The DCGAN paper's exact recipe, for people following it (Radford et al. 2015 and its Torch code):
-    # batch 128, Adam 2e-4 for both, beta1 0.5, BCE, D then G on the same fakes, no EMA, no augmentation.
-    "paper": dict(batch_size=128, epochs=25, lr_g=2e-4, lr_d=2e-4, beta1=0.5, alternate=True, ema=0.0,
-                  augment="none"),
     # The DCGAN face-generator article's 128x128 recipe: slower D, one-sided
     # label smoothing U(0.9, 1.0) and instance noise sigma ~ U(0, 0.1).
     "face128": dict(
@@ -387,6 +383,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         image_size=28, channels=3, batch_size=64, g_filters=512, g_activation="leaky_relu", d_filters=64,
         lr_g=2e-4, lr_d=2e-4, beta1=0.5, epochs=1,
     ),
+    # The DCGAN paper's exact recipe, for people following it (Radford et al. 2015 and its Torch code):
+    # batch 128, Adam 2e-4 for both, beta1 0.5, BCE, D then G on the same fakes, no EMA, no augmentation.
+    "paper": dict(batch_size=128, epochs=25, lr_g=2e-4, lr_d=2e-4, beta1=0.5, alternate=True, ema=0.0,
+                  augment="none"),
 }
 
 # The data set a preset trains on when --data is not given: DATA_DIR/processed/NAME-SIZE at the

@@ -124,6 +124,7 @@ def test_resume_with_r1_and_bcr_gives_the_same_weights_as_one_run(data16, tmp_pa
         np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
+@pytest.mark.slow
 def test_options_off_add_nothing_to_the_step(data16, tmp_path):
     import tensorflow as tf
 
