@@ -1,0 +1,101 @@
+"""The regularisers' ablation on the quality bench, at equal wall-clock (docs/quality.md, "Ablation").
+
+    flock /work/plans/cpu.lock python scripts/ablation.py --sets digits --seeds 0,1,2 --out ablation.jsonl
+
+For each set: first every candidate's step time relative to the baseline's (`dcgan` preset), measured in
+this process on the set's batch shape, interleaved (baseline, candidate, baseline, ...), medians over
+ROUNDS rounds of STEPS_TIMED steps; a candidate then trains steps = baseline steps x (baseline step time /
+its step time), so all get the baseline's wall-clock whatever else the machine runs. Then per seed: the
+plain-Keras reference once, each candidate trained by the bench's own functions (`our_config`,
+`train_ours`, `score`), FD ratio to the reference, precision and recall. One JSON line per result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+# name -> TrainConfig overrides on the dcgan preset
+CANDIDATES = {
+    "baseline": {},
+    "hinge": dict(loss="hinge"),
+    "sn": dict(spectral_norm=True),
+    "r1": dict(r1_gamma=1.0, r1_interval=16),
+    "bcr": dict(bcr=10.0),
+    "ttur": dict(lr_g=1e-4, lr_d=4e-4),
+    "sn+hinge": dict(spectral_norm=True, loss="hinge"),
+    "sn+hinge+r1": dict(spectral_norm=True, loss="hinge", r1_gamma=1.0, r1_interval=16),
+}
+ROUNDS, STEPS_TIMED = 5, 8
+
+
+def step_costs(qs, names, log) -> dict[str, float]:
+    """{candidate: its step time / the baseline's}, interleaved in this process, medians."""
+    import tensorflow as tf
+
+    from dcgan_cli.bench.quality import our_config
+    from dcgan_cli.gan.step import build_gan, make_train_step, resolve_precision
+
+    precision = resolve_precision("auto")
+    batch = tf.constant(qs.images[: qs.batch_size])
+    steps = {}
+    for name in ["baseline", *names]:
+        cfg = our_config(qs, 0, 10, Path("."), batch_size=qs.batch_size, augment="none", **CANDIDATES[name])
+        gan = build_gan(cfg, precision)
+        steps[name] = make_train_step(cfg, gan, tf.distribute.get_strategy(), precision)
+        steps[name](batch)  # trace
+    times = {n: [] for n in steps}
+    for _ in range(ROUNDS):
+        for name in ["baseline", *names]:
+            t = time.perf_counter()
+            for _ in range(STEPS_TIMED):
+                out = steps[name](batch)
+            float(out["d_loss"])
+            times[name].append(time.perf_counter() - t)
+    base = statistics.median(times["baseline"])
+    costs = {n: statistics.median(t) / base for n, t in times.items()}
+    log({"kind": "step_cost", "set": qs.name, "precision": precision, **costs})
+    return costs
+
+
+def main() -> None:
+    from dcgan_cli.bench.quality import (our_config, prepare_reals, quality_set, sample, score, train_ours,
+                                         train_reference)
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sets", default="digits")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--candidates", default=",".join(CANDIDATES))
+    ap.add_argument("--out", default="ablation.jsonl")
+    a = ap.parse_args()
+    names = [n for n in a.candidates.split(",") if n != "baseline"]
+
+    def log(row):
+        print(json.dumps(row), flush=True)
+        with open(a.out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for set_name in a.sets.split(","):
+            qs = quality_set(set_name, Path(tmp))
+            reals = prepare_reals(qs)
+            costs = step_costs(qs, names, log)
+            for seed in [int(s) for s in a.seeds.split(",")]:
+                ref = score(sample(train_reference(qs.images, seed, qs.steps, batch_size=qs.batch_size)), reals)
+                for name in ["baseline", *names]:
+                    steps = max(1, round(qs.steps / costs[name]))
+                    cfg = our_config(qs, seed, steps, Path(tmp) / "runs" / name,
+                                     batch_size=qs.batch_size, **CANDIDATES[name])
+                    ours, _ = train_ours(cfg, Path(tmp) / "runs" / name / f"s{seed}")
+                    s = score(sample(ours), reals)
+                    log({"kind": "result", "set": set_name, "seed": seed, "candidate": name, "steps": steps,
+                         "fd_ratio": s["fd"] / ref["fd"], "precision": s["precision"], "recall": s["recall"],
+                         "fd": s["fd"], "fd_reference": ref["fd"]})
+
+
+if __name__ == "__main__":
+    main()
