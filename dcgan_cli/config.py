@@ -520,6 +520,9 @@ def _check_regularisers(c: TrainConfig, bad) -> None:
         bad(f"r1-interval must be at least 1 (1: R1 on every step), got {c.r1_interval}")
     if c.bcr < 0:
         bad(f"bcr must be 0 (off) or more, got {c.bcr}")
+    if c.r1_gamma > 0 and c.sync_bn:
+        # Lazy R1 runs D inside a tf.cond, where a synchronised batch norm cannot all-reduce across replicas.
+        bad("R1 (--r1-gamma) cannot run with synchronised batch norm: use --no-sync-bn, or --r1-gamma 0")
 
 
 def _check_augment(c: TrainConfig, bad) -> None:

@@ -341,6 +341,8 @@ CASES = [
          says="r1-gamma must be 0 (off) or more"),
     Case("train-r1-interval-zero", ["train", "--data", "data", *TINY, "--r1-interval", "0", "--dry-run"], code=1,
          says="r1-interval must be at least 1"),
+    Case("train-r1-with-sync-bn", ["train", "--data", "data", *TINY, "--r1-gamma", "1", "--sync-bn", "--dry-run"],
+         code=1, says="use --no-sync-bn"),
     Case("train-bcr-negative", ["train", "--data", "data", *TINY, "--bcr", "-0.5", "--dry-run"], code=1,
          says="bcr must be 0 (off) or more"),
     Case("train-hinge-with-label-smoothing", ["train", "--data", "data", *TINY, "--loss", "hinge",
