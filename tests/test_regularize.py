@@ -42,13 +42,7 @@ def test_spectral_norm_covers_every_kernel_and_embedding_of_d_and_scales_to_unit
 
     from dcgan_cli.gan.model import build_discriminator
 
-    # A head of the kind a conditional D adds (Dense, Embedding) next to the convolutions.
-    img, y = keras.Input((16, 16, 3)), keras.Input((), dtype="int32")
-    base = build_discriminator(16, 3, 8)
-    h = keras.layers.Flatten(name="head_flat")(base.get_layer("down1_lrelu").output)
-    out = keras.layers.Add(name="head_add")([base.output, keras.layers.Dense(1, name="head")(h)])
-    emb = keras.layers.Embedding(10, 1, name="embed")(y)
-    D = keras.Model([base.input, y], keras.layers.Add(name="embed_add")([out, keras.layers.Flatten(name="embed_flat")(emb)]))
+    D = build_discriminator(16, 3, 8, labels=3)  # the conditional D: its projection head is a Dense of y
     sn = reg.with_spectral_norm(D)
 
     def covered(model):
@@ -62,10 +56,10 @@ def test_spectral_norm_covers_every_kernel_and_embedding_of_d_and_scales_to_unit
     assert covered(D)  # the walk sees the plain D's kernels: it can fail
     assert covered(sn) == []
     wrapped = [x for x in sn.layers if isinstance(x, reg.SpectralNorm)]
-    assert {x.layer.name for x in wrapped} >= {"down0", "down1", "logit", "head", "embed"}
+    assert {x.layer.name for x in wrapped} >= {"down0", "down1", "logit", "label_projection"}
     x = tf.random.stateless_uniform([4, 16, 16, 3], [1, 2])
     for _ in range(30):  # power iteration converges: sigma(W / sigma) -> 1
-        sn([x, tf.constant([1, 2, 3, 4])], training=True)
+        sn([x, tf.constant([[1.0, -1, 1], [-1, 1, 1], [1, 1, -1], [-1, -1, -1]])], training=True)
     for layer in wrapped:
         w = tf.reshape(layer.normalised(False)[1], [-1, layer.u.shape[-1]])
         assert float(tf.linalg.svd(w, compute_uv=False)[0]) == pytest.approx(1.0, rel=0.05), layer.name
@@ -90,14 +84,23 @@ def test_r1_gradients_are_zero_off_interval_and_scaled_by_it_on(data16, tmp_path
 
     from dcgan_cli.gan.step import build_gan
 
+    from dcgan_cli.gan.model import build_discriminator
+
     cfg = tiny_config(data16, tmp_path, r1_gamma=2.0, r1_interval=4)
-    D = build_gan(cfg, "fp32").discriminator
+    D = build_discriminator(16, 3, 8, labels=2)  # conditional: R1 differentiates D(x, y) with y held fixed
+    y = tf.constant([[1.0, -1.0]] * 8)
+
+    def d_call(x):
+        return D([x, y], training=True)
+
     real = tf.random.stateless_uniform([8, 16, 16, 3], [3, 4], -1.0, 1.0)
-    off, pen_off = reg.lazy_r1(cfg, lambda x: D(x, training=True), D.trainable_variables, real, tf.constant(1, tf.int64), lambda x: x)
-    on, pen_on = reg.lazy_r1(cfg, lambda x: D(x, training=True), D.trainable_variables, real, tf.constant(8, tf.int64), lambda x: x)
+    off, pen_off = reg.lazy_r1(cfg, d_call, D.trainable_variables, real, tf.constant(1, tf.int64), lambda x: x)
+    on, pen_on = reg.lazy_r1(cfg, d_call, D.trainable_variables, real, tf.constant(8, tf.int64), lambda x: x)
     assert float(pen_off) == 0.0 and all(float(tf.reduce_max(tf.abs(g))) == 0.0 for g in off)
-    _, pen_1 = reg.r1_gradients(lambda x: D(x, training=True), D.trainable_variables, real, 2.0, 1, 8, lambda x: x)
+    _, pen_1 = reg.r1_gradients(d_call, D.trainable_variables, real, 2.0, 1, 8, lambda x: x)
     assert float(pen_on) == pytest.approx(4 * float(pen_1), rel=1e-4) and float(pen_1) > 0
+    head = [g for g, v in zip(on, D.trainable_variables) if "label_projection" in v.path]
+    assert head and float(tf.reduce_max(tf.abs(head[0]))) > 0  # the projection head is penalised too
     assert any(float(tf.reduce_max(tf.abs(g))) > 0 for g in on)
 
 
