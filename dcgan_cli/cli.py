@@ -1106,7 +1106,7 @@ BENCH_PARTS_HELP = ("Comma-separated: step, loop, input, preprocess, quality (tr
                     "four run only when asked.")
 BENCH_PANELS = {
     DATA: ("data", "quality_sets"),
-    MODEL: ("size", "augment", "quality_augment", "stylize_size"),
+    MODEL: ("preset", "size", "augment", "quality_augment", "stylize_size"),
     SCHEDULE: ("steps", "batch_size", "quality_steps", "quality_seeds", "quality_curve", "repair_seeds",
                "repair_steps"),
     OUTPUT: ("json_", "quality_workdir", "repair_figure"),
@@ -1125,6 +1125,8 @@ def bench(
                                                    "copy ratio and diversity; half an hour per mode and seed)."
                                               )] = ",".join(QUALITY_SETS),
     face_images: Annotated[int, typer.Option(min=1, hidden=True, help="Photos of the face figure.")] = FACE_IMAGES,
+    preset: Annotated[Preset, typer.Option(help="The recipe of the timed step and of our model in the quality "
+                                                "part.")] = Preset("dcgan"),
     size: Annotated[int, typer.Option(help="Image side of the benchmarked model.")] = bench_suite.SIZE,
     augment: Annotated[Augment, typer.Option(help="Also time the step with this augmentation (diffaug, ada) "
                                                   "and give its img/s as a ratio to the plain step's."
@@ -1171,6 +1173,8 @@ def bench(
 
     Example: dcgan bench --steps 20 --peers ../shared/bench --json
 
+    Example: dcgan bench --parts step --preset paper --peers ../shared/bench
+
     Example: dcgan bench --parts quality --quality-steps 1000
 
     Example: dcgan bench --parts quality --quality-sets digits --quality-steps 3000 --quality-curve 10
@@ -1193,7 +1197,7 @@ def bench(
                  quality_sets=sets, quality_curve=quality_curve, quality_workdir=quality_workdir,
                  augment=augment.value, quality_augment=modes,
                  repair={"seeds": tuple(range(repair_seeds)), "steps": repair_steps, "figure": repair_figure},
-                 log=(lambda m: None) if json_ else typer.echo)
+                 preset_name=preset.value, log=(lambda m: None) if json_ else typer.echo)
     typer.echo(json.dumps(result) if json_ else json.dumps(result, indent=2))
 
 
