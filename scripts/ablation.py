@@ -1,6 +1,7 @@
 """The regularisers' ablation on the quality bench, at equal wall-clock (docs/quality.md, "Ablation").
 
     flock /work/plans/cpu.lock python scripts/ablation.py --sets digits --seeds 0,1,2 --out ablation.jsonl
+    python scripts/ablation.py --table ablation.jsonl     # the docs' table from those lines
 
 For each set: first every candidate's step time relative to the baseline's (`dcgan` preset), measured in
 this process on the set's batch shape, interleaved (baseline, candidate, baseline, ...), medians over
@@ -29,6 +30,8 @@ CANDIDATES = {
     "ttur": dict(lr_g=1e-4, lr_d=4e-4),
     "sn+hinge": dict(spectral_norm=True, loss="hinge"),
     "sn+hinge+r1": dict(spectral_norm=True, loss="hinge", r1_gamma=1.0, r1_interval=16),
+    "sn+r1": dict(spectral_norm=True, r1_gamma=1.0, r1_interval=16),
+    "hinge+r1": dict(loss="hinge", r1_gamma=1.0, r1_interval=16),
 }
 ROUNDS, STEPS_TIMED = 5, 8
 
@@ -62,6 +65,31 @@ def step_costs(qs, names, log) -> dict[str, float]:
     return costs
 
 
+def table(path: str) -> str:
+    """The markdown table of an ablation's JSON lines: per set and candidate, the step cost, the steps at equal
+    wall-clock, FD ratio to the reference (mean +- sd over seeds, and each seed's), precision and recall."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    costs: dict = {}  # per set, each candidate's newest measured cost
+    for r in rows:
+        if r["kind"] == "step_cost":
+            costs.setdefault(r["set"], {}).update(r)
+    out = ["| set | candidate | step cost | steps | FD ratio (mean +- sd) | per seed | P | R |",
+           "|---|---|---|---|---|---|---|---|"]
+    results = [r for r in rows if r["kind"] == "result"]
+    for set_name in dict.fromkeys(r["set"] for r in results):
+        for name in dict.fromkeys(r["candidate"] for r in results if r["set"] == set_name):
+            got = sorted((r for r in results if r["set"] == set_name and r["candidate"] == name),
+                         key=lambda r: r["seed"])
+            ratios = [r["fd_ratio"] for r in got]
+            sd = statistics.stdev(ratios) if len(ratios) > 1 else 0.0
+            out.append(f"| {set_name} | {name} | {costs[set_name].get(name, float('nan')):.2f} | {got[0]['steps']} | "
+                       f"{statistics.mean(ratios):.3f} +- {sd:.3f} | "
+                       f"{' / '.join(f'{x:.2f}' for x in ratios)} (seeds {','.join(str(r['seed']) for r in got)}) | "
+                       f"{statistics.mean(r['precision'] for r in got):.3f} | "
+                       f"{statistics.mean(r['recall'] for r in got):.3f} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     from dcgan_cli.bench.quality import (our_config, prepare_reals, quality_set, sample, score, train_ours,
                                          train_reference)
@@ -71,7 +99,11 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--candidates", default=",".join(CANDIDATES))
     ap.add_argument("--out", default="ablation.jsonl")
+    ap.add_argument("--table", metavar="JSONL", help="print the markdown table of these results and exit")
     a = ap.parse_args()
+    if a.table:
+        print(table(a.table))
+        return
     names = [n for n in a.candidates.split(",") if n != "baseline"]
 
     def log(row):
@@ -79,23 +111,38 @@ def main() -> None:
         with open(a.out, "a") as f:
             f.write(json.dumps(row) + "\n")
 
+    done = [json.loads(line) for line in Path(a.out).read_text().splitlines()] if Path(a.out).exists() else []
     with tempfile.TemporaryDirectory() as tmp:
         for set_name in a.sets.split(","):
             qs = quality_set(set_name, Path(tmp))
             reals = prepare_reals(qs)
-            costs = step_costs(qs, names, log)
+            costs = _known_costs(done, set_name, names) or step_costs(qs, names, log)
             for seed in [int(s) for s in a.seeds.split(",")]:
-                ref = score(sample(train_reference(qs.images, seed, qs.steps, batch_size=qs.batch_size)), reals)
-                for name in ["baseline", *names]:
+                # A rerun continues the file: the (deterministic) reference and the candidates already scored
+                # for this set and seed are taken from it, not trained again.
+                had = {r["candidate"]: r for r in done if r["kind"] == "result" and r["set"] == set_name
+                       and r["seed"] == seed}
+                todo = [n for n in ["baseline", *names] if n not in had]
+                if not todo:
+                    continue
+                ref_fd = (next(iter(had.values()))["fd_reference"] if had else
+                          score(sample(train_reference(qs.images, seed, qs.steps, batch_size=qs.batch_size)),
+                                reals)["fd"])
+                for name in todo:
                     steps = max(1, round(qs.steps / costs[name]))
                     cfg = our_config(qs, seed, steps, Path(tmp) / "runs" / name,
                                      batch_size=qs.batch_size, **CANDIDATES[name])
                     ours, _ = train_ours(cfg, Path(tmp) / "runs" / name / f"s{seed}")
                     s = score(sample(ours), reals)
                     log({"kind": "result", "set": set_name, "seed": seed, "candidate": name, "steps": steps,
-                         "fd_ratio": s["fd"] / ref["fd"], "precision": s["precision"], "recall": s["recall"],
-                         "fd": s["fd"], "fd_reference": ref["fd"]})
+                         "fd_ratio": s["fd"] / ref_fd, "precision": s["precision"], "recall": s["recall"],
+                         "fd": s["fd"], "fd_reference": ref_fd})
 
+
+def _known_costs(done: list, set_name: str, names: list) -> dict | None:
+    """The newest step costs of `set_name` in an earlier run's lines, if they cover every candidate asked for."""
+    rows = [r for r in done if r["kind"] == "step_cost" and r["set"] == set_name]
+    return rows[-1] if rows and all(n in rows[-1] for n in names) else None
 
 if __name__ == "__main__":
     main()

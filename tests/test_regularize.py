@@ -36,6 +36,18 @@ def test_hinge_losses_on_known_logits():
     np.testing.assert_allclose(reg.g_hinge(fake).numpy(), [2.0, 0.0, -1.5])
 
 
+def test_bcr_transform_is_the_translation_alone():
+    import tensorflow as tf
+
+    from dcgan_cli.gan.augment import _translate, diff_augment
+
+    x = tf.random.stateless_uniform([6, 16, 16, 3], [5, 6], -1.0, 1.0)
+    u = tf.random.stateless_uniform([6, 12], [7, 8])
+    moved = diff_augment(x, reg.translation_only(u), 1.0)
+    np.testing.assert_array_equal(moved.numpy(), _translate(x, u, tf.ones([6], tf.bool)).numpy())
+    assert not np.array_equal(moved.numpy(), x.numpy())  # the shifts do move the images
+
+
 def test_spectral_norm_covers_every_kernel_and_embedding_of_d_and_scales_to_unit_norm():
     import keras
     import tensorflow as tf

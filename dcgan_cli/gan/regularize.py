@@ -12,7 +12,9 @@
 - lazy R1 (Mescheder et al. 2018; StyleGAN2's lazy regularisation): gamma / 2 * |grad_x D(x)|^2 on the
   real images D sees, every `r1_interval` steps, scaled by the interval; its gradient is added to D's.
 - bCR (Zhang et al. 2020): bcr * ((D(x) - D(T(x)))^2 + (D(G(z)) - D(T(G(z))))^2) in D's loss, T being
-  augment.py's ops at p = 1, drawn stateless from (seed, step) like every other draw of the step.
+  the paper's translation by up to 1/8 of the side (augment.py's, on every image), drawn stateless from
+  (seed, step) like every other draw of the step. All five of augment.py's ops at p = 1 (colour, cutout)
+  were tried first: at bcr 10 they left D nothing to tell and G never learnt (docs/quality.md).
 
 Losses are per-example and averaged over the global batch, as the step's are.
 """
@@ -165,6 +167,16 @@ def bcr_uniform(shape, seed):
     return tf.random.stateless_uniform(shape, seed=tf.random.experimental.stateless_fold_in(seed, BCR_FOLD))
 
 
+def translation_only(u):
+    """augment.py's draws (b, DRAWS) with every op but translation switched off (its "on" draw set to 1, never < p)."""
+    import tensorflow as tf
+
+    from dcgan_cli.gan.augment import OPS, TRANSLATE
+
+    on = tf.one_hot(TRANSLATE, OPS, on_value=0.0, off_value=1.0, dtype=u.dtype)[None, :]  # (1, OPS)
+    return tf.concat([tf.where(on > 0, tf.ones_like(u[:, :OPS]), u[:, :OPS]), u[:, OPS:]], axis=1)
+
+
 def bcr_loss(cfg, d_real, d_fake, real, fake, real_logits, fake_logits, u):
     """bCR's D loss term: bcr * ((D(x) - D(T(x)))^2 + (D(G(z)) - D(T(G(z))))^2), averaged over the global batch.
 
@@ -176,8 +188,8 @@ def bcr_loss(cfg, d_real, d_fake, real, fake, real_logits, fake_logits, u):
 
     from dcgan_cli.gan.augment import DRAWS, diff_augment
 
-    t_real = d_real(diff_augment(real, u[:, :DRAWS], 1.0))
-    t_fake = d_fake(diff_augment(fake, u[:, DRAWS:], 1.0))
+    t_real = d_real(diff_augment(real, translation_only(u[:, :DRAWS]), 1.0))
+    t_fake = d_fake(diff_augment(fake, translation_only(u[:, DRAWS:]), 1.0))
     per_example = tf.reshape(tf.square(tf.cast(real_logits - t_real, tf.float32))
                              + tf.square(tf.cast(fake_logits - t_fake, tf.float32)), [-1])
     return cfg.bcr * tf.nn.compute_average_loss(per_example, global_batch_size=cfg.batch_size)
