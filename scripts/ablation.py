@@ -66,8 +66,8 @@ def step_costs(qs, names, log) -> dict[str, float]:
 
 
 def table(path: str) -> str:
-    """The markdown table of an ablation's JSON lines: per set and candidate, the step cost, the steps at equal
-    wall-clock, FD ratio to the reference (mean +- sd over seeds, and each seed's), precision and recall."""
+    """The markdown table of an ablation's JSON lines: per set and candidate, the newest step cost, each seed's
+    steps at equal wall-clock (from the cost measured when it ran), FD ratio to the reference (mean +- sd over seeds, and each seed's), precision and recall."""
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     costs: dict = {}  # per set, each candidate's newest measured cost
     for r in rows:
@@ -82,7 +82,8 @@ def table(path: str) -> str:
                          key=lambda r: r["seed"])
             ratios = [r["fd_ratio"] for r in got]
             sd = statistics.stdev(ratios) if len(ratios) > 1 else 0.0
-            out.append(f"| {set_name} | {name} | {costs[set_name].get(name, float('nan')):.2f} | {got[0]['steps']} | "
+            steps = "/".join(str(r["steps"]) for r in got)
+            out.append(f"| {set_name} | {name} | {costs[set_name].get(name, float('nan')):.2f} | {steps} | "
                        f"{statistics.mean(ratios):.3f} +- {sd:.3f} | "
                        f"{' / '.join(f'{x:.2f}' for x in ratios)} (seeds {','.join(str(r['seed']) for r in got)}) | "
                        f"{statistics.mean(r['precision'] for r in got):.3f} | "
