@@ -1,9 +1,11 @@
 """The regularisers' ablation on the quality bench, at equal wall-clock (docs/quality.md, "Ablation").
 
-    flock /work/plans/cpu.lock python scripts/ablation.py --sets digits --seeds 0,1,2 --out ablation.jsonl
+    python scripts/ablation.py --sets digits,faces --seeds 0,1,2 --out ablation.jsonl
     python scripts/ablation.py --table ablation.jsonl     # the docs' table from those lines
+    python scripts/ablation.py --speed 64 --rounds 3 --candidates sn+hinge+r1 --out speed.jsonl
 
-For each set: first every candidate's step time relative to the baseline's (`dcgan` preset), measured in
+For each set: first every candidate's step time relative to the baseline's (the `dcgan` preset with all of
+them off, as it was before this ablation), measured in
 this process on the set's batch shape, interleaved (baseline, candidate, baseline, ...), medians over
 ROUNDS rounds of STEPS_TIMED steps; a candidate then trains steps = baseline steps x (baseline step time /
 its step time), so all get the baseline's wall-clock whatever else the machine runs. Then per seed: the
@@ -20,8 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-# name -> TrainConfig overrides on the dcgan preset
-CANDIDATES = {
+# name -> TrainConfig overrides on the dcgan preset. The preset itself now trains with sn+hinge+r1 (adopted
+# from this ablation), so every candidate starts from all of them off: "baseline" is the preset before.
+OFF = dict(loss="nonsaturating", spectral_norm=False, r1_gamma=0.0, r1_interval=16, bcr=0.0)
+CANDIDATES = {name: {**OFF, **options} for name, options in {
     "baseline": {},
     "hinge": dict(loss="hinge"),
     "sn": dict(spectral_norm=True),
@@ -32,22 +36,22 @@ CANDIDATES = {
     "sn+hinge+r1": dict(spectral_norm=True, loss="hinge", r1_gamma=1.0, r1_interval=16),
     "sn+r1": dict(spectral_norm=True, r1_gamma=1.0, r1_interval=16),
     "hinge+r1": dict(loss="hinge", r1_gamma=1.0, r1_interval=16),
-}
+}.items()}
 ROUNDS, STEPS_TIMED = 5, 8
 
 
-def step_costs(qs, names, log) -> dict[str, float]:
-    """{candidate: its step time / the baseline's}, interleaved in this process, medians."""
+def step_costs(make_cfg, batch, names, label: str, log) -> dict[str, float]:
+    """{candidate: its step time / the baseline's} on `batch` (uint8), the configs from `make_cfg(name)`,
+    interleaved in this process (baseline, candidate, ... per round), medians over ROUNDS."""
     import tensorflow as tf
 
-    from dcgan_cli.bench.quality import our_config
     from dcgan_cli.gan.step import build_gan, make_train_step, resolve_precision
 
     precision = resolve_precision("auto")
-    batch = tf.constant(qs.images[: qs.batch_size])
+    batch = tf.constant(batch)
     steps = {}
     for name in ["baseline", *names]:
-        cfg = our_config(qs, 0, 10, Path("."), batch_size=qs.batch_size, augment="none", **CANDIDATES[name])
+        cfg = make_cfg(name)
         gan = build_gan(cfg, precision)
         steps[name] = make_train_step(cfg, gan, tf.distribute.get_strategy(), precision)
         steps[name](batch)  # trace
@@ -61,8 +65,29 @@ def step_costs(qs, names, log) -> dict[str, float]:
             times[name].append(time.perf_counter() - t)
     base = statistics.median(times["baseline"])
     costs = {n: statistics.median(t) / base for n, t in times.items()}
-    log({"kind": "step_cost", "set": qs.name, "precision": precision, **costs})
+    log({"kind": "step_cost", "set": label, "precision": precision, **costs})
     return costs
+
+
+def set_costs(qs, names, log) -> dict[str, float]:
+    """Step costs on a quality set's own batch shape (32x32 grey, its batch size)."""
+    from dcgan_cli.bench.quality import our_config
+
+    return step_costs(lambda name: our_config(qs, 0, 10, Path("."), batch_size=qs.batch_size, augment="none",
+                                              **CANDIDATES[name]),
+                      qs.images[: qs.batch_size], names, qs.name, log)
+
+
+def speed_costs(size: int, names, log, batch_size: int = 128) -> dict[str, float]:
+    """Step costs on the speed benchmark's shape (`dcgan bench --parts step`: size x size x 3, batch 128)."""
+    import numpy as np
+
+    from dcgan_cli.config import preset
+
+    batch = np.random.default_rng(0).integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8)
+    return step_costs(lambda name: preset("dcgan", image_size=size, channels=3, batch_size=batch_size,
+                                          strategy="default", augment="none", **CANDIDATES[name]),
+                      batch, names, f"speed{size}", log)
 
 
 def table(path: str) -> str:
@@ -101,6 +126,9 @@ def main() -> None:
     ap.add_argument("--candidates", default=",".join(CANDIDATES))
     ap.add_argument("--out", default="ablation.jsonl")
     ap.add_argument("--table", metavar="JSONL", help="print the markdown table of these results and exit")
+    ap.add_argument("--speed", type=int, metavar="SIZE", help="only the step costs at the speed benchmark's "
+                    "shape (SIZE x SIZE x 3, batch 128), --rounds times, then exit")
+    ap.add_argument("--rounds", type=int, default=1)
     a = ap.parse_args()
     if a.table:
         print(table(a.table))
@@ -112,12 +140,16 @@ def main() -> None:
         with open(a.out, "a") as f:
             f.write(json.dumps(row) + "\n")
 
+    if a.speed:
+        for _ in range(a.rounds):
+            speed_costs(a.speed, names, log)
+        return
     done = [json.loads(line) for line in Path(a.out).read_text().splitlines()] if Path(a.out).exists() else []
     with tempfile.TemporaryDirectory() as tmp:
         for set_name in a.sets.split(","):
             qs = quality_set(set_name, Path(tmp))
             reals = prepare_reals(qs)
-            costs = _known_costs(done, set_name, names) or step_costs(qs, names, log)
+            costs = _known_costs(done, set_name, names) or set_costs(qs, names, log)
             for seed in [int(s) for s in a.seeds.split(",")]:
                 # A rerun continues the file: the (deterministic) reference and the candidates already scored
                 # for this set and seed are taken from it, not trained again.

@@ -154,6 +154,8 @@ def lazy_r1(cfg, d_call, variables, real, step, scale):
     def idle():
         return [tf.zeros_like(v) for v in variables], tf.constant(0.0)
 
+    if cfg.r1_interval == 1:  # every step: no condition (a synchronised batch norm cannot all-reduce inside one)
+        return due()
     return tf.cond(tf.equal(tf.math.floormod(step, cfg.r1_interval), 0), due, idle)
 
 
