@@ -154,18 +154,18 @@ def build_gan(cfg: TrainConfig, precision: str = "fp32", labels=None) -> GAN:
 # the step
 
 
-def make_update(cfg: TrainConfig, gan: GAN, precision: str) -> Callable:
-    """The GAN update of one replica: update(z, real, real_labels, seen, y) -> (d_loss, g_loss, real_logits,
-    fake_logits), one D and one G optimizer step. `seen(fake)` is what D sees of G's images (augmentation);
-    `y` is None, or a conditional run's (real images' y, fakes' y): then G(z, y) and D(x, y).
-
-    Losses are per-example BCE on logits averaged over the *global* batch, so gradients summed
-    over replicas equal the single-device ones.
-    """
+def _losses(cfg: TrainConfig) -> tuple[Callable, Callable]:
+    """(d_loss_of(real_labels, real_logits, fake_logits), g_loss_of(fake_logits)): the paper's non-saturating
+    BCE on logits, or the hinge loss (regularize.py), per example and averaged over the *global* batch."""
     import tensorflow as tf
 
     B = cfg.batch_size
-    G, D, g_opt, d_opt = gan.generator, gan.discriminator, gan.g_opt, gan.d_opt
+    if cfg.loss == "hinge":
+        from dcgan_cli.gan.regularize import d_hinge, g_hinge
+
+        return (lambda real_labels, real_logits, fake_logits: tf.nn.compute_average_loss(
+                    d_hinge(real_logits, fake_logits), global_batch_size=B),
+                lambda fake_logits: tf.nn.compute_average_loss(g_hinge(fake_logits), global_batch_size=B))
 
     def bce(labels, logits):  # (b, 1) -> (b,)
         return tf.reshape(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), [-1])
@@ -177,6 +177,23 @@ def make_update(cfg: TrainConfig, gan: GAN, precision: str) -> Callable:
     def g_loss_of(fake_logits):  # non-saturating: -log D(G(z))
         return tf.nn.compute_average_loss(bce(tf.ones_like(fake_logits), fake_logits), global_batch_size=B)
 
+    return d_loss_of, g_loss_of
+
+
+def make_update(cfg: TrainConfig, gan: GAN, precision: str) -> Callable:
+    """The GAN update of one replica: update(z, real, real_labels, seen, y) -> (d_loss, g_loss, real_logits,
+    fake_logits), one D and one G optimizer step. `seen(fake)` is what D sees of G's images (augmentation);
+    `y` is None, or a conditional run's (real images' y, fakes' y): then G(z, y) and D(x, y).
+
+    Losses are per example, averaged over the *global* batch (`_losses`), so gradients summed
+    over replicas equal the single-device ones.
+    """
+    import tensorflow as tf
+
+    B = cfg.batch_size
+    G, D, g_opt, d_opt = gan.generator, gan.discriminator, gan.g_opt, gan.d_opt
+
+    d_loss_of, g_loss_of = _losses(cfg)
     # -- the models, conditioned on y or not: D is called through `disc` only
     def gen(z, y):
         return G(z, training=True) if y is None else G([z, y], training=True)
@@ -184,17 +201,7 @@ def make_update(cfg: TrainConfig, gan: GAN, precision: str) -> Callable:
     def disc(images, y):
         return D(images, training=True) if y is None else D([images, y], training=True)
 
-    # -- the hinge loss and D's regularisers (regularize.py), when asked: none adds an op when off
-    if cfg.loss == "hinge":
-        from dcgan_cli.gan.regularize import d_hinge, g_hinge
-
-        def d_loss_of(real_labels, real_logits, fake_logits):
-            return tf.nn.compute_average_loss(d_hinge(real_logits, fake_logits), global_batch_size=B)
-
-        def g_loss_of(fake_logits):
-            return tf.nn.compute_average_loss(g_hinge(fake_logits), global_batch_size=B)
-
-    def d_regularised(d_loss, real, fake, real_logits, fake_logits, draw, y_real, y_fake):  # + bCR
+    def d_regularised(d_loss, real, fake, real_logits, fake_logits, draw, y_real, y_fake):  # + bCR, if asked
         if cfg.bcr <= 0:
             return d_loss
         from dcgan_cli.gan.augment import DRAWS
@@ -204,14 +211,13 @@ def make_update(cfg: TrainConfig, gan: GAN, precision: str) -> Callable:
         return d_loss + bcr_loss(cfg, lambda x: disc(x, y_real), lambda x: disc(x, y_fake),
                                  real, tf.stop_gradient(fake), real_logits, fake_logits, u)
 
-    def d_gradients(d_tape, d_scaled, real, step, y_real):  # + lazy R1 on the real images D saw
+    def d_gradients(d_tape, d_scaled, real, step, y_real):  # + lazy R1 on the real images D saw, if asked
         grads = d_tape.gradient(d_scaled, D.trainable_variables)
         if cfg.r1_gamma <= 0:
             return grads
         from dcgan_cli.gan.regularize import lazy_r1
 
-        r1, _ = lazy_r1(cfg, lambda x: disc(x, y_real), D.trainable_variables, real, step,
-                        lambda loss: scaled(d_opt, loss))
+        r1, _ = lazy_r1(cfg, lambda x: disc(x, y_real), D.trainable_variables, real, step, lambda l: scaled(d_opt, l))
         return [g + r for g, r in zip(grads, r1)]
 
     # -- mixed precision: under fp16 each loss is scaled before its gradient (the optimizer unscales) ----
