@@ -27,6 +27,7 @@ import typer
 from typer.core import TyperCommand, TyperOption
 
 from dcgan_cli.config import (AUGMENT_P, AUTO_ADA_BELOW, AUTO_CADENCE_STEPS, MAX_SEED, Augment, GActivation, OnCollapse,
+                              Loss as GanLoss,
                               Precision, Preset, Strategy, TrainConfig, preset_values)
 from dcgan_cli.errors import DcganError, Interrupted, UsageError, resume_hint, sigterm_as_ctrl_c
 from dcgan_cli.metrics.evaluate import METRICS
@@ -426,6 +427,7 @@ TRAIN_PANELS = {
     OUTPUT: ("runs_dir", "name", "checkpoint_every_steps", "checkpoint_every_epochs", "sample_every_epochs",
              "eval_every_epochs", "eval_samples", "quiet"),  # what is written, where and how often
     PERFORMANCE: ("precision", "xla", "strategy", "sync_bn", "cache"),  # the same numbers, sooner
+    "Loss and regularisers": ("loss", "spectral_norm", "r1_gamma", "r1_interval", "bcr"),  # all off by default
 }
 
 
@@ -498,6 +500,13 @@ def train(
     strategy: Annotated[Optional[Strategy], typer.Option(help="tf.distribute strategy.")] = None,
     sync_bn: Annotated[Optional[bool], typer.Option("--sync-bn/--no-sync-bn", help="Synchronised batch norm.")] = None,
     cache: Annotated[Optional[bool], typer.Option("--cache/--no-cache", help="Keep the data in memory.")] = None,
+    # -- the loss and D's regularisers (gan/regularize.py; measured in docs/quality.md's ablation)
+    loss: Annotated[Optional[GanLoss], typer.Option(help="GAN loss: nonsaturating (the paper's BCE) or hinge.")] = None,
+    spectral_norm: Annotated[Optional[bool], typer.Option("--spectral-norm/--no-spectral-norm", help=(
+        "Spectral normalisation of every kernel and embedding of D."))] = None,
+    r1_gamma: Annotated[Optional[float], typer.Option(help="R1 penalty weight on real images (0: off).")] = None,
+    r1_interval: Annotated[Optional[int], typer.Option(help="Lazy R1: apply it every N steps, scaled by N.")] = None,
+    bcr: Annotated[Optional[float], typer.Option(help="Balanced consistency regularisation weight (0: off).")] = None,
 ):
     """Train a DCGAN, writing checkpoints and a sample grid every epoch.
 
@@ -1097,7 +1106,7 @@ BENCH_PARTS_HELP = ("Comma-separated: step, loop, input, preprocess, quality (tr
                     "four run only when asked.")
 BENCH_PANELS = {
     DATA: ("data", "quality_sets"),
-    MODEL: ("size", "augment", "quality_augment", "stylize_size"),
+    MODEL: ("preset", "size", "augment", "quality_augment", "stylize_size"),
     SCHEDULE: ("steps", "batch_size", "quality_steps", "quality_seeds", "quality_curve", "repair_seeds",
                "repair_steps"),
     OUTPUT: ("json_", "quality_workdir", "repair_figure"),
@@ -1116,6 +1125,8 @@ def bench(
                                                    "copy ratio and diversity; half an hour per mode and seed)."
                                               )] = ",".join(QUALITY_SETS),
     face_images: Annotated[int, typer.Option(min=1, hidden=True, help="Photos of the face figure.")] = FACE_IMAGES,
+    preset: Annotated[Preset, typer.Option(help="The recipe of the timed step and of our model in the quality "
+                                                "part.")] = Preset("dcgan"),
     size: Annotated[int, typer.Option(help="Image side of the benchmarked model.")] = bench_suite.SIZE,
     augment: Annotated[Augment, typer.Option(help="Also time the step with this augmentation (diffaug, ada) "
                                                   "and give its img/s as a ratio to the plain step's."
@@ -1162,6 +1173,8 @@ def bench(
 
     Example: dcgan bench --steps 20 --peers ../shared/bench --json
 
+    Example: dcgan bench --parts step --preset paper --peers ../shared/bench
+
     Example: dcgan bench --parts quality --quality-steps 1000
 
     Example: dcgan bench --parts quality --quality-sets digits --quality-steps 3000 --quality-curve 10
@@ -1184,7 +1197,7 @@ def bench(
                  quality_sets=sets, quality_curve=quality_curve, quality_workdir=quality_workdir,
                  augment=augment.value, quality_augment=modes,
                  repair={"seeds": tuple(range(repair_seeds)), "steps": repair_steps, "figure": repair_figure},
-                 log=(lambda m: None) if json_ else typer.echo)
+                 preset_name=preset.value, log=(lambda m: None) if json_ else typer.echo)
     typer.echo(json.dumps(result) if json_ else json.dumps(result, indent=2))
 
 

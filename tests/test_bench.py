@@ -44,14 +44,15 @@ def test_bench_loop_on_given_data_uses_its_real_epochs(data16):
 
 
 @pytest.mark.slow
-def test_bench_step_with_augment_reports_its_cost_as_a_ratio():
+def test_bench_step_of_a_preset_with_augment_reports_its_cost_as_a_ratio():
     r = CliRunner().invoke(app, ["bench", "--parts", "step", "--size", "16", "--batch-size", "8", "--steps", "2",
-                                 "--precision", "fp32", "--augment", "ada"])
+                                 "--precision", "fp32", "--augment", "ada", "--preset", "paper"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output[r.output.index("{"):])
     on, off = out["step_ada_img_per_s"], (out["step_img_per_s"] + out["step_off_again_img_per_s"]) / 2
     assert on > 0 and out["step_ada_vs_off"] == round(on / off, 3)
     assert "step with --augment ada: " in r.output and "on/off " in r.output
+    assert out["preset"] == "paper" and "step (paper preset): " in r.output
 
 
 def test_bench_rejects_unknown_parts():

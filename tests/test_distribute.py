@@ -154,8 +154,10 @@ def _metrics(run: Path) -> np.ndarray:
 def test_two_replicas_with_sync_bn_train_like_one_device(data16, tmp_path):
     # Every kind of per-example randomness is on (flips, label smoothing,
     # instance noise) and EMA too: each replica must take its own slice of the
-    # global batch's noise, and the EMA must be updated once per step.
-    overrides = dict(epochs=2, steps_per_epoch=2, flip=True, label_smoothing=0.1, instance_noise=0.1, ema=0.9)
+    # global batch's noise, and the EMA must be updated once per step. R1 on every
+    # step (the form that runs with a synchronised batch norm) and spectral norm too.
+    overrides = dict(epochs=2, steps_per_epoch=2, flip=True, label_smoothing=0.1, instance_noise=0.1, ema=0.9,
+                     r1_gamma=1.0, r1_interval=1, spectral_norm=True)
     proc = subprocess.run([sys.executable, str(HERE / "two_replicas.py"), str(data16), str(tmp_path / "runs"),
                            json.dumps(overrides)], capture_output=True, text=True, timeout=TIMEOUT, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]

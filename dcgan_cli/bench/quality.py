@@ -343,12 +343,14 @@ def sample(generator, n: int = SAMPLES, batch_size: int = 250) -> np.ndarray:
 # the two contestants
 
 
-def our_config(qs: QualitySet, seed: int, steps: int, runs_dir: Path, epochs: int = 5, **overrides):
-    """The `dcgan` preset on this data, `steps` steps in about `epochs` epochs (few per-epoch outputs)."""
+def our_config(qs: QualitySet, seed: int, steps: int, runs_dir: Path, epochs: int = 5, preset_name: str = "dcgan",
+               **overrides):
+    """`preset_name` (the `dcgan` preset) on this data, `steps` steps in about `epochs` epochs (few per-epoch
+    outputs)."""
     from dcgan_cli.config import preset
 
     per_epoch = max(1, math.ceil(steps / epochs))
-    return preset("dcgan", data=str(qs.data_dir), image_size=SIZE, channels=1, seed=seed, runs_dir=str(runs_dir),
+    return preset(preset_name, data=str(qs.data_dir), image_size=SIZE, channels=1, seed=seed, runs_dir=str(runs_dir),
                   steps_per_epoch=per_epoch, epochs=math.ceil(steps / per_epoch), **overrides)
 
 

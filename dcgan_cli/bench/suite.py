@@ -26,15 +26,16 @@ FACE_IMAGES = 600  # photos of the --crop face preprocess figure
 
 
 def bench_step(size: int = 64, batch_size: int = 128, steps: int = 20, precision: str = "auto",
-               xla: bool = False, warmup: int = 3, channels: int = 3, augment: str = "none") -> dict:
-    """The `dcgan` preset's train step alone, on an in-memory uint8 batch (`augment`: none, diffaug or ada;
-    ada at p 0.5 so that its augmentations do run)."""
+               xla: bool = False, warmup: int = 3, channels: int = 3, augment: str = "none",
+               preset_name: str = "dcgan") -> dict:
+    """A preset's (the `dcgan` one's) train step alone, on an in-memory uint8 batch (`augment`: none, diffaug
+    or ada; ada at p 0.5 so that its augmentations do run)."""
     import tensorflow as tf
 
     from dcgan_cli.gan.step import build_gan, make_train_step, resolve_precision
 
-    cfg = preset("dcgan", image_size=size, channels=channels, batch_size=batch_size, precision=precision, xla=xla,
-                 strategy="default", augment=augment, augment_p=0.5 if augment == "ada" else -1.0
+    cfg = preset(preset_name, image_size=size, channels=channels, batch_size=batch_size, precision=precision,
+                 xla=xla, strategy="default", augment=augment, augment_p=0.5 if augment == "ada" else -1.0
                  ).with_augment(batch_size)
     precision = resolve_precision(cfg.precision)
     strategy = tf.distribute.get_strategy()
@@ -257,20 +258,21 @@ def bench(size=SIZE, batch_size=BATCH_SIZE, steps=STEPS, data=None, precision="a
           torch_python=None, log=print, parts=("step", "loop", "input", "preprocess"), face_images=FACE_IMAGES,
           stylize_size=STYLIZE_SIZE, quality_steps=None, quality_seeds=None, quality_sets=None, augment="none",
           quality_augment=("auto",), quality_curve=0, quality_workdir=None,
-          repair=None) -> dict:
+          repair=None, preset_name="dcgan") -> dict:
     """Each part asked for, in a fixed order; speed figures beside the peers' steps timed in the same run.
 
+    `preset_name`: the recipe of the step and of our model in the quality part (the `dcgan` preset).
     `augment` (diffaug or ada): the step is timed with it too, after the plain one, and their ratio given.
     `quality_augment`: the quality part trains our model once per mode per seed."""
     if augment == "auto":  # auto is resolved from a data set's size, and the step is timed on no data set
         raise UsageError("the step is timed on an in-memory batch of no data set: use diffaug or ada", "--augment")
-    result: dict = {"size": size, "batch": batch_size, "device": _device()}
+    result: dict = {"size": size, "batch": batch_size, "device": _device(), "preset": preset_name}
     ref = _peers_before(peers, torch_python, size, batch_size, steps, log) if peers else {}
     if "step" in parts:
-        result.update(bench_step(size, batch_size, steps, precision, xla))
-        log(f"step: {result['step_img_per_s']} img/s ({result['precision']})")
+        result.update(bench_step(size, batch_size, steps, precision, xla, preset_name=preset_name))
+        log(f"step ({preset_name} preset): {result['step_img_per_s']} img/s ({result['precision']})")
         if augment != "none":
-            _bench_augment_step(result, augment, size, batch_size, steps, precision, xla, log)
+            _bench_augment_step(result, augment, size, batch_size, steps, precision, xla, log, preset_name)
     if peers:
         _peers_after(result, ref, peers, batch_size, steps)
     if "identity" in parts:
@@ -287,7 +289,7 @@ def bench(size=SIZE, batch_size=BATCH_SIZE, steps=STEPS, data=None, precision="a
             steps=quality_steps,  # None: each set's own budget
             seeds=tuple(quality_seeds or bench_quality.DEFAULT_SEEDS),
             sets=tuple(quality_sets or bench_quality.DEFAULT_SETS), log=log, augments=tuple(quality_augment),
-            curve=quality_curve, workdir=quality_workdir)
+            curve=quality_curve, workdir=quality_workdir, preset_name=preset_name)
     if "repair" in parts:
         # Its own data (held-out faces and digits) and training: see repair_bench.py. `repair`: its keyword
         # arguments (seeds, sets, steps, figure).
@@ -298,10 +300,10 @@ def bench(size=SIZE, batch_size=BATCH_SIZE, steps=STEPS, data=None, precision="a
 
 
 def _bench_augment_step(result: dict, augment: str, size: int, batch_size: int, steps: int, precision: str,
-                        xla: bool, log) -> None:
+                        xla: bool, log, preset_name: str = "dcgan") -> None:
     """The step with `augment` on, then off once more (drift shows as the two offs disagreeing): on / off."""
-    on = bench_step(size, batch_size, steps, precision, xla, augment=augment)["step_img_per_s"]
-    again = bench_step(size, batch_size, steps, precision, xla)["step_img_per_s"]
+    on = bench_step(size, batch_size, steps, precision, xla, augment=augment, preset_name=preset_name)["step_img_per_s"]
+    again = bench_step(size, batch_size, steps, precision, xla, preset_name=preset_name)["step_img_per_s"]
     off = (result["step_img_per_s"] + again) / 2
     result.update({f"step_{augment}_img_per_s": on, "step_off_again_img_per_s": again,
                    f"step_{augment}_vs_off": round(on / off, 3)})

@@ -6,6 +6,7 @@ training/loop.py, one level up: it also draws grids (generate/) and scores (metr
     augment.py       DiffAugment's ops and ADA's rule for p, as TF ops inside the step
     step.py          the step: the two-tape DCGAN update, then mixed precision, augmentation/ADA, EMA;
                      the state a checkpoint holds (GAN, build_gan), precision
+    regularize.py    the hinge loss, spectral normalisation of D, lazy R1, bCR: options of the step, off by default
     health.py        D winning, mode collapse, divergence: pure functions over the epoch rows
     on_collapse.py   the trainer's response to a finding or a NaN: warn, stop, roll back
     generator_io.py  a run's generator restored from its checkpoints; .keras files saved and loaded

@@ -30,8 +30,8 @@ TRANSLATION = 1 / 8  # the largest shift, as a share of the side
 CUTOUT = 1 / 2  # the cut-out square's side, as a share of the image's
 # Columns of the per-sample draw: on/off for brightness, saturation, contrast, translation, cutout;
 # then the three colour magnitudes, the shift (x, y) and the cut-out centre (x, y).
-
-_BRIGHT, _SAT, _CONTRAST, _TX, _TY, _CX, _CY = range(5, 12)
+OPS, TRANSLATE = 5, 3  # u[:, :OPS] switch the ops on; translation is the fourth
+_BRIGHT, _SAT, _CONTRAST, _TX, _TY, _CX, _CY = range(OPS, 12)
 DRAWS = 12
 
 
@@ -43,7 +43,7 @@ def diff_augment(x, u, p):
     import tensorflow as tf
 
     u = tf.cast(u, tf.float32)
-    on = u[:, :5] < tf.cast(p, tf.float32)  # (b, 5): which augmentations each sample gets
+    on = u[:, :OPS] < tf.cast(p, tf.float32)  # (b, OPS): which augmentations each sample gets
 
     def where(k, new, old):
         return tf.where(on[:, k, None, None, None], new, old)
@@ -56,8 +56,8 @@ def diff_augment(x, u, p):
     x = where(1, (x - grey) * mag(_SAT, 0.0, 2.0) + grey, x)
     mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
     x = where(2, (x - mean) * mag(_CONTRAST, 0.5, 1.0) + mean, x)
-    x = _translate(x, u, on[:, 3])
-    return _cutout(x, u, on[:, 4])
+    x = _translate(x, u, on[:, TRANSLATE])
+    return _cutout(x, u, on[:, OPS - 1])
 
 
 def _ints(u, n):

@@ -40,6 +40,14 @@ WINDOW_EPOCHS = 3
 WINDOW_STEPS = 60
 D_REAL_HIGH = 0.9
 D_FAKE_LOW = 0.1
+# Under the hinge loss D's gradient stops at the margin (logit +-1), so its D(x) stays near sigmoid(1): there
+# D has won when, on average, the real images are past the margin and the fakes below it (its loss is then 0).
+HINGE_ZONE = (float(1 / (1 + np.exp(-1.0))), float(1 / (1 + np.exp(1.0))))  # (0.731, 0.269)
+
+
+def winning_zone(loss: str) -> tuple[float, float]:
+    """(D(x) at or over, D(G(z)) at or under): where D is winning under `loss` (TrainConfig.loss)."""
+    return HINGE_ZONE if loss == "hinge" else (D_REAL_HIGH, D_FAKE_LOW)
 # Collapse: the grid's mean pairwise distance under COLLAPSE_RATIO of the real batch's, in pixels and
 # in D's features, once the generator has had COLLAPSE_WARMUP_STEPS steps (an untrained generator's
 # images are all alike: that is its start, not a collapse).
@@ -90,15 +98,16 @@ def _mean(rows: Sequence[dict], steps: Sequence[int], key: str) -> float:
     return float(np.average([r[key] for r in rows], weights=np.maximum(steps, 1)))
 
 
-def d_winning(rows: Sequence[dict]) -> str | None:
-    """What shows the discriminator winning over the newest window of epoch rows, or None."""
+def d_winning(rows: Sequence[dict], zone: tuple[float, float] = (D_REAL_HIGH, D_FAKE_LOW)) -> str | None:
+    """What shows the discriminator winning over the newest window of epoch rows, or None (`zone`:
+    `winning_zone` of the run's loss)."""
     w, steps = window(rows)
     if not w:
         return None
     d_real, d_fake = _mean(w, steps, "d_real"), _mean(w, steps, "d_fake")
     half = max(1, len(w) // 2)
     g_before, g_after = _mean(w[:half], steps[:half], "g_loss"), _mean(w[half:], steps[half:], "g_loss")
-    if d_real >= D_REAL_HIGH and d_fake <= D_FAKE_LOW and g_after > g_before:
+    if d_real >= zone[0] and d_fake <= zone[1] and g_after > g_before:
         return (f"the discriminator is winning: D(x) {d_real:.3f}, D(G(z)) {d_fake:.3f} over steps "
                 f"{w[-1]['step'] - sum(steps) + 1}-{w[-1]['step']}, G loss climbing {g_before:.2f} -> {g_after:.2f}")
     return None
@@ -165,6 +174,7 @@ class Monitor:
     rows: list = field(default_factory=list)
     active: set = field(default_factory=set)
     real_pixels: float = 0.0
+    zone: tuple = (D_REAL_HIGH, D_FAKE_LOW)  # winning_zone(the run's loss)
 
     def __post_init__(self) -> None:
         self.real_pixels = diversity(self.real.astype(np.float32))
@@ -174,7 +184,7 @@ class Monitor:
         """Whether a checkpoint now may be a rollback's target: no finding active, and the last epoch not itself
         in D's winning zone (the window that confirms a finding lags by a few epochs)."""
         last = self.rows[-1] if self.rows else None
-        return not self.active and not (last and last["d_real"] >= D_REAL_HIGH and last["d_fake"] <= D_FAKE_LOW)
+        return not self.active and not (last and last["d_real"] >= self.zone[0] and last["d_fake"] <= self.zone[1])
 
     def forget_after(self, step: int) -> None:
         """A rollback to `step`: the rows after it did not happen; every finding may fire again."""
@@ -195,7 +205,7 @@ class Monitor:
                 largest_weight: tuple[str, float] | None = None) -> list[tuple[str, str]]:
         """The new findings after the epoch of `row`: [(kind, what)], each kind once until it clears."""
         self.rows = self.rows[-KEEP_ROWS:] + [row]
-        seen = {"d_winning": d_winning(self.rows),
+        seen = {"d_winning": d_winning(self.rows, self.zone),
                 "diverging": diverging(row, largest_weight, self.weight_limit)}
         if measured is not None:
             seen["collapse"] = collapse(measured["pixel_diversity"], measured["feature_diversity"], row["step"])

@@ -54,7 +54,8 @@ def make_monitor(cfg: TrainConfig, gan, run_dir: Path) -> health.Monitor:
         return np.concatenate([forward(images_u8[i:i + 256]).numpy() for i in range(0, len(images_u8), 256)])
 
     kept = checkpoints.checkpoint_paths(run_dir / layout.HEALTHY_DIR) if cfg.on_collapse == "rollback" else []
-    return health.Monitor(real, features, checkpoints.WEIGHT_LIMIT, last_healthy=kept[-1] if kept else None)
+    return health.Monitor(real, features, checkpoints.WEIGHT_LIMIT, last_healthy=kept[-1] if kept else None,
+                          zone=health.winning_zone(cfg.loss))
 
 
 def examine(t, row: dict, images, ckpt_path: str | None) -> list[health.Finding]:

@@ -121,6 +121,10 @@ def build_gan(cfg: TrainConfig, precision: str = "fp32", labels=None) -> GAN:
     discriminator = build_discriminator(image_size=cfg.image_size, channels=cfg.channels, filters=cfg.d_filters,
                                         init_std=cfg.init_std, dtype=policy, sync_bn=cfg.sync_bn,
                                         labels=g_kw["labels"])
+    if cfg.spectral_norm:  # every kernel and embedding of D, its projection head included (regularize.py)
+        from dcgan_cli.gan.regularize import with_spectral_norm
+
+        discriminator = with_spectral_norm(discriminator)
     g_ema = None
     if cfg.ema > 0:
         g_ema = build_generator(**g_kw)
@@ -150,18 +154,18 @@ def build_gan(cfg: TrainConfig, precision: str = "fp32", labels=None) -> GAN:
 # the step
 
 
-def make_update(cfg: TrainConfig, gan: GAN, precision: str) -> Callable:
-    """The GAN update of one replica: update(z, real, real_labels, seen, y) -> (d_loss, g_loss, real_logits,
-    fake_logits), one D and one G optimizer step. `seen(fake)` is what D sees of G's images (augmentation);
-    `y` is None, or a conditional run's (real images' y, fakes' y): then G(z, y) and D(x, y).
-
-    Losses are per-example BCE on logits averaged over the *global* batch, so gradients summed
-    over replicas equal the single-device ones.
-    """
+def _losses(cfg: TrainConfig) -> tuple[Callable, Callable]:
+    """(d_loss_of(real_labels, real_logits, fake_logits), g_loss_of(fake_logits)): the paper's non-saturating
+    BCE on logits, or the hinge loss (regularize.py), per example and averaged over the *global* batch."""
     import tensorflow as tf
 
     B = cfg.batch_size
-    G, D, g_opt, d_opt = gan.generator, gan.discriminator, gan.g_opt, gan.d_opt
+    if cfg.loss == "hinge":
+        from dcgan_cli.gan.regularize import d_hinge, g_hinge
+
+        return (lambda real_labels, real_logits, fake_logits: tf.nn.compute_average_loss(
+                    d_hinge(real_logits, fake_logits), global_batch_size=B),
+                lambda fake_logits: tf.nn.compute_average_loss(g_hinge(fake_logits), global_batch_size=B))
 
     def bce(labels, logits):  # (b, 1) -> (b,)
         return tf.reshape(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), [-1])
@@ -173,6 +177,23 @@ def make_update(cfg: TrainConfig, gan: GAN, precision: str) -> Callable:
     def g_loss_of(fake_logits):  # non-saturating: -log D(G(z))
         return tf.nn.compute_average_loss(bce(tf.ones_like(fake_logits), fake_logits), global_batch_size=B)
 
+    return d_loss_of, g_loss_of
+
+
+def make_update(cfg: TrainConfig, gan: GAN, precision: str) -> Callable:
+    """The GAN update of one replica: update(z, real, real_labels, seen, y) -> (d_loss, g_loss, real_logits,
+    fake_logits), one D and one G optimizer step. `seen(fake)` is what D sees of G's images (augmentation);
+    `y` is None, or a conditional run's (real images' y, fakes' y): then G(z, y) and D(x, y).
+
+    Losses are per example, averaged over the *global* batch (`_losses`), so gradients summed
+    over replicas equal the single-device ones.
+    """
+    import tensorflow as tf
+
+    B = cfg.batch_size
+    G, D, g_opt, d_opt = gan.generator, gan.discriminator, gan.g_opt, gan.d_opt
+
+    d_loss_of, g_loss_of = _losses(cfg)
     # -- the models, conditioned on y or not: D is called through `disc` only
     def gen(z, y):
         return G(z, training=True) if y is None else G([z, y], training=True)
@@ -180,13 +201,32 @@ def make_update(cfg: TrainConfig, gan: GAN, precision: str) -> Callable:
     def disc(images, y):
         return D(images, training=True) if y is None else D([images, y], training=True)
 
+    def d_regularised(d_loss, real, fake, real_logits, fake_logits, draw, y_real, y_fake):  # + bCR, if asked
+        if cfg.bcr <= 0:
+            return d_loss
+        from dcgan_cli.gan.augment import DRAWS
+        from dcgan_cli.gan.regularize import bcr_loss, bcr_uniform
+
+        u = draw(_AUG_REAL, [B, 2 * DRAWS], bcr_uniform)
+        return d_loss + bcr_loss(cfg, lambda x: disc(x, y_real), lambda x: disc(x, y_fake),
+                                 real, tf.stop_gradient(fake), real_logits, fake_logits, u)
+
+    def d_gradients(d_tape, d_scaled, real, step, y_real):  # + lazy R1 on the real images D saw, if asked
+        grads = d_tape.gradient(d_scaled, D.trainable_variables)
+        if cfg.r1_gamma <= 0:
+            return grads
+        from dcgan_cli.gan.regularize import lazy_r1
+
+        r1, _ = lazy_r1(cfg, lambda x: disc(x, y_real), D.trainable_variables, real, step, lambda l: scaled(d_opt, l))
+        return [g + r for g, r in zip(grads, r1)]
+
     # -- mixed precision: under fp16 each loss is scaled before its gradient (the optimizer unscales) ----
     def scaled(opt, loss):
         return opt.scale_loss(loss) if precision == "fp16" else loss
 
     # -- the DCGAN update (the dcgan preset): D first, then G's loss through the D just updated on this
     # batch (the PyTorch example's order). One G forward serves both; `seen` is what D sees of G's images.
-    def dcgan_update(z, real, real_labels, seen, y=None):
+    def dcgan_update(z, real, real_labels, seen, step=None, draw=None, y=None):
         y_real, y_fake = y or (None, None)
         with tf.GradientTape() as g_tape:
             fake = seen(gen(z, y_fake))
@@ -195,23 +235,25 @@ def make_update(cfg: TrainConfig, gan: GAN, precision: str) -> Callable:
                     real_logits = disc(real, y_real)
                     fake_logits = disc(tf.stop_gradient(fake), y_fake)
                     d_loss = d_loss_of(real_labels, real_logits, fake_logits)
+                    d_loss = d_regularised(d_loss, real, fake, real_logits, fake_logits, draw, y_real, y_fake)
                     d_scaled = scaled(d_opt, d_loss)
-                d_opt.apply(d_tape.gradient(d_scaled, D.trainable_variables), D.trainable_variables)
+                d_opt.apply(d_gradients(d_tape, d_scaled, real, step, y_real), D.trainable_variables)
             g_loss = g_loss_of(disc(fake, y_fake))
             g_scaled = scaled(g_opt, g_loss)
         g_opt.apply(g_tape.gradient(g_scaled, G.trainable_variables), G.trainable_variables)
         return d_loss, g_loss, real_logits, fake_logits
 
     # -- the shared step (--shared-step): both losses from one forward pass of G and D, about 10% faster
-    def shared_update(z, real, real_labels, seen, y=None):
+    def shared_update(z, real, real_labels, seen, step=None, draw=None, y=None):
         y_real, y_fake = y or (None, None)
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             fake = seen(gen(z, y_fake))
             real_logits = disc(real, y_real)
             fake_logits = disc(fake, y_fake)
             d_loss, g_loss = d_loss_of(real_labels, real_logits, fake_logits), g_loss_of(fake_logits)
+            d_loss = d_regularised(d_loss, real, fake, real_logits, fake_logits, draw, y_real, y_fake)
             d_scaled, g_scaled = scaled(d_opt, d_loss), scaled(g_opt, g_loss)
-        d_grads = d_tape.gradient(d_scaled, D.trainable_variables)
+        d_grads = d_gradients(d_tape, d_scaled, real, step, y_real)
         g_grads = g_tape.gradient(g_scaled, G.trainable_variables)
         d_opt.apply(d_grads, D.trainable_variables)
         g_opt.apply(g_grads, G.trainable_variables)
@@ -249,7 +291,7 @@ def make_train_step(cfg: TrainConfig, gan: GAN, strategy, precision: str) -> Cal
 
             def seen(fake):
                 return diff_augment(fake, u_fake, p)
-        d_loss, g_loss, real_logits, fake_logits = update(z, real, real_labels, seen, y)
+        d_loss, g_loss, real_logits, fake_logits = update(z, real, real_labels, seen, step, draw, y)
         return _step_scalars(B, d_loss, g_loss, real_logits, fake_logits, augmented=p is not None)
 
     replica_fn = tf.function(replica_step, jit_compile=cfg.xla) if cfg.xla else replica_step
