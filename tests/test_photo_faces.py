@@ -317,8 +317,11 @@ def test_the_identity_matcher_embeds_each_face_aligned_as_its_detection_says():
     assert not rank1(face_features([swapped], found, recipe, embed)["identity"], gallery["identity"]).any()
     row = {"kept": 1.0, "detected": 1.0, "reid_hog": 0.5, "reid_pixels": 0.25, "reid_identity": 0.05}
     line = privacy_line(0, {m: row for m in ("ours", "blur", "pixelate")} | {
-        "original": {"detected": 1.0}, "faces": 2, "photos": 1, "missed": 0, "clean": row})
+        "original": {"detected": 1.0}, "faces": 2, "photos": 1, "missed": 0, "clean": row,
+        "ours+check": {**row, "searches": 1.5, "still_same": 0.5}})
     assert "identity 5%" in line and "clean (other scenes) re-id hog 50% pixels 25% identity 5%" in line
+    assert "| ours+check kept 100% detected 100% re-id hog 50% pixels 25% identity 5% searches 1.50 still same 50% |" \
+        in line
 
 
 @pytest.mark.slow
