@@ -27,7 +27,10 @@ its nearest neighbours of the people they replace, where blur's and
 pixelation's are. Its queries are the faces aligned with the original
 detection's landmarks. Every matcher's "clean" row is the same 20 faces pasted
 into other scenes (other sizes and backgrounds), so that it shows what each
-finds when nothing was hidden.
+finds when nothing was hidden. An "ours+check" row is `anonymize --identity-model` with a
+second identity model, the anonymiser's own (the same network and data, seed +
+CHECKER_SEED): faces it still verifies as their person are searched again,
+while the first model stays the judge.
 
 Restore, per seed and factor (x4: 32 -> 8 px, x8: 32 -> 4 px): the aligned
 held-out faces (the truth) are box-downsampled, then brought back by bicubic
