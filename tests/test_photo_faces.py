@@ -10,6 +10,7 @@ the promises (pixels kept, same bytes), `dcgan bench --parts repair` the quality
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -154,6 +155,46 @@ def test_anonymize_replaces_each_face_keeps_every_other_pixel_and_repeats_itself
 # restore
 
 
+def test_the_anonymiser_keeps_of_the_close_fits_the_face_least_like_the_original(tiny_run, scenes):
+    from dcgan_cli.generate import anonymize, photo_faces
+    from dcgan_cli.generate.anonymize import face_recipe, likeness
+    from dcgan_cli.generate.repair import load_models
+    from dcgan_cli.generate.search import Search
+
+    # likeness: 1 for the face itself, also under a change of light; lower for another face
+    rng = np.random.default_rng(0)
+    face = rng.integers(0, 256, (1, SIZE, SIZE, 3)).astype(np.uint8)
+    hole = np.zeros((1, SIZE, SIZE), bool)
+    hole[:, 3:13, 3:13] = True
+    np.testing.assert_allclose(likeness(face, face * 0.5 + 20, hole), 1.0)
+    assert likeness(face, rng.integers(0, 256, face.shape), hole)[0] < 0.5
+    models = load_models(tiny_run)
+    photo = photo_faces.load_photos([scenes[0]])
+    found = photo_faces.find_faces(photo, 20)
+    faces = [photo_faces.aligned(photo[0], 0, found[0][0], face_recipe(models.config, "face"))]
+    seen = {}
+    unlike = anonymize._unlike
+
+    def spy(*a):  # every start's score, to compare with the one kept
+        prefer = unlike(*a)
+        return lambda z: seen.setdefault(len(seen), (z, prefer(z)))[1]
+
+    anonymize._unlike = spy
+    try:  # a tolerance every start meets: the least alike of all 4 starts is kept
+        search = Search(steps=4, restarts=4, batch_size=4, fit_slack=1e6)
+        _, z, records = anonymize.anonymize_faces(models, faces, search)
+    finally:
+        anonymize._unlike = unlike
+    starts, scores = seen[0]
+    np.testing.assert_array_equal(z[0], starts[np.argmax(scores)])
+    assert np.ptp(scores) > 0.01  # the starts differ, so the choice matters
+    # the fit-only choice (no tolerance: the best fit) is another start, more like the original
+    _, fit_z, _ = anonymize.anonymize_faces(models, faces, replace(search, fit_slack=0.0))
+    fit_row = int(np.flatnonzero((starts == fit_z[0]).all(1))[0])
+    assert scores[fit_row] < scores.max()
+    assert -1 <= records[0]["likeness"] <= 1
+
+
 def test_degradations_parse_and_degrade_as_named():
     from dcgan_cli.errors import UsageError
     from dcgan_cli.generate.restore import Degradation, degrade_images, parse_degradation
@@ -276,8 +317,11 @@ def test_the_identity_matcher_embeds_each_face_aligned_as_its_detection_says():
     assert not rank1(face_features([swapped], found, recipe, embed)["identity"], gallery["identity"]).any()
     row = {"kept": 1.0, "detected": 1.0, "reid_hog": 0.5, "reid_pixels": 0.25, "reid_identity": 0.05}
     line = privacy_line(0, {m: row for m in ("ours", "blur", "pixelate")} | {
-        "original": {"detected": 1.0}, "faces": 2, "photos": 1, "missed": 0, "clean": row})
+        "original": {"detected": 1.0}, "faces": 2, "photos": 1, "missed": 0, "clean": row,
+        "ours+check": {**row, "searches": 1.5, "still_same": 0.5}})
     assert "identity 5%" in line and "clean (other scenes) re-id hog 50% pixels 25% identity 5%" in line
+    assert "| ours+check kept 100% detected 100% re-id hog 50% pixels 25% identity 5% searches 1.50 still same 50% |" \
+        in line
 
 
 @pytest.mark.slow

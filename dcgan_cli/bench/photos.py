@@ -27,7 +27,10 @@ its nearest neighbours of the people they replace, where blur's and
 pixelation's are. Its queries are the faces aligned with the original
 detection's landmarks. Every matcher's "clean" row is the same 20 faces pasted
 into other scenes (other sizes and backgrounds), so that it shows what each
-finds when nothing was hidden.
+finds when nothing was hidden. An "ours+check" row is `anonymize --identity-model` with a
+second identity model, the anonymiser's own (the same network and data, seed +
+CHECKER_SEED): faces it still verifies as their person are searched again,
+while the first model stays the judge.
 
 Restore, per seed and factor (x4: 32 -> 8 px, x8: 32 -> 4 px): the aligned
 held-out faces (the truth) are box-downsampled, then brought back by bicubic
@@ -57,7 +60,8 @@ ID_TRAINING = dict(image_size=32, channels=1, holdout=10, epochs=8, steps_per_ep
 FACTORS = (4, 8)
 BLUR_SHARE, PIXEL_BLOCKS = 0.1, 8
 MATCH_SIDE = 32
-METHODS = ("ours", "blur", "pixelate", "redact")
+METHODS = ("ours", "ours+check", "blur", "pixelate", "redact")
+CHECKER_SEED = 100  # the anonymiser's own identity model: trained with seed + this, apart from the judge
 
 
 def _texture(rng, w: int, h: int) -> np.ndarray:
@@ -269,12 +273,14 @@ def image_scores(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 # the benchmark
 
 
-def privacy_seed(models, recipe, held: list, seed: int, search: Search, embed=None, clean: list | None = None) \
-        -> tuple[dict, dict]:
-    """({method: scores}, arrays for the figure) for the held-out scenes: ours, blur, pixelation.
+def privacy_seed(models, recipe, held: list, seed: int, search: Search, embed=None, clean: list | None = None,
+                 check=None) -> tuple[dict, dict]:
+    """({method: scores}, arrays for the figure) for the held-out scenes: ours, blur, pixelation, redaction.
 
     embed: the identity model (identity.verification.Embedder), or None; clean: the same faces in other
-    scenes (as `held`), re-identified as they are: what each matcher finds when nothing was hidden."""
+    scenes (as `held`), re-identified as they are: what each matcher finds when nothing was hidden.
+    check: the anonymiser's own identity model (`distance_check`, another model than `embed`, the judge):
+    an "ours+check" row, `anonymize --identity-model`, which searches again a face it still verifies."""
     from dcgan_cli.generate.anonymize import anonymize_photos
     from dcgan_cli.generate.photo_faces import find_faces
 
@@ -283,7 +289,13 @@ def privacy_seed(models, recipe, held: list, seed: int, search: Search, embed=No
     boxes = [[f.box for f in fs] for fs in found]
     originals = [np.asarray(p, np.uint8) for p in photos]
     ours, _, _, _ = anonymize_photos(models, photos, recipe, replace(search, seed=seed), 20, found=found)
-    methods = {"ours": ours, "blur": [blur_boxes(o, b) for o, b in zip(originals, boxes)],
+    checked = {}
+    if check is not None:
+        checked["ours+check"], _, _, records = anonymize_photos(models, photos, recipe, replace(search, seed=seed),
+                                                                20, check=check, found=found)
+        rows_check = {"searches": float(np.mean([r["attempts"] for r in records])),
+                      "still_same": float(np.mean([r["identity"]["same_person"] for r in records]))}
+    methods = {"ours": ours, **checked, "blur": [blur_boxes(o, b) for o, b in zip(originals, boxes)],
                "pixelate": [pixelate_boxes(o, b) for o, b in zip(originals, boxes)],
                "redact": [redact_boxes(o, b) for o, b in zip(originals, boxes)]}
     cascade = haar()
@@ -300,6 +312,8 @@ def privacy_seed(models, recipe, held: list, seed: int, search: Search, embed=No
         rows[name] = {"kept": float(np.mean([kept_outside(o, im, b) for o, im, b in zip(originals, images, boxes)])),
                       "detected": float(np.mean([d for im, b in zip(images, boxes) for d in haar_finds(cascade, im, b)])),
                       **{f"reid_{k}": float(rank1(feats[k], gallery[k]).mean()) for k in gallery}}
+    if check is not None:
+        rows["ours+check"].update(rows_check)
     faces = sum(map(len, boxes))
     rows["faces"], rows["photos"], rows["missed"] = faces, len(photos), sum(len(b) for _, b in held) - faces
     return rows, {"photos": originals, **methods, "boxes": boxes}
@@ -354,7 +368,9 @@ def restore_seed(models, truths: np.ndarray, seed: int, search: Search) -> tuple
 def privacy_line(seed: int, r: dict) -> str:
     matchers = [k[5:] for k in r["ours"] if k.startswith("reid_")]
     parts = [f"{m} kept {r[m]['kept']:.0%} detected {r[m]['detected']:.0%} re-id "
-             + " ".join(f"{k} {r[m]['reid_' + k]:.0%}" for k in matchers) for m in METHODS if m in r]
+             + " ".join(f"{k} {r[m]['reid_' + k]:.0%}" for k in matchers)
+             + (f" searches {r[m]['searches']:.2f} still same {r[m]['still_same']:.0%}" if "searches" in r[m] else "")
+             for m in METHODS if m in r]
     clean = (" | clean (other scenes) re-id " + " ".join(f"{k} {r['clean']['reid_' + k]:.0%}" for k in matchers)
              if "clean" in r else "")
     return (f"anonymize seed {seed} ({r['faces']} faces in {r['photos']} photos, {r['missed']} pasted faces not found; "
@@ -380,7 +396,7 @@ def bench_photos(seeds, workdir: Path, log: Callable[[str], None] = print, steps
     from dcgan_cli.generate.repair import load_models
     from dcgan_cli.training.loop import train
 
-    from dcgan_cli.identity.verification import Embedder, load_model
+    from dcgan_cli.identity.verification import Embedder, distance_check, load_model
 
     data = training_data(workdir, log)
     faces, _, held_idx = lfw_faces()
@@ -402,7 +418,8 @@ def bench_photos(seeds, workdir: Path, log: Callable[[str], None] = print, steps
         v = meta.get("verification", {})
         log(f"identity model seed {seed}: held-out verification {v.get('accuracy', float('nan')):.1%} "
             f"({v.get('pairs', 0):,} pairs of the 10 training faces it left out)")
-        privacy, p_arrays = privacy_seed(models, recipe, held, seed, search, Embedder(id_model), clean)
+        check = distance_check(identity_model(workdir, seed + CHECKER_SEED, log), models.shape)
+        privacy, p_arrays = privacy_seed(models, recipe, held, seed, search, Embedder(id_model), clean, check)
         log(privacy_line(seed, privacy))
         restored, r_arrays = restore_seed(models, truths, seed, search)
         for factor, r in restored.items():

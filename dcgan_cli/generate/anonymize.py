@@ -6,7 +6,13 @@ For each photo: every face the detector of `--crop face` finds (MTCNN, boxes of
 at least `--min-face` px) is aligned as the run's data was; the detector's
 whole box becomes the hole, and the inpainting search (Yeh et al.'s context
 loss on the kept surroundings plus D's prior, z on the latent sphere) draws a
-face that fits around it, Poisson-blended into the hole. The crop goes back
+face that fits around it, Poisson-blended into the hole. Of the search's starts
+that fit the surroundings within its tolerance (`Search.fit_slack`), the one
+kept is the face least like the one it replaces inside the hole (`likeness`:
+the correlation of their pixels and of their gradients), not the one D rates
+most real: on tight crops the surroundings (hair, the head's outline, the
+light) are the person's own, and the best fit to them inherits the face's
+layout. The crop goes back
 into the photo through the inverse of the alignment, feathered over the box's
 outer 2% (photo_faces.paste_back); the part of the box past the run's framing
 (the chin, below a CelebA crop) is filled smoothly from the drawn face and the
@@ -94,8 +100,44 @@ def face_recipe(cfg, crop: str | None):
     return recipe
 
 
+def likeness(originals: np.ndarray, others: np.ndarray, holes: np.ndarray) -> np.ndarray:
+    """float (N,) in [-1, 1]: how alike two faces are inside the hole, model-free.
+
+    originals, others: (N, S, S, C) on one scale (uint8 levels or [-1, 1]; each
+    is normalised); holes: bool (N, S, S). The mean of two correlations over the
+    hole's pixels: of the grey levels, and of the gradients (x and y together),
+    each centred on its own mean (so a change of light alone does not count).
+    """
+    def corr(a, b):
+        a = a - a.mean(1, keepdims=True)
+        b = b - b.mean(1, keepdims=True)
+        return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+
+    out = np.zeros(len(originals))
+    for k, (a, b, h) in enumerate(zip(originals, others, holes)):
+        a = np.asarray(a, np.float64).mean(-1)
+        b = np.asarray(b, np.float64).mean(-1)
+        a, b = (a - a[h].mean()) / max(a[h].std(), 1e-12), (b - b[h].mean()) / max(b[h].std(), 1e-12)
+        grads = [np.concatenate([g[h] for g in np.gradient(x)])[None] for x in (a, b)]
+        out[k] = (corr(a[h][None], b[h][None])[0] + corr(*grads)[0]) / 2
+    return out
+
+
+def _unlike(models, crops: np.ndarray, holes: np.ndarray, restarts: int) -> Callable:
+    """`prefer` for search_latents: each start's G(z) scored by minus its likeness to its face's original."""
+    from dcgan_cli.generate.search import generate
+
+    def prefer(z: np.ndarray) -> np.ndarray:
+        return -likeness(np.repeat(crops, restarts, 0), generate(models, z), np.repeat(holes, restarts, 0))
+
+    return prefer
+
+
 def _redraw(models, faces: list, search: Search, todo: np.ndarray, attempt: int, on_step) -> tuple:
-    """Inpaint the holes of faces[todo]: (uint8 crops, latents, terms); attempt > 0 starts elsewhere."""
+    """Inpaint the holes of faces[todo]: (uint8 crops, latents, terms); attempt > 0 starts elsewhere.
+
+    Of the starts that fit the surroundings as well as the search's tolerance allows, the face least like the
+    original inside the hole is kept (`likeness`); terms["likeness"] is the kept face's."""
     from dcgan_cli.generate.repair import context_weights, poisson_blend
     from dcgan_cli.generate.search import generate, search_latents, to_sphere
     from dcgan_cli.pixels import to_signed, to_uint8
@@ -112,8 +154,10 @@ def _redraw(models, faces: list, search: Search, todo: np.ndarray, attempt: int,
         first = np.concatenate([np.random.default_rng([search.seed, int(i), attempt, _ATTEMPT_STREAM]).standard_normal(
             (search.restarts, nz)) for i in todo]).astype(np.float32)
         first = to_sphere(first, nz) if search.sphere else first
-    z, terms = search_latents(models, known, weights, "inpaint", search, on_step, first=first)
-    return to_uint8(poisson_blend(generate(models, z), known, holes)), z, terms
+    z, terms = search_latents(models, known, weights, "inpaint", search, on_step, first=first,
+                              prefer=_unlike(models, crops, holes, search.restarts))
+    new = to_uint8(poisson_blend(generate(models, z), known, holes))
+    return new, z, {**terms, "likeness": likeness(crops, new, holes)}
 
 
 def anonymize_faces(models, faces: list, search: Search, check=None, attempts: int = ATTEMPTS,
@@ -128,7 +172,8 @@ def anonymize_faces(models, faces: list, search: Search, check=None, attempts: i
         crops, zs, terms = _redraw(models, faces, search, todo, attempt, on_step)
         out[todo], z[todo] = crops, zs
         for j, i in enumerate(todo):
-            records[i] = {"loss": {k: float(v[j]) for k, v in terms.items()}, "attempts": attempt + 1}
+            records[i] = {"loss": {k: float(v[j]) for k, v in terms.items() if k != "likeness"},
+                          "likeness": round(float(terms["likeness"][j]), 6), "attempts": attempt + 1}
         if check is None:
             break
         d, t = check(np.stack([faces[i].crop for i in todo]), crops)

@@ -162,16 +162,18 @@ def pick(fit: np.ndarray, logit: np.ndarray, slack: float) -> int:
 
 def search_latents(models, targets: np.ndarray, weights: np.ndarray, kind: str, search: Search,
                    on_step: Callable[[int], None] | None = None, degrade: Callable | None = None,
-                   first: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+                   first: np.ndarray | None = None, prefer: Callable | None = None) -> tuple[np.ndarray, dict]:
     """The kept z of `search.restarts` starts per photo: (float32 (N, nz), {term: float (N,)}).
 
     targets: float32 (N, ...) in [-1, 1], the run's image shape, or the degraded
     shape for restore; weights: float32 (N, H, W, C), the context weights
     (inpaint; the others ignore them). `degrade`: restore's TensorFlow function
     from G's images to the targets' shape. `first`: (N * restarts, nz) starts
-    instead of `starts(...)`. Rows (photo, start) go through one compiled step
-    of `search.batch_size` rows, the last batch padded. The terms include
-    "realism", D's logit of the kept G(z).
+    instead of `starts(...)`. `prefer(z (N * restarts, nz)) -> (N * restarts,)`:
+    what decides among the close fits instead of D's logit (anonymize: the
+    face least like the one it replaces). Rows (photo, start) go through one
+    compiled step of `search.batch_size` rows, the last batch padded. The terms
+    include "realism", D's logit of the kept G(z).
     """
     nz = int(models.generator.input_shape[-1])
     n, r, rows = len(targets), search.restarts, search.batch_size
@@ -195,7 +197,8 @@ def search_latents(models, targets: np.ndarray, weights: np.ndarray, kind: str, 
         found[idx] = z.numpy()[:len(idx)]
         final[idx] = np.stack([a.numpy() for a in losses(z, target, weight, feat)], 1)[:len(idx)]
     fit = final[:, 0] if kind == "project" else final[:, 1]
-    best = np.array([i * r + pick(fit[i * r:(i + 1) * r], final[i * r:(i + 1) * r, 3], search.fit_slack)
+    score = final[:, 3] if prefer is None else np.asarray(prefer(found), np.float64)
+    best = np.array([i * r + pick(fit[i * r:(i + 1) * r], score[i * r:(i + 1) * r], search.fit_slack)
                      for i in range(n)], np.int64)
     names = (*TERMS[kind], "realism")
     return found[best], {k: final[best, j] for j, k in enumerate(names)}
