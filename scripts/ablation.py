@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-# name -> TrainConfig overrides on the dcgan preset. The preset itself now trains with sn+hinge+r1 (adopted
-# from this ablation), so every candidate starts from all of them off: "baseline" is the preset before.
+# name -> TrainConfig overrides on the dcgan preset, each from all of them off ("baseline": the preset), so
+# the table means the same whatever the preset's defaults become.
 OFF = dict(loss="nonsaturating", spectral_norm=False, r1_gamma=0.0, r1_interval=16, bcr=0.0)
 CANDIDATES = {name: {**OFF, **options} for name, options in {
     "baseline": {},
