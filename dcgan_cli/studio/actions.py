@@ -177,6 +177,18 @@ def search_of(steps, restarts, seed) -> repair.Search:
     return s
 
 
+def _counting(total: int, progress: Progress | None) -> Callable[[int], None]:
+    """step(n): the search's progress callback, reporting steps done out of `total` to `progress` (if any)."""
+    done = [0]
+
+    def step(n: int) -> None:
+        done[0] += n
+        if progress:
+            progress(done[0], total)
+
+    return step
+
+
 def inpaint(studio: Studio, photo, layers: list, search: repair.Search,
             progress: Progress | None = None) -> tuple[Path, Path]:
     """Fill what the brush marked (as `dcgan inpaint --mask`): (the repaired crop .png, the mask .png)."""
@@ -186,14 +198,7 @@ def inpaint(studio: Studio, photo, layers: list, search: repair.Search,
     hole = brush_mask(layers, crop.shape[0])
     repair.check_mask(hole, "the brush")
     models = studio.repair_models()
-    total = repair.search_steps(1, search)
-    done = [0]
-
-    def step(n: int) -> None:
-        done[0] += n
-        if progress:
-            progress(done[0], total)
-
+    step = _counting(repair.search_steps(1, search), progress)
     images, _, _ = repair.inpaint_arrays(models, crop[None], hole[None], search, step)
     out = studio.new_dir("inpaint")
     name = _photo_path(photo).stem
@@ -207,14 +212,7 @@ def project(studio: Studio, photo, search: repair.Search, progress: Progress | N
     from dcgan_cli.images import save_image
 
     crop = crop_photo(studio, photo)
-    total = repair.search_steps(1, search)
-    done = [0]
-
-    def step(n: int) -> None:
-        done[0] += n
-        if progress:
-            progress(done[0], total)
-
+    step = _counting(repair.search_steps(1, search), progress)
     images, z, _ = repair.project_arrays(studio.repair_models(), crop[None], search, step)
     out = studio.new_dir("project")
     with atomic_path(out / "latents.npy") as tmp:
