@@ -27,7 +27,7 @@ import typer
 from typer.core import TyperCommand, TyperOption
 
 from dcgan_cli.config import (AUGMENT_P, AUTO_ADA_BELOW, AUTO_CADENCE_STEPS, MAX_SEED, Augment, GActivation, OnCollapse,
-                              Loss as GanLoss,
+                              DNorm, Loss as GanLoss,
                               Precision, Preset, Strategy, TrainConfig, preset_values)
 from dcgan_cli.errors import DcganError, Interrupted, UsageError, resume_hint, sigterm_as_ctrl_c
 from dcgan_cli.metrics.evaluate import METRICS
@@ -427,7 +427,7 @@ TRAIN_PANELS = {
     OUTPUT: ("runs_dir", "name", "checkpoint_every_steps", "checkpoint_every_epochs", "sample_every_epochs",
              "eval_every_epochs", "eval_samples", "quiet"),  # what is written, where and how often
     PERFORMANCE: ("precision", "xla", "strategy", "sync_bn", "cache"),  # the same numbers, sooner
-    "Loss and regularisers": ("loss", "spectral_norm", "r1_gamma", "r1_interval", "bcr"),  # all off by default
+    "Loss and regularisers": ("loss", "spectral_norm", "d_norm", "r1_gamma", "r1_interval", "bcr"),  # all off by default
 }
 
 
@@ -504,6 +504,8 @@ def train(
     loss: Annotated[Optional[GanLoss], typer.Option(help="GAN loss: nonsaturating (the paper's BCE) or hinge.")] = None,
     spectral_norm: Annotated[Optional[bool], typer.Option("--spectral-norm/--no-spectral-norm", help=(
         "Spectral normalisation of every kernel and embedding of D."))] = None,
+    d_norm: Annotated[Optional[DNorm], typer.Option(help="D's hidden normalisation: batch (the paper's) or none "
+                                                        "(SNGAN's D, with biases).")] = None,
     r1_gamma: Annotated[Optional[float], typer.Option(help="R1 penalty weight on real images (0: off).")] = None,
     r1_interval: Annotated[Optional[int], typer.Option(help="Lazy R1: apply it every N steps, scaled by N.")] = None,
     bcr: Annotated[Optional[float], typer.Option(help="Balanced consistency regularisation weight (0: off).")] = None,

@@ -26,6 +26,7 @@ G_ACTIVATIONS = ("relu", "leaky_relu")  # the generator's hidden activation; the
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
 AUGMENTS = ("auto", "none", "diffaug", "ada")  # augmentation of what D sees (augment.py)
 LOSSES = ("nonsaturating", "hinge")  # the GAN loss (gan/regularize.py); the paper's is nonsaturating
+D_NORMS = ("batch", "none")  # D's hidden normalisation (gan/model.py); the paper's is batch
 # The command line's choices, built from the tuples above so its help and these checks cannot drift.
 Precision = Enum("Precision", {p: p for p in PRECISIONS}, type=str)
 Strategy = Enum("Strategy", {s: s for s in STRATEGIES}, type=str)
@@ -33,6 +34,7 @@ GActivation = Enum("GActivation", {a: a for a in G_ACTIVATIONS}, type=str)
 OnCollapse = Enum("OnCollapse", {a: a for a in ON_COLLAPSE}, type=str)
 Augment = Enum("Augment", {a: a for a in AUGMENTS}, type=str)
 Loss = Enum("Loss", {a: a for a in LOSSES}, type=str)
+DNorm = Enum("DNorm", {a: a for a in D_NORMS}, type=str)
 
 
 # ADA's speed (TrainConfig.ada_kimg): p can move by 1 over this many thousand images. The paper's 500
@@ -207,6 +209,8 @@ class TrainConfig(FrozenConfig):
             projection D on the shards' labels (data/conditions.py; docs/conditional.md).
         loss: nonsaturating (BCE on logits, the paper) | hinge (SNGAN's) (gan/regularize.py).
         spectral_norm: spectral normalisation of every kernel and embedding of D (Miyato et al. 2018).
+        d_norm: batch (the paper's batch norm in D's hidden layers) | none (biases instead, as SNGAN's D: a
+            gradient penalty through batch statistics is not one image's, and spectral norm then bounds D).
         r1_gamma: weight of the R1 penalty gamma/2 * |grad_x D(x)|^2 on real images (0 = off).
         r1_interval: lazy R1 (StyleGAN2): the penalty, times this interval, on every this many steps.
         bcr: weight of balanced consistency regularisation (Zhang et al. 2020) on real and fake images (0 = off).
@@ -269,6 +273,7 @@ class TrainConfig(FrozenConfig):
     # -- the loss and D's regularisers (gan/regularize.py; docs/quality.md's ablation): off by default
     loss: str = "nonsaturating"
     spectral_norm: bool = False
+    d_norm: str = "batch"
     r1_gamma: float = 0.0
     r1_interval: int = 16
     bcr: float = 0.0
@@ -523,10 +528,12 @@ def _check_regularisers(c: TrainConfig, bad) -> None:
         bad(f"r1-interval must be at least 1 (1: R1 on every step), got {c.r1_interval}")
     if c.bcr < 0:
         bad(f"bcr must be 0 (off) or more, got {c.bcr}")
-    if c.r1_gamma > 0 and c.sync_bn and c.r1_interval > 1:
+    if c.d_norm not in D_NORMS:
+        bad(f"d-norm must be one of {', '.join(D_NORMS)}, got {c.d_norm!r}")
+    if c.r1_gamma > 0 and c.sync_bn and c.r1_interval > 1 and c.d_norm == "batch":
         # Lazy R1 runs D inside a tf.cond, where a synchronised batch norm cannot all-reduce across replicas.
         bad("lazy R1 cannot run with synchronised batch norm: use --r1-interval 1 (R1 on every step), "
-            "--no-sync-bn, or --r1-gamma 0")
+            "--no-sync-bn, --d-norm none, or --r1-gamma 0")
 
 
 def _check_augment(c: TrainConfig, bad) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 # name -> TrainConfig overrides on the dcgan preset, each from all of them off ("baseline": the preset), so
 # the table means the same whatever the preset's defaults become.
-OFF = dict(loss="nonsaturating", spectral_norm=False, r1_gamma=0.0, r1_interval=16, bcr=0.0)
+OFF = dict(loss="nonsaturating", spectral_norm=False, r1_gamma=0.0, r1_interval=16, bcr=0.0, d_norm="batch")
 CANDIDATES = {name: {**OFF, **options} for name, options in {
     "baseline": {},
     "hinge": dict(loss="hinge"),
@@ -34,6 +34,11 @@ CANDIDATES = {name: {**OFF, **options} for name, options in {
     "ttur": dict(lr_g=1e-4, lr_d=4e-4),
     "sn+hinge": dict(spectral_norm=True, loss="hinge"),
     "sn+hinge+r1": dict(spectral_norm=True, loss="hinge", r1_gamma=1.0, r1_interval=16),
+    "sn+hinge+r1g3": dict(spectral_norm=True, loss="hinge", r1_gamma=3.0, r1_interval=16),
+    # D without batch norm (--d-norm none), as SNGAN's: a gradient penalty through batch statistics is not the
+    # penalty of one image's gradient (Gulrajani et al. 2017), and spectral norm then bounds D
+    "sn+hinge-bn": dict(spectral_norm=True, loss="hinge", d_norm="none"),
+    "sn+hinge+r1-bn": dict(spectral_norm=True, loss="hinge", r1_gamma=1.0, r1_interval=16, d_norm="none"),
     "sn+r1": dict(spectral_norm=True, r1_gamma=1.0, r1_interval=16),
     "hinge+r1": dict(loss="hinge", r1_gamma=1.0, r1_interval=16),
 }.items()}

@@ -77,12 +77,49 @@ def test_spectral_norm_covers_every_kernel_and_embedding_of_d_and_scales_to_unit
         assert float(tf.linalg.svd(w, compute_uv=False)[0]) == pytest.approx(1.0, rel=0.05), layer.name
 
 
+def test_d_without_batch_norm_has_biases_and_spectral_norm_covers_it():
+    import keras
+
+    from dcgan_cli.gan.model import build_discriminator
+
+    plain, bare = build_discriminator(16, 3, 8, labels=2), build_discriminator(16, 3, 8, labels=2, norm="none")
+    bn = [x for x in plain.layers if isinstance(x, keras.layers.BatchNormalization)]
+    assert bn and not [x for x in bare.layers if isinstance(x, keras.layers.BatchNormalization)]
+    assert bare.get_layer("down1").use_bias and not plain.get_layer("down1").use_bias
+    assert not bare.get_layer("down0").use_bias  # the paper's first layer had neither, and keeps no bias
+    wrapped = {x.layer.name for x in reg.with_spectral_norm(bare).layers if isinstance(x, reg.SpectralNorm)}
+    assert wrapped >= {"down0", "down1", "logit", "label_projection"}
+
+
+@pytest.mark.slow
+def test_project_reads_the_discriminator_of_a_spectral_norm_run_without_batch_norm(data16, tmp_path):
+    import tensorflow as tf
+
+    from dcgan_cli.gan.step import build_gan
+    from dcgan_cli.generate.repair import load_models
+    from dcgan_cli.training.loop import train
+
+    cfg = tiny_config(data16, tmp_path, spectral_norm=True, d_norm="none", loss="hinge", epochs=1)
+    run = train(cfg, quiet=True, log=lambda m: None)
+    # project's D (built on its own, then restored from the checkpoint G came from) against the whole trained
+    # GAN restored as a resume restores it: the same logits, and not those of a freshly initialised D
+    models = load_models(run)
+    gan = build_gan(cfg, "fp32")
+    gan.checkpoint().restore(tf.train.latest_checkpoint(str(run / "checkpoints"))).expect_partial()
+    fresh = build_gan(cfg, "fp32").discriminator
+    x = tf.random.stateless_uniform([4, 16, 16, 3], [9, 9], -1.0, 1.0)
+    ours, trained = models.discriminator(x, training=False).numpy(), gan.discriminator(x, training=False).numpy()
+    np.testing.assert_allclose(ours, trained, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(fresh(x, training=False).numpy(), trained, atol=1e-4)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_every_option_together_trains_finite_in_mixed_precision(data16, tmp_path, precision):
     # fp32 trains them in the resume test below; each alone is checked by the graph test at the end.
-    cases = [dict(ALL_ON, alternate=True), dict(ALL_ON, alternate=False, augment="diffaug", augment_p=0.5)]
-    for options in cases[: 2 if precision == "bf16" else 1]:
+    cases = [dict(ALL_ON, alternate=True), dict(ALL_ON, d_norm="none"),
+             dict(ALL_ON, alternate=False, augment="diffaug", augment_p=0.5)]
+    for options in cases[: 3 if precision == "bf16" else 2]:
         cfg = tiny_config(data16, tmp_path, **options).with_augment(24)
         gan, step = _step(cfg, precision)
         for _ in range(2):  # R1 on step 0, off on step 1

@@ -195,10 +195,14 @@ def build_discriminator(
     sync_bn: bool = False,
     fast: bool = True,
     labels: int = 0,
+    norm: str = "batch",
 ) -> keras.Model:
     """D(x), or with `labels` > 0 the projection discriminator D(x, y) (Miyato and Koyama 2018):
     logit = psi(phi(x)) + <embed(y), phi(x)>, phi(x) the flattened last feature map, psi the logit conv,
-    embed a Dense layer of y (B, labels): per attribute, +-1 times its own projection, summed."""
+    embed a Dense layer of y (B, labels): per attribute, +-1 times its own projection, summed.
+
+    `norm`: batch (the paper's batch norm after each hidden conv) or none (a bias instead, as SNGAN's D).
+    """
     base, n_down = _base_and_blocks(image_size)
     init = keras.initializers.RandomNormal(0.0, init_std)
     bn = _batch_norm(init_std, dtype, sync_bn, fast)
@@ -212,8 +216,9 @@ def build_discriminator(
         f *= 2
         # (B, s, s, f/2) -> (B, s/2, s/2, f)
         Down = PatchGradConv2D if fast and i == n_down - 1 and base == 4 else layers.Conv2D
-        x = Down(f, 4, 2, "same", use_bias=False, kernel_initializer=init, dtype=dtype, name=f"down{i}")(x)
-        x = bn(f"down{i}_bn")(x)
+        x = Down(f, 4, 2, "same", use_bias=norm == "none", kernel_initializer=init, dtype=dtype, name=f"down{i}")(x)
+        if norm == "batch":
+            x = bn(f"down{i}_bn")(x)
         x = layers.LeakyReLU(0.2, dtype=dtype, name=f"down{i}_lrelu")(x)
     # (B, base, base, f) -> (B, 1, 1, 1) -> (B, 1): a logit, in float32.
     phi = x

@@ -120,7 +120,7 @@ def build_gan(cfg: TrainConfig, precision: str = "fp32", labels=None) -> GAN:
     generator = build_generator(**g_kw)
     discriminator = build_discriminator(image_size=cfg.image_size, channels=cfg.channels, filters=cfg.d_filters,
                                         init_std=cfg.init_std, dtype=policy, sync_bn=cfg.sync_bn,
-                                        labels=g_kw["labels"])
+                                        labels=g_kw["labels"], norm=cfg.d_norm)
     if cfg.spectral_norm:  # every kernel and embedding of D, its projection head included (regularize.py)
         from dcgan_cli.gan.regularize import with_spectral_norm
 

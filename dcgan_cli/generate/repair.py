@@ -89,7 +89,11 @@ def load_models(run: Path | None, runs_dir: Path = Path("runs"), warn: Callable[
                tf.train.list_variables(restored.checkpoint)):
         raise DcganError(f"{restored.checkpoint} holds only the generator, but project and inpaint also need the "
                          f"discriminator (`sample` does not); use a checkpoint that training wrote")
-    d = build_discriminator(cfg.image_size, cfg.channels, cfg.d_filters, cfg.init_std, fast=False)
+    d = build_discriminator(cfg.image_size, cfg.channels, cfg.d_filters, cfg.init_std, fast=False, norm=cfg.d_norm)
+    if cfg.spectral_norm:  # the run's D as it was trained, so that its checkpoint's weights land where they were
+        from dcgan_cli.gan.regularize import with_spectral_norm
+
+        d = with_spectral_norm(d)
     checkpoints.restore_first_readable(tf.train.Checkpoint(**{checkpoints.DISCRIMINATOR_SLOT: d}), [restored.checkpoint],
                                   restored.checkpoint, partial=True)
     hidden = [layer for layer in d.layers if layer.name.endswith("_lrelu")][-1]
