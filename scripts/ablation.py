@@ -42,6 +42,10 @@ CANDIDATES = {name: {**OFF, **options} for name, options in {
     "sn+hinge+r1-bn lr_g 2e-4": dict(spectral_norm=True, loss="hinge", r1_gamma=1.0, r1_interval=16, d_norm="none",
                                      lr_g=2e-4),
     "sn+hinge+r1g10-bn": dict(spectral_norm=True, loss="hinge", r1_gamma=10.0, r1_interval=16, d_norm="none"),
+    "sn+hinge+r1-bn lr_g 2e-4 ada_target 0.4": dict(spectral_norm=True, loss="hinge", r1_gamma=1.0, r1_interval=16,
+                                                    d_norm="none", lr_g=2e-4, ada_target=0.4),
+    "sn+hinge+r1-bn lr_g 2e-4 ada_kimg 20": dict(spectral_norm=True, loss="hinge", r1_gamma=1.0, r1_interval=16,
+                                                 d_norm="none", lr_g=2e-4, ada_kimg=20.0),
     "sn+r1": dict(spectral_norm=True, r1_gamma=1.0, r1_interval=16),
     "hinge+r1": dict(loss="hinge", r1_gamma=1.0, r1_interval=16),
 }.items()}
