@@ -46,6 +46,9 @@ CANDIDATES = {name: {**OFF, **options} for name, options in {
                                                     d_norm="none", lr_g=2e-4, ada_target=0.4),
     "sn+hinge+r1-bn lr_g 2e-4 ada_kimg 20": dict(spectral_norm=True, loss="hinge", r1_gamma=1.0, r1_interval=16,
                                                  d_norm="none", lr_g=2e-4, ada_kimg=20.0),
+    "sn+hinge+r1-bn lr_g 2e-4 ada_kimg 20 ndf 32": dict(spectral_norm=True, loss="hinge", r1_gamma=1.0,
+                                                        r1_interval=16, d_norm="none", lr_g=2e-4, ada_kimg=20.0,
+                                                        d_filters=32),
     "sn+r1": dict(spectral_norm=True, r1_gamma=1.0, r1_interval=16),
     "hinge+r1": dict(loss="hinge", r1_gamma=1.0, r1_interval=16),
 }.items()}
