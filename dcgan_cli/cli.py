@@ -431,6 +431,26 @@ TRAIN_PANELS = {
 }
 
 
+# train's longer options, declared once here so that its signature reads as one line per option
+_AugmentOpt = Annotated[Optional[Augment], typer.Option(help=(
+    "Augment everything D sees (translation, cutout, colour): diffaug (fixed p), ada (p adapted to D's "
+    f"overfitting), none; auto: ada on data sets under {AUTO_ADA_BELOW:,} images, none above."))]
+_AugmentPOpt = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help=(
+    "Per-sample probability of each augmentation: diffaug's fixed p, ada's starting p."),
+    show_default="; ".join(f"{mode}: {p:g}" for mode, p in AUGMENT_P.items()))]
+_ConditionOpt = Annotated[Optional[str], typer.Option(
+    metavar="classes|attributes[:A,B]", help="Train G(z, y) and a projection D on the data's labels: its "
+    "classes (folders, MNIST), or its attributes (CelebA), all or the named ones. Fixed for the run.",
+    show_default=False)]
+_VerifyDataOpt = Annotated[bool, typer.Option("--verify-data", help="Check every shard's SHA-256 against the "
+                                          "manifest before training (done anyway when the data changed "
+                                          "since the last check).")]
+_SpectralNormOpt = Annotated[Optional[bool], typer.Option("--spectral-norm/--no-spectral-norm", help=(
+    "Spectral normalisation of every kernel and embedding of D."))]
+_DNormOpt = Annotated[Optional[DNorm], typer.Option(help="D's hidden normalisation: batch (the paper's) or none "
+                                                    "(SNGAN's D, with biases).")]
+
+
 @app.command(renamed={"--checkpoint-every": "--checkpoint-every-steps",
                       "--checkpoint-epochs": "--checkpoint-every-epochs",
                       "--sample-every": "--sample-every-epochs", "--eval-every": "--eval-every-epochs"},
@@ -443,19 +463,10 @@ def train(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help=DATA_DIR_HELP, show_default=False)] = None,
     flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips.")] = None,
-    augment: Annotated[Optional[Augment], typer.Option(help=(
-        "Augment everything D sees (translation, cutout, colour): diffaug (fixed p), ada (p adapted to D's "
-        f"overfitting), none; auto: ada on data sets under {AUTO_ADA_BELOW:,} images, none above."))] = None,
-    augment_p: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help=(
-        "Per-sample probability of each augmentation: diffaug's fixed p, ada's starting p."),
-        show_default="; ".join(f"{mode}: {p:g}" for mode, p in AUGMENT_P.items()))] = None,
-    condition: Annotated[Optional[str], typer.Option(
-        metavar="classes|attributes[:A,B]", help="Train G(z, y) and a projection D on the data's labels: its "
-        "classes (folders, MNIST), or its attributes (CelebA), all or the named ones. Fixed for the run.",
-        show_default=False)] = None,
-    verify_data: Annotated[bool, typer.Option("--verify-data", help="Check every shard's SHA-256 against the "
-                                              "manifest before training (done anyway when the data changed "
-                                              "since the last check).")] = False,
+    augment: _AugmentOpt = None,
+    augment_p: _AugmentPOpt = None,
+    condition: _ConditionOpt = None,
+    verify_data: _VerifyDataOpt = False,
     latent_dim: Annotated[Optional[int], typer.Option(min=1, help="Size of the noise z.")] = None,
     g_filters: Annotated[Optional[int], typer.Option(min=1, help="Generator width (ngf).")] = None,
     d_filters: Annotated[Optional[int], typer.Option(min=1, help="Discriminator width (ndf).")] = None,
@@ -502,10 +513,8 @@ def train(
     cache: Annotated[Optional[bool], typer.Option("--cache/--no-cache", help="Keep the data in memory.")] = None,
     # -- the loss and D's regularisers (gan/regularize.py; measured in docs/quality.md's ablation)
     loss: Annotated[Optional[GanLoss], typer.Option(help="GAN loss: nonsaturating (the paper's BCE) or hinge.")] = None,
-    spectral_norm: Annotated[Optional[bool], typer.Option("--spectral-norm/--no-spectral-norm", help=(
-        "Spectral normalisation of every kernel and embedding of D."))] = None,
-    d_norm: Annotated[Optional[DNorm], typer.Option(help="D's hidden normalisation: batch (the paper's) or none "
-                                                        "(SNGAN's D, with biases).")] = None,
+    spectral_norm: _SpectralNormOpt = None,
+    d_norm: _DNormOpt = None,
     r1_gamma: Annotated[Optional[float], typer.Option(help="R1 penalty weight on real images (0: off).")] = None,
     r1_interval: Annotated[Optional[int], typer.Option(help="Lazy R1: apply it every N steps, scaled by N.")] = None,
     bcr: Annotated[Optional[float], typer.Option(help="Balanced consistency regularisation weight (0: off).")] = None,
@@ -1116,16 +1125,25 @@ BENCH_PANELS = {
 }
 
 
+# bench's longer options, declared once here as train's are
+_QualitySetsOpt = Annotated[str, typer.Option(help="Comma-separated data sets of the quality part: digits (sklearn's, "
+                                                   "the figure of merit), faces (skimage's 100 LFW faces), faces80 "
+                                                   "(80 of them, 20 held out: copy ratio and diversity; half an hour "
+                                                   "per mode and seed).")]
+_QualityAugmentOpt = Annotated[str, typer.Option(help="Comma-separated --augment modes of our model in the quality "
+                                                      "part, each trained per seed against the same reference, e.g. "
+                                                      "none,diffaug,ada.")]
+_RepairFigureOpt = Annotated[Optional[Path], typer.Option(
+    help="With --parts repair: also write a picture of held-out faces (masked | ours | Telea | real).",
+    show_default=False)]
+
+
 @app.command(panels=BENCH_PANELS, rich_help_panel=EVALUATING)
 def bench(
     parts: Annotated[str, typer.Option(help=BENCH_PARTS_HELP)] = "step,loop,input,preprocess",
     data: Annotated[Optional[Path], typer.Option(help="Preprocessed data for the loop and input figures "
                                                       "(default: temporary synthetic shards).")] = None,
-    quality_sets: Annotated[str, typer.Option(help="Comma-separated data sets of the quality part: digits "
-                                                   "(sklearn's, the figure of merit), faces (skimage's 100 LFW "
-                                                   "faces), faces80 (80 of them, 20 held out: "
-                                                   "copy ratio and diversity; half an hour per mode and seed)."
-                                              )] = ",".join(QUALITY_SETS),
+    quality_sets: _QualitySetsOpt = ",".join(QUALITY_SETS),
     face_images: Annotated[int, typer.Option(min=1, hidden=True, help="Photos of the face figure.")] = FACE_IMAGES,
     preset: Annotated[Preset, typer.Option(help="The recipe of the timed step and of our model in the quality "
                                                 "part.")] = Preset("dcgan"),
@@ -1133,9 +1151,7 @@ def bench(
     augment: Annotated[Augment, typer.Option(help="Also time the step with this augmentation (diffaug, ada) "
                                                   "and give its img/s as a ratio to the plain step's."
                                              )] = Augment.none,
-    quality_augment: Annotated[str, typer.Option(help="Comma-separated --augment modes of our model in the "
-                                                      "quality part, each trained per seed against the same "
-                                                      "reference, e.g. none,diffaug,ada.")] = "auto",
+    quality_augment: _QualityAugmentOpt = "auto",
     stylize_size: Annotated[int, typer.Option(min=32, help="Image side of the stylize part.")] = STYLIZE_SIZE,
     steps: Annotated[int, typer.Option(min=1, help="Timed steps per measurement.")] = bench_suite.STEPS,
     batch_size: Annotated[int, typer.Option(min=1, help="Global batch size.")] = bench_suite.BATCH_SIZE,
@@ -1155,9 +1171,7 @@ def bench(
     quality_workdir: Annotated[Optional[Path], typer.Option(
         help="Keep the quality part's data and trained runs here (default: a temporary folder).",
         show_default=False)] = None,
-    repair_figure: Annotated[Optional[Path], typer.Option(
-        help="With --parts repair: also write a picture of held-out faces (masked | ours | Telea | real).",
-        show_default=False)] = None,
+    repair_figure: _RepairFigureOpt = None,
     precision: Annotated[Precision, typer.Option(help="Compute precision (auto: by hardware).")] = Precision.auto,
     xla: Annotated[bool, typer.Option("--xla/--no-xla", help="Compile the step with XLA.")] = False,
     peers: Annotated[Optional[Path], typer.Option(help="Folder with peer_keras.py / peer_torch.py: time them "
