@@ -73,6 +73,19 @@ def input_throughput(data_dir: str | Path, batch_size: int = 128, batches: int =
     return batch_size * batches / (time.perf_counter() - t0)
 
 
+_MARKER = ".complete"  # written last into a folder of generated pictures: it holds all of them
+
+
+def _complete(folder: Path, n_images: int) -> bool:
+    """Whether `folder` already holds its `n_images` pictures (its marker says so); if not, it is emptied for them."""
+    marker = folder / _MARKER
+    if marker.exists() and marker.read_text() == str(n_images):
+        return True
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return False
+
+
 def write_celeba_like(folder: str | Path, n_images: int, seed: int = 0) -> Path:
     """n 178x218 JPEGs that compress and decode like aligned CelebA faces.
 
@@ -85,11 +98,8 @@ def write_celeba_like(folder: str | Path, n_images: int, seed: int = 0) -> Path:
     from PIL import Image
 
     folder = Path(folder)
-    marker = folder / ".complete"
-    if marker.exists() and marker.read_text() == str(n_images):
+    if _complete(folder, n_images):
         return folder
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)
     h, w = CELEBA_H, CELEBA_W
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -107,7 +117,7 @@ def write_celeba_like(folder: str | Path, n_images: int, seed: int = 0) -> Path:
         img[(np.abs(xx - cx) < 12) & (np.abs(yy - cy - 22) < 3)] = (150, 60, 60)
         img += rng.normal(0, 4, img.shape)
         Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(folder / f"{i + 1:06d}.jpg", quality=90)
-    marker.write_text(str(n_images))
+    (folder / _MARKER).write_text(str(n_images))
     return folder
 
 
@@ -124,11 +134,8 @@ def write_celeba_like_faces(folder: str | Path, n_images: int, seed: int = 0) ->
     from skimage.data import lfw_subset
 
     folder = Path(folder)
-    marker = folder / ".complete"
-    if marker.exists() and marker.read_text() == str(n_images):
+    if _complete(folder, n_images):
         return folder
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)
     lfw = lfw_subset()[:100]
     h, w = CELEBA_H, CELEBA_W
@@ -143,7 +150,7 @@ def write_celeba_like_faces(folder: str | Path, n_images: int, seed: int = 0) ->
         face = face.rotate(rng.uniform(-12, 12), Image.Resampling.BICUBIC, expand=True, fillcolor=fill)
         photo.paste(face, ((w - face.width) // 2 + int(rng.integers(-8, 9)), (h - face.height) // 2 + 10))
         photo.save(folder / f"{i + 1:06d}.jpg", quality=90)
-    marker.write_text(str(n_images))
+    (folder / _MARKER).write_text(str(n_images))
     return folder
 
 

@@ -111,29 +111,35 @@ def held_out_groups(held: np.ndarray) -> list[list[int]]:
     return pairs + [[int(i)] for i in held[2 * TWO_FACE_SCENES:]]
 
 
-def training_data(workdir: Path, log: Callable[[str], None]) -> Path:
-    """The 80 training faces in scenes -> `preprocess --crop face --size 32 --channels 1`: the run's data."""
+def _scenes_preprocessed(out: Path, src: Path, seeds: list[int], path_of: Callable[[Path, int, int], Path],
+                         log: Callable[[str], None], **options) -> Path:
+    """The 80 training faces, each pasted into one scene per seed and saved at `path_of(src, face, view)`, then
+    `preprocess --crop face --size 32 --channels 1` (+ `options`) into `out`; once: a finished `out` is reused."""
     from dcgan_cli.data.preprocess import PreprocessConfig, preprocess
 
-    out = workdir / "scenes-train-32"
     if (out / "manifest.json").is_file():
         return out
     faces, keep, _ = lfw_faces()
-    src = workdir / "scenes-train"
-    src.mkdir(parents=True, exist_ok=True)
-    for i, (img, _) in zip(keep, scenes(faces, [[int(i)] for i in keep], seed=1)):
-        img.save(src / f"scene-{i:03d}.png")
-    preprocess(PreprocessConfig(source=str(src), out=str(out), size=32, crop="face", channels=1, workers=1), log=log)
+    for view, seed in enumerate(seeds):
+        for i, (img, _) in zip(keep, scenes(faces, [[int(i)] for i in keep], seed=seed)):
+            path = path_of(src, int(i), view)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            img.save(path)
+    preprocess(PreprocessConfig(source=str(src), out=str(out), size=32, crop="face", channels=1, workers=1,
+                                **options), log=log)
     return out
 
 
-def identity_data(workdir: Path, log: Callable[[str], None]) -> Path:
-    """The 80 training faces, each pasted into ID_VIEWS scenes, as identities: `--crop face --labels folders`."""
-    from dcgan_cli.data.preprocess import PreprocessConfig, preprocess
+def training_data(workdir: Path, log: Callable[[str], None]) -> Path:
+    """The 80 training faces, one scene each -> the preprocessed run data."""
+    return _scenes_preprocessed(workdir / "scenes-train-32", workdir / "scenes-train", [1],
+                                lambda src, i, view: src / f"scene-{i:03d}.png", log)
 
-    out = workdir / "identities-32"
-    if (out / "manifest.json").is_file():
-        return out
+
+def identity_data(workdir: Path, log: Callable[[str], None]) -> Path:
+    """The 80 training faces, each pasted into ID_VIEWS scenes, as identities (`--labels folders`)."""
+    return _scenes_preprocessed(workdir / "identities-32", workdir / "identities", [10 + v for v in range(ID_VIEWS)],
+                                lambda src, i, view: src / f"face-{i:03d}" / f"view-{view}.png", log, labels="folders")
     faces, keep, _ = lfw_faces()
     src = workdir / "identities"
     for view in range(ID_VIEWS):
