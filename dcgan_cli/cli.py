@@ -26,7 +26,7 @@ from typing import Annotated, Callable, Optional
 import typer
 from typer.core import TyperCommand, TyperOption
 
-from dcgan_cli.config import (AUGMENT_P, AUTO_ADA_BELOW, AUTO_CADENCE_STEPS, MAX_SEED, Augment, GActivation, OnCollapse,
+from dcgan_cli.config import (AUGMENT_P, SMALL_DATA_BELOW, AUTO_CADENCE_STEPS, MAX_SEED, Augment, GActivation, OnCollapse,
                               DNorm, Loss as GanLoss,
                               Precision, Preset, Strategy, TrainConfig, preset_values)
 from dcgan_cli.errors import DcganError, Interrupted, UsageError, resume_hint, sigterm_as_ctrl_c
@@ -175,10 +175,14 @@ def _shown(value) -> str:
 
 
 def _preset_default(field: str) -> str:
-    """`train --FIELD`'s default as --help shows it, from config.PRESETS: each value with the presets that give it."""
+    """`train --FIELD`'s default as --help shows it, from config.PRESETS: each value with the presets that give it
+    (and what a preset gives on small data, where that differs)."""
     presets_of: dict[str, list[str]] = {}
+    small = preset_values(field, small_data=True)
     for name, value in preset_values(field).items():
-        presets_of.setdefault(_shown(value), []).append(name)
+        shown = _shown(value) + (f" ({_shown(small[name])} under {SMALL_DATA_BELOW:,} images)"
+                                 if small[name] != value else "")
+        presets_of.setdefault(shown, []).append(name)
     if len(presets_of) == 1:
         return next(iter(presets_of))
     return "; ".join(f"{', '.join(names)}: {value}" for value, names in presets_of.items())
@@ -434,7 +438,7 @@ TRAIN_PANELS = {
 # train's longer options, declared once here so that its signature reads as one line per option
 _AugmentOpt = Annotated[Optional[Augment], typer.Option(help=(
     "Augment everything D sees (translation, cutout, colour): diffaug (fixed p), ada (p adapted to D's "
-    f"overfitting), none; auto: ada on data sets under {AUTO_ADA_BELOW:,} images, none above."))]
+    f"overfitting), none; auto: ada on data sets under {SMALL_DATA_BELOW:,} images, none above."))]
 _AugmentPOpt = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help=(
     "Per-sample probability of each augmentation: diffaug's fixed p, ada's starting p."),
     show_default="; ".join(f"{mode}: {p:g}" for mode, p in AUGMENT_P.items()))]

@@ -204,12 +204,12 @@ def test_the_augmented_step_runs_in_mixed_precision(data16, tmp_path, precision)
 
 
 def test_auto_is_ada_on_small_data_and_none_on_large():
-    from dcgan_cli.config import AUTO_ADA_BELOW, TrainConfig
+    from dcgan_cli.config import SMALL_DATA_BELOW, TrainConfig
 
     cfg = TrainConfig()
     assert cfg.augment == "auto"
     assert (cfg.with_augment(80).augment, cfg.with_augment(80).augment_p) == ("ada", 0.0)
-    assert cfg.with_augment(AUTO_ADA_BELOW).augment == "none"
+    assert cfg.with_augment(SMALL_DATA_BELOW).augment == "none"
     assert cfg.replace(augment="diffaug").with_augment(10).augment_p == 1.0
     assert cfg.replace(augment="diffaug", augment_p=0.4).with_augment(10).augment_p == 0.4
     # A run saved before augmentation existed resumes without it.

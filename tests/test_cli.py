@@ -201,9 +201,10 @@ def test_end_to_end_download_preprocess_train_sample(tmp_path, monkeypatch):
 
 
 def test_each_preset_reaches_the_config_on_its_own_data_and_a_flag_wins(image_folder, tmp_path):
-    """Every preset, on data of its shape: --dry-run prints a valid config holding each value the preset sets,
-    except the one a flag overrides (a preset is a set of overrides, flags come last)."""
-    from dcgan_cli.config import PRESETS, TrainConfig
+    """Every preset, on data of its shape: --dry-run prints a valid config holding each value the preset sets
+    (on this small data, its SMALL_DATA recipe over them), except the one a flag overrides (a preset is a set
+    of overrides, flags come last)."""
+    from dcgan_cli.config import PRESETS, SMALL_DATA, TrainConfig
     from dcgan_cli.data.preprocess import PreprocessConfig, preprocess
 
     for name, recipe in PRESETS.items():
@@ -217,7 +218,21 @@ def test_each_preset_reaches_the_config_on_its_own_data_and_a_flag_wins(image_fo
         cfg = json.loads(r.stdout)
         TrainConfig(**cfg)  # valid: validation runs on construction
         assert cfg["preset"] == name and cfg["epochs"] == epochs
+        recipe = {**recipe, **SMALL_DATA.get(name, {})}
         assert {k: cfg[k] for k in recipe if k != "epochs"} == {k: v for k, v in recipe.items() if k != "epochs"}, name
+
+
+def test_the_dcgan_preset_keeps_the_papers_d_on_small_data_only_and_a_flag_wins():
+    from dcgan_cli.config import SMALL_DATA_BELOW, preset_for_data
+
+    def d_recipe(count, preset="dcgan", **flags):
+        c = preset_for_data(preset, {"size": 32, "channels": 1, "count": count}, **flags)
+        return c.loss, c.spectral_norm, c.r1_gamma, c.d_norm
+
+    assert d_recipe(SMALL_DATA_BELOW) == ("hinge", True, 1.0, "none")  # SNGAN's D with lazy R1
+    assert d_recipe(SMALL_DATA_BELOW - 1) == ("nonsaturating", False, 0.0, "batch")  # the paper's D
+    assert d_recipe(80, loss="hinge", d_norm="none") == ("hinge", False, 0.0, "none")  # flags still win
+    assert d_recipe(10**6, preset="paper") == ("nonsaturating", False, 0.0, "batch")  # other presets: as they were
 
 
 def test_a_preset_refuses_data_of_another_size_and_unknown_names_list_the_presets(data16, tmp_path):

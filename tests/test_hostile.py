@@ -342,7 +342,7 @@ CASES = [
     Case("train-r1-interval-zero", ["train", "--data", "data", *TINY, "--r1-interval", "0", "--dry-run"], code=1,
          says="r1-interval must be at least 1"),
     Case("train-r1-with-sync-bn", ["train", "--data", "data", *TINY, "--r1-gamma", "1", "--sync-bn", "--dry-run"],
-         code=1, says="use --r1-interval 1 (R1 on every step), --no-sync-bn, or --r1-gamma 0"),
+         code=1, says="use --r1-interval 1 (R1 on every step), --d-norm none, --no-sync-bn, or --r1-gamma 0"),
     Case("train-d-norm-unknown", ["train", "--data", "data", *TINY, "--d-norm", "layer", "--dry-run"], code=2,
          says="'layer' is not one of 'batch', 'none'"),
     Case("train-bcr-negative", ["train", "--data", "data", *TINY, "--bcr", "-0.5", "--dry-run"], code=1,

@@ -345,13 +345,15 @@ def sample(generator, n: int = SAMPLES, batch_size: int = 250) -> np.ndarray:
 
 def our_config(qs: QualitySet, seed: int, steps: int, runs_dir: Path, epochs: int = 5, preset_name: str = "dcgan",
                **overrides):
-    """`preset_name` (the `dcgan` preset) on this data, `steps` steps in about `epochs` epochs (few per-epoch
-    outputs)."""
-    from dcgan_cli.config import preset
+    """`preset_name` (the `dcgan` preset) on this data as `dcgan train` makes it (`preset_for_data`: its
+    small-data recipe on a small set), `steps` steps in about `epochs` epochs (few per-epoch outputs)."""
+    from dcgan_cli.config import preset_for_data
+    from dcgan_cli.data.shards import load_manifest
 
     per_epoch = max(1, math.ceil(steps / epochs))
-    return preset(preset_name, data=str(qs.data_dir), image_size=SIZE, channels=1, seed=seed, runs_dir=str(runs_dir),
-                  steps_per_epoch=per_epoch, epochs=math.ceil(steps / per_epoch), **overrides)
+    return preset_for_data(preset_name, load_manifest(qs.data_dir), data=str(qs.data_dir), image_size=SIZE,
+                           channels=1, seed=seed, runs_dir=str(runs_dir), steps_per_epoch=per_epoch,
+                           epochs=math.ceil(steps / per_epoch), **overrides)
 
 
 def train_ours(cfg, run_dir: Path) -> tuple[object, object | None]:
