@@ -26,8 +26,8 @@ from typing import Annotated, Callable, Optional
 import typer
 from typer.core import TyperCommand, TyperOption
 
-from dcgan_cli.config import (AUGMENT_P, SMALL_DATA_BELOW, AUTO_CADENCE_STEPS, MAX_SEED, Augment, GActivation, OnCollapse,
-                              DNorm, Loss as GanLoss,
+from dcgan_cli.config import (AUGMENT_P, AUTO_CADENCE_STEPS, MAX_SEED, SMALL_DATA_BELOW, Augment, GActivation,
+                              OnCollapse, DNorm, Loss as GanLoss,
                               Precision, Preset, Strategy, TrainConfig, preset_values)
 from dcgan_cli.errors import DcganError, Interrupted, UsageError, resume_hint, sigterm_as_ctrl_c
 from dcgan_cli.metrics.evaluate import METRICS

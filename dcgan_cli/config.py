@@ -361,7 +361,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 4e-4 / 1e-4) made it 7x worse.
     # And SNGAN's D (the hinge loss, spectral normalisation of every kernel and embedding, no batch norm)
     # with StyleGAN2's lazy R1 (gamma 1 every 16 steps): on the 1,797 digits at equal wall-clock 0.55 ->
-    # 0.48 of the reference's FD (better on each of 3 seeds), and in a 10x longer run 0.45x -> 0.13x with
+    # 0.48 of the reference's FD (better on each of 3 seeds), and in a 10x longer run 0.45x -> 0.16x with
     # FD falling at every point (docs/quality.md, "Tuning for the long run"). Under SMALL_DATA_BELOW images
     # it keeps the paper's D (SMALL_DATA).
     "dcgan": dict(batch_size=128, epochs=25, lr_g=6e-4, lr_d=2e-4, beta1=0.5, alternate=True, ema=0.999,
